@@ -1,0 +1,522 @@
+//! Deployment requests, statuses, rollbacks and statistics: the vocabulary of the seed's
+//! Actuator, shared by the engine, the server and the CLI.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::fmt;
+
+use crate::config::SlotName;
+use crate::error::CoreError;
+use crate::state::DeploymentState;
+
+/// How a candidate config reaches traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeploymentStrategy {
+    /// Phased shares (1% → 5% → 25% → 50% → 100%) compared against a control.
+    Canary,
+    /// All traffic at once, with guard rails watched for a window.
+    Immediate,
+    /// Preview traffic first, then an atomic switch with the old config kept ready.
+    BlueGreen,
+    /// Fixed share steps with guard rails and no held-back control.
+    Rolling,
+    /// The candidate runs on mirrored requests only; users never see its answers.
+    Shadow,
+    /// A fixed split between two or more configs until one wins.
+    AbTest,
+}
+
+impl DeploymentStrategy {
+    /// Every strategy.
+    pub const ALL: [Self; 6] =
+        [Self::Canary, Self::Immediate, Self::BlueGreen, Self::Rolling, Self::Shadow, Self::AbTest];
+
+    /// Stable string form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Canary => "canary",
+            Self::Immediate => "immediate",
+            Self::BlueGreen => "blue_green",
+            Self::Rolling => "rolling",
+            Self::Shadow => "shadow",
+            Self::AbTest => "ab_test",
+        }
+    }
+
+    /// Parses the stable string form.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+}
+
+impl fmt::Display for DeploymentStrategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The config a deployment rolls out: an existing version, or a new document to write first.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Candidate {
+    /// A version already in the store.
+    Version(u64),
+    /// A new document; it is validated and written as the next version.
+    Document(Value),
+}
+
+/// One canary phase.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryPhase {
+    /// Share of traffic on the candidate, in percent (0.01 to 100).
+    pub traffic_percent: f64,
+    /// The phase is never promoted before this many seconds.
+    #[serde(default = "defaults::min_duration")]
+    pub min_duration_secs: u64,
+    /// The phase is never promoted before this many canary requests.
+    #[serde(default = "defaults::min_samples")]
+    pub min_samples: u64,
+    /// After this many seconds the phase's analysis is inconclusive.
+    #[serde(default = "defaults::max_duration")]
+    pub max_duration_secs: u64,
+}
+
+impl CanaryPhase {
+    /// A phase at `traffic_percent` with the default duration and sample limits.
+    pub fn at(traffic_percent: f64) -> Self {
+        Self {
+            traffic_percent,
+            min_duration_secs: defaults::min_duration(),
+            min_samples: defaults::min_samples(),
+            max_duration_secs: defaults::max_duration(),
+        }
+    }
+}
+
+mod defaults {
+    pub(super) fn min_duration() -> u64 {
+        60
+    }
+    pub(super) fn min_samples() -> u64 {
+        100
+    }
+    pub(super) fn max_duration() -> u64 {
+        3600
+    }
+    pub(super) fn max_total() -> u64 {
+        24 * 3600
+    }
+    pub(super) fn yes() -> bool {
+        true
+    }
+}
+
+/// The thresholds of the seed's guard rails and significance level.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SuccessCriteria {
+    /// Minimum share of successful requests (0.99).
+    pub min_success_rate: f64,
+    /// Maximum share of failed requests (0.01).
+    pub max_error_rate: f64,
+    /// Maximum 95th percentile latency in milliseconds (1000).
+    pub max_p95_latency_ms: f64,
+    /// Maximum 99th percentile latency in milliseconds (2000).
+    pub max_p99_latency_ms: f64,
+    /// Maximum relative cost increase over control (0.10 = 10%).
+    pub max_cost_increase: f64,
+    /// Minimum mean quality score (3.5 on a 1–5 scale).
+    pub min_quality: f64,
+    /// Minimum canary requests before any promotion (100).
+    pub min_sample_size: u64,
+    /// False-rollback budget of the sequential analysis over the whole rollout (0.05).
+    pub alpha: f64,
+}
+
+impl Default for SuccessCriteria {
+    fn default() -> Self {
+        Self {
+            min_success_rate: 0.99,
+            max_error_rate: 0.01,
+            max_p95_latency_ms: 1000.0,
+            max_p99_latency_ms: 2000.0,
+            max_cost_increase: 0.10,
+            min_quality: 3.5,
+            min_sample_size: 100,
+            alpha: 0.05,
+        }
+    }
+}
+
+impl SuccessCriteria {
+    /// Checks that every threshold is in its range.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        let unit = |name: &str, v: f64| {
+            if (0.0..=1.0).contains(&v) {
+                Ok(())
+            } else {
+                Err(CoreError::InvalidRequest(format!("{name} must be between 0 and 1, got {v}")))
+            }
+        };
+        unit("min_success_rate", self.min_success_rate)?;
+        unit("max_error_rate", self.max_error_rate)?;
+        if !(self.alpha > 0.0 && self.alpha < 0.5) {
+            return Err(CoreError::InvalidRequest(format!(
+                "alpha must be in (0, 0.5), got {}",
+                self.alpha
+            )));
+        }
+        for (name, v) in [
+            ("max_p95_latency_ms", self.max_p95_latency_ms),
+            ("max_p99_latency_ms", self.max_p99_latency_ms),
+            ("max_cost_increase", self.max_cost_increase),
+            ("min_quality", self.min_quality),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                return Err(CoreError::InvalidRequest(format!(
+                    "{name} must be a non-negative number, got {v}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How a rollback moves traffic back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RollbackMode {
+    /// The candidate's share drops to 0 and the stable snapshot is restored in one step.
+    #[default]
+    Fast,
+    /// The share steps down 100 → 50 → 25 → 5 → 1 → 0 with health watched at each step.
+    Gradual,
+}
+
+/// Settings of the canary strategy.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CanaryConfig {
+    /// The phases, in order; the last is usually 100%.
+    pub phases: Vec<CanaryPhase>,
+    /// How requests are split (an `actuator_canary` split strategy in JSON); `None` means
+    /// consistent hashing on the targeting key.
+    #[serde(default)]
+    pub traffic_split: Option<Value>,
+    /// Promote automatically when the analysis says so.
+    #[serde(default = "defaults::yes")]
+    pub auto_promote: bool,
+    /// Roll back automatically when the analysis says so.
+    #[serde(default = "defaults::yes")]
+    pub auto_rollback: bool,
+    /// The whole deployment fails over to rollback after this many seconds.
+    #[serde(default = "defaults::max_total")]
+    pub max_duration_secs: u64,
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        Self {
+            phases: [1.0, 5.0, 25.0, 50.0, 100.0].into_iter().map(CanaryPhase::at).collect(),
+            traffic_split: None,
+            auto_promote: true,
+            auto_rollback: true,
+            max_duration_secs: defaults::max_total(),
+        }
+    }
+}
+
+impl CanaryConfig {
+    /// Maximum number of phases.
+    pub const MAX_PHASES: usize = 20;
+
+    /// Checks the phases: 1 to 20, shares in (0, 100] and strictly increasing, sane durations.
+    pub fn validate(&self) -> Result<(), CoreError> {
+        if self.phases.is_empty() || self.phases.len() > Self::MAX_PHASES {
+            return Err(CoreError::InvalidRequest(format!(
+                "a canary needs 1 to {} phases, got {}",
+                Self::MAX_PHASES,
+                self.phases.len()
+            )));
+        }
+        let mut last = 0.0;
+        for (i, p) in self.phases.iter().enumerate() {
+            if !(p.traffic_percent > last && p.traffic_percent <= 100.0) {
+                return Err(CoreError::InvalidRequest(format!(
+                    "phase {i}: traffic_percent must rise strictly and stay within (0, 100], got {} after {last}",
+                    p.traffic_percent
+                )));
+            }
+            if p.max_duration_secs < p.min_duration_secs {
+                return Err(CoreError::InvalidRequest(format!(
+                    "phase {i}: max_duration_secs ({}) is below min_duration_secs ({})",
+                    p.max_duration_secs, p.min_duration_secs
+                )));
+            }
+            last = p.traffic_percent;
+        }
+        Ok(())
+    }
+}
+
+/// A request to roll a candidate config out to a slot.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeploymentRequest {
+    /// Caller-chosen id; one is generated when absent.
+    #[serde(default)]
+    pub id: Option<String>,
+    /// The slot to change.
+    pub slot: SlotName,
+    /// What to roll out.
+    pub candidate: Candidate,
+    /// How to roll it out.
+    pub strategy: DeploymentStrategy,
+    /// Canary phases and switches (also used by rolling and A/B as their step plan).
+    #[serde(default)]
+    pub canary: CanaryConfig,
+    /// Guard-rail thresholds and the false-rollback budget.
+    #[serde(default)]
+    pub success_criteria: SuccessCriteria,
+    /// Strategy-specific settings (preview keys for blue-green, step size for rolling,
+    /// arms for A/B, ...), interpreted by the engine.
+    #[serde(default)]
+    pub settings: Value,
+    /// How an automatic rollback moves traffic back.
+    #[serde(default)]
+    pub rollback_mode: RollbackMode,
+    /// Who asked.
+    #[serde(default = "default_actor")]
+    pub actor: String,
+    /// Why.
+    #[serde(default)]
+    pub description: String,
+    /// Free-form metadata kept with the deployment.
+    #[serde(default)]
+    pub metadata: BTreeMap<String, Value>,
+}
+
+fn default_actor() -> String {
+    "anonymous".into()
+}
+
+impl DeploymentRequest {
+    /// Validates the request's own fields (not the candidate document, which the config
+    /// manager validates against the slot).
+    pub fn validate(&self) -> Result<(), CoreError> {
+        self.canary.validate()?;
+        self.success_criteria.validate()?;
+        if self.actor.trim().is_empty() {
+            return Err(CoreError::InvalidRequest("actor must not be empty".into()));
+        }
+        if let Some(id) = &self.id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        {
+            return Err(CoreError::InvalidRequest(format!(
+                "deployment id {id:?} must be 1 to 64 characters of letters, digits, '-' or '_'"
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Overall health of a deployment or of the actuator.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HealthStatus {
+    /// Every check passes.
+    Healthy,
+    /// Some checks warn.
+    Degraded,
+    /// A check fails.
+    Unhealthy,
+    /// Not enough data yet.
+    #[default]
+    Unknown,
+}
+
+/// The result of one health check.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct HealthCheckResult {
+    /// The check's name (`error_rate`, `p99_latency`, `store`, ...).
+    pub name: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What was found, for a person.
+    pub message: String,
+    /// The measured value, if any.
+    pub value: Option<f64>,
+    /// The threshold compared against, if any.
+    pub threshold: Option<f64>,
+    /// When it ran.
+    pub checked_at: DateTime<Utc>,
+}
+
+/// Where a deployment stands.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentStatus {
+    /// The deployment id.
+    pub deployment_id: String,
+    /// The slot.
+    pub slot: SlotName,
+    /// The strategy.
+    pub strategy: DeploymentStrategy,
+    /// The state.
+    pub state: DeploymentState,
+    /// Index of the current phase, if the strategy has phases.
+    pub current_phase: Option<usize>,
+    /// Share of traffic on the candidate, in percent.
+    pub traffic_percent: f64,
+    /// The version serving the rest of the traffic.
+    pub stable_version: Option<u64>,
+    /// The version being rolled out.
+    pub candidate_version: u64,
+    /// When the deployment started.
+    pub start_time: DateTime<Utc>,
+    /// When the current phase started.
+    pub phase_start_time: Option<DateTime<Utc>>,
+    /// Health from the last analysis.
+    pub health: HealthStatus,
+    /// Errors met so far.
+    pub errors: Vec<String>,
+    /// When this status was last written.
+    pub last_updated: DateTime<Utc>,
+}
+
+/// Why a rollback happened.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RollbackReason {
+    /// An operator asked.
+    Manual {
+        /// Their reason.
+        reason: String,
+    },
+    /// The sequential analysis found the candidate worse.
+    Analysis {
+        /// The rules that fired.
+        rules: Vec<String>,
+    },
+    /// Consecutive health check failures.
+    HealthCheckFailed,
+    /// Error rate above its trigger.
+    HighErrorRate,
+    /// p99 latency above its trigger.
+    HighLatency,
+    /// Quality below its trigger.
+    QualityDegradation,
+    /// Cost above its trigger.
+    CostOverrun,
+    /// The deployment ran past its maximum duration.
+    Timeout,
+    /// The deployment was aborted.
+    Aborted,
+}
+
+/// A request to roll a deployment back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RollbackRequest {
+    /// The deployment.
+    pub deployment_id: String,
+    /// Why.
+    pub reason: RollbackReason,
+    /// Whether the engine decided it (rather than a person).
+    pub automatic: bool,
+    /// Fast or gradual.
+    pub mode: RollbackMode,
+    /// Who asked.
+    pub actor: String,
+    /// When it was asked.
+    pub timestamp: DateTime<Utc>,
+    /// Anything else.
+    pub metadata: BTreeMap<String, Value>,
+}
+
+/// What a rollback achieved.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RollbackResult {
+    /// The deployment.
+    pub deployment_id: String,
+    /// Whether traffic is back on the stable config.
+    pub success: bool,
+    /// The version restored.
+    pub restored_version: Option<u64>,
+    /// Fast or gradual.
+    pub mode: RollbackMode,
+    /// Why it happened.
+    pub reason: RollbackReason,
+    /// Milliseconds from decision to the stable config serving all traffic.
+    pub duration_ms: f64,
+    /// Whether post-rollback validation found the stable config healthy.
+    pub validated: Option<bool>,
+    /// The error, if it failed.
+    pub error: Option<String>,
+    /// When it finished.
+    pub completed_at: DateTime<Utc>,
+}
+
+/// Counters of the actuator, as in the seed.
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+pub struct ActuatorStats {
+    /// Deployments started.
+    pub total_deployments: u64,
+    /// Deployments completed.
+    pub successful_deployments: u64,
+    /// Deployments failed or rolled back.
+    pub failed_deployments: u64,
+    /// Deployments in progress.
+    pub active_deployments: u64,
+    /// Rollbacks of any kind.
+    pub rollbacks: u64,
+    /// Rollbacks the engine decided.
+    pub automatic_rollbacks: u64,
+    /// Rollbacks people asked for.
+    pub manual_rollbacks: u64,
+    /// Deployments started, by strategy.
+    pub by_strategy: BTreeMap<DeploymentStrategy, u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(json: Value) -> Result<DeploymentRequest, serde_json::Error> {
+        serde_json::from_value(json)
+    }
+
+    #[test]
+    fn minimal_request_gets_seed_defaults() {
+        let r = req(serde_json::json!({
+            "slot": "chat.default", "candidate": {"version": 3}, "strategy": "canary"
+        }))
+        .unwrap();
+        r.validate().unwrap();
+        let shares: Vec<f64> = r.canary.phases.iter().map(|p| p.traffic_percent).collect();
+        assert_eq!(shares, vec![1.0, 5.0, 25.0, 50.0, 100.0]);
+        assert_eq!(r.success_criteria.max_p99_latency_ms, 2000.0);
+        assert_eq!(r.rollback_mode, RollbackMode::Fast);
+    }
+
+    #[test]
+    fn unknown_fields_and_bad_phases_are_refused() {
+        let err = req(serde_json::json!({
+            "slot": "chat", "candidate": {"version": 1}, "strategy": "canary", "colour": 1
+        }))
+        .unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        let mut r = req(serde_json::json!({
+            "slot": "chat", "candidate": {"version": 1}, "strategy": "canary"
+        }))
+        .unwrap();
+        r.canary.phases = vec![CanaryPhase::at(5.0), CanaryPhase::at(1.0)];
+        assert!(r.validate().unwrap_err().to_string().contains("rise strictly"));
+        r.canary.phases = vec![];
+        assert!(r.validate().unwrap_err().to_string().contains("1 to 20 phases"));
+    }
+}

@@ -1,0 +1,32 @@
+//! Core of the actuator: the domain of versioned LLM configurations and their rollouts,
+//! the deployment state machine, and the plugin traits (`Store`, `Notifier`,
+//! `MetricSource`) with the `Registry` that plugins fill.
+//!
+//! This crate does no IO and starts no runtime. Everything that touches a disk, a network
+//! or a clock lives behind a trait implemented elsewhere (plugins, the server).
+
+pub mod actuator;
+pub mod audit;
+pub mod config;
+pub mod deployment;
+pub mod error;
+pub mod plugin;
+pub mod state;
+pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
+
+pub use actuator::{Actuator, ActuatorState};
+pub use audit::{AuditDraft, AuditEntry, AuditHead, AuditOutcome, ChainProblem, ChainVerifier};
+pub use config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
+pub use deployment::*;
+pub use error::CoreError;
+pub use plugin::{
+    ApiVersion, Event, HostContext, MetricSource, Notifier, PluginError, PluginInfo, PluginKind,
+    Registration, Registry, Severity,
+};
+pub use state::DeploymentState;
+pub use store::{
+    AppendVersion, AuditQuery, NewRollout, NewSnapshot, Page, PageRequest, RolloutFilter,
+    RolloutRecord, RolloutUpdate, Store, StoreError,
+};

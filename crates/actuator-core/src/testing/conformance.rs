@@ -1,0 +1,520 @@
+//! The behaviour every [`Store`] must have, as one suite. A store plugin runs it with a
+//! factory that opens a fresh, empty store per case:
+//!
+//! ```text
+//! actuator_core::testing::conformance::run(|| async { Arc::new(open_fresh().await) as Arc<dyn Store> }).await;
+//! ```
+
+use serde_json::json;
+use std::future::Future;
+use std::sync::Arc;
+
+use crate::audit::{AuditDraft, ChainVerifier};
+use crate::config::{NewSlot, SlotName};
+use crate::deployment::DeploymentStrategy;
+use crate::state::DeploymentState;
+use crate::store::*;
+
+fn name(s: &str) -> SlotName {
+    SlotName::new(s).expect("valid slot name")
+}
+
+fn draft(action: &str, target: &str) -> AuditDraft {
+    AuditDraft::success("tester", action, target)
+}
+
+async fn slot(store: &dyn Store, n: &str) {
+    store
+        .create_slot(
+            NewSlot { name: name(n), description: format!("slot {n}"), schema: None },
+            draft("slot.create", n),
+        )
+        .await
+        .expect("create slot");
+}
+
+async fn append(
+    store: &dyn Store,
+    n: &str,
+    expected: u64,
+    activate: bool,
+) -> Result<u64, StoreError> {
+    store
+        .append_version(
+            AppendVersion {
+                slot: name(n),
+                expected_latest: expected,
+                document: json!({"model": "m", "v": expected + 1, "nested": {"t": 0.5}}),
+                author: "tester".into(),
+                message: format!("v{}", expected + 1),
+                activate,
+            },
+            draft("config.apply", n),
+        )
+        .await
+        .map(|v| v.version)
+}
+
+async fn audit_count(store: &dyn Store) -> u64 {
+    store.audit_head().await.expect("head").map_or(0, |h| h.seq)
+}
+
+/// Runs every case, each on a fresh store from `make`. Panics naming the case that failed.
+pub async fn run<F, Fut>(make: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    slots(make().await.as_ref()).await;
+    versions(make().await.as_ref()).await;
+    activation(make().await.as_ref()).await;
+    snapshots(make().await.as_ref()).await;
+    audit_chain(make().await.as_ref()).await;
+    rollouts(make().await.as_ref()).await;
+    racing_appends(make().await).await;
+    racing_rollout_updates(make().await).await;
+}
+
+/// Slots: create, read, duplicates refused, listing by name with pages.
+pub async fn slots(store: &dyn Store) {
+    for n in ["b.chat", "a.chat", "c.chat"] {
+        slot(store, n).await;
+    }
+    let s =
+        store.get_slot(&name("a.chat")).await.unwrap().expect("slots: created slot is readable");
+    assert_eq!(s.latest_version, 0, "slots: a new slot has no version");
+    assert_eq!(s.active_version, None, "slots: a new slot has no active version");
+    assert!(store.get_slot(&name("zzz")).await.unwrap().is_none(), "slots: unknown slot is None");
+    let before = audit_count(store).await;
+    let dup = store
+        .create_slot(
+            NewSlot { name: name("a.chat"), description: String::new(), schema: None },
+            draft("slot.create", "a.chat"),
+        )
+        .await;
+    assert!(
+        matches!(dup, Err(StoreError::AlreadyExists { .. })),
+        "slots: duplicate refused, got {dup:?}"
+    );
+    assert_eq!(audit_count(store).await, before, "slots: a refused write audits nothing itself");
+    let p1 = store.list_slots(PageRequest::first(2)).await.unwrap();
+    let names: Vec<_> = p1.items.iter().map(|s| s.name.to_string()).collect();
+    assert_eq!(names, ["a.chat", "b.chat"], "slots: listed by name");
+    let p2 =
+        store.list_slots(PageRequest { limit: 2, cursor: p1.next_cursor.clone() }).await.unwrap();
+    assert_eq!(p2.items.len(), 1, "slots: second page");
+    assert_eq!(p2.items[0].name.as_str(), "c.chat");
+    assert!(p2.next_cursor.is_none(), "slots: last page has no cursor");
+    let bad = store.list_slots(PageRequest::first(PageRequest::MAX_LIMIT + 1)).await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "slots: oversize page refused");
+}
+
+/// Versions rise by one, are immutable, and a stale `expected_latest` changes nothing.
+pub async fn versions(store: &dyn Store) {
+    slot(store, "chat").await;
+    for i in 0..5 {
+        assert_eq!(append(store, "chat", i, i == 0).await.unwrap(), i + 1, "versions: numbering");
+    }
+    let s = store.get_slot(&name("chat")).await.unwrap().unwrap();
+    assert_eq!(s.latest_version, 5);
+    assert_eq!(s.active_version, Some(1), "versions: only the activated version is active");
+    let before = audit_count(store).await;
+    let stale = append(store, "chat", 3, true).await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { expected: 3, actual: 5, .. })),
+        "versions: stale expected_latest is a conflict, got {stale:?}"
+    );
+    assert_eq!(audit_count(store).await, before, "versions: refused write audits nothing");
+    let s2 = store.get_slot(&name("chat")).await.unwrap().unwrap();
+    assert_eq!((s2.latest_version, s2.active_version), (5, Some(1)), "versions: store unchanged");
+    let v3 = store.get_version(&name("chat"), 3).await.unwrap().expect("versions: v3 readable");
+    assert_eq!(v3.document, json!({"model": "m", "v": 3, "nested": {"t": 0.5}}));
+    assert_eq!(v3.message, "v3");
+    assert!(store.get_version(&name("chat"), 9).await.unwrap().is_none());
+    let p = store.list_versions(&name("chat"), PageRequest::first(2)).await.unwrap();
+    assert_eq!(
+        p.items.iter().map(|v| v.version).collect::<Vec<_>>(),
+        [5, 4],
+        "versions: newest first"
+    );
+    let p = store
+        .list_versions(&name("chat"), PageRequest { limit: 10, cursor: p.next_cursor })
+        .await
+        .unwrap();
+    assert_eq!(p.items.iter().map(|v| v.version).collect::<Vec<_>>(), [3, 2, 1]);
+    assert!(p.next_cursor.is_none());
+    let missing = append(store, "nope", 0, true).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "versions: unknown slot, got {missing:?}"
+    );
+}
+
+/// Activation moves the active pointer under the slot's revision.
+pub async fn activation(store: &dyn Store) {
+    slot(store, "chat").await;
+    append(store, "chat", 0, true).await.unwrap();
+    append(store, "chat", 1, true).await.unwrap();
+    let s = store.get_slot(&name("chat")).await.unwrap().unwrap();
+    assert_eq!(s.active_version, Some(2));
+    let s2 = store
+        .activate_version(&name("chat"), s.revision, 1, draft("config.revert", "chat"))
+        .await
+        .expect("activation: revert to v1");
+    assert_eq!(s2.active_version, Some(1));
+    assert!(s2.revision > s.revision, "activation: revision bumped");
+    let stale =
+        store.activate_version(&name("chat"), s.revision, 2, draft("config.revert", "chat")).await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "activation: stale revision, got {stale:?}"
+    );
+    let missing =
+        store.activate_version(&name("chat"), s2.revision, 7, draft("config.revert", "chat")).await;
+    assert!(
+        matches!(missing, Err(StoreError::NotFound { .. })),
+        "activation: unknown version, got {missing:?}"
+    );
+    let now = store.get_slot(&name("chat")).await.unwrap().unwrap();
+    assert_eq!(now.active_version, Some(1), "activation: failures change nothing");
+}
+
+/// Snapshots copy the active version and respect retention.
+pub async fn snapshots(store: &dyn Store) {
+    slot(store, "chat").await;
+    slot(store, "other").await;
+    let none = store
+        .create_snapshot(
+            NewSnapshot {
+                slot: name("chat"),
+                label: "x".into(),
+                created_by: "t".into(),
+                retention: 3,
+            },
+            draft("snapshot.create", "chat"),
+        )
+        .await;
+    assert!(none.is_err(), "snapshots: a slot with no active version cannot be snapshotted");
+    append(store, "chat", 0, true).await.unwrap();
+    append(store, "other", 0, true).await.unwrap();
+    store
+        .create_snapshot(
+            NewSnapshot {
+                slot: name("other"),
+                label: "o".into(),
+                created_by: "t".into(),
+                retention: 3,
+            },
+            draft("snapshot.create", "other"),
+        )
+        .await
+        .unwrap();
+    let mut ids = Vec::new();
+    for i in 0..5u64 {
+        append(store, "chat", i + 1, true).await.unwrap();
+        let s = store
+            .create_snapshot(
+                NewSnapshot {
+                    slot: name("chat"),
+                    label: format!("s{i}"),
+                    created_by: "t".into(),
+                    retention: 3,
+                },
+                draft("snapshot.create", "chat"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(s.version, i + 2, "snapshots: records the active version");
+        assert_eq!(s.document["v"], json!(i + 2), "snapshots: copies its document");
+        ids.push(s.id);
+    }
+    let listed = store.list_snapshots(Some(&name("chat")), PageRequest::first(10)).await.unwrap();
+    let labels: Vec<_> = listed.items.iter().map(|s| s.label.clone()).collect();
+    assert_eq!(labels, ["s4", "s3", "s2"], "snapshots: retention keeps the newest 3, newest first");
+    assert!(store.get_snapshot(&ids[0]).await.unwrap().is_none(), "snapshots: oldest deleted");
+    assert!(store.get_snapshot(&ids[4]).await.unwrap().is_some());
+    let all = store.list_snapshots(None, PageRequest::first(10)).await.unwrap();
+    assert_eq!(all.items.len(), 4, "snapshots: retention is per slot");
+    let p1 = store.list_snapshots(Some(&name("chat")), PageRequest::first(2)).await.unwrap();
+    let p2 = store
+        .list_snapshots(Some(&name("chat")), PageRequest { limit: 2, cursor: p1.next_cursor })
+        .await
+        .unwrap();
+    assert_eq!(p2.items.len(), 1, "snapshots: pagination");
+    assert_eq!(p2.items[0].label, "s2");
+}
+
+/// Every write is audited once, in a chain that verifies, with pagination both ways.
+pub async fn audit_chain(store: &dyn Store) {
+    slot(store, "chat").await;
+    append(store, "chat", 0, true).await.unwrap();
+    store
+        .append_audit(
+            AuditDraft::failure("bob", "config.apply", "chat", "temperature 7 is above 2")
+                .with_metadata(json!({"k": [1, 2.5, "x"]})),
+        )
+        .await
+        .unwrap();
+    slot(store, "chat2").await;
+    assert_eq!(audit_count(store).await, 4, "audit: one entry per write");
+    let asc = store
+        .list_audit(AuditQuery { cursor: None, limit: 3, descending: false, target: None })
+        .await
+        .unwrap();
+    assert_eq!(asc.items.iter().map(|e| e.seq).collect::<Vec<_>>(), [1, 2, 3]);
+    let rest = store
+        .list_audit(AuditQuery {
+            cursor: asc.next_cursor.as_deref().map(|c| c.parse().unwrap()),
+            limit: 3,
+            descending: false,
+            target: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(rest.items.iter().map(|e| e.seq).collect::<Vec<_>>(), [4]);
+    let desc = store
+        .list_audit(AuditQuery { cursor: None, limit: 2, descending: true, target: None })
+        .await
+        .unwrap();
+    assert_eq!(desc.items.iter().map(|e| e.seq).collect::<Vec<_>>(), [4, 3], "audit: newest first");
+    let failure = &asc.items[2];
+    assert_eq!(failure.error.as_deref(), Some("temperature 7 is above 2"));
+    assert_eq!(failure.metadata, json!({"k": [1, 2.5, "x"]}));
+    let only = store
+        .list_audit(AuditQuery {
+            cursor: None,
+            limit: 10,
+            descending: false,
+            target: Some("chat".into()),
+        })
+        .await
+        .unwrap();
+    assert_eq!(only.items.len(), 3, "audit: target filter excludes chat2");
+    let mut v = ChainVerifier::new();
+    for e in &asc.items {
+        assert!(v.push(e), "audit: entry {} verifies", e.seq);
+    }
+    for e in &rest.items {
+        assert!(v.push(e));
+    }
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(v.finish(head.as_ref()), Ok(4), "audit: chain verifies against the head");
+}
+
+/// Rollouts: one active per slot, optimistic updates, transitions checked, atomic activation.
+pub async fn rollouts(store: &dyn Store) {
+    slot(store, "chat").await;
+    append(store, "chat", 0, true).await.unwrap();
+    append(store, "chat", 1, false).await.unwrap();
+    let new = |id: &str| NewRollout {
+        id: id.into(),
+        slot: name("chat"),
+        strategy: DeploymentStrategy::Canary,
+        state: DeploymentState::Pending,
+        request: json!({"candidate": {"version": 2}}),
+        status: json!({"phase": 0}),
+    };
+    let r = store.create_rollout(new("r1"), draft("rollout.start", "r1")).await.unwrap();
+    assert_eq!(r.revision, 1);
+    let dup = store.create_rollout(new("r2"), draft("rollout.start", "r2")).await;
+    assert!(
+        matches!(dup, Err(StoreError::AlreadyExists { .. })),
+        "rollouts: one active per slot, got {dup:?}"
+    );
+    let upd = |rev, state, activate| RolloutUpdate {
+        expected_revision: rev,
+        state,
+        status: json!({"phase": rev}),
+        activate_version: activate,
+    };
+    let r = store
+        .update_rollout(
+            "r1",
+            upd(1, DeploymentState::Validating, None),
+            draft("rollout.validate", "r1"),
+        )
+        .await
+        .unwrap();
+    let stale = store
+        .update_rollout("r1", upd(1, DeploymentState::RollingOut, None), draft("x", "r1"))
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "rollouts: stale revision, got {stale:?}"
+    );
+    let bad = store
+        .update_rollout("r1", upd(r.revision, DeploymentState::Completed, None), draft("x", "r1"))
+        .await;
+    assert!(
+        matches!(bad, Err(StoreError::Invalid(_))),
+        "rollouts: invalid transition refused, got {bad:?}"
+    );
+    let mut rev = r.revision;
+    for st in
+        [DeploymentState::RollingOut, DeploymentState::Monitoring, DeploymentState::Monitoring]
+    {
+        rev = store
+            .update_rollout("r1", upd(rev, st, None), draft("rollout.step", "r1"))
+            .await
+            .unwrap()
+            .revision;
+    }
+    let done = store
+        .update_rollout(
+            "r1",
+            upd(rev, DeploymentState::Completed, Some(2)),
+            draft("rollout.complete", "r1"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.state, DeploymentState::Completed);
+    assert_eq!(done.status, json!({"phase": rev}));
+    let s = store.get_slot(&name("chat")).await.unwrap().unwrap();
+    assert_eq!(s.active_version, Some(2), "rollouts: activation committed with the update");
+    let r2 = store
+        .create_rollout(new("r2"), draft("rollout.start", "r2"))
+        .await
+        .expect("rollouts: slot free after completion");
+    let got = store.get_rollout("r2").await.unwrap().unwrap();
+    assert_eq!(got, r2, "rollouts: read back equal");
+    let active = store
+        .list_rollouts(RolloutFilter { active_only: true, slot: None }, PageRequest::first(10))
+        .await
+        .unwrap();
+    assert_eq!(active.items.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), ["r2"]);
+    let all = store.list_rollouts(RolloutFilter::default(), PageRequest::first(1)).await.unwrap();
+    assert_eq!(all.items[0].id, "r2", "rollouts: newest first");
+    let next = store
+        .list_rollouts(RolloutFilter::default(), PageRequest { limit: 1, cursor: all.next_cursor })
+        .await
+        .unwrap();
+    assert_eq!(next.items[0].id, "r1");
+    assert!(store.get_rollout("nope").await.unwrap().is_none());
+}
+
+/// Ten appends racing on one slot: exactly one wins, the rest are conflicts.
+pub async fn racing_appends(store: Arc<dyn Store>) {
+    slot(store.as_ref(), "race").await;
+    let mut tasks = Vec::new();
+    for _ in 0..10 {
+        let s = store.clone();
+        tasks.push(async move { append(s.as_ref(), "race", 0, true).await });
+    }
+    let results = futures_join_all(tasks).await;
+    let wins = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(wins, 1, "racing appends: exactly one wins, got {results:?}");
+    assert!(results.iter().all(|r| r.is_ok() || matches!(r, Err(StoreError::Conflict { .. }))));
+    assert_eq!(store.get_slot(&name("race")).await.unwrap().unwrap().latest_version, 1);
+    assert_eq!(audit_count(store.as_ref()).await, 2, "racing appends: only the winner is audited");
+}
+
+/// An abort racing a promotion on one rollout revision: exactly one lands.
+pub async fn racing_rollout_updates(store: Arc<dyn Store>) {
+    slot(store.as_ref(), "race").await;
+    append(store.as_ref(), "race", 0, true).await.unwrap();
+    let r = store
+        .create_rollout(
+            NewRollout {
+                id: "r".into(),
+                slot: name("race"),
+                strategy: DeploymentStrategy::Canary,
+                state: DeploymentState::Monitoring,
+                request: json!({}),
+                status: json!({}),
+            },
+            draft("rollout.start", "r"),
+        )
+        .await
+        .unwrap();
+    let a = {
+        let s = store.clone();
+        async move {
+            s.update_rollout(
+                "r",
+                RolloutUpdate {
+                    expected_revision: r.revision,
+                    state: DeploymentState::RollingBack,
+                    status: json!({"by": "abort"}),
+                    activate_version: None,
+                },
+                draft("rollout.abort", "r"),
+            )
+            .await
+        }
+    };
+    let b = {
+        let s = store.clone();
+        async move {
+            s.update_rollout(
+                "r",
+                RolloutUpdate {
+                    expected_revision: r.revision,
+                    state: DeploymentState::RollingOut,
+                    status: json!({"by": "promote"}),
+                    activate_version: None,
+                },
+                draft("rollout.promote", "r"),
+            )
+            .await
+        }
+    };
+    let results = futures_join_all(vec![
+        Box::pin(a) as std::pin::Pin<Box<dyn Future<Output = _> + Send>>,
+        Box::pin(b),
+    ])
+    .await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "racing updates: exactly one lands, got {results:?}"
+    );
+    let now = store.get_rollout("r").await.unwrap().unwrap();
+    assert_eq!(now.revision, r.revision + 1);
+    let winner = results.into_iter().find_map(Result::ok).unwrap();
+    assert_eq!(now.state, winner.state, "racing updates: the stored state is the winner's");
+}
+
+/// Polls every future concurrently (no runtime dependency: a tiny join-all).
+async fn futures_join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    struct JoinAll<F: Future> {
+        futs: Vec<Option<Pin<Box<F>>>>,
+        out: Vec<Option<Box<F::Output>>>,
+    }
+    impl<F: Future> Future for JoinAll<F> {
+        type Output = Vec<F::Output>;
+        fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+            // Every field is Unpin (boxed futures, boxed outputs), so no unsafe is needed.
+            let this = unpinned(self);
+            let mut pending = false;
+            for (i, slot) in this.futs.iter_mut().enumerate() {
+                if let Some(f) = slot {
+                    match f.as_mut().poll(cx) {
+                        Poll::Ready(v) => {
+                            this.out[i] = Some(Box::new(v));
+                            *slot = None;
+                        }
+                        Poll::Pending => pending = true,
+                    }
+                }
+            }
+            if pending {
+                Poll::Pending
+            } else {
+                Poll::Ready(
+                    this.out.iter_mut().map(|o| *o.take().expect("output present")).collect(),
+                )
+            }
+        }
+    }
+    fn unpinned<T: Unpin>(p: Pin<&mut T>) -> &mut T {
+        Pin::into_inner(p)
+    }
+    let n = futs.len();
+    JoinAll {
+        futs: futs.into_iter().map(|f| Some(Box::pin(f))).collect(),
+        out: (0..n).map(|_| None).collect(),
+    }
+    .await
+}
