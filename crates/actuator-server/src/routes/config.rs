@@ -1,0 +1,339 @@
+//! Slots, versions, diffs, snapshots and audit.
+
+use actuator_config::{ApplyRequest, AuditReport};
+use actuator_core::{AuditEntry, AuditQuery, ConfigVersion, NewSlot, Page, PageRequest, Slot, SlotName, Snapshot};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{Actor, ApiJson, ApiQuery};
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/slots", post(create_slot).get(list_slots))
+        .route("/v1/slots/{slot}", get(get_slot))
+        .route("/v1/slots/{slot}/versions", post(apply).get(list_versions))
+        .route("/v1/slots/{slot}/versions/{version}", get(get_version))
+        .route("/v1/slots/{slot}/diff", get(diff))
+        .route("/v1/slots/{slot}/revert", post(revert))
+        .route("/v1/slots/{slot}/snapshots", post(create_snapshot).get(list_slot_snapshots))
+        .route("/v1/snapshots", get(list_snapshots))
+        .route("/v1/snapshots/{id}", get(get_snapshot))
+        .route("/v1/snapshots/{id}/restore", post(restore))
+        .route("/v1/audit", get(list_audit))
+        .route("/v1/audit/verify", get(verify_audit))
+}
+
+fn slot_name(raw: &str) -> Result<SlotName, ApiError> {
+    SlotName::new(raw).map_err(|e| ApiError::bad_request(e.to_string()))
+}
+
+/// `?limit=&cursor=`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PageQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+impl PageQuery {
+    fn page(self) -> Result<PageRequest, ApiError> {
+        let p = PageRequest { limit: self.limit.unwrap_or(PageRequest::DEFAULT_LIMIT), cursor: self.cursor };
+        p.validate().map_err(ApiError::from)?;
+        Ok(p)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSlot {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    schema: Option<Value>,
+}
+
+async fn create_slot(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<CreateSlot>,
+) -> Result<(StatusCode, Json<Slot>), ApiError> {
+    let name = slot_name(&body.name)?;
+    let slot = st
+        .config()
+        .create_slot(NewSlot { name, description: body.description, schema: body.schema }, &actor.0)
+        .await?;
+    Ok((StatusCode::CREATED, Json(slot)))
+}
+
+async fn list_slots(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Page<Slot>>, ApiError> {
+    Ok(Json(st.config().list_slots(q.page()?).await?))
+}
+
+/// A slot with the document of its active version.
+#[derive(Debug, Serialize)]
+struct SlotView {
+    #[serde(flatten)]
+    slot: Slot,
+    current: Option<ConfigVersion>,
+}
+
+async fn get_slot(State(st): State<AppState>, Path(slot): Path<String>) -> Result<Json<SlotView>, ApiError> {
+    let name = slot_name(&slot)?;
+    let slot = st.config().get_slot(&name).await?;
+    let current = match slot.active_version {
+        Some(v) => Some(st.config().get_version(&name, v).await?),
+        None => None,
+    };
+    Ok(Json(SlotView { slot, current }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ApplyBody {
+    document: Value,
+    #[serde(default)]
+    message: String,
+    #[serde(default)]
+    dry_run: bool,
+    #[serde(default = "yes")]
+    activate: bool,
+    #[serde(default)]
+    expected_latest: Option<u64>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+async fn apply(
+    State(st): State<AppState>,
+    Path(slot): Path<String>,
+    actor: Actor,
+    ApiJson(body): ApiJson<ApplyBody>,
+) -> Result<(StatusCode, Json<actuator_config::ApplyOutcome>), ApiError> {
+    let name = slot_name(&slot)?;
+    let out = st
+        .config()
+        .apply(ApplyRequest {
+            slot: name,
+            document: body.document,
+            actor: actor.0,
+            message: body.message,
+            dry_run: body.dry_run,
+            activate: body.activate,
+            expected_latest: body.expected_latest,
+        })
+        .await?;
+    let status = if out.dry_run { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(out)))
+}
+
+async fn list_versions(
+    State(st): State<AppState>,
+    Path(slot): Path<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Page<ConfigVersion>>, ApiError> {
+    Ok(Json(st.config().history(&slot_name(&slot)?, q.page()?).await?))
+}
+
+async fn get_version(
+    State(st): State<AppState>,
+    Path((slot, version)): Path<(String, String)>,
+) -> Result<Json<ConfigVersion>, ApiError> {
+    let v: u64 = version
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("version {version:?} is not a positive integer")))?;
+    Ok(Json(st.config().get_version(&slot_name(&slot)?, v).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DiffQuery {
+    from: u64,
+    to: u64,
+}
+
+async fn diff(
+    State(st): State<AppState>,
+    Path(slot): Path<String>,
+    ApiQuery(q): ApiQuery<DiffQuery>,
+) -> Result<Json<actuator_config::Diff>, ApiError> {
+    Ok(Json(st.config().diff(&slot_name(&slot)?, q.from, q.to).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevertBody {
+    #[serde(default)]
+    to: Option<u64>,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn revert(
+    State(st): State<AppState>,
+    Path(slot): Path<String>,
+    actor: Actor,
+    ApiJson(body): ApiJson<RevertBody>,
+) -> Result<Json<Slot>, ApiError> {
+    Ok(Json(st.config().revert(&slot_name(&slot)?, body.to, &actor.0, &body.reason).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SnapshotBody {
+    #[serde(default)]
+    label: String,
+}
+
+async fn create_snapshot(
+    State(st): State<AppState>,
+    Path(slot): Path<String>,
+    actor: Actor,
+    ApiJson(body): ApiJson<SnapshotBody>,
+) -> Result<(StatusCode, Json<Snapshot>), ApiError> {
+    let snap = st.config().snapshot(&slot_name(&slot)?, &body.label, &actor.0).await?;
+    Ok((StatusCode::CREATED, Json(snap)))
+}
+
+async fn list_slot_snapshots(
+    State(st): State<AppState>,
+    Path(slot): Path<String>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Page<Snapshot>>, ApiError> {
+    Ok(Json(st.config().snapshots(Some(&slot_name(&slot)?), q.page()?).await?))
+}
+
+async fn list_snapshots(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<Page<Snapshot>>, ApiError> {
+    Ok(Json(st.config().snapshots(None, q.page()?).await?))
+}
+
+async fn get_snapshot(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Snapshot>, ApiError> {
+    st.store()
+        .get_snapshot(&id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::not_found(format!("snapshot {id} does not exist (it may have been removed by retention)")))
+}
+
+async fn restore(State(st): State<AppState>, Path(id): Path<String>, actor: Actor) -> Result<Json<Slot>, ApiError> {
+    Ok(Json(st.config().restore(&id, &actor.0).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditParams {
+    limit: Option<u32>,
+    cursor: Option<u64>,
+    #[serde(default)]
+    order: Order,
+    target: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Order {
+    Asc,
+    #[default]
+    Desc,
+}
+
+async fn list_audit(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<AuditParams>,
+) -> Result<Json<Page<AuditEntry>>, ApiError> {
+    let limit = q.limit.unwrap_or(PageRequest::DEFAULT_LIMIT);
+    PageRequest::first(limit).validate()?;
+    Ok(Json(
+        st.config()
+            .audit(AuditQuery { cursor: q.cursor, limit, descending: q.order == Order::Desc, target: q.target })
+            .await?,
+    ))
+}
+
+async fn verify_audit(State(st): State<AppState>) -> Result<Json<AuditReport>, ApiError> {
+    Ok(Json(st.config().verify_audit().await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{AppState, router};
+    use actuator_config::{ConfigManager, ConfigSettings};
+    use actuator_core::testing::MemoryStore;
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use serde_json::{Value, json};
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
+        let mut req = Request::builder().method(method).uri(uri).header("x-actuator-actor", "tester");
+        if body.is_some() {
+            req = req.header("content-type", "application/json");
+        }
+        let resp = app
+            .clone()
+            .oneshot(req.body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned()))).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    fn app() -> axum::Router {
+        router(AppState::new(ConfigManager::new(Arc::new(MemoryStore::new()), vec![], ConfigSettings::default())))
+    }
+
+    #[tokio::test]
+    async fn errors_have_one_shape() {
+        let app = app();
+        let (s, b) = call(&app, "POST", "/v1/slots", Some("{not json")).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("malformed_json")));
+        let (s, b) = call(&app, "POST", "/v1/slots", Some(r#"{"name":"chat","colour":1}"#)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(b["error"]["message"].as_str().unwrap().contains("unknown field `colour`"), "{b}");
+        let (s, b) = call(&app, "GET", "/v1/slots/nope", None).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("slot_not_found")));
+        let (s, b) = call(&app, "GET", "/v1/slots/Bad%20Name", None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+        let (s, _) = call(&app, "GET", "/nowhere", None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+        let big = format!(r#"{{"document": {{"p": "{}"}}}}"#, "x".repeat(crate::MAX_BODY_BYTES));
+        call(&app, "POST", "/v1/slots", Some(r#"{"name":"chat"}"#)).await;
+        let (s, b) = call(&app, "POST", "/v1/slots/chat/versions", Some(&big)).await;
+        assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")));
+        let (s, b) = call(&app, "GET", "/v1/slots?limit=5000", None).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
+    }
+
+    #[tokio::test]
+    async fn apply_and_read_back() {
+        let app = app();
+        let (s, _) = call(&app, "POST", "/v1/slots", Some(r#"{"name":"chat"}"#)).await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (s, b) = call(&app, "POST", "/v1/slots/chat/versions", Some(r#"{"document":{"model":"a","temperature":5}}"#)).await;
+        assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(b["error"]["details"][0]["path"], json!("/temperature"));
+        let (s, b) = call(&app, "POST", "/v1/slots/chat/versions", Some(r#"{"document":{"model":"a"}}"#)).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        let (_, b) = call(&app, "GET", "/v1/slots/chat", None).await;
+        assert_eq!(b["current"]["document"]["model"], json!("a"));
+        assert_eq!(b["active_version"], json!(1));
+        let (_, b) = call(&app, "GET", "/v1/audit/verify", None).await;
+        assert_eq!(b["ok"], json!(true));
+    }
+}
