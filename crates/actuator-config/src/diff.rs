@@ -105,7 +105,8 @@ fn walk(path: &mut String, old: &Value, new: &Value, d: &mut Diff) {
             }
             for (k, vb) in b {
                 if !a.contains_key(k) {
-                    d.added.push(Added { path: format!("{path}/{}", escape(k)), value: vb.clone() });
+                    d.added
+                        .push(Added { path: format!("{path}/{}", escape(k)), value: vb.clone() });
                 }
             }
         }
@@ -116,8 +117,12 @@ fn walk(path: &mut String, old: &Value, new: &Value, d: &mut Diff) {
                 path.push_str(&i.to_string());
                 match (a.get(i), b.get(i)) {
                     (Some(va), Some(vb)) => walk(path, va, vb, d),
-                    (Some(va), None) => d.removed.push(Removed { path: path.clone(), value: va.clone() }),
-                    (None, Some(vb)) => d.added.push(Added { path: path.clone(), value: vb.clone() }),
+                    (Some(va), None) => {
+                        d.removed.push(Removed { path: path.clone(), value: va.clone() })
+                    }
+                    (None, Some(vb)) => {
+                        d.added.push(Added { path: path.clone(), value: vb.clone() })
+                    }
                     (None, None) => {}
                 }
                 path.truncate(len);
@@ -171,10 +176,18 @@ mod tests {
 
     #[test]
     fn reports_paths() {
-        let old = json!({"model": "gpt-4o", "temperature": 0.2, "stop": ["a", "b"], "meta": {"x/y": 1}});
+        let old =
+            json!({"model": "gpt-4o", "temperature": 0.2, "stop": ["a", "b"], "meta": {"x/y": 1}});
         let new = json!({"model": "gpt-4o-mini", "stop": ["a"], "meta": {"x/y": 1, "z": true}, "top_p": 0.9});
         let d = Diff::between(&old, &new);
-        assert_eq!(d.changed, vec![Changed { path: "/model".into(), from: json!("gpt-4o"), to: json!("gpt-4o-mini") }]);
+        assert_eq!(
+            d.changed,
+            vec![Changed {
+                path: "/model".into(),
+                from: json!("gpt-4o"),
+                to: json!("gpt-4o-mini")
+            }]
+        );
         let removed: Vec<_> = d.removed.iter().map(|r| r.path.as_str()).collect();
         assert_eq!(removed, ["/stop/1", "/temperature"]);
         let added: Vec<_> = d.added.iter().map(|a| a.path.as_str()).collect();

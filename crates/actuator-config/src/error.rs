@@ -51,7 +51,9 @@ pub enum ConfigError {
         message: String,
     },
     /// The slot is being rolled out; direct changes would fight the rollout.
-    #[error("slot {slot} has an active rollout ({rollout}); abort or finish it before changing the config directly")]
+    #[error(
+        "slot {slot} has an active rollout ({rollout}); abort or finish it before changing the config directly"
+    )]
     RolloutActive {
         /// The slot.
         slot: String,

@@ -1,9 +1,9 @@
 //! The configuration manager.
 
 use actuator_core::{
-    AppendVersion, AuditDraft, AuditEntry, AuditQuery, ChainProblem, ChainVerifier,
-    ConfigVersion, Event, NewSlot, NewSnapshot, Notifier, Page, PageRequest, RolloutFilter,
-    Severity, Slot, SlotName, Snapshot, Store, StoreError,
+    AppendVersion, AuditDraft, AuditEntry, AuditQuery, ChainProblem, ChainVerifier, ConfigVersion,
+    Event, NewSlot, NewSnapshot, Notifier, Page, PageRequest, RolloutFilter, Severity, Slot,
+    SlotName, Snapshot, Store, StoreError,
 };
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
@@ -138,7 +138,13 @@ impl ConfigManager {
     }
 
     /// Records a refused change in the audit log (when enabled) and returns the error.
-    async fn refuse(&self, actor: &str, action: &str, target: &str, err: ConfigError) -> ConfigError {
+    async fn refuse(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        err: ConfigError,
+    ) -> ConfigError {
         if self.settings.audit_failures {
             let draft = AuditDraft::failure(actor, action, target, err.to_string())
                 .with_metadata(json!({"code": err.code()}));
@@ -154,10 +160,10 @@ impl ConfigManager {
     }
 
     async fn version(&self, slot: &SlotName, version: u64) -> Result<ConfigVersion, ConfigError> {
-        self.store.get_version(slot, version).await?.ok_or_else(|| ConfigError::UnknownVersion {
-            slot: slot.to_string(),
-            version,
-        })
+        self.store
+            .get_version(slot, version)
+            .await?
+            .ok_or_else(|| ConfigError::UnknownVersion { slot: slot.to_string(), version })
     }
 
     async fn active_document(&self, slot: &Slot) -> Result<Value, ConfigError> {
@@ -192,10 +198,12 @@ impl ConfigManager {
             let err = ConfigError::InvalidSchema { slot: target.clone(), message };
             return Err(self.refuse(actor, "slot.create", &target, err).await);
         }
-        let draft = AuditDraft::success(actor, "slot.create", &target)
-            .with_metadata(json!({"description": new.description, "has_schema": new.schema.is_some()}));
+        let draft = AuditDraft::success(actor, "slot.create", &target).with_metadata(
+            json!({"description": new.description, "has_schema": new.schema.is_some()}),
+        );
         let slot = self.store.create_slot(new, draft).await.map_err(ConfigError::from)?;
-        self.notify("slot.create", actor, &target, format!("slot {target} created"), Value::Null).await;
+        self.notify("slot.create", actor, &target, format!("slot {target} created"), Value::Null)
+            .await;
         Ok(slot)
     }
 
@@ -251,7 +259,11 @@ impl ConfigManager {
         }
         .await;
         if let Err(e) = result {
-            return Err(if req.dry_run { e } else { self.refuse(&req.actor, "config.apply", &target, e).await });
+            return Err(if req.dry_run {
+                e
+            } else {
+                self.refuse(&req.actor, "config.apply", &target, e).await
+            });
         }
         let previous = self.active_document(&slot).await?;
         let diff = Diff::between(&previous, &req.document);
@@ -268,7 +280,9 @@ impl ConfigManager {
         let action = if req.activate { "config.apply" } else { "config.stage" };
         let draft = AuditDraft::success(&req.actor, action, format!("{target}@{number}"))
             .with_diff(serde_json::to_value(&diff).unwrap_or(Value::Null))
-            .with_metadata(json!({"message": req.message, "previous_version": slot.active_version}));
+            .with_metadata(
+                json!({"message": req.message, "previous_version": slot.active_version}),
+            );
         let written = self
             .store
             .append_version(
@@ -291,7 +305,11 @@ impl ConfigManager {
             action,
             &req.actor,
             &target,
-            format!("slot {target}: version {} written ({} paths changed)", version.version, diff.len()),
+            format!(
+                "slot {target}: version {} written ({} paths changed)",
+                version.version,
+                diff.len()
+            ),
             json!({"version": version.version, "activated": req.activate}),
         )
         .await;
@@ -324,8 +342,14 @@ impl ConfigManager {
             Ok(s) => s,
             Err(e) => return Err(self.refuse(actor, action, &target, e.into()).await),
         };
-        self.notify(action, actor, &target, format!("slot {target}: version {version} active"), metadata)
-            .await;
+        self.notify(
+            action,
+            actor,
+            &target,
+            format!("slot {target}: version {version} active"),
+            metadata,
+        )
+        .await;
         Ok(out)
     }
 
@@ -360,7 +384,8 @@ impl ConfigManager {
         if let Err(e) = self.version(slot, to).await {
             return Err(self.refuse(actor, "config.revert", &target, e).await);
         }
-        self.activate(&s, to, actor, "config.revert", json!({"from": active, "reason": reason})).await
+        self.activate(&s, to, actor, "config.revert", json!({"from": active, "reason": reason}))
+            .await
     }
 
     /// Snapshots the slot's active config.
@@ -410,18 +435,32 @@ impl ConfigManager {
         if let Err(e) = self.ensure_no_rollout(&snap.slot).await {
             return Err(self.refuse(actor, "snapshot.restore", snap.slot.as_str(), e).await);
         }
-        self.activate(&s, snap.version, actor, "snapshot.restore", json!({"snapshot": snap.id, "label": snap.label}))
-            .await
+        self.activate(
+            &s,
+            snap.version,
+            actor,
+            "snapshot.restore",
+            json!({"snapshot": snap.id, "label": snap.label}),
+        )
+        .await
     }
 
     /// Reads one version.
-    pub async fn get_version(&self, slot: &SlotName, version: u64) -> Result<ConfigVersion, ConfigError> {
+    pub async fn get_version(
+        &self,
+        slot: &SlotName,
+        version: u64,
+    ) -> Result<ConfigVersion, ConfigError> {
         self.slot(slot).await?;
         self.version(slot, version).await
     }
 
     /// Lists versions, newest first.
-    pub async fn history(&self, slot: &SlotName, page: PageRequest) -> Result<Page<ConfigVersion>, ConfigError> {
+    pub async fn history(
+        &self,
+        slot: &SlotName,
+        page: PageRequest,
+    ) -> Result<Page<ConfigVersion>, ConfigError> {
         self.slot(slot).await?;
         Ok(self.store.list_versions(slot, page).await?)
     }
@@ -435,7 +474,11 @@ impl ConfigManager {
     }
 
     /// Lists snapshots, newest first.
-    pub async fn snapshots(&self, slot: Option<&SlotName>, page: PageRequest) -> Result<Page<Snapshot>, ConfigError> {
+    pub async fn snapshots(
+        &self,
+        slot: Option<&SlotName>,
+        page: PageRequest,
+    ) -> Result<Page<Snapshot>, ConfigError> {
         if let Some(s) = slot {
             self.slot(s).await?;
         }
@@ -455,7 +498,12 @@ impl ConfigManager {
         'pages: loop {
             let page = self
                 .store
-                .list_audit(AuditQuery { cursor, limit: PageRequest::MAX_LIMIT, descending: false, target: None })
+                .list_audit(AuditQuery {
+                    cursor,
+                    limit: PageRequest::MAX_LIMIT,
+                    descending: false,
+                    target: None,
+                })
                 .await?;
             for e in &page.items {
                 if !verifier.push(e) {
@@ -497,9 +545,12 @@ mod tests {
 
     async fn manager() -> ConfigManager {
         let m = ConfigManager::new(Arc::new(MemoryStore::new()), vec![], ConfigSettings::default());
-        m.create_slot(NewSlot { name: name("chat"), description: "chat".into(), schema: None }, "alice")
-            .await
-            .unwrap();
+        m.create_slot(
+            NewSlot { name: name("chat"), description: "chat".into(), schema: None },
+            "alice",
+        )
+        .await
+        .unwrap();
         m
     }
 
@@ -544,7 +595,8 @@ mod tests {
         let m = manager().await;
         m.apply(req(json!({"model": "a"}))).await.unwrap();
         let before = m.store().audit_head().await.unwrap();
-        let out = m.apply(ApplyRequest { dry_run: true, ..req(json!({"model": "b"})) }).await.unwrap();
+        let out =
+            m.apply(ApplyRequest { dry_run: true, ..req(json!({"model": "b"})) }).await.unwrap();
         assert!(out.dry_run && out.version.is_none());
         assert_eq!(out.version_number, 2);
         assert_eq!(out.diff.changed[0].to, json!("b"));
@@ -560,8 +612,15 @@ mod tests {
         let m = manager().await;
         let err = m.apply(req(json!({"model": "m", "temperature": 3}))).await.unwrap_err();
         assert_eq!(err.code(), "validation_failed");
-        assert!(err.to_string().contains("/temperature: temperature must be between 0 and 2, got 3"), "{err}");
-        assert_eq!(m.get_slot(&name("chat")).await.unwrap().latest_version, 0, "no version written");
+        assert!(
+            err.to_string().contains("/temperature: temperature must be between 0 and 2, got 3"),
+            "{err}"
+        );
+        assert_eq!(
+            m.get_slot(&name("chat")).await.unwrap().latest_version,
+            0,
+            "no version written"
+        );
         let last = m
             .audit(AuditQuery { cursor: None, limit: 1, descending: true, target: None })
             .await
@@ -572,9 +631,11 @@ mod tests {
         assert!(last.error.unwrap().contains("temperature"));
         let big = json!({"model": "m", "prompt": "x".repeat(300 * 1024)});
         assert_eq!(m.apply(req(big)).await.unwrap_err().code(), "payload_too_large");
-        let stale = m.apply(ApplyRequest { expected_latest: Some(4), ..req(json!({"model": "m"})) }).await;
+        let stale =
+            m.apply(ApplyRequest { expected_latest: Some(4), ..req(json!({"model": "m"})) }).await;
         assert_eq!(stale.unwrap_err().code(), "conflict");
-        let unknown = m.apply(ApplyRequest { slot: name("nope"), ..req(json!({"model": "m"})) }).await;
+        let unknown =
+            m.apply(ApplyRequest { slot: name("nope"), ..req(json!({"model": "m"})) }).await;
         assert_eq!(unknown.unwrap_err().code(), "slot_not_found");
         assert!(m.verify_audit().await.unwrap().ok);
     }
@@ -583,16 +644,30 @@ mod tests {
     async fn slot_schema_is_enforced_and_checked() {
         let m = manager().await;
         let bad = m
-            .create_slot(NewSlot { name: name("s"), description: String::new(), schema: Some(json!({"type": 5})) }, "a")
+            .create_slot(
+                NewSlot {
+                    name: name("s"),
+                    description: String::new(),
+                    schema: Some(json!({"type": 5})),
+                },
+                "a",
+            )
             .await;
         assert_eq!(bad.unwrap_err().code(), "invalid_schema");
         m.create_slot(
-            NewSlot { name: name("s"), description: String::new(), schema: Some(json!({"required": ["prompt"]})) },
+            NewSlot {
+                name: name("s"),
+                description: String::new(),
+                schema: Some(json!({"required": ["prompt"]})),
+            },
             "a",
         )
         .await
         .unwrap();
-        let err = m.apply(ApplyRequest { slot: name("s"), ..req(json!({"model": "m"})) }).await.unwrap_err();
+        let err = m
+            .apply(ApplyRequest { slot: name("s"), ..req(json!({"model": "m"})) })
+            .await
+            .unwrap_err();
         assert!(err.to_string().contains("prompt"), "{err}");
     }
 
@@ -616,7 +691,8 @@ mod tests {
             .unwrap();
         let err = m.apply(req(json!({"model": "b"}))).await.unwrap_err();
         assert_eq!(err.code(), "rollout_active");
-        let staged = m.apply(ApplyRequest { activate: false, ..req(json!({"model": "b"})) }).await.unwrap();
+        let staged =
+            m.apply(ApplyRequest { activate: false, ..req(json!({"model": "b"})) }).await.unwrap();
         assert_eq!(staged.version_number, 2, "staging a candidate is allowed");
         assert_eq!(m.get_slot(&name("chat")).await.unwrap().active_version, Some(1));
     }
@@ -628,7 +704,12 @@ mod tests {
             vec![],
             ConfigSettings { snapshot_retention: 3, ..Default::default() },
         );
-        m.create_slot(NewSlot { name: name("chat"), description: String::new(), schema: None }, "a").await.unwrap();
+        m.create_slot(
+            NewSlot { name: name("chat"), description: String::new(), schema: None },
+            "a",
+        )
+        .await
+        .unwrap();
         m.apply(req(json!({"model": "a"}))).await.unwrap();
         for i in 0..6 {
             m.snapshot(&name("chat"), &format!("s{i}"), "a").await.unwrap();

@@ -27,12 +27,21 @@ fn issue(path: String, message: impl Into<String>) -> ValidationIssue {
     ValidationIssue { path, message: message.into() }
 }
 
-fn check_range(doc: &Value, base: &str, key: &str, lo: f64, hi: f64, out: &mut Vec<ValidationIssue>) {
+fn check_range(
+    doc: &Value,
+    base: &str,
+    key: &str,
+    lo: f64,
+    hi: f64,
+    out: &mut Vec<ValidationIssue>,
+) {
     let path = format!("{base}/{key}");
     if let Some(v) = doc.pointer(&path) {
         match v.as_f64() {
             Some(x) if (lo..=hi).contains(&x) => {}
-            Some(x) => out.push(issue(path, format!("{key} must be between {lo} and {hi}, got {x}"))),
+            Some(x) => {
+                out.push(issue(path, format!("{key} must be between {lo} and {hi}, got {x}")))
+            }
             None => out.push(issue(path, format!("{key} must be a number between {lo} and {hi}"))),
         }
     }
@@ -100,7 +109,9 @@ mod tests {
 
     #[test]
     fn builtin_ranges() {
-        assert!(paths(json!({"model": "m", "temperature": 2, "top_p": 0, "max_tokens": 1})).is_empty());
+        assert!(
+            paths(json!({"model": "m", "temperature": 2, "top_p": 0, "max_tokens": 1})).is_empty()
+        );
         assert_eq!(paths(json!({"model": "m", "temperature": 2.5})), ["/temperature"]);
         assert_eq!(paths(json!({"model": "", "top_p": 1.1})), ["/model", "/top_p"]);
         assert_eq!(paths(json!({"max_tokens": 0})), ["/max_tokens"]);

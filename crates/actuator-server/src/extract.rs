@@ -78,7 +78,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
 }
 
 fn query_rejection(e: QueryRejection) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("bad query parameters: {}", source_text(&e)))
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_query",
+        format!("bad query parameters: {}", source_text(&e)),
+    )
 }
 
 /// The acting person or system: the `X-Actuator-Actor` header, else `anonymous`.

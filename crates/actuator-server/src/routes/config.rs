@@ -1,7 +1,9 @@
 //! Slots, versions, diffs, snapshots and audit.
 
 use actuator_config::{ApplyRequest, AuditReport};
-use actuator_core::{AuditEntry, AuditQuery, ConfigVersion, NewSlot, Page, PageRequest, Slot, SlotName, Snapshot};
+use actuator_core::{
+    AuditEntry, AuditQuery, ConfigVersion, NewSlot, Page, PageRequest, Slot, SlotName, Snapshot,
+};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -43,7 +45,10 @@ pub(crate) struct PageQuery {
 
 impl PageQuery {
     fn page(self) -> Result<PageRequest, ApiError> {
-        let p = PageRequest { limit: self.limit.unwrap_or(PageRequest::DEFAULT_LIMIT), cursor: self.cursor };
+        let p = PageRequest {
+            limit: self.limit.unwrap_or(PageRequest::DEFAULT_LIMIT),
+            cursor: self.cursor,
+        };
         p.validate().map_err(ApiError::from)?;
         Ok(p)
     }
@@ -87,7 +92,10 @@ struct SlotView {
     current: Option<ConfigVersion>,
 }
 
-async fn get_slot(State(st): State<AppState>, Path(slot): Path<String>) -> Result<Json<SlotView>, ApiError> {
+async fn get_slot(
+    State(st): State<AppState>,
+    Path(slot): Path<String>,
+) -> Result<Json<SlotView>, ApiError> {
     let name = slot_name(&slot)?;
     let slot = st.config().get_slot(&name).await?;
     let current = match slot.active_version {
@@ -150,9 +158,9 @@ async fn get_version(
     State(st): State<AppState>,
     Path((slot, version)): Path<(String, String)>,
 ) -> Result<Json<ConfigVersion>, ApiError> {
-    let v: u64 = version
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("version {version:?} is not a positive integer")))?;
+    let v: u64 = version.parse().map_err(|_| {
+        ApiError::bad_request(format!("version {version:?} is not a positive integer"))
+    })?;
     Ok(Json(st.config().get_version(&slot_name(&slot)?, v).await?))
 }
 
@@ -221,15 +229,22 @@ async fn list_snapshots(
     Ok(Json(st.config().snapshots(None, q.page()?).await?))
 }
 
-async fn get_snapshot(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Snapshot>, ApiError> {
-    st.store()
-        .get_snapshot(&id)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::not_found(format!("snapshot {id} does not exist (it may have been removed by retention)")))
+async fn get_snapshot(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Snapshot>, ApiError> {
+    st.store().get_snapshot(&id).await?.map(Json).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "snapshot {id} does not exist (it may have been removed by retention)"
+        ))
+    })
 }
 
-async fn restore(State(st): State<AppState>, Path(id): Path<String>, actor: Actor) -> Result<Json<Slot>, ApiError> {
+async fn restore(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    actor: Actor,
+) -> Result<Json<Slot>, ApiError> {
     Ok(Json(st.config().restore(&id, &actor.0).await?))
 }
 
@@ -259,7 +274,12 @@ async fn list_audit(
     PageRequest::first(limit).validate()?;
     Ok(Json(
         st.config()
-            .audit(AuditQuery { cursor: q.cursor, limit, descending: q.order == Order::Desc, target: q.target })
+            .audit(AuditQuery {
+                cursor: q.cursor,
+                limit,
+                descending: q.order == Order::Desc,
+                target: q.target,
+            })
             .await?,
     ))
 }
@@ -279,8 +299,14 @@ mod tests {
     use std::sync::Arc;
     use tower::ServiceExt;
 
-    async fn call(app: &axum::Router, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
-        let mut req = Request::builder().method(method).uri(uri).header("x-actuator-actor", "tester");
+    async fn call(
+        app: &axum::Router,
+        method: &str,
+        uri: &str,
+        body: Option<&str>,
+    ) -> (StatusCode, Value) {
+        let mut req =
+            Request::builder().method(method).uri(uri).header("x-actuator-actor", "tester");
         if body.is_some() {
             req = req.header("content-type", "application/json");
         }
@@ -295,19 +321,29 @@ mod tests {
     }
 
     fn app() -> axum::Router {
-        router(AppState::new(ConfigManager::new(Arc::new(MemoryStore::new()), vec![], ConfigSettings::default())))
+        router(AppState::new(ConfigManager::new(
+            Arc::new(MemoryStore::new()),
+            vec![],
+            ConfigSettings::default(),
+        )))
     }
 
     #[tokio::test]
     async fn errors_have_one_shape() {
         let app = app();
         let (s, b) = call(&app, "POST", "/v1/slots", Some("{not json")).await;
-        assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("malformed_json")));
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("malformed_json"))
+        );
         let (s, b) = call(&app, "POST", "/v1/slots", Some(r#"{"name":"chat","colour":1}"#)).await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
         assert!(b["error"]["message"].as_str().unwrap().contains("unknown field `colour`"), "{b}");
         let (s, b) = call(&app, "GET", "/v1/slots/nope", None).await;
-        assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::NOT_FOUND, Some("slot_not_found")));
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::NOT_FOUND, Some("slot_not_found"))
+        );
         let (s, b) = call(&app, "GET", "/v1/slots/Bad%20Name", None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
         let (s, _) = call(&app, "GET", "/nowhere", None).await;
@@ -315,7 +351,10 @@ mod tests {
         let big = format!(r#"{{"document": {{"p": "{}"}}}}"#, "x".repeat(crate::MAX_BODY_BYTES));
         call(&app, "POST", "/v1/slots", Some(r#"{"name":"chat"}"#)).await;
         let (s, b) = call(&app, "POST", "/v1/slots/chat/versions", Some(&big)).await;
-        assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")));
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large"))
+        );
         let (s, b) = call(&app, "GET", "/v1/slots?limit=5000", None).await;
         assert_eq!(s, StatusCode::BAD_REQUEST, "{b}");
     }
@@ -325,10 +364,18 @@ mod tests {
         let app = app();
         let (s, _) = call(&app, "POST", "/v1/slots", Some(r#"{"name":"chat"}"#)).await;
         assert_eq!(s, StatusCode::CREATED);
-        let (s, b) = call(&app, "POST", "/v1/slots/chat/versions", Some(r#"{"document":{"model":"a","temperature":5}}"#)).await;
+        let (s, b) = call(
+            &app,
+            "POST",
+            "/v1/slots/chat/versions",
+            Some(r#"{"document":{"model":"a","temperature":5}}"#),
+        )
+        .await;
         assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(b["error"]["details"][0]["path"], json!("/temperature"));
-        let (s, b) = call(&app, "POST", "/v1/slots/chat/versions", Some(r#"{"document":{"model":"a"}}"#)).await;
+        let (s, b) =
+            call(&app, "POST", "/v1/slots/chat/versions", Some(r#"{"document":{"model":"a"}}"#))
+                .await;
         assert_eq!(s, StatusCode::CREATED, "{b}");
         let (_, b) = call(&app, "GET", "/v1/slots/chat", None).await;
         assert_eq!(b["current"]["document"]["model"], json!("a"));

@@ -20,7 +20,9 @@ async fn healthz() -> Json<Value> {
 /// The store answers.
 async fn readyz(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
     match st.store().audit_head().await {
-        Ok(head) => Ok(Json(json!({"status": "ready", "audit_entries": head.map_or(0, |h| h.seq)}))),
+        Ok(head) => {
+            Ok(Json(json!({"status": "ready", "audit_entries": head.map_or(0, |h| h.seq)})))
+        }
         Err(e) => Err(ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",

@@ -1,0 +1,95 @@
+//! The answer to "which config for this request?".
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::{Variant, VersionedConfig};
+
+/// Why a request got its variant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reason {
+    /// The slot has no active rollout: stable for everyone (OFREP `STATIC`).
+    NoRollout,
+    /// The split strategy decided (OFREP `SPLIT`).
+    Split,
+    /// A targeting-key or attribute override matched (OFREP `TARGETING_MATCH`).
+    Override,
+    /// The request's region is excluded from the rollout (OFREP `TARGETING_MATCH`).
+    RegionExcluded,
+    /// The region was missing or unlisted, so the geographic default share split it
+    /// (OFREP `DEFAULT`).
+    RegionDefault,
+}
+
+impl Reason {
+    /// The OFREP reason: `STATIC`, `SPLIT`, `TARGETING_MATCH` or `DEFAULT`.
+    #[must_use]
+    pub const fn ofrep(self) -> &'static str {
+        match self {
+            Self::NoRollout => "STATIC",
+            Self::Split => "SPLIT",
+            Self::Override | Self::RegionExcluded => "TARGETING_MATCH",
+            Self::RegionDefault => "DEFAULT",
+        }
+    }
+}
+
+/// Run this candidate on the side; its output must not be served.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ShadowDirective {
+    /// The candidate config to shadow.
+    pub candidate: VersionedConfig,
+}
+
+/// The assignment of one request on one slot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resolution {
+    /// The side the request is on.
+    pub variant: Variant,
+    /// The config to serve (version and shared value).
+    pub config: VersionedConfig,
+    /// The active rollout's id, if the slot has one.
+    pub rollout_id: Option<Arc<str>>,
+    /// The active rollout's phase index, if the slot has one.
+    pub phase: Option<u32>,
+    /// The sticky bucket (0..10_000) when a sticky strategy computed one.
+    pub bucket: Option<u16>,
+    /// Why.
+    pub reason: Reason,
+    /// Set in shadow mode for admitted requests.
+    pub shadow: Option<ShadowDirective>,
+    /// The routing table revision this answer came from (monotone within a process).
+    pub revision: u64,
+}
+
+impl Resolution {
+    /// The OFREP variant name.
+    #[must_use]
+    pub fn variant_name(&self) -> &str {
+        self.variant.name()
+    }
+
+    /// OFREP `metadata`: `rolloutId`, `phase`, `bucket`, `configVersion` (and `shadowVersion`),
+    /// so telemetry can join outcomes to the assignment. Allocates; not for the hot path.
+    #[must_use]
+    pub fn ofrep_metadata(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        m.insert("configVersion".into(), self.config.version.into());
+        if let Some(id) = &self.rollout_id {
+            m.insert("rolloutId".into(), Value::String(id.to_string()));
+        }
+        if let Some(phase) = self.phase {
+            m.insert("phase".into(), phase.into());
+        }
+        if let Some(bucket) = self.bucket {
+            m.insert("bucket".into(), bucket.into());
+        }
+        if let Some(s) = &self.shadow {
+            m.insert("shadowVersion".into(), s.candidate.version.into());
+        }
+        m
+    }
+}

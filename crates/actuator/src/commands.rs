@@ -1,0 +1,290 @@
+//! Runs a parsed command.
+
+use anyhow::Context;
+use serde_json::{Value, json};
+use std::io::Read;
+use std::path::Path;
+
+use crate::cli::{AuditCmd, Cli, Command, ConfigCmd, Output, Remote, SlotCmd, SnapshotCmd};
+use crate::client::{Client, enc};
+use crate::output::{diff, short, table, when};
+use crate::settings::Settings;
+
+pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let settings = Settings::load(&args)?;
+            crate::daemon::init_logging(&settings.log.format, &settings.log.filter);
+            crate::daemon::serve(settings).await
+        }
+        Command::Demo(args) => crate::demo::run(args).await,
+        Command::Plugins => {
+            let r = actuator_core::Registry::from_inventory()?;
+            let rows: Vec<Vec<String>> = r
+                .describe()
+                .into_iter()
+                .map(|p| {
+                    vec![p.kind.to_string(), p.name, p.version, p.api.to_string(), p.description]
+                })
+                .collect();
+            print!("{}", table(&["KIND", "NAME", "VERSION", "API", "DESCRIPTION"], &rows));
+            Ok(())
+        }
+        Command::Slot(c) => slot(c).await,
+        Command::Config(c) => config(c).await,
+        Command::Snapshot(c) => snapshot(c).await,
+        Command::Audit(c) => audit(c).await,
+    }
+}
+
+fn client(r: &Remote) -> anyhow::Result<Client> {
+    Client::new(&r.server, r.actor.as_deref())
+}
+
+/// Prints JSON for `--output json`, else the human rendering.
+fn emit(r: &Remote, v: &Value, human: impl FnOnce(&Value) -> String) {
+    match r.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
+        Output::Human => print!("{}", human(v)),
+    }
+}
+
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let text = if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::stdin().read_to_string(&mut s).context("reading stdin")?;
+        s
+    } else {
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?
+    };
+    serde_json::from_str(&text).with_context(|| format!("{} is not valid JSON", path.display()))
+}
+
+fn slot_rows(items: &Value) -> Vec<Vec<String>> {
+    items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| {
+            vec![
+                short(&s["name"]),
+                short(&s["active_version"]),
+                short(&s["latest_version"]),
+                when(&s["updated_at"]),
+                short(&s["description"]),
+            ]
+        })
+        .collect()
+}
+
+async fn slot(c: SlotCmd) -> anyhow::Result<()> {
+    match c {
+        SlotCmd::Create { name, description, schema, remote } => {
+            let schema = schema.as_deref().map(read_json).transpose()?;
+            let v = client(&remote)?
+                .post(
+                    "/v1/slots",
+                    &json!({"name": name, "description": description, "schema": schema}),
+                )
+                .await?;
+            emit(&remote, &v, |v| format!("created slot {}\n", short(&v["name"])));
+        }
+        SlotCmd::List { limit, remote } => {
+            let v = client(&remote)?.get(&format!("/v1/slots?limit={limit}")).await?;
+            emit(&remote, &v, |v| {
+                table(
+                    &["SLOT", "ACTIVE", "LATEST", "UPDATED", "DESCRIPTION"],
+                    &slot_rows(&v["items"]),
+                )
+            });
+        }
+        SlotCmd::Get { name, remote } => {
+            let v = client(&remote)?.get(&format!("/v1/slots/{}", enc(&name))).await?;
+            emit(&remote, &v, |v| {
+                format!(
+                    "slot {}\n  active version: {}\n  latest version: {}\n  description: {}\n  config: {}\n",
+                    short(&v["name"]),
+                    short(&v["active_version"]),
+                    short(&v["latest_version"]),
+                    short(&v["description"]),
+                    serde_json::to_string_pretty(&v["current"]["document"]).unwrap_or_default()
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn config(c: ConfigCmd) -> anyhow::Result<()> {
+    match c {
+        ConfigCmd::Apply { file, slot, message, dry_run, remote } => {
+            let doc = read_json(&file)?;
+            let (slot, document, message) = match slot {
+                Some(s) => (s, doc, message),
+                None => {
+                    let s = doc["slot"].as_str().map(str::to_owned).context(
+                        "name the slot with --slot, or give an envelope {\"slot\", \"document\", \"message\"}",
+                    )?;
+                    let m = doc["message"].as_str().map_or(message, str::to_owned);
+                    (s, doc["document"].clone(), m)
+                }
+            };
+            let v = client(&remote)?
+                .post(
+                    &format!("/v1/slots/{}/versions", enc(&slot)),
+                    &json!({"document": document, "message": message, "dry_run": dry_run}),
+                )
+                .await?;
+            emit(&remote, &v, |v| {
+                let head = if dry_run {
+                    format!(
+                        "dry run: {slot} would get version {} (nothing written)\n",
+                        short(&v["version_number"])
+                    )
+                } else {
+                    format!(
+                        "applied {slot} version {} (was {})\n",
+                        short(&v["version_number"]),
+                        short(&v["previous_version"])
+                    )
+                };
+                head + &diff(&v["diff"])
+            });
+        }
+        ConfigCmd::History { slot, limit, remote } => {
+            let c = client(&remote)?;
+            let s = c.get(&format!("/v1/slots/{}", enc(&slot))).await?;
+            let v = c.get(&format!("/v1/slots/{}/versions?limit={limit}", enc(&slot))).await?;
+            emit(&remote, &v, |v| {
+                let rows: Vec<Vec<String>> = v["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| {
+                        let active = if x["version"] == s["active_version"] { "*" } else { "" };
+                        vec![
+                            format!("{}{active}", short(&x["version"])),
+                            when(&x["created_at"]),
+                            short(&x["author"]),
+                            short(&x["message"]),
+                        ]
+                    })
+                    .collect();
+                table(&["VERSION", "CREATED", "AUTHOR", "MESSAGE"], &rows) + "(* = active)\n"
+            });
+        }
+        ConfigCmd::Diff { slot, from, to, remote } => {
+            let v = client(&remote)?
+                .get(&format!("/v1/slots/{}/diff?from={from}&to={to}", enc(&slot)))
+                .await?;
+            emit(&remote, &v, |v| format!("{slot}: version {from} -> {to}\n{}", diff(v)));
+        }
+        ConfigCmd::Revert { slot, to, reason, remote } => {
+            let v = client(&remote)?
+                .post(
+                    &format!("/v1/slots/{}/revert", enc(&slot)),
+                    &json!({"to": to, "reason": reason}),
+                )
+                .await?;
+            emit(&remote, &v, |v| {
+                format!("{slot}: version {} is active again\n", short(&v["active_version"]))
+            });
+        }
+    }
+    Ok(())
+}
+
+async fn snapshot(c: SnapshotCmd) -> anyhow::Result<()> {
+    match c {
+        SnapshotCmd::Create { slot, label, remote } => {
+            let v = client(&remote)?
+                .post(&format!("/v1/slots/{}/snapshots", enc(&slot)), &json!({"label": label}))
+                .await?;
+            emit(&remote, &v, |v| {
+                format!("snapshot {} of {slot} version {}\n", short(&v["id"]), short(&v["version"]))
+            });
+        }
+        SnapshotCmd::List { slot, limit, remote } => {
+            let path = match &slot {
+                Some(s) => format!("/v1/slots/{}/snapshots?limit={limit}", enc(s)),
+                None => format!("/v1/snapshots?limit={limit}"),
+            };
+            let v = client(&remote)?.get(&path).await?;
+            emit(&remote, &v, |v| {
+                let rows: Vec<Vec<String>> = v["items"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|s| {
+                        vec![
+                            short(&s["id"]),
+                            short(&s["slot"]),
+                            short(&s["version"]),
+                            when(&s["created_at"]),
+                            short(&s["label"]),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "SLOT", "VERSION", "CREATED", "LABEL"], &rows)
+            });
+        }
+        SnapshotCmd::Restore { id, remote } => {
+            let v = client(&remote)?
+                .post(&format!("/v1/snapshots/{}/restore", enc(&id)), &json!({}))
+                .await?;
+            emit(&remote, &v, |v| {
+                format!(
+                    "restored snapshot {id}: {} is at version {}\n",
+                    short(&v["name"]),
+                    short(&v["active_version"])
+                )
+            });
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn audit_rows(items: &Value) -> Vec<Vec<String>> {
+    items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            vec![
+                short(&e["seq"]),
+                when(&e["at"]),
+                short(&e["actor"]),
+                short(&e["action"]),
+                short(&e["target"]),
+                short(&e["outcome"]),
+                short(&e["error"]),
+            ]
+        })
+        .collect()
+}
+
+async fn audit(c: AuditCmd) -> anyhow::Result<()> {
+    match c {
+        AuditCmd::List { limit, target, remote } => {
+            let mut path = format!("/v1/audit?limit={limit}");
+            if let Some(t) = &target {
+                path.push_str(&format!("&target={}", enc(t)));
+            }
+            let v = client(&remote)?.get(&path).await?;
+            emit(&remote, &v, |v| {
+                table(
+                    &["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "OUTCOME", "ERROR"],
+                    &audit_rows(&v["items"]),
+                )
+            });
+        }
+        AuditCmd::Verify { remote } => {
+            let v = client(&remote)?.get("/v1/audit/verify").await?;
+            emit(&remote, &v, |v| format!("{}\n", short(&v["message"])));
+            if v["ok"] != json!(true) {
+                anyhow::bail!("the audit chain does not verify");
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,128 @@
+//! Daemon settings: a TOML file, then environment and flags on top.
+
+use actuator_config::ConfigSettings;
+use anyhow::Context;
+use serde::Deserialize;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use crate::cli::ServeArgs;
+
+/// Everything `actuator serve` can be told.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct Settings {
+    /// Address of the HTTP API.
+    pub(crate) listen: SocketAddr,
+    /// Where the SQLite file and other state live.
+    pub(crate) data_dir: PathBuf,
+    /// The store plugin and its config.
+    pub(crate) store: PluginChoice,
+    /// Notifier plugins.
+    pub(crate) notifiers: Vec<PluginChoice>,
+    /// Versioning limits.
+    pub(crate) config: ConfigSettings,
+    /// Logging.
+    pub(crate) log: LogSettings,
+}
+
+/// A plugin by name with its JSON config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PluginChoice {
+    pub(crate) plugin: String,
+    #[serde(default = "empty_object")]
+    pub(crate) config: Value,
+}
+
+fn empty_object() -> Value {
+    Value::Object(Default::default())
+}
+
+/// Log format and filter.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct LogSettings {
+    /// `text` or `json`.
+    pub(crate) format: String,
+    /// A tracing filter such as `info,actuator=debug` (`RUST_LOG` overrides it).
+    pub(crate) filter: String,
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        Self { format: "text".into(), filter: "info".into() }
+    }
+}
+
+/// The default data directory: `$XDG_DATA_HOME/actuator`, `~/.local/share/actuator`, or
+/// `./actuator-data`.
+pub(crate) fn default_data_dir() -> PathBuf {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME").filter(|v| !v.is_empty()) {
+        return Path::new(&x).join("actuator");
+    }
+    if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
+        return Path::new(&h).join(".local/share/actuator");
+    }
+    PathBuf::from("actuator-data")
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: default_data_dir(),
+            store: PluginChoice { plugin: "sqlite".into(), config: empty_object() },
+            notifiers: vec![PluginChoice { plugin: "log".into(), config: empty_object() }],
+            config: ConfigSettings::default(),
+            log: LogSettings::default(),
+        }
+    }
+}
+
+impl Settings {
+    /// Reads the file (if any), then applies the flags and their environment variables.
+    pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<Self> {
+        let mut s = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading settings file {}", path.display()))?;
+                toml::from_str::<Settings>(&text)
+                    .with_context(|| format!("settings file {} is invalid", path.display()))?
+            }
+            None => Self::default(),
+        };
+        if let Some(l) = args.listen {
+            s.listen = l;
+        }
+        if let Some(d) = &args.data_dir {
+            s.data_dir.clone_from(d);
+        }
+        if let Ok(f) = std::env::var("ACTUATOR_LOG_FORMAT") {
+            s.log.format = f;
+        }
+        if !matches!(s.log.format.as_str(), "text" | "json") {
+            anyhow::bail!("log.format must be \"text\" or \"json\", got {:?}", s.log.format);
+        }
+        Ok(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_is_strict() {
+        let err = toml::from_str::<Settings>("listen = \"127.0.0.1:1\"\ncolour = 1").unwrap_err();
+        assert!(err.to_string().contains("colour"), "{err}");
+        let s: Settings = toml::from_str(
+            "listen = \"0.0.0.0:9000\"\n[store]\nplugin = \"sqlite\"\nconfig = { path = \"/tmp/x.db\" }\n[config]\nsnapshot_retention = 7",
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 9000);
+        assert_eq!(s.config.snapshot_retention, 7);
+        assert_eq!(s.notifiers[0].plugin, "log");
+    }
+}

@@ -1,0 +1,848 @@
+//! [`SqliteStore`]: the [`Store`] trait over one SQLite file.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use actuator_core::audit::{AuditDraft, AuditEntry, AuditHead, GENESIS_HASH, truncate_to_micros};
+use actuator_core::config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
+use actuator_core::store::{
+    AppendVersion, AuditQuery, NewRollout, NewSnapshot, Page, PageRequest, RolloutFilter,
+    RolloutRecord, RolloutUpdate, Store, StoreError,
+};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
+    SqliteRow, SqliteSynchronous,
+};
+use sqlx::{Row, SqlSafeStr, Sqlite, Transaction};
+
+use crate::rows::{
+    self, Cols, backend, fmt_ts, to_i64, to_i64_checked, to_i64_saturating, to_json,
+};
+
+/// The SQL list of terminal rollout states, as in [`DeploymentState::is_terminal`]
+/// (a unit test keeps the two in step; the migration's partial index repeats it).
+///
+/// [`DeploymentState::is_terminal`]: actuator_core::state::DeploymentState::is_terminal
+macro_rules! terminal_states {
+    () => {
+        "('completed', 'rolled_back', 'failed')"
+    };
+}
+
+/// How long a connection waits for a lock held by another connection or process.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Read connections of a file store.
+const READERS: u32 = 4;
+
+/// The embedded schema migrations, in order.
+fn migrator() -> Migrator {
+    Migrator::with_migrations(vec![Migration::new(
+        1,
+        "initial schema".into(),
+        MigrationType::Simple,
+        include_str!("../migrations/0001_initial.sql").into_sql_str(),
+        false,
+    )])
+}
+
+/// A [`Store`] kept in one SQLite database file.
+///
+/// The file is in WAL mode with `synchronous=FULL`, so a write acknowledged to the caller
+/// survives a crash of the process or of the machine. Every write is one `BEGIN IMMEDIATE`
+/// transaction on a single writer connection that also seals and inserts its audit entry and
+/// moves the head of the audit chain; reads go through a small pool of read-only connections
+/// and never wait for the writer.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+    path: Option<PathBuf>,
+}
+
+impl SqliteStore {
+    /// Opens (creating it, and its parent directories, when missing) the database at `path`
+    /// and brings its schema up to date.
+    ///
+    /// Fails with [`StoreError::Backend`] when the file cannot be opened or was written by a
+    /// newer version of this plugin.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            tokio::fs::create_dir_all(parent).await.map_err(|e| {
+                StoreError::Backend(format!("sqlite: creating directory {}: {e}", parent.display()))
+            })?;
+        }
+        let base = SqliteConnectOptions::new()
+            .filename(path)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            .synchronous(SqliteSynchronous::Full);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(base.clone().create_if_missing(true).journal_mode(SqliteJournalMode::Wal))
+            .await
+            .map_err(|e| StoreError::Backend(format!("sqlite: opening {}: {e}", path.display())))?;
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+            .fetch_one(&writer)
+            .await
+            .map_err(backend("reading the journal mode"))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(
+                path = %path.display(),
+                journal_mode = %mode,
+                "sqlite store could not switch to WAL mode; readers will wait for writers"
+            );
+        }
+        Self::migrate(&writer).await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READERS)
+            .connect_with(base.read_only(true))
+            .await
+            .map_err(|e| {
+                StoreError::Backend(format!("sqlite: opening {} to read: {e}", path.display()))
+            })?;
+        tracing::debug!(path = %path.display(), "sqlite store opened");
+        Ok(Self { writer, reader, path: Some(path.to_owned()) })
+    }
+
+    /// Opens a fresh database that lives in memory and vanishes with the store (for tests
+    /// and demos). It has a single connection shared by readers and the writer.
+    pub async fn open_in_memory() -> Result<Self, StoreError> {
+        let options = SqliteConnectOptions::from_str("sqlite::memory:")
+            .map_err(backend("configuring an in-memory database"))?
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await
+            .map_err(backend("opening an in-memory database"))?;
+        Self::migrate(&pool).await?;
+        Ok(Self { writer: pool.clone(), reader: pool, path: None })
+    }
+
+    /// The database file; `None` for an in-memory store.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Closes every connection, waiting for those in use to be returned. Later calls on this
+    /// store (or its clones) fail.
+    pub async fn close(&self) {
+        self.writer.close().await;
+        self.reader.close().await;
+    }
+
+    async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
+        migrator()
+            .run(pool)
+            .await
+            .map_err(|e| StoreError::Backend(format!("sqlite: migrating the schema: {e}")))
+    }
+
+    /// Starts a write transaction, taking the database's write lock at once so two writers
+    /// never deadlock upgrading read locks.
+    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+        self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(backend("beginning a write"))
+    }
+}
+
+/// Now, to the microsecond the store keeps.
+fn now() -> DateTime<Utc> {
+    truncate_to_micros(Utc::now())
+}
+
+/// A page of at most `limit` items from `limit + 1` fetched ones, with the cursor taken from
+/// the last item kept.
+fn page_of<T>(mut items: Vec<T>, limit: u32, cursor: impl Fn(&T) -> String) -> Page<T> {
+    let next = if items.len() > limit as usize {
+        items.truncate(limit as usize);
+        items.last().map(cursor)
+    } else {
+        None
+    };
+    Page { items, next_cursor: next }
+}
+
+fn not_found(what: String) -> StoreError {
+    StoreError::NotFound { what }
+}
+
+/// Maps rows with `f`, stopping at the first corrupt one.
+fn map_rows<T>(
+    rows: &[SqliteRow],
+    f: fn(&SqliteRow) -> Result<T, StoreError>,
+) -> Result<Vec<T>, StoreError> {
+    rows.iter().map(f).collect()
+}
+
+async fn fetch_slot(conn: &mut SqliteConnection, name: &SlotName) -> Result<Slot, StoreError> {
+    let row = sqlx::query("SELECT * FROM slots WHERE name = ?1")
+        .bind(name.as_str())
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend("reading a slot"))?
+        .ok_or_else(|| not_found(format!("slot {name}")))?;
+    rows::slot(&row)
+}
+
+async fn version_exists(
+    conn: &mut SqliteConnection,
+    slot: &SlotName,
+    version: u64,
+) -> Result<bool, StoreError> {
+    let Some(version) = to_i64(version) else {
+        return Ok(false);
+    };
+    let row = sqlx::query("SELECT 1 FROM versions WHERE slot = ?1 AND version = ?2")
+        .bind(slot.as_str())
+        .bind(version)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend("reading a version"))?;
+    Ok(row.is_some())
+}
+
+/// Seals `draft` as the next entry of the chain and moves the head, inside the caller's
+/// transaction.
+async fn seal(
+    conn: &mut SqliteConnection,
+    draft: AuditDraft,
+    at: DateTime<Utc>,
+) -> Result<AuditEntry, StoreError> {
+    let head = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend("reading the audit head"))?;
+    let (seq, prev_hash) = match head {
+        Some(row) => {
+            let c = Cols::new(&row, "audit_head");
+            (c.u64("seq")?, c.text("hash")?)
+        }
+        None => (0, GENESIS_HASH.to_owned()),
+    };
+    let entry = draft.seal(seq + 1, uuid::Uuid::now_v7().to_string(), at, &prev_hash);
+    let seq = to_i64_checked(entry.seq, "audit sequence number")?;
+    let diff = entry.diff.as_ref().map(to_json).transpose()?;
+    sqlx::query(
+        "INSERT INTO audit (seq, id, at, actor, action, target, diff, outcome, error, metadata, \
+         prev_hash, hash) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+    )
+    .bind(seq)
+    .bind(&entry.id)
+    .bind(fmt_ts(entry.at))
+    .bind(&entry.actor)
+    .bind(&entry.action)
+    .bind(&entry.target)
+    .bind(diff)
+    .bind(entry.outcome.as_str())
+    .bind(&entry.error)
+    .bind(to_json(&entry.metadata)?)
+    .bind(&entry.prev_hash)
+    .bind(&entry.hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend("writing an audit entry"))?;
+    sqlx::query(
+        "INSERT INTO audit_head (id, seq, hash) VALUES (1, ?1, ?2) \
+         ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, hash = excluded.hash",
+    )
+    .bind(seq)
+    .bind(&entry.hash)
+    .execute(&mut *conn)
+    .await
+    .map_err(backend("moving the audit head"))?;
+    Ok(entry)
+}
+
+async fn commit(tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+    tx.commit().await.map_err(backend("committing"))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_slot(&self, slot: NewSlot, audit: AuditDraft) -> Result<Slot, StoreError> {
+        let now = now();
+        let schema = slot.schema.as_ref().map(to_json).transpose()?;
+        let mut tx = self.begin_write().await?;
+        let exists = sqlx::query("SELECT 1 FROM slots WHERE name = ?1")
+            .bind(slot.name.as_str())
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend("reading a slot"))?;
+        if exists.is_some() {
+            return Err(StoreError::AlreadyExists { what: format!("slot {}", slot.name) });
+        }
+        sqlx::query(
+            "INSERT INTO slots (name, description, schema, active_version, latest_version, \
+             revision, created_at, updated_at) VALUES (?1, ?2, ?3, NULL, 0, 1, ?4, ?4)",
+        )
+        .bind(slot.name.as_str())
+        .bind(&slot.description)
+        .bind(schema)
+        .bind(fmt_ts(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("creating a slot"))?;
+        seal(&mut tx, audit, now).await?;
+        commit(tx).await?;
+        Ok(Slot {
+            name: slot.name,
+            description: slot.description,
+            schema: slot.schema,
+            active_version: None,
+            latest_version: 0,
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    async fn get_slot(&self, name: &SlotName) -> Result<Option<Slot>, StoreError> {
+        let row = sqlx::query("SELECT * FROM slots WHERE name = ?1")
+            .bind(name.as_str())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend("reading a slot"))?;
+        row.as_ref().map(rows::slot).transpose()
+    }
+
+    async fn list_slots(&self, page: PageRequest) -> Result<Page<Slot>, StoreError> {
+        page.validate()?;
+        let rows = sqlx::query(
+            "SELECT * FROM slots WHERE (?1 IS NULL OR name > ?1) ORDER BY name ASC LIMIT ?2",
+        )
+        .bind(page.cursor.as_deref())
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend("listing slots"))?;
+        Ok(page_of(map_rows(&rows, rows::slot)?, page.limit, |s| s.name.to_string()))
+    }
+
+    async fn append_version(
+        &self,
+        req: AppendVersion,
+        audit: AuditDraft,
+    ) -> Result<ConfigVersion, StoreError> {
+        let now = now();
+        let document = to_json(&req.document)?;
+        let mut tx = self.begin_write().await?;
+        let slot = fetch_slot(&mut tx, &req.slot).await?;
+        if slot.latest_version != req.expected_latest {
+            return Err(StoreError::Conflict {
+                what: format!("latest version of slot {}", req.slot),
+                expected: req.expected_latest,
+                actual: slot.latest_version,
+            });
+        }
+        let version = slot.latest_version + 1;
+        let version_i64 = to_i64_checked(version, "version")?;
+        sqlx::query(
+            "INSERT INTO versions (slot, version, document, author, message, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )
+        .bind(req.slot.as_str())
+        .bind(version_i64)
+        .bind(document)
+        .bind(&req.author)
+        .bind(&req.message)
+        .bind(fmt_ts(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("writing a version"))?;
+        sqlx::query(
+            "UPDATE slots SET latest_version = ?2, revision = revision + 1, updated_at = ?3, \
+             active_version = CASE WHEN ?4 THEN ?2 ELSE active_version END WHERE name = ?1",
+        )
+        .bind(req.slot.as_str())
+        .bind(version_i64)
+        .bind(fmt_ts(now))
+        .bind(req.activate)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("updating a slot"))?;
+        seal(&mut tx, audit, now).await?;
+        commit(tx).await?;
+        Ok(ConfigVersion {
+            slot: req.slot,
+            version,
+            document: req.document,
+            author: req.author,
+            message: req.message,
+            created_at: now,
+        })
+    }
+
+    async fn activate_version(
+        &self,
+        slot: &SlotName,
+        expected_revision: u64,
+        version: u64,
+        audit: AuditDraft,
+    ) -> Result<Slot, StoreError> {
+        let now = now();
+        let mut tx = self.begin_write().await?;
+        let mut current = fetch_slot(&mut tx, slot).await?;
+        if !version_exists(&mut tx, slot, version).await? {
+            return Err(not_found(format!("version {version} of slot {slot}")));
+        }
+        if current.revision != expected_revision {
+            return Err(StoreError::Conflict {
+                what: format!("slot {slot}"),
+                expected: expected_revision,
+                actual: current.revision,
+            });
+        }
+        sqlx::query(
+            "UPDATE slots SET active_version = ?2, revision = revision + 1, updated_at = ?3 \
+             WHERE name = ?1",
+        )
+        .bind(slot.as_str())
+        .bind(to_i64_checked(version, "version")?)
+        .bind(fmt_ts(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("activating a version"))?;
+        seal(&mut tx, audit, now).await?;
+        commit(tx).await?;
+        current.active_version = Some(version);
+        current.revision += 1;
+        current.updated_at = now;
+        Ok(current)
+    }
+
+    async fn get_version(
+        &self,
+        slot: &SlotName,
+        version: u64,
+    ) -> Result<Option<ConfigVersion>, StoreError> {
+        let Some(version) = to_i64(version) else {
+            return Ok(None);
+        };
+        let row = sqlx::query("SELECT * FROM versions WHERE slot = ?1 AND version = ?2")
+            .bind(slot.as_str())
+            .bind(version)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend("reading a version"))?;
+        row.as_ref().map(rows::version).transpose()
+    }
+
+    async fn list_versions(
+        &self,
+        slot: &SlotName,
+        page: PageRequest,
+    ) -> Result<Page<ConfigVersion>, StoreError> {
+        page.validate()?;
+        let below = page.numeric_cursor()?.map_or(i64::MAX, to_i64_saturating);
+        let rows = sqlx::query(
+            "SELECT * FROM versions WHERE slot = ?1 AND version < ?2 \
+             ORDER BY version DESC LIMIT ?3",
+        )
+        .bind(slot.as_str())
+        .bind(below)
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend("listing versions"))?;
+        Ok(page_of(map_rows(&rows, rows::version)?, page.limit, |v| v.version.to_string()))
+    }
+
+    async fn create_snapshot(
+        &self,
+        req: NewSnapshot,
+        audit: AuditDraft,
+    ) -> Result<Snapshot, StoreError> {
+        if req.retention == 0 {
+            return Err(StoreError::Invalid("snapshot retention must be at least 1".into()));
+        }
+        let now = now();
+        let mut tx = self.begin_write().await?;
+        let slot = fetch_slot(&mut tx, &req.slot).await?;
+        let Some(active) = slot.active_version else {
+            return Err(StoreError::Invalid(format!(
+                "slot {} has no active version to snapshot",
+                req.slot
+            )));
+        };
+        let active_i64 = to_i64_checked(active, "version")?;
+        let document: String =
+            sqlx::query_scalar("SELECT document FROM versions WHERE slot = ?1 AND version = ?2")
+                .bind(req.slot.as_str())
+                .bind(active_i64)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend("reading the active version"))?
+                .ok_or_else(|| {
+                    StoreError::Backend(format!(
+                        "sqlite: the active version {active} of slot {} is missing",
+                        req.slot
+                    ))
+                })?;
+        let document_value = serde_json::from_str(&document).map_err(|e| {
+            StoreError::Backend(format!("sqlite: corrupt value in versions.document: JSON: {e}"))
+        })?;
+        let id = uuid::Uuid::now_v7().to_string();
+        sqlx::query(
+            "INSERT INTO snapshots (id, slot, version, document, label, created_by, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )
+        .bind(&id)
+        .bind(req.slot.as_str())
+        .bind(active_i64)
+        .bind(&document)
+        .bind(&req.label)
+        .bind(&req.created_by)
+        .bind(fmt_ts(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("writing a snapshot"))?;
+        sqlx::query(
+            "DELETE FROM snapshots WHERE slot = ?1 AND id NOT IN \
+             (SELECT id FROM snapshots WHERE slot = ?1 ORDER BY id DESC LIMIT ?2)",
+        )
+        .bind(req.slot.as_str())
+        .bind(i64::from(req.retention))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("deleting snapshots beyond retention"))?;
+        seal(&mut tx, audit, now).await?;
+        commit(tx).await?;
+        Ok(Snapshot {
+            id,
+            slot: req.slot,
+            version: active,
+            document: document_value,
+            label: req.label,
+            created_by: req.created_by,
+            created_at: now,
+        })
+    }
+
+    async fn get_snapshot(&self, id: &str) -> Result<Option<Snapshot>, StoreError> {
+        let row = sqlx::query("SELECT * FROM snapshots WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend("reading a snapshot"))?;
+        row.as_ref().map(rows::snapshot).transpose()
+    }
+
+    async fn list_snapshots(
+        &self,
+        slot: Option<&SlotName>,
+        page: PageRequest,
+    ) -> Result<Page<Snapshot>, StoreError> {
+        page.validate()?;
+        let rows = sqlx::query(
+            "SELECT * FROM snapshots WHERE (?1 IS NULL OR slot = ?1) AND (?2 IS NULL OR id < ?2) \
+             ORDER BY id DESC LIMIT ?3",
+        )
+        .bind(slot.map(SlotName::as_str))
+        .bind(page.cursor.as_deref())
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend("listing snapshots"))?;
+        Ok(page_of(map_rows(&rows, rows::snapshot)?, page.limit, |s| s.id.clone()))
+    }
+
+    async fn append_audit(&self, audit: AuditDraft) -> Result<AuditEntry, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let entry = seal(&mut tx, audit, now()).await?;
+        commit(tx).await?;
+        Ok(entry)
+    }
+
+    async fn list_audit(&self, q: AuditQuery) -> Result<Page<AuditEntry>, StoreError> {
+        PageRequest::first(q.limit).validate()?;
+        // `target` matches itself and `target@…`: the range [t@, tA) holds exactly the
+        // strings that start with `t@` ('A' follows '@'), and can use the index.
+        let sql = if q.descending {
+            "SELECT * FROM audit WHERE seq < ?1 AND (?2 IS NULL OR target = ?2 \
+             OR (target >= ?2 || '@' AND target < ?2 || 'A')) ORDER BY seq DESC LIMIT ?3"
+        } else {
+            "SELECT * FROM audit WHERE seq > ?1 AND (?2 IS NULL OR target = ?2 \
+             OR (target >= ?2 || '@' AND target < ?2 || 'A')) ORDER BY seq ASC LIMIT ?3"
+        };
+        let cursor = match (q.cursor, q.descending) {
+            (Some(c), _) => to_i64_saturating(c),
+            (None, true) => i64::MAX,
+            (None, false) => 0,
+        };
+        let rows = sqlx::query(sql)
+            .bind(cursor)
+            .bind(q.target.as_deref())
+            .bind(i64::from(q.limit) + 1)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend("listing audit entries"))?;
+        Ok(page_of(map_rows(&rows, rows::audit_entry)?, q.limit, |e| e.seq.to_string()))
+    }
+
+    async fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend("reading the audit head"))?;
+        row.map(|row| {
+            let c = Cols::new(&row, "audit_head");
+            Ok(AuditHead { seq: c.u64("seq")?, hash: c.text("hash")? })
+        })
+        .transpose()
+    }
+
+    async fn create_rollout(
+        &self,
+        r: NewRollout,
+        audit: AuditDraft,
+    ) -> Result<RolloutRecord, StoreError> {
+        let now = now();
+        let request = to_json(&r.request)?;
+        let status = to_json(&r.status)?;
+        let mut tx = self.begin_write().await?;
+        fetch_slot(&mut tx, &r.slot).await?;
+        let dup = sqlx::query("SELECT 1 FROM rollouts WHERE id = ?1")
+            .bind(&r.id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend("reading a rollout"))?;
+        if dup.is_some() {
+            return Err(StoreError::AlreadyExists { what: format!("rollout {}", r.id) });
+        }
+        if let Some(active) = active_rollout_of(&mut tx, &r.slot, None).await? {
+            return Err(StoreError::AlreadyExists {
+                what: format!("an active rollout ({active}) of slot {}", r.slot),
+            });
+        }
+        sqlx::query(
+            "INSERT INTO rollouts (id, slot, strategy, state, request, status, revision, \
+             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)",
+        )
+        .bind(&r.id)
+        .bind(r.slot.as_str())
+        .bind(r.strategy.as_str())
+        .bind(r.state.as_str())
+        .bind(request)
+        .bind(status)
+        .bind(fmt_ts(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("creating a rollout"))?;
+        seal(&mut tx, audit, now).await?;
+        commit(tx).await?;
+        Ok(RolloutRecord {
+            id: r.id,
+            slot: r.slot,
+            strategy: r.strategy,
+            state: r.state,
+            request: r.request,
+            status: r.status,
+            revision: 1,
+            created_at: now,
+            updated_at: now,
+        })
+    }
+
+    async fn get_rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend("reading a rollout"))?;
+        row.as_ref().map(rows::rollout).transpose()
+    }
+
+    async fn list_rollouts(
+        &self,
+        filter: RolloutFilter,
+        page: PageRequest,
+    ) -> Result<Page<RolloutRecord>, StoreError> {
+        page.validate()?;
+        let below = page.numeric_cursor()?.map_or(i64::MAX, to_i64_saturating);
+        let mut rows = sqlx::query(concat!(
+            "SELECT * FROM rollouts WHERE seq < ?1 AND (NOT ?2 OR state NOT IN ",
+            terminal_states!(),
+            ") AND (?3 IS NULL OR slot = ?3) ORDER BY seq DESC LIMIT ?4"
+        ))
+        .bind(below)
+        .bind(filter.active_only)
+        .bind(filter.slot.as_ref().map(SlotName::as_str))
+        .bind(i64::from(page.limit) + 1)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend("listing rollouts"))?;
+        // The cursor is the internal sequence number of the first rollout not returned, plus
+        // one: the next page holds the rollouts below it.
+        let next_cursor = if rows.len() > page.limit as usize {
+            let first_left = Cols::new(&rows[page.limit as usize], "rollouts").u64("seq")?;
+            rows.truncate(page.limit as usize);
+            Some((first_left + 1).to_string())
+        } else {
+            None
+        };
+        Ok(Page { items: map_rows(&rows, rows::rollout)?, next_cursor })
+    }
+
+    async fn update_rollout(
+        &self,
+        id: &str,
+        u: RolloutUpdate,
+        audit: AuditDraft,
+    ) -> Result<RolloutRecord, StoreError> {
+        let now = now();
+        let status = to_json(&u.status)?;
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend("reading a rollout"))?
+            .ok_or_else(|| not_found(format!("rollout {id}")))?;
+        let mut cur = rows::rollout(&row)?;
+        if cur.revision != u.expected_revision {
+            return Err(StoreError::Conflict {
+                what: format!("rollout {id}"),
+                expected: u.expected_revision,
+                actual: cur.revision,
+            });
+        }
+        if cur.state != u.state && !cur.state.can_transition_to(u.state) {
+            return Err(StoreError::Invalid(format!(
+                "rollout {id} cannot go from {} to {}",
+                cur.state, u.state
+            )));
+        }
+        if cur.state.is_terminal() && u.state.is_active() {
+            // A retry takes the slot again: refused while another rollout holds it.
+            if let Some(other) = active_rollout_of(&mut tx, &cur.slot, Some(id)).await? {
+                return Err(StoreError::AlreadyExists {
+                    what: format!("an active rollout ({other}) of slot {}", cur.slot),
+                });
+            }
+        }
+        if let Some(v) = u.activate_version {
+            if !version_exists(&mut tx, &cur.slot, v).await? {
+                return Err(not_found(format!("version {v} of slot {}", cur.slot)));
+            }
+            sqlx::query(
+                "UPDATE slots SET active_version = ?2, revision = revision + 1, updated_at = ?3 \
+                 WHERE name = ?1",
+            )
+            .bind(cur.slot.as_str())
+            .bind(to_i64_checked(v, "version")?)
+            .bind(fmt_ts(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("activating a version"))?;
+        }
+        sqlx::query(
+            "UPDATE rollouts SET state = ?2, status = ?3, revision = revision + 1, \
+             updated_at = ?4 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(u.state.as_str())
+        .bind(status)
+        .bind(fmt_ts(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("updating a rollout"))?;
+        seal(&mut tx, audit, now).await?;
+        commit(tx).await?;
+        cur.state = u.state;
+        cur.status = u.status;
+        cur.revision += 1;
+        cur.updated_at = now;
+        Ok(cur)
+    }
+}
+
+/// The id of a rollout of `slot` in a non-terminal state, other than `except`.
+async fn active_rollout_of(
+    conn: &mut SqliteConnection,
+    slot: &SlotName,
+    except: Option<&str>,
+) -> Result<Option<String>, StoreError> {
+    let row = sqlx::query(concat!(
+        "SELECT id FROM rollouts WHERE slot = ?1 AND (?2 IS NULL OR id <> ?2) AND state NOT IN ",
+        terminal_states!(),
+        " LIMIT 1"
+    ))
+    .bind(slot.as_str())
+    .bind(except)
+    .fetch_optional(&mut *conn)
+    .await
+    .map_err(backend("looking for an active rollout"))?;
+    row.map(|r| r.try_get::<String, _>("id").map_err(backend("reading a rollout id"))).transpose()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actuator_core::state::DeploymentState;
+
+    #[test]
+    fn terminal_state_list_matches_the_state_machine() {
+        let mut terminal: Vec<_> = DeploymentState::ALL
+            .into_iter()
+            .filter(|s| s.is_terminal())
+            .map(|s| format!("'{}'", s.as_str()))
+            .collect();
+        terminal.sort();
+        let listed = terminal_states!().trim_matches(|c| c == '(' || c == ')');
+        let mut listed: Vec<_> = listed.split(", ").map(str::to_owned).collect();
+        listed.sort();
+        assert_eq!(listed, terminal);
+        let migration = include_str!("../migrations/0001_initial.sql");
+        assert!(
+            migration.contains(concat!("WHERE state NOT IN ", terminal_states!())),
+            "the migration's partial index names the same terminal states"
+        );
+    }
+
+    #[test]
+    fn the_migrations_are_embedded_in_order() {
+        let m = migrator();
+        let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
+        assert_eq!(versions, [1]);
+    }
+
+    #[tokio::test]
+    async fn file_connections_are_durable_wal_with_foreign_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("p.db")).await.unwrap();
+        for (pool, role) in [(&store.writer, "writer"), (&store.reader, "reader")] {
+            let mode: String =
+                sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await.unwrap();
+            assert_eq!(mode, "wal", "{role}");
+            let sync: i64 = sqlx::query_scalar("PRAGMA synchronous").fetch_one(pool).await.unwrap();
+            assert_eq!(sync, 2, "{role}: synchronous=FULL");
+            let fk: i64 = sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(pool).await.unwrap();
+            assert_eq!(fk, 1, "{role}: foreign keys on");
+            let busy: i64 =
+                sqlx::query_scalar("PRAGMA busy_timeout").fetch_one(pool).await.unwrap();
+            assert_eq!(busy, 10_000, "{role}: busy timeout");
+        }
+        let write = sqlx::query("DELETE FROM audit").execute(&store.reader).await;
+        assert!(write.is_err(), "reader connections are read-only");
+    }
+
+    #[tokio::test]
+    async fn in_memory_store_passes_conformance() {
+        actuator_core::testing::conformance::run(|| async {
+            std::sync::Arc::new(SqliteStore::open_in_memory().await.expect("open"))
+                as std::sync::Arc<dyn Store>
+        })
+        .await;
+    }
+}

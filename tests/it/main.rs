@@ -1,0 +1,5 @@
+//! Integration tests against the real `actuator` binary.
+
+mod bad_input;
+mod cli;
+mod crash;
