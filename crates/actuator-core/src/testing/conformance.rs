@@ -71,6 +71,7 @@ where
     snapshots(make().await.as_ref()).await;
     audit_chain(make().await.as_ref()).await;
     rollouts(make().await.as_ref()).await;
+    rollout_retry(make().await.as_ref()).await;
     racing_appends(make().await).await;
     racing_rollout_updates(make().await).await;
 }
@@ -390,6 +391,53 @@ pub async fn rollouts(store: &dyn Store) {
         .unwrap();
     assert_eq!(next.items[0].id, "r1");
     assert!(store.get_rollout("nope").await.unwrap().is_none());
+}
+
+/// A retry (terminal back to pending) is refused while another rollout holds the slot.
+pub async fn rollout_retry(store: &dyn Store) {
+    slot(store, "chat").await;
+    append(store, "chat", 0, true).await.unwrap();
+    let new = |id: &str| NewRollout {
+        id: id.into(),
+        slot: name("chat"),
+        strategy: DeploymentStrategy::Canary,
+        state: DeploymentState::Monitoring,
+        request: json!({}),
+        status: json!({}),
+    };
+    let upd = |rev, state| RolloutUpdate {
+        expected_revision: rev,
+        state,
+        status: json!({}),
+        activate_version: None,
+    };
+    let a = store.create_rollout(new("a"), draft("rollout.start", "a")).await.unwrap();
+    let a = store
+        .update_rollout("a", upd(a.revision, DeploymentState::Failed), draft("rollout.fail", "a"))
+        .await
+        .unwrap();
+    let b = store.create_rollout(new("b"), draft("rollout.start", "b")).await.unwrap();
+    let retry = store
+        .update_rollout("a", upd(a.revision, DeploymentState::Pending), draft("rollout.retry", "a"))
+        .await;
+    assert!(
+        matches!(retry, Err(StoreError::AlreadyExists { .. })),
+        "rollout retry: refused while b is active, got {retry:?}"
+    );
+    store
+        .update_rollout("b", upd(b.revision, DeploymentState::RollingBack), draft("rollout.abort", "b"))
+        .await
+        .unwrap();
+    let b = store.get_rollout("b").await.unwrap().unwrap();
+    store
+        .update_rollout("b", upd(b.revision, DeploymentState::RolledBack), draft("rollout.abort", "b"))
+        .await
+        .unwrap();
+    let again = store
+        .update_rollout("a", upd(a.revision, DeploymentState::Pending), draft("rollout.retry", "a"))
+        .await
+        .expect("rollout retry: allowed once the slot is free");
+    assert_eq!(again.state, DeploymentState::Pending);
 }
 
 /// Ten appends racing on one slot: exactly one wins, the rest are conflicts.

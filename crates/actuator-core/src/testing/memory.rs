@@ -339,7 +339,7 @@ impl Store for MemoryStore {
         page: PageRequest,
     ) -> Result<Page<RolloutRecord>, StoreError> {
         page.validate()?;
-        let below = page.numeric_cursor()?.map_or(usize::MAX, |c| c as usize);
+        let below = page.numeric_cursor()?.map_or(usize::MAX, |c| usize::try_from(c).unwrap_or(usize::MAX));
         let g = self.lock();
         let mut items = Vec::new();
         let mut next = None;
@@ -384,6 +384,15 @@ impl Store for MemoryStore {
                 "rollout {id} cannot go from {} to {}",
                 cur.state, u.state
             )));
+        }
+        if !cur.state.is_active()
+            && u.state.is_active()
+            && let Some(other) =
+                g.rollouts.iter().find(|r| r.slot == cur.slot && r.id != cur.id && r.state.is_active())
+        {
+            return Err(StoreError::AlreadyExists {
+                what: format!("an active rollout ({}) of slot {}", other.id, cur.slot),
+            });
         }
         if let Some(v) = u.activate_version {
             if !g.versions.contains_key(&(cur.slot.clone(), v)) {
