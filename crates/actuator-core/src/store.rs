@@ -291,6 +291,15 @@ pub trait Store: Send + Sync + 'static {
         filter: RolloutFilter,
         page: PageRequest,
     ) -> Result<Page<RolloutRecord>, StoreError>;
+    /// Saves a rollout's engine state without changing its state and without an audit entry:
+    /// the periodic checkpoint of accumulated statistics and evidence. Same revision rule as
+    /// [`Store::update_rollout`].
+    async fn save_rollout_status(
+        &self,
+        id: &str,
+        expected_revision: u64,
+        status: Value,
+    ) -> Result<RolloutRecord, StoreError>;
     /// Updates a rollout under optimistic concurrency.
     async fn update_rollout(
         &self,

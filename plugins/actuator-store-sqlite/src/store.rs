@@ -694,6 +694,45 @@ impl Store for SqliteStore {
         Ok(Page { items: map_rows(&rows, rows::rollout)?, next_cursor })
     }
 
+    async fn save_rollout_status(
+        &self,
+        id: &str,
+        expected_revision: u64,
+        status: serde_json::Value,
+    ) -> Result<RolloutRecord, StoreError> {
+        let now = now();
+        let text = to_json(&status)?;
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend("reading a rollout"))?
+            .ok_or_else(|| not_found(format!("rollout {id}")))?;
+        let mut cur = rows::rollout(&row)?;
+        if cur.revision != expected_revision {
+            return Err(StoreError::Conflict {
+                what: format!("rollout {id}"),
+                expected: expected_revision,
+                actual: cur.revision,
+            });
+        }
+        sqlx::query(
+            "UPDATE rollouts SET status = ?2, revision = revision + 1, updated_at = ?3 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(text)
+        .bind(fmt_ts(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("saving a rollout's status"))?;
+        commit(tx).await?;
+        cur.status = status;
+        cur.revision += 1;
+        cur.updated_at = now;
+        Ok(cur)
+    }
+
     async fn update_rollout(
         &self,
         id: &str,

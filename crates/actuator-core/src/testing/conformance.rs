@@ -72,6 +72,7 @@ where
     audit_chain(make().await.as_ref()).await;
     rollouts(make().await.as_ref()).await;
     rollout_retry(make().await.as_ref()).await;
+    rollout_checkpoints(make().await.as_ref()).await;
     racing_appends(make().await).await;
     racing_rollout_updates(make().await).await;
 }
@@ -438,6 +439,37 @@ pub async fn rollout_retry(store: &dyn Store) {
         .await
         .expect("rollout retry: allowed once the slot is free");
     assert_eq!(again.state, DeploymentState::Pending);
+}
+
+/// Checkpoints save the engine state under the revision rule, with no audit entry.
+pub async fn rollout_checkpoints(store: &dyn Store) {
+    slot(store, "chat").await;
+    append(store, "chat", 0, true).await.unwrap();
+    let r = store
+        .create_rollout(
+            NewRollout {
+                id: "r".into(),
+                slot: name("chat"),
+                strategy: DeploymentStrategy::Canary,
+                state: DeploymentState::Monitoring,
+                request: json!({}),
+                status: json!({"n": 0}),
+            },
+            draft("rollout.start", "r"),
+        )
+        .await
+        .unwrap();
+    let before = audit_count(store).await;
+    let saved = store.save_rollout_status("r", r.revision, json!({"n": 1})).await.unwrap();
+    assert_eq!(saved.revision, r.revision + 1, "checkpoints: revision bumped");
+    assert_eq!(saved.state, DeploymentState::Monitoring, "checkpoints: state unchanged");
+    assert_eq!(audit_count(store).await, before, "checkpoints: not audited");
+    let stale = store.save_rollout_status("r", r.revision, json!({"n": 2})).await;
+    assert!(matches!(stale, Err(StoreError::Conflict { .. })), "checkpoints: stale revision, got {stale:?}");
+    let got = store.get_rollout("r").await.unwrap().unwrap();
+    assert_eq!(got.status, json!({"n": 1}), "checkpoints: read back");
+    let missing = store.save_rollout_status("nope", 1, json!({})).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })));
 }
 
 /// Ten appends racing on one slot: exactly one wins, the rest are conflicts.

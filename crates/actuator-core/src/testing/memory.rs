@@ -359,6 +359,31 @@ impl Store for MemoryStore {
         Ok(Page { items, next_cursor: next })
     }
 
+    async fn save_rollout_status(
+        &self,
+        id: &str,
+        expected_revision: u64,
+        status: serde_json::Value,
+    ) -> Result<RolloutRecord, StoreError> {
+        let mut g = self.lock();
+        let r = g
+            .rollouts
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or_else(|| StoreError::NotFound { what: format!("rollout {id}") })?;
+        if r.revision != expected_revision {
+            return Err(StoreError::Conflict {
+                what: format!("rollout {id}"),
+                expected: expected_revision,
+                actual: r.revision,
+            });
+        }
+        r.status = status;
+        r.revision += 1;
+        r.updated_at = Utc::now();
+        Ok(r.clone())
+    }
+
     async fn update_rollout(
         &self,
         id: &str,
