@@ -1,0 +1,213 @@
+//! Per-(phase, arm) aggregation in bounded memory: counters, running moments and one sketch
+//! per distribution-valued metric. Nothing here grows with the number of observations.
+
+use actuator_stats::{ExceedanceCounter, QuantileSketch, RunningStats};
+use serde::{Deserialize, Serialize};
+
+use crate::error::Result;
+
+/// Latencies below this floor (ms) are raised to it before taking logs.
+pub const LOG_LATENCY_FLOOR_MS: f64 = 1.0;
+
+/// The last `size` (≤ 128) outcomes of an arm as a bit window, for the catastrophic guard.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecentWindow {
+    bits: u128,
+    len: u8,
+    size: u8,
+}
+
+impl RecentWindow {
+    /// A window of `size` outcomes (clamped to 1..=128).
+    pub fn new(size: usize) -> Self {
+        Self { bits: 0, len: 0, size: u8::try_from(size.clamp(1, 128)).unwrap_or(128) }
+    }
+
+    /// Pushes one outcome.
+    pub fn push(&mut self, is_error: bool) {
+        let mask = if self.size >= 128 { u128::MAX } else { (1u128 << self.size) - 1 };
+        self.bits = ((self.bits << 1) | u128::from(is_error)) & mask;
+        self.len = self.len.saturating_add(1).min(self.size);
+    }
+
+    /// (errors, outcomes) currently in the window.
+    pub const fn counts(&self) -> (u32, u32) {
+        (self.bits.count_ones(), self.len as u32)
+    }
+
+    /// `true` once the window holds `size` outcomes.
+    pub const fn is_full(&self) -> bool {
+        self.len >= self.size
+    }
+}
+
+/// A validated, normalised observation ready to aggregate.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Clean {
+    pub outcome: crate::observation::Outcome,
+    pub latency_ms: Option<f64>,
+    pub ttft_ms: Option<f64>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub cost: Option<f64>,
+    pub quality: Option<f64>,
+}
+
+/// Everything kept for one arm in one phase.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArmStats {
+    /// Requests counted (after de-duplication).
+    pub requests: u64,
+    /// Successful requests.
+    pub ok: u64,
+    /// Failed requests (not counting timeouts).
+    pub errors: u64,
+    /// Timed-out requests (also error events).
+    pub timeouts: u64,
+    /// Refused requests.
+    pub refused: u64,
+    /// Moments of ln(latency ms) (floored at 1 ms).
+    pub log_latency: RunningStats,
+    /// Moments of latency in ms.
+    pub latency: RunningStats,
+    /// Latency sketch (ms).
+    pub latency_sketch: QuantileSketch,
+    /// Time-to-first-token sketch (ms).
+    pub ttft_sketch: QuantileSketch,
+    /// Prompt tokens in total.
+    pub tokens_in: u64,
+    /// Completion tokens in total.
+    pub tokens_out: u64,
+    /// Moments of the (capped) cost per request.
+    pub cost: RunningStats,
+    /// Cost sketch.
+    pub cost_sketch: QuantileSketch,
+    /// Requests whose cost was capped.
+    pub cost_capped: u64,
+    /// Moments of the quality score (judged requests only).
+    pub quality: RunningStats,
+    /// Exceedance counters, one per threshold frozen for this phase (tail sub-tests first,
+    /// then the guard-rail p95/p99 thresholds).
+    pub exceedance: Vec<ExceedanceCounter>,
+    /// Last outcomes, for the catastrophic guard.
+    pub recent: RecentWindow,
+}
+
+impl ArmStats {
+    pub(crate) fn new(
+        thresholds: &[f64],
+        window: usize,
+        sketch_accuracy: f64,
+        sketch_bins: u32,
+    ) -> Result<Self> {
+        let sketch = QuantileSketch::new(sketch_accuracy, sketch_bins)?;
+        let exceedance = thresholds
+            .iter()
+            .map(|&t| ExceedanceCounter::new(t))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        Ok(Self {
+            requests: 0,
+            ok: 0,
+            errors: 0,
+            timeouts: 0,
+            refused: 0,
+            log_latency: RunningStats::new(),
+            latency: RunningStats::new(),
+            latency_sketch: sketch.clone(),
+            ttft_sketch: sketch.clone(),
+            tokens_in: 0,
+            tokens_out: 0,
+            cost: RunningStats::new(),
+            cost_sketch: sketch,
+            cost_capped: 0,
+            quality: RunningStats::new(),
+            exceedance,
+            recent: RecentWindow::new(window),
+        })
+    }
+
+    /// Adds one clean observation. All values were validated as finite and non-negative.
+    pub(crate) fn record(&mut self, c: &Clean, cost_cap: Option<f64>) -> Result<()> {
+        use crate::observation::Outcome;
+        self.requests += 1;
+        match c.outcome {
+            Outcome::Ok => self.ok += 1,
+            Outcome::Error => self.errors += 1,
+            Outcome::Timeout => self.timeouts += 1,
+            Outcome::Refused => self.refused += 1,
+        }
+        self.recent.push(c.outcome.is_error());
+        if let Some(l) = c.latency_ms {
+            self.log_latency.push(l.max(LOG_LATENCY_FLOOR_MS).ln())?;
+            self.latency.push(l)?;
+            self.latency_sketch.add(l)?;
+            for e in &mut self.exceedance {
+                e.observe(l)?;
+            }
+        }
+        if let Some(t) = c.ttft_ms {
+            self.ttft_sketch.add(t)?;
+        }
+        self.tokens_in = self.tokens_in.saturating_add(c.tokens_in);
+        self.tokens_out = self.tokens_out.saturating_add(c.tokens_out);
+        if let Some(cost) = c.cost {
+            let capped = match cost_cap {
+                Some(cap) if cost > cap => {
+                    self.cost_capped += 1;
+                    cap
+                }
+                _ => cost,
+            };
+            self.cost.push(capped)?;
+            self.cost_sketch.add(capped)?;
+        }
+        if let Some(q) = c.quality {
+            self.quality.push(q)?;
+        }
+        Ok(())
+    }
+
+    /// Error events: errors plus timeouts.
+    pub const fn error_events(&self) -> u64 {
+        self.errors + self.timeouts
+    }
+
+    /// Error rate, or `None` without requests.
+    pub fn error_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.error_events() as f64 / self.requests as f64)
+    }
+
+    /// Success rate (ok / requests), or `None` without requests.
+    pub fn success_rate(&self) -> Option<f64> {
+        (self.requests > 0).then(|| self.ok as f64 / self.requests as f64)
+    }
+
+    /// Approximate bytes used; bounded by the sketch bin limits, not by the request count.
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.latency_sketch.approx_bytes()
+            + self.ttft_sketch.approx_bytes()
+            + self.cost_sketch.approx_bytes()
+            + self.exceedance.len() * std::mem::size_of::<ExceedanceCounter>()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_keeps_last_outcomes() {
+        let mut w = RecentWindow::new(4);
+        for e in [true, true, false, false, false, true] {
+            w.push(e);
+        }
+        assert_eq!(w.counts(), (1, 4));
+        assert!(w.is_full());
+        let mut big = RecentWindow::new(500);
+        for _ in 0..200 {
+            big.push(true);
+        }
+        assert_eq!(big.counts(), (128, 128));
+    }
+}

@@ -1,0 +1,194 @@
+//! Bounded de-duplication of request ids.
+//!
+//! A FIFO ring of the last `capacity` (arm, request id) keys with a hash index. Keys are
+//! 64-bit FNV-1a hashes (stable across releases and platforms, so persisted state stays
+//! valid). Memory: about 48 bytes per entry, so `capacity × 48` bytes at most (≈ 400 KB at
+//! the default 8,192). Guarantees: a retry is recognised if fewer than `capacity` other
+//! requests arrived since the original; the chance that two distinct ids collide within the
+//! window is below `capacity² / 2⁶⁵` (≈ 2·10⁻¹² at 8,192).
+
+use std::collections::{HashMap, VecDeque};
+
+use serde::{Deserialize, Serialize};
+
+/// Default number of remembered requests per rollout.
+pub const DEFAULT_DEDUP_CAPACITY: usize = 8192;
+
+/// FNV-1a 64-bit hash of `arm \0 request_id`.
+pub(crate) fn request_key(arm: &str, request_id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in arm.bytes().chain(std::iter::once(0)).chain(request_id.bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// One remembered request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupEntry {
+    /// Hash of (arm, request id).
+    pub key: u64,
+    /// Phase index the request was recorded in.
+    pub phase: u32,
+    /// Index of the arm in the rollout's arm list.
+    pub arm: u16,
+    /// Whether a quality score has been recorded for it.
+    pub quality_seen: bool,
+}
+
+/// Compact persisted form: entries as `[key, phase, arm, quality_seen]` tuples (about half the
+/// JSON size of named fields).
+#[derive(Serialize, Deserialize)]
+struct DedupState {
+    capacity: usize,
+    front_seq: u64,
+    ring: Vec<(u64, u32, u16, bool)>,
+}
+
+/// Fixed-capacity memory of recently seen requests.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "DedupState", into = "DedupState")]
+pub struct RequestDedup {
+    capacity: usize,
+    front_seq: u64,
+    ring: VecDeque<DedupEntry>,
+    index: HashMap<u64, u64>,
+}
+
+impl From<DedupState> for RequestDedup {
+    fn from(s: DedupState) -> Self {
+        let capacity = s.capacity.max(1);
+        let ring = s
+            .ring
+            .into_iter()
+            .map(|(key, phase, arm, quality_seen)| DedupEntry { key, phase, arm, quality_seen })
+            .collect();
+        let mut d = Self { capacity, front_seq: s.front_seq, ring, index: HashMap::new() };
+        while d.ring.len() > capacity {
+            d.ring.pop_front();
+            d.front_seq += 1;
+        }
+        for (i, e) in d.ring.iter().enumerate() {
+            d.index.insert(e.key, d.front_seq + i as u64);
+        }
+        d
+    }
+}
+
+impl From<RequestDedup> for DedupState {
+    fn from(d: RequestDedup) -> Self {
+        let ring = d.ring.into_iter().map(|e| (e.key, e.phase, e.arm, e.quality_seen)).collect();
+        Self { capacity: d.capacity, front_seq: d.front_seq, ring }
+    }
+}
+
+impl PartialEq for RequestDedup {
+    fn eq(&self, other: &Self) -> bool {
+        self.capacity == other.capacity
+            && self.front_seq == other.front_seq
+            && self.ring == other.ring
+    }
+}
+
+impl RequestDedup {
+    /// A memory of at most `capacity` requests (at least 1).
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            front_seq: 0,
+            ring: VecDeque::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    /// The capacity.
+    pub const fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Number of remembered requests.
+    pub fn len(&self) -> usize {
+        self.ring.len()
+    }
+
+    /// `true` when nothing is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.ring.is_empty()
+    }
+
+    /// The entry for `key`, if still remembered.
+    pub fn get_mut(&mut self, key: u64) -> Option<&mut DedupEntry> {
+        let seq = *self.index.get(&key)?;
+        let pos = usize::try_from(seq.checked_sub(self.front_seq)?).ok()?;
+        self.ring.get_mut(pos).filter(|e| e.key == key)
+    }
+
+    /// `true` when `key` is remembered.
+    pub fn contains(&self, key: u64) -> bool {
+        self.index.contains_key(&key)
+    }
+
+    /// Remembers a new key, evicting the oldest when full. Returns `false` (and changes
+    /// nothing) if the key is already remembered.
+    pub fn insert(&mut self, entry: DedupEntry) -> bool {
+        if self.index.contains_key(&entry.key) {
+            return false;
+        }
+        if self.ring.len() >= self.capacity
+            && let Some(old) = self.ring.pop_front()
+        {
+            if self.index.get(&old.key) == Some(&self.front_seq) {
+                self.index.remove(&old.key);
+            }
+            self.front_seq += 1;
+        }
+        let seq = self.front_seq + self.ring.len() as u64;
+        self.ring.push_back(entry);
+        self.index.insert(entry.key, seq);
+        true
+    }
+
+    /// Approximate bytes used (ring plus index).
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.ring.capacity() * std::mem::size_of::<DedupEntry>()
+            + self.index.capacity() * (2 * std::mem::size_of::<u64>() + 8)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(key: u64) -> DedupEntry {
+        DedupEntry { key, phase: 0, arm: 0, quality_seen: false }
+    }
+
+    #[test]
+    fn remembers_and_evicts_oldest() {
+        let mut d = RequestDedup::new(3);
+        assert!(d.insert(entry(1)));
+        assert!(!d.insert(entry(1)));
+        assert!(d.insert(entry(2)));
+        assert!(d.insert(entry(3)));
+        assert!(d.insert(entry(4)));
+        assert!(!d.contains(1));
+        assert!(d.contains(2) && d.contains(4));
+        assert_eq!(d.len(), 3);
+        d.get_mut(3).unwrap().quality_seen = true;
+        let back: RequestDedup = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
+        let mut back = back;
+        assert!(back.get_mut(3).unwrap().quality_seen);
+        assert!(!back.insert(entry(4)));
+    }
+
+    #[test]
+    fn keys_are_stable_and_arm_specific() {
+        assert_eq!(request_key("canary", "r-1"), request_key("canary", "r-1"));
+        assert_ne!(request_key("canary", "r-1"), request_key("control", "r-1"));
+        // frozen value: changing the hash would break persisted state
+        assert_eq!(request_key("", ""), 0xaf63_bd4c_8601_b7df);
+    }
+}

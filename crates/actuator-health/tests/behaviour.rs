@@ -1,0 +1,582 @@
+//! Behaviour a user notices: rollbacks name the rule, equal canaries get promoted, minimums
+//! never block a rollback, the catastrophic guard is fast, retries and late scores are handled.
+
+use actuator_health::{
+    AnalysisMode, Arm, CheckStatus, Decision, HaltReason, HealthConfig, HealthError,
+    MarginOverrides, Observation, Outcome, PhaseConfig, PrimaryMetric, QualityUpdate,
+    RecordOutcome, RolloutHealth, RuleKind,
+};
+use chrono::{DateTime, Duration, TimeZone, Utc};
+
+/// Small deterministic PRNG (splitmix64) with normal and Bernoulli draws.
+struct Rng(u64);
+
+impl Rng {
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn uniform(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+    fn normal(&mut self) -> f64 {
+        let u1 = self.uniform().max(1e-300);
+        let u2 = self.uniform();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+    fn bernoulli(&mut self, p: f64) -> bool {
+        self.uniform() < p
+    }
+}
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 11, 27, 12, 0, 0).single().expect("valid date")
+}
+
+#[derive(Clone, Copy)]
+struct ArmModel {
+    error_rate: f64,
+    median_ms: f64,
+    sigma: f64,
+}
+
+const BASE: ArmModel = ArmModel { error_rate: 0.01, median_ms: 400.0, sigma: 0.6 };
+
+fn obs(rng: &mut Rng, id: u64, arm: Arm, m: ArmModel) -> Observation {
+    let err = rng.bernoulli(m.error_rate);
+    let latency = m.median_ms * (m.sigma * rng.normal()).exp();
+    let cost = 0.002 * (0.5 * rng.normal()).exp();
+    let quality = (4.0 + rng.normal()).round().clamp(1.0, 5.0);
+    Observation::new("r1", format!("req-{id}"), arm, if err { Outcome::Error } else { Outcome::Ok })
+        .latency(latency)
+        .ttft(latency / 4.0)
+        .tokens(500, 200)
+        .cost(cost)
+        .quality(quality)
+}
+
+fn monitor(phase: PhaseConfig) -> RolloutHealth {
+    RolloutHealth::new(
+        "r1",
+        "assistant.model",
+        AnalysisMode::Canary,
+        HealthConfig::default(),
+        phase,
+        t0(),
+    )
+    .expect("valid configuration")
+}
+
+/// Feeds `per_look` canary requests (and the matching control share) per look, and returns
+/// the first non-continue decision with the canary count at which it happened.
+fn run(
+    h: &mut RolloutHealth,
+    rng: &mut Rng,
+    share: f64,
+    canary: ArmModel,
+    control: ArmModel,
+    max_looks: u64,
+) -> (Decision, u64) {
+    let per_look = 100u64;
+    let ctrl_per_look = (per_look as f64 * (1.0 - share) / share).round() as u64;
+    // ids unique across calls, so a second run is not mistaken for retries
+    static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1 << 40);
+    let mut id = NEXT_ID.fetch_add(1 << 24, std::sync::atomic::Ordering::Relaxed);
+    for look in 1..=max_looks {
+        for _ in 0..per_look {
+            id += 1;
+            h.record(&obs(rng, id, Arm::Canary, canary)).expect("valid observation");
+        }
+        for _ in 0..ctrl_per_look {
+            id += 1;
+            h.record(&obs(rng, id, Arm::Control, control)).expect("valid observation");
+        }
+        let now = t0() + Duration::minutes(i64::try_from(look).expect("small"));
+        let ev = h.look(now);
+        if ev.decision != Decision::Continue {
+            return (ev.decision, look * per_look);
+        }
+    }
+    (Decision::Continue, max_looks * per_look)
+}
+
+#[test]
+fn canary_with_double_errors_is_rolled_back_naming_the_error_rule() {
+    let mut h = monitor(PhaseConfig::canary(0.5));
+    let mut rng = Rng(7);
+    let canary = ArmModel { error_rate: 0.04, ..BASE };
+    let control = ArmModel { error_rate: 0.02, ..BASE };
+    let (d, n) = run(&mut h, &mut rng, 0.5, canary, control, 200);
+    let Decision::Rollback { arm, rules } = d else {
+        panic!("expected a rollback, got {d:?} at {n}")
+    };
+    assert_eq!(arm, Arm::Canary);
+    assert!(
+        rules.iter().any(|r| r.kind == RuleKind::Sequential && r.metric == "errors"),
+        "{rules:?}"
+    );
+    let ev = h.last_evaluation().expect("looked");
+    let errors = ev.explanation.comparisons[0]
+        .metrics
+        .iter()
+        .find(|m| m.metric == "errors")
+        .expect("errors metric");
+    assert!(errors.significant && errors.lower.expect("bound") > 0.0);
+    assert!(n < 20_000);
+}
+
+#[test]
+fn equal_canary_is_promoted_only_after_min_samples() {
+    let phase = PhaseConfig::canary(0.5).min(2000, 600);
+    let phase = PhaseConfig {
+        margins: MarginOverrides { errors_abs: Some(0.01), ..MarginOverrides::default() },
+        ..phase
+    };
+    let mut h = monitor(phase);
+    let mut rng = Rng(11);
+    let (d, n) = run(&mut h, &mut rng, 0.5, BASE, BASE, 200);
+    assert_eq!(d, Decision::Promote { arm: Arm::Canary }, "after {n} canary requests");
+    assert!(n >= 2000, "promoted at {n} < min_samples");
+    let ev = h.last_evaluation().expect("looked");
+    assert!(ev.explanation.comparisons[0].metrics.iter().all(|m| m.non_inferior));
+    assert!(ev.explanation.gates.elapsed_secs >= 600);
+}
+
+#[test]
+fn min_samples_and_duration_never_block_rollback() {
+    let mut h = monitor(PhaseConfig::canary(0.5).min(1_000_000, 86_400));
+    let mut rng = Rng(3);
+    let canary = ArmModel { error_rate: 0.3, ..BASE };
+    let (d, n) = run(&mut h, &mut rng, 0.5, canary, BASE, 50);
+    assert!(matches!(d, Decision::Rollback { .. }), "{d:?}");
+    assert!(n <= 300, "rolled back only after {n}");
+}
+
+#[test]
+fn catastrophic_guard_fires_within_twenty_requests() {
+    let mut h = monitor(PhaseConfig::canary(0.5).min(1000, 3600));
+    for i in 0..19 {
+        h.record(&Observation::new("r1", format!("c{i}"), Arm::Canary, Outcome::Error))
+            .expect("valid");
+    }
+    assert!(!matches!(h.look(t0()).decision, Decision::Rollback { .. }) || h.phase_index() == 0);
+    h.record(&Observation::new("r1", "c19", Arm::Canary, Outcome::Error)).expect("valid");
+    let d = h.look(t0()).decision;
+    let Decision::Rollback { rules, .. } = d else { panic!("expected rollback, got {d:?}") };
+    assert_eq!(rules[0].kind, RuleKind::Catastrophic);
+    assert!(rules[0].message.contains("20 errors in 20"));
+}
+
+#[test]
+fn catastrophic_guard_needs_twenty_requests() {
+    let mut h = monitor(PhaseConfig::canary(0.5));
+    for i in 0..19 {
+        h.record(&Observation::new("r1", format!("c{i}"), Arm::Canary, Outcome::Error))
+            .expect("valid");
+        h.record(
+            &Observation::new("r1", format!("k{i}"), Arm::Control, Outcome::Ok).latency(100.0),
+        )
+        .expect("valid");
+    }
+    let d = h.look(t0()).decision;
+    assert!(
+        !matches!(&d, Decision::Rollback { rules, .. } if rules.iter().any(|r| r.kind == RuleKind::Catastrophic)),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn retries_with_the_same_request_id_count_once() {
+    let mut h = monitor(PhaseConfig::canary(0.5));
+    let o = Observation::new("r1", "same", Arm::Canary, Outcome::Error).latency(50.0);
+    assert_eq!(h.record(&o).expect("valid"), RecordOutcome::Recorded);
+    assert_eq!(h.record(&o).expect("valid"), RecordOutcome::Duplicate);
+    let retry_ok = Observation::new("r1", "same", Arm::Canary, Outcome::Ok).latency(60.0);
+    assert_eq!(h.record(&retry_ok).expect("valid"), RecordOutcome::Duplicate);
+    let s = h.arm_stats(&Arm::Canary).expect("arm");
+    assert_eq!((s.requests, s.errors), (1, 1));
+    assert_eq!(h.duplicates(), 2);
+}
+
+#[test]
+fn late_quality_score_updates_the_quality_metric() {
+    let mut h = monitor(PhaseConfig::canary(0.5));
+    h.record(&Observation::new("r1", "q1", Arm::Canary, Outcome::Ok).latency(10.0)).expect("valid");
+    assert_eq!(h.arm_stats(&Arm::Canary).expect("arm").quality.count(), 0);
+    let up =
+        QualityUpdate { rollout_id: "r1".into(), request_id: "q1".into(), arm: None, score: 2.0 };
+    assert_eq!(h.record_quality(&up).expect("valid"), RecordOutcome::QualityRecorded);
+    let q = &h.arm_stats(&Arm::Canary).expect("arm").quality;
+    assert_eq!((q.count(), q.mean()), (1, Some(2.0)));
+    assert_eq!(
+        h.record_quality(&up).expect("valid"),
+        RecordOutcome::QualityIgnored,
+        "second score ignored"
+    );
+    let unknown = QualityUpdate { request_id: "never-seen".into(), ..up.clone() };
+    assert!(matches!(h.record_quality(&unknown), Err(HealthError::UnknownRequest(_))));
+    let with_arm = QualityUpdate { arm: Some(Arm::Control), score: 5.0, ..unknown };
+    assert_eq!(h.record_quality(&with_arm).expect("valid"), RecordOutcome::QualityRecorded);
+    let bad = QualityUpdate { score: 9.0, ..up };
+    assert!(h.record_quality(&bad).is_err());
+}
+
+#[test]
+fn timeouts_count_as_errors_with_latency_at_the_timeout() {
+    let config = HealthConfig { timeout_ms: Some(30_000.0), ..HealthConfig::default() };
+    let mut h =
+        RolloutHealth::new("r1", "", AnalysisMode::Canary, config, PhaseConfig::canary(0.5), t0())
+            .expect("valid");
+    h.record(&Observation::new("r1", "t1", Arm::Canary, Outcome::Timeout)).expect("valid");
+    h.record(&Observation::new("r1", "t2", Arm::Canary, Outcome::Timeout).latency(12.0))
+        .expect("valid");
+    let s = h.arm_stats(&Arm::Canary).expect("arm");
+    assert_eq!((s.requests, s.timeouts, s.error_events()), (2, 2, 2));
+    assert_eq!(s.latency.count(), 2);
+    assert!((s.latency.mean().expect("mean") - 30_000.0).abs() < 1e-9);
+    let mut strict = monitor(PhaseConfig::canary(0.5));
+    let err = strict
+        .record(&Observation::new("r1", "t3", Arm::Canary, Outcome::Timeout))
+        .expect_err("needs a latency");
+    assert!(err.to_string().contains("timeout_ms"), "{err}");
+}
+
+#[test]
+fn invalid_observations_get_clear_errors_and_change_nothing() {
+    let mut h = monitor(PhaseConfig::canary(0.5));
+    let ok = |id: &str| Observation::new("r1", id, Arm::Canary, Outcome::Ok).latency(100.0);
+    let cases = [
+        (ok("a").latency(f64::NAN), "NaN"),
+        (ok("b").latency(-5.0), "negative"),
+        (ok("c").quality(7.0), "outside"),
+        (Observation::new("r1", "d", Arm::Shadow, Outcome::Ok).latency(1.0), "unknown arm"),
+        (Observation::new("other", "e", Arm::Canary, Outcome::Ok).latency(1.0), "rollout"),
+        (ok("f").cost(f64::INFINITY), "infinite"),
+        (Observation::new("r1", "g", Arm::Canary, Outcome::Ok), "required"),
+        (ok(""), "empty"),
+    ];
+    for (o, needle) in cases {
+        let e = h.record(&o).expect_err("must be rejected");
+        assert!(e.to_string().contains(needle), "{e} should mention {needle}");
+    }
+    assert_eq!(h.arm_stats(&Arm::Canary).expect("arm").requests, 0);
+    let report = h.record_batch(&[ok("x"), ok("y").latency(-1.0), ok("x")]);
+    assert_eq!((report.recorded, report.duplicates, report.errors.len()), (1, 1, 1));
+    assert_eq!(report.errors[0].0, 1);
+}
+
+#[test]
+fn memory_does_not_grow_with_observation_count() {
+    let config = HealthConfig { dedup_capacity: 1000, ..HealthConfig::default() };
+    let mut h =
+        RolloutHealth::new("r1", "", AnalysisMode::Canary, config, PhaseConfig::canary(0.5), t0())
+            .expect("valid");
+    let mut rng = Rng(5);
+    let mut sizes = Vec::new();
+    let mut id = 0u64;
+    for target in [1_000u64, 100_000, 1_000_000] {
+        while id < target {
+            id += 1;
+            let arm = if id.is_multiple_of(2) { Arm::Canary } else { Arm::Control };
+            h.record(&obs(&mut rng, id, arm, BASE)).expect("valid");
+        }
+        h.look(t0());
+        let json = serde_json::to_string(&h).expect("serializable").len();
+        sizes.push((h.approx_bytes(), json));
+    }
+    let (b1k, j1k) = sizes[0];
+    let (b100k, j100k) = sizes[1];
+    let (b1m, j1m) = sizes[2];
+    assert!(b1m < 2 * b1k && j1m < 2 * j1k, "1k: {b1k} B / {j1k} json, 1M: {b1m} B / {j1m} json");
+    assert!(b1m as f64 <= 1.1 * b100k as f64 && j1m as f64 <= 1.1 * j100k as f64, "{sizes:?}");
+    assert!(b1m < 512 * 1024, "{b1m} bytes");
+}
+
+#[test]
+fn state_round_trips_and_resumes_with_identical_decisions() {
+    let mut a = monitor(PhaseConfig::canary(0.2));
+    let mut rng = Rng(9);
+    let canary = ArmModel { error_rate: 0.015, median_ms: 440.0, ..BASE };
+    let _ = run(&mut a, &mut rng, 0.2, canary, BASE, 3);
+    let json = serde_json::to_string(&a).expect("serializable");
+    let mut b: RolloutHealth = serde_json::from_str(&json).expect("deserializable");
+    assert_eq!(serde_json::to_string(&b).expect("serializable"), json, "exact round trip");
+    let mut rng_a = Rng(99);
+    let mut rng_b = Rng(99);
+    let da = run(&mut a, &mut rng_a, 0.2, canary, BASE, 20);
+    let db = run(&mut b, &mut rng_b, 0.2, canary, BASE, 20);
+    assert_eq!(da, db);
+    assert_eq!(
+        serde_json::to_string(a.last_evaluation().expect("looked")).expect("json"),
+        serde_json::to_string(b.last_evaluation().expect("looked")).expect("json")
+    );
+}
+
+#[test]
+fn evidence_carries_across_phases_and_tail_thresholds_freeze() {
+    let mut h = monitor(PhaseConfig::canary(0.05));
+    let mut rng = Rng(21);
+    let canary = ArmModel { error_rate: 0.02, ..BASE };
+    let _ = run(&mut h, &mut rng, 0.05, canary, BASE, 5);
+    let before = h.log_e_value(&Arm::Canary, "errors").expect("metric");
+    assert!(before > 0.0);
+    h.start_phase(PhaseConfig::canary(0.25), t0() + Duration::hours(1)).expect("valid phase");
+    assert_eq!(h.phase_index(), 1);
+    let after = h.log_e_value(&Arm::Canary, "errors").expect("metric");
+    assert!((after - before).abs() < 1e-12, "carried {after} vs {before}");
+    let _ = run(&mut h, &mut rng, 0.25, canary, BASE, 1);
+    let ev = h.last_evaluation().expect("looked");
+    let tail = ev.explanation.comparisons[0]
+        .metrics
+        .iter()
+        .find(|m| m.metric == "tail:q0.95")
+        .expect("tail");
+    assert!(tail.note.as_deref().unwrap_or("").contains("above"), "{tail:?}");
+    assert!(h.start_phase(PhaseConfig::shadow(), t0()).is_err(), "arms must not change");
+}
+
+#[test]
+fn ab_test_picks_the_faster_arm() {
+    let phase = PhaseConfig::ab(0.34, &["fast", "same"]).min(500, 0);
+    let mut h = RolloutHealth::new(
+        "r1",
+        "",
+        AnalysisMode::AbTest { primary: PrimaryMetric::Latency },
+        HealthConfig::default(),
+        phase,
+        t0(),
+    )
+    .expect("valid");
+    let mut rng = Rng(4);
+    let fast = ArmModel { median_ms: 300.0, ..BASE };
+    let mut decision = Decision::Continue;
+    for i in 0..30_000u64 {
+        let (arm, m) = match i % 3 {
+            0 => (Arm::Control, BASE),
+            1 => (Arm::Named("fast".into()), fast),
+            _ => (Arm::Named("same".into()), BASE),
+        };
+        h.record(&obs(&mut rng, i, arm, m)).expect("valid");
+        if i % 300 == 299 {
+            decision = h.look(t0()).decision;
+            if decision != Decision::Continue {
+                break;
+            }
+        }
+    }
+    assert_eq!(decision, Decision::Promote { arm: Arm::Named("fast".into()) });
+}
+
+#[test]
+fn no_control_mode_uses_absolute_guard_rails() {
+    let mut bad = RolloutHealth::new(
+        "r1",
+        "",
+        AnalysisMode::NoControl,
+        HealthConfig::default(),
+        PhaseConfig::rolling(0.1).min(200, 0),
+        t0(),
+    )
+    .expect("valid");
+    let mut good = bad.clone();
+    let mut rng = Rng(8);
+    let mut bad_d = Decision::Continue;
+    for i in 0..2000u64 {
+        bad.record(&obs(
+            &mut rng,
+            i,
+            Arm::Canary,
+            ArmModel { error_rate: 0.2, median_ms: 200.0, sigma: 0.3 },
+        ))
+        .expect("valid");
+        if i % 100 == 99 {
+            bad_d = bad.look(t0()).decision;
+            if bad_d != Decision::Continue {
+                break;
+            }
+        }
+    }
+    let Decision::Rollback { rules, .. } = bad_d else { panic!("{bad_d:?}") };
+    assert!(
+        rules.iter().any(|r| r.metric == "error_rate" && r.kind == RuleKind::CriticalGuardRail),
+        "{rules:?}"
+    );
+    let healthy = ArmModel { error_rate: 0.001, median_ms: 200.0, sigma: 0.3 };
+    let mut good_d = Decision::Continue;
+    for i in 0..2000u64 {
+        good.record(&obs(&mut rng, i, Arm::Canary, healthy)).expect("valid");
+        if i % 100 == 99 {
+            good_d = good.look(t0()).decision;
+            if good_d != Decision::Continue {
+                break;
+            }
+        }
+    }
+    assert_eq!(good_d, Decision::Promote { arm: Arm::Canary });
+}
+
+#[test]
+fn sample_ratio_mismatch_halts() {
+    let mut h = monitor(PhaseConfig::canary(0.5));
+    for i in 0..3000u64 {
+        let arm = if i % 10 < 3 { Arm::Canary } else { Arm::Control };
+        h.record(&Observation::new("r1", format!("s{i}"), arm, Outcome::Ok).latency(100.0))
+            .expect("valid");
+    }
+    let d = h.look(t0()).decision;
+    assert!(
+        matches!(d, Decision::Halt { reason: HaltReason::SampleRatioMismatch { .. } }),
+        "{d:?}"
+    );
+}
+
+#[test]
+fn guard_rails_compare_against_control_not_just_thresholds() {
+    // p95 is above 1000 ms in BOTH arms: the guard rail watches but does not fire.
+    let mut h = monitor(PhaseConfig::canary(0.5));
+    let mut rng = Rng(31);
+    let slow = ArmModel { error_rate: 0.0, median_ms: 900.0, sigma: 0.6 };
+    let (d, _) = run(&mut h, &mut rng, 0.5, slow, slow, 20);
+    assert!(!matches!(d, Decision::Rollback { .. }), "{d:?}");
+    let ev = h.last_evaluation().expect("looked");
+    let p95 = ev.explanation.comparisons[0]
+        .checks
+        .iter()
+        .find(|c| c.check == "p95_latency")
+        .expect("check");
+    assert_eq!(p95.status, CheckStatus::Watch);
+    assert_eq!(ev.explanation.comparisons[0].checks.len(), 8);
+}
+
+#[test]
+fn history_is_bounded() {
+    let config = HealthConfig { history_capacity: 5, ..HealthConfig::default() };
+    let mut h =
+        RolloutHealth::new("r1", "", AnalysisMode::Canary, config, PhaseConfig::canary(0.5), t0())
+            .expect("valid");
+    for i in 0..20 {
+        h.look(t0() + Duration::seconds(i));
+    }
+    assert_eq!(h.history().count(), 5);
+    assert_eq!(h.history().next().expect("entry").at, t0() + Duration::seconds(15));
+}
+
+#[test]
+fn shadow_mode_counts_the_same_request_in_both_arms() {
+    let mut h = RolloutHealth::new(
+        "r1",
+        "",
+        AnalysisMode::Shadow,
+        HealthConfig::default(),
+        PhaseConfig::shadow(),
+        t0(),
+    )
+    .expect("valid");
+    let a = Observation::new("r1", "x", Arm::Control, Outcome::Ok).latency(10.0);
+    let b = Observation { arm: Arm::Shadow, ..a.clone() };
+    assert_eq!(h.record(&a).expect("valid"), RecordOutcome::Recorded);
+    assert_eq!(h.record(&b).expect("valid"), RecordOutcome::Recorded);
+    assert_eq!(h.look(t0()).decision, Decision::Continue);
+}
+
+#[test]
+fn spent_budget_is_inconclusive_with_a_projection() {
+    let phase = PhaseConfig::canary(0.5).min(100, 0).max(Some(500), None);
+    let mut h = monitor(phase);
+    let mut rng = Rng(17);
+    let (d, n) = run(&mut h, &mut rng, 0.5, BASE, BASE, 10);
+    let Decision::Inconclusive { needed } = d else { panic!("expected inconclusive, got {d:?}") };
+    assert_eq!(n, 500);
+    assert!(
+        needed.iter().any(|p| p.metric == "errors" && p.additional_requests.is_some_and(|k| k > 0)),
+        "{needed:?}"
+    );
+}
+
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn any_obs() -> impl Strategy<Value = Observation> {
+        (
+            0u64..40,
+            prop_oneof![Just(Arm::Control), Just(Arm::Canary), Just(Arm::Shadow)],
+            prop_oneof![
+                Just(Outcome::Ok),
+                Just(Outcome::Error),
+                Just(Outcome::Timeout),
+                Just(Outcome::Refused)
+            ],
+            prop_oneof![Just(None), (-10.0f64..5000.0).prop_map(Some), Just(Some(f64::NAN))],
+            prop_oneof![Just(None), (0.0f64..7.0).prop_map(Some)],
+            prop_oneof![Just(None), (-1.0f64..1.0).prop_map(Some)],
+        )
+            .prop_map(|(id, arm, outcome, latency, quality, cost)| {
+                let mut o = Observation::new("r1", format!("p{id}"), arm, outcome);
+                o.latency_ms = latency;
+                o.quality = quality;
+                o.cost = cost;
+                o
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn rejected_items_change_nothing_and_state_stays_serializable(batch in proptest::collection::vec(any_obs(), 0..200)) {
+            let mut h = monitor(PhaseConfig::canary(0.3));
+            for o in &batch {
+                let before = serde_json::to_string(&h).expect("json");
+                if h.record(o).is_err() {
+                    prop_assert_eq!(serde_json::to_string(&h).expect("json"), before);
+                }
+            }
+            let ev = h.look(t0());
+            for c in &ev.explanation.comparisons {
+                prop_assert!(c.combined_log_e.is_finite());
+                prop_assert!((0.0..=1.0).contains(&c.p_value));
+            }
+            let json = serde_json::to_string(&h).expect("json");
+            let back: RolloutHealth = serde_json::from_str(&json).expect("round trip");
+            prop_assert_eq!(serde_json::to_string(&back).expect("json"), json);
+        }
+    }
+}
+
+#[test]
+fn reserved_or_duplicate_arm_names_are_rejected() {
+    let mode = AnalysisMode::AbTest { primary: PrimaryMetric::ErrorRate };
+    let cfg = HealthConfig::default();
+    assert!(
+        RolloutHealth::new(
+            "r1",
+            "",
+            mode.clone(),
+            cfg.clone(),
+            PhaseConfig::ab(0.5, &["Canary"]),
+            t0()
+        )
+        .is_err()
+    );
+    assert!(
+        RolloutHealth::new(
+            "r1",
+            "",
+            mode.clone(),
+            cfg.clone(),
+            PhaseConfig::ab(0.5, &["b", "b"]),
+            t0()
+        )
+        .is_err()
+    );
+    assert!(
+        RolloutHealth::new("r1", "", mode, cfg.clone(), PhaseConfig::ab(0.5, &["b"]), t0()).is_ok()
+    );
+    assert!(
+        RolloutHealth::new("r1", "", AnalysisMode::Canary, cfg, PhaseConfig::canary(1.5), t0())
+            .is_err()
+    );
+}

@@ -1,0 +1,195 @@
+//! One false-rollback budget for the whole rollout (statistics.md §5.7).
+//!
+//! Per metric m with weight w_m (Σ w_m = 1), a fresh e-process runs in every phase and is
+//! multiplied onto the e-value frozen at the end of the previous phases:
+//! `E_m = Π_{completed} e_m(end) · e_m(current)`. The rollout rolls back when the weighted
+//! average `E = Σ_m w_m E_m ≥ 1/α_total`. This is an e-process for the global null "no metric
+//! is worse", so Ville's inequality bounds the probability of any false rollback, across every
+//! look, metric and phase, by α_total. It rejects whenever weighted Bonferroni
+//! (`E_m ≥ 1/(w_m α_total)`) would.
+
+use serde::{Deserialize, Serialize};
+
+use crate::cond_binom::log_sum_exp;
+use crate::error::{Result, StatsError, check_probability};
+
+/// One metric (or sub-test) in the ledger.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Metric or sub-test name.
+    pub name: String,
+    /// Normalized weight w_m.
+    pub weight: f64,
+    /// ln of the product of e-values frozen at the end of completed phases.
+    pub carried_log_e: f64,
+    /// ln e of the current phase at the last update.
+    pub current_log_e: f64,
+}
+
+impl LedgerEntry {
+    /// ln E_m = carried + current.
+    pub fn log_e(&self) -> f64 {
+        self.carried_log_e + self.current_log_e
+    }
+}
+
+/// The evidence ledger of one rollout (or one treatment arm).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvidenceLedger {
+    alpha_total: f64,
+    entries: Vec<LedgerEntry>,
+}
+
+/// What the ledger says at one look.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerVerdict {
+    /// ln of the weighted e-average.
+    pub combined_log_e: f64,
+    /// ln(1/α_total).
+    pub log_threshold: f64,
+    /// `combined_log_e ≥ log_threshold`.
+    pub reject: bool,
+    /// Names of metrics significant by themselves (`E_m ≥ 1/α_m`, α_m = w_m·α_total).
+    pub significant: Vec<String>,
+    /// The metric with the largest contribution w_m·E_m, if any.
+    pub top_contributor: Option<String>,
+}
+
+impl EvidenceLedger {
+    /// A ledger with the given (name, weight) pairs; weights are normalized to sum to 1.
+    ///
+    /// # Errors
+    /// [`StatsError::InvalidWeights`] for an empty list or non-positive weights,
+    /// [`StatsError::UnknownMetric`] for a duplicate name, or an invalid `alpha_total`.
+    pub fn new(alpha_total: f64, weights: &[(String, f64)]) -> Result<Self> {
+        let alpha_total = check_probability("alpha_total", alpha_total)?;
+        if weights.is_empty() {
+            return Err(StatsError::InvalidWeights("no metrics".into()));
+        }
+        if weights.iter().any(|(_, w)| !(w.is_finite() && *w > 0.0)) {
+            return Err(StatsError::InvalidWeights(format!("{weights:?}")));
+        }
+        for (i, (n, _)) in weights.iter().enumerate() {
+            if weights[..i].iter().any(|(m, _)| m == n) {
+                return Err(StatsError::UnknownMetric(n.clone()));
+            }
+        }
+        let total: f64 = weights.iter().map(|(_, w)| w).sum();
+        let entries = weights
+            .iter()
+            .map(|(n, w)| LedgerEntry {
+                name: n.clone(),
+                weight: w / total,
+                carried_log_e: 0.0,
+                current_log_e: 0.0,
+            })
+            .collect();
+        Ok(Self { alpha_total, entries })
+    }
+
+    /// α_total.
+    pub const fn alpha_total(&self) -> f64 {
+        self.alpha_total
+    }
+
+    /// All entries.
+    pub fn entries(&self) -> &[LedgerEntry] {
+        &self.entries
+    }
+
+    /// The entry named `name`.
+    pub fn entry(&self, name: &str) -> Option<&LedgerEntry> {
+        self.entries.iter().find(|e| e.name == name)
+    }
+
+    /// α_m = w_m·α_total for metric `name`.
+    pub fn alpha_for(&self, name: &str) -> Option<f64> {
+        self.entry(name).map(|e| e.weight * self.alpha_total)
+    }
+
+    /// Sets the current-phase ln e of metric `name` (non-finite values count as 0, no evidence).
+    ///
+    /// # Errors
+    /// [`StatsError::UnknownMetric`] when `name` was not registered.
+    pub fn set_current(&mut self, name: &str, log_e: f64) -> Result<()> {
+        let e = self
+            .entries
+            .iter_mut()
+            .find(|e| e.name == name)
+            .ok_or_else(|| StatsError::UnknownMetric(name.to_string()))?;
+        e.current_log_e = if log_e.is_finite() { log_e } else { 0.0 };
+        Ok(())
+    }
+
+    /// Ends the phase: multiplies each current e-value into the carried product and resets it.
+    pub fn close_phase(&mut self) {
+        for e in &mut self.entries {
+            e.carried_log_e += e.current_log_e;
+            e.current_log_e = 0.0;
+        }
+    }
+
+    /// ln Σ_m w_m E_m.
+    pub fn combined_log_e(&self) -> f64 {
+        let terms: Vec<f64> = self.entries.iter().map(|e| e.weight.ln() + e.log_e()).collect();
+        log_sum_exp(&terms)
+    }
+
+    /// The verdict at this look.
+    pub fn verdict(&self) -> LedgerVerdict {
+        let combined = self.combined_log_e();
+        let log_threshold = (1.0 / self.alpha_total).ln();
+        let significant = self
+            .entries
+            .iter()
+            .filter(|e| e.log_e() >= (1.0 / (e.weight * self.alpha_total)).ln())
+            .map(|e| e.name.clone())
+            .collect();
+        let top_contributor = self
+            .entries
+            .iter()
+            .max_by(|a, b| (a.weight.ln() + a.log_e()).total_cmp(&(b.weight.ln() + b.log_e())))
+            .map(|e| e.name.clone());
+        LedgerVerdict {
+            combined_log_e: combined,
+            log_threshold,
+            reject: combined >= log_threshold,
+            significant,
+            top_contributor,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ledger() -> EvidenceLedger {
+        let w = [("errors", 0.4), ("latency", 0.2), ("tail", 0.2), ("cost", 0.1), ("quality", 0.1)];
+        EvidenceLedger::new(0.05, &w.map(|(n, w)| (n.to_string(), w))).unwrap()
+    }
+
+    #[test]
+    fn weighted_bonferroni_implies_average() {
+        let mut l = ledger();
+        assert!((l.combined_log_e()).abs() < 1e-12, "all e = 1 gives E = 1");
+        // errors alone at 1/alpha_m = 1/0.02 = 50
+        l.set_current("errors", 50.001f64.ln()).unwrap();
+        let v = l.verdict();
+        assert!(v.reject);
+        assert_eq!(v.significant, vec!["errors".to_string()]);
+        assert!((l.alpha_for("errors").unwrap() - 0.02).abs() < 1e-12);
+    }
+
+    #[test]
+    fn evidence_multiplies_across_phases() {
+        let mut l = ledger();
+        l.set_current("latency", 3f64.ln()).unwrap();
+        l.close_phase();
+        l.set_current("latency", 4f64.ln()).unwrap();
+        assert!((l.entry("latency").unwrap().log_e() - 12f64.ln()).abs() < 1e-12);
+        assert!(l.set_current("nope", 1.0).is_err());
+        assert!(EvidenceLedger::new(0.05, &[("a".into(), 1.0), ("a".into(), 1.0)]).is_err());
+        assert!(EvidenceLedger::new(0.05, &[("a".into(), -1.0)]).is_err());
+    }
+}
