@@ -41,11 +41,30 @@ impl TestDaemon {
         d
     }
 
+    /// Starts a daemon on a fresh temporary data directory with a settings file holding
+    /// `toml` (for example a faster engine tick).
+    pub fn start_with(toml: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut d = Self::start_in_with(tmp.path(), Some(toml));
+        d._tmp = Some(tmp);
+        d
+    }
+
     /// Starts a daemon on `data_dir` (which survives the daemon).
     pub fn start_in(data_dir: &Path) -> Self {
-        let mut child = Command::new(actuator_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(data_dir)
+        Self::start_in_with(data_dir, None)
+    }
+
+    /// Starts a daemon on `data_dir` with an optional settings file.
+    pub fn start_in_with(data_dir: &Path, toml: Option<&str>) -> Self {
+        let mut cmd = Command::new(actuator_bin());
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
+        if let Some(t) = toml {
+            let path = data_dir.join("settings.toml");
+            std::fs::write(&path, t).expect("write settings");
+            cmd.arg("--config").arg(path);
+        }
+        let mut child = cmd
             .env("RUST_LOG", "warn")
             .env_remove("ACTUATOR_CONFIG")
             .stdout(Stdio::piped())
@@ -77,6 +96,44 @@ impl TestDaemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Stops the daemon gracefully (SIGTERM, then SIGKILL after 10 s) and asserts it exited
+    /// cleanly. The data directory stays, so the test may edit the store and
+    /// [`TestDaemon::restart`].
+    pub fn stop(&mut self) {
+        let Some(mut c) = self.child.take() else { return };
+        let term = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let status = loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                break Some(status);
+            }
+            if term.is_err() || Instant::now() > deadline {
+                let _ = c.kill();
+                let _ = c.wait();
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "the daemon did not stop cleanly on SIGTERM within 10 s: {status:?}"
+        );
+    }
+
+    /// Starts the daemon again on the same data directory (after [`TestDaemon::stop`] or
+    /// [`TestDaemon::kill`]); the URL changes.
+    pub fn restart(&mut self) {
+        self.kill();
+        let mut fresh = Self::start_in(&self.data_dir);
+        self.url = std::mem::take(&mut fresh.url);
+        self.child = fresh.child.take();
+    }
+
+    /// The SQLite file of the default store.
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("actuator.db")
     }
 
     /// Runs `actuator ARGS --server URL` and returns its output.
@@ -129,3 +186,100 @@ pub async fn call(
     let bytes = resp.bytes().await.expect("body");
     (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }
+
+/// A simulated LLM application: resolves configs for random users and reports outcomes
+/// drawn from each config document's `sim` object (`error_rate`, `latency_ms`, `cost`,
+/// `quality`; defaults 1 %, 300 ms, 0.002, 4.0).
+#[derive(Debug)]
+pub struct TrafficSim {
+    state: u64,
+    next_request: u64,
+    /// Distinct users.
+    pub users: u64,
+}
+
+impl TrafficSim {
+    /// A simulator with a fixed seed.
+    pub fn new(seed: u64) -> Self {
+        Self { state: seed | 1, next_request: 0, users: 5000 }
+    }
+
+    fn next(&mut self) -> u64 {
+        // xorshift64*
+        self.state ^= self.state >> 12;
+        self.state ^= self.state << 25;
+        self.state ^= self.state >> 27;
+        self.state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    fn unit(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn normal(&mut self) -> f64 {
+        let u1 = self.unit().max(1e-12);
+        let u2 = self.unit();
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
+    fn outcome(&mut self, rollout: &str, phase: &serde_json::Value, arm: &str, doc: &serde_json::Value) -> serde_json::Value {
+        let sim = &doc["sim"];
+        let er = sim["error_rate"].as_f64().unwrap_or(0.01);
+        let lat = sim["latency_ms"].as_f64().unwrap_or(300.0);
+        let cost = sim["cost"].as_f64().unwrap_or(0.002);
+        let q = sim["quality"].as_f64().unwrap_or(4.0);
+        self.next_request += 1;
+        let failed = self.unit() < er;
+        let latency = lat * (0.3 * self.normal()).exp();
+        let quality = (q + 0.5 * self.normal()).clamp(1.0, 5.0);
+        serde_json::json!({
+            "request_id": format!("req-{}", self.next_request),
+            "rollout_id": rollout,
+            "phase": phase,
+            "arm": arm,
+            "outcome": if failed { "error" } else { "ok" },
+            "latency_ms": latency,
+            "cost": cost * (1.0 + 0.1 * self.normal()).max(0.1),
+            "quality": quality,
+        })
+    }
+
+    /// Sends `n` requests for `slot` through `POST /v1/resolve` and reports their outcomes;
+    /// returns how many observations were accepted.
+    pub async fn drive(&mut self, c: &reqwest::Client, url: &str, slot: &str, n: usize) -> u64 {
+        let mut accepted = 0;
+        let mut left = n;
+        while left > 0 {
+            let k = left.min(500);
+            left -= k;
+            let requests: Vec<serde_json::Value> = (0..k)
+                .map(|_| {
+                    let user = self.next() % self.users;
+                    serde_json::json!({"slot": slot, "context": {"targetingKey": format!("user-{user}")}})
+                })
+                .collect();
+            let (s, body) = call(c, reqwest::Method::POST, &format!("{url}/v1/resolve"), Some(serde_json::json!({"requests": requests}))).await;
+            assert_eq!(s, 200, "resolve failed: {body}");
+            let mut obs = Vec::new();
+            for r in body["results"].as_array().into_iter().flatten() {
+                let Some(rollout) = r["rollout_id"].as_str() else { continue };
+                let variant = r["variant"].as_str().unwrap_or("stable").to_owned();
+                obs.push(self.outcome(rollout, &r["phase"], &variant, &r["config"]));
+                if r["shadow"].is_object() {
+                    let doc = r["shadow"]["config"].clone();
+                    obs.push(self.outcome(rollout, &r["phase"], "shadow", &doc));
+                }
+            }
+            if obs.is_empty() {
+                continue;
+            }
+            let (s, rep) = call(c, reqwest::Method::POST, &format!("{url}/v1/observations"), Some(serde_json::Value::Array(obs))).await;
+            assert_eq!(s, 200, "observations refused: {rep}");
+            accepted += rep["accepted"].as_u64().unwrap_or(0);
+        }
+        accepted
+    }
+}
+
+/// Engine settings that make rollouts finish within seconds in tests.
+pub const FAST_ENGINE: &str = "[engine]\ntick_ms = 50\ncheckpoint_ms = 200\ngradual_step_secs = 1\nvalidation_secs = 1\nvalidation_min_samples = 10\n";

@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod sim;
+
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask")]
 struct Cli {
@@ -33,12 +35,15 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
-    /// Run the statistics simulation (release) and write sim-results/sim.md.
+    /// Run the statistics simulation (in a release build) and write sim-results/sim.md.
     Sim {
         /// Arguments for the simulator (e.g. --rollouts 2000, --quick).
-        #[arg(trailing_var_arg = true)]
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// The simulation itself (what `sim` runs, optimised).
+    #[command(hide = true)]
+    SimRun(sim::SimArgs),
 }
 
 fn root() -> PathBuf {
@@ -97,6 +102,7 @@ fn main() -> anyhow::Result<()> {
             test(&[])
         }
         Task::Test { args } => test(&args),
+        Task::SimRun(args) => sim::run(args),
         Task::Bench { quick } => {
             let mut c = cargo();
             c.args(["run", "--release", "-p", "actuator-bench", "--bin", "actuator-bench", "--"]);
@@ -108,7 +114,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Sim { args } => {
             let mut c = cargo();
-            c.args(["run", "--release", "-p", "actuator-bench", "--bin", "actuator-sim", "--"]);
+            c.args(["run", "--release", "-p", "xtask", "--", "sim-run"]);
             c.args(args);
             run(c)
         }

@@ -1,5 +1,6 @@
 //! The API's error type and its JSON shape.
 
+use actuator_canary::ResolveError;
 use actuator_config::ConfigError;
 use actuator_core::StoreError;
 use axum::Json;
@@ -85,6 +86,21 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl From<ResolveError> for ApiError {
+    fn from(e: ResolveError) -> Self {
+        let (status, code) = match &e {
+            ResolveError::FlagNotFound { .. } => (StatusCode::NOT_FOUND, "slot_not_found"),
+            ResolveError::TargetingKeyMissing { .. } => {
+                (StatusCode::BAD_REQUEST, "targeting_key_missing")
+            }
+            ResolveError::InvalidContext { .. } => (StatusCode::BAD_REQUEST, "invalid_context"),
+            ResolveError::Parse(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            ResolveError::General(_) => (StatusCode::INTERNAL_SERVER_ERROR, "resolve_failed"),
         };
         Self::new(status, code, e.to_string())
     }

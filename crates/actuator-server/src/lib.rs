@@ -3,10 +3,26 @@
 //! Every error has one JSON shape, `{"error": {"code": "...", "message": "..."}}`, where
 //! `code` is stable and machine-readable and `message` tells a person what to do.
 //! Request bodies are limited to [`MAX_BODY_BYTES`].
+//!
+//! Besides the management API under `/v1`, it answers "which config for this request?":
+//! `POST /v1/resolve` (single or batch) and the OpenFeature Remote Evaluation Protocol under
+//! `/ofrep/v1` (single and bulk evaluation, ETag revalidation, change notification by
+//! server-sent events). Both resolve against a [`RouteBook`]: a lock-free routing table
+//! derived from the store, refreshed after every change.
 
 mod error;
 mod extract;
 mod routes;
+mod routing;
+
+/// The routing book is where the engine's changes land: it re-reads a slot's route from
+/// the store after each persisted transition.
+#[async_trait::async_trait]
+impl actuator_engine::RouteSink for RouteBook {
+    async fn refresh_slot(&self, slot: &actuator_core::SlotName) {
+        self.refresh_slot_or_log(slot).await;
+    }
+}
 
 use actuator_config::ConfigManager;
 use actuator_core::Store;
@@ -17,6 +33,10 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use error::ApiError;
+pub use routes::ofrep::{OFREP_EVENTS_PATH, OFREP_MAX_BODY_BYTES};
+pub use routes::resolve::MAX_BATCH;
+pub use routes::rollouts::MAX_OBSERVATION_BODY_BYTES;
+pub use routing::{RouteBook, RouteError, RouteEvent};
 
 /// Largest request body accepted, in bytes (1 MiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -29,18 +49,49 @@ pub struct AppState {
 
 struct Inner {
     config: ConfigManager,
+    routes: RouteBook,
+    engine: std::sync::OnceLock<actuator_engine::Engine>,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").field("config", &self.inner.config).finish()
+        f.debug_struct("AppState")
+            .field("config", &self.inner.config)
+            .field("routes", &self.inner.routes)
+            .finish()
     }
 }
 
 impl AppState {
-    /// State over a configuration manager (which holds the store and notifiers).
-    pub fn new(config: ConfigManager) -> Self {
-        Self { inner: Arc::new(Inner { config }) }
+    /// State over a configuration manager (which holds the store and notifiers) and a routing
+    /// book, which should read the same store.
+    pub fn new(config: ConfigManager, routes: RouteBook) -> Self {
+        Self { inner: Arc::new(Inner { config, routes, engine: std::sync::OnceLock::new() }) }
+    }
+
+    /// State over a configuration manager, with a routing book over its store, built.
+    ///
+    /// # Errors
+    /// [`RouteError`] when the store cannot be read.
+    pub async fn load(config: ConfigManager) -> Result<Self, RouteError> {
+        let routes = RouteBook::load(Arc::clone(config.store())).await?;
+        Ok(Self::new(config, routes))
+    }
+
+    /// Attaches the rollout engine; the rollout and observation routes answer 503 until then.
+    /// A second call is ignored.
+    pub fn attach_engine(&self, engine: actuator_engine::Engine) {
+        let _ = self.inner.engine.set(engine);
+    }
+
+    /// The rollout engine, once attached.
+    pub fn engine(&self) -> Option<&actuator_engine::Engine> {
+        self.inner.engine.get()
+    }
+
+    /// The routing table and its source.
+    pub fn routes(&self) -> &RouteBook {
+        &self.inner.routes
     }
 
     /// The configuration manager.
@@ -59,17 +110,26 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(routes::health::router())
         .merge(routes::config::router())
+        .merge(routes::resolve::router())
+        .merge(routes::ofrep::router())
+        .merge(routes::rollouts::router())
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then drains in-flight requests.
+/// Serves the API on `listener` until `shutdown` resolves, then ends the event streams and
+/// drains in-flight requests.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let routes = state.routes().clone();
+    let shutdown = async move {
+        shutdown.await;
+        routes.close();
+    };
     axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
 }

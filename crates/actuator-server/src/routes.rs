@@ -2,6 +2,9 @@
 
 pub(crate) mod config;
 pub(crate) mod health;
+pub(crate) mod ofrep;
+pub(crate) mod resolve;
+pub(crate) mod rollouts;
 
 use crate::error::ApiError;
 

@@ -30,6 +30,17 @@ pub(crate) enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Start, watch and steer rollouts of a candidate config.
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
+    /// The daemon's rollout counters.
+    Stats {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Drive simulated LLM traffic against a running daemon (resolve, then report outcomes).
+    #[command(hide = true)]
+    Simulate(SimulateArgs),
     /// List the compiled-in plugins.
     Plugins,
 }
@@ -212,4 +223,176 @@ pub(crate) enum AuditCmd {
         #[command(flatten)]
         remote: Remote,
     },
+}
+
+/// How a candidate reaches traffic (the `strategy` of a deployment request).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+#[value(rename_all = "snake_case")]
+pub(crate) enum Strategy {
+    /// Phased shares compared against a control.
+    Canary,
+    /// All traffic at once, guard rails watched.
+    Immediate,
+    /// Preview traffic, then an atomic switch.
+    BlueGreen,
+    /// Fixed share steps without a held-back control.
+    Rolling,
+    /// The candidate runs on mirrored requests only.
+    Shadow,
+    /// A fixed split until one arm wins.
+    AbTest,
+}
+
+impl Strategy {
+    /// The API's name of the strategy.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Canary => "canary",
+            Self::Immediate => "immediate",
+            Self::BlueGreen => "blue_green",
+            Self::Rolling => "rolling",
+            Self::Shadow => "shadow",
+            Self::AbTest => "ab_test",
+        }
+    }
+}
+
+/// `actuator rollout start`: a deployment request from a file, or built from flags.
+#[derive(Debug, Args)]
+pub(crate) struct StartArgs {
+    /// A deployment request JSON file (or - for stdin); without it, build one from the flags.
+    pub(crate) file: Option<PathBuf>,
+    /// Slot to change.
+    #[arg(long, required_unless_present = "file", conflicts_with = "file")]
+    pub(crate) slot: Option<String>,
+    /// How to roll the candidate out.
+    #[arg(long, value_enum, required_unless_present = "file", conflicts_with = "file")]
+    pub(crate) strategy: Option<Strategy>,
+    /// Roll out this existing version.
+    #[arg(long, conflicts_with_all = ["file", "document"])]
+    pub(crate) version: Option<u64>,
+    /// Roll out this JSON document (written as the slot's next version, not activated).
+    #[arg(long, conflicts_with = "file")]
+    pub(crate) document: Option<PathBuf>,
+    /// Traffic shares of the phases in percent, e.g. 1,5,25,50,100.
+    #[arg(long, value_delimiter = ',', conflicts_with = "file")]
+    pub(crate) phases: Vec<f64>,
+    /// Candidate requests each phase needs before it may be promoted.
+    #[arg(long, conflicts_with = "file")]
+    pub(crate) min_samples: Option<u64>,
+    /// Seconds each phase lasts at least.
+    #[arg(long, conflicts_with = "file")]
+    pub(crate) min_duration: Option<u64>,
+    /// Roll back gradually (100 → 50 → 25 → 5 → 1 → 0) instead of all at once.
+    #[arg(long, conflicts_with = "file")]
+    pub(crate) gradual_rollback: bool,
+    /// Why.
+    #[arg(long, conflicts_with = "file")]
+    pub(crate) description: Option<String>,
+    #[command(flatten)]
+    pub(crate) remote: Remote,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum RolloutCmd {
+    /// Start a rollout.
+    #[command(disable_version_flag = true)]
+    Start(Box<StartArgs>),
+    /// List rollouts, newest first (active ones unless --all).
+    List {
+        /// Include finished rollouts.
+        #[arg(long)]
+        all: bool,
+        /// Only this slot.
+        #[arg(long)]
+        slot: Option<String>,
+        /// Page size.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Show a rollout: arms, metrics, the last decision and transitions.
+    Status {
+        /// Rollout id.
+        id: String,
+        /// Redraw every second until the rollout ends (or Ctrl-C).
+        #[arg(long, short)]
+        watch: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Hold the rollout where it is; traffic shares stay as they are.
+    Pause(RolloutId),
+    /// Continue a paused rollout.
+    Resume(RolloutId),
+    /// Leave the current phase without its analysis.
+    Skip(RolloutId),
+    /// Stop the rollout; the stable config serves all traffic again.
+    Abort(RolloutId),
+    /// Start an aborted, rolled-back or failed rollout again from its first phase.
+    Retry(RolloutId),
+    /// Move to the next phase now (or straight to 100% with --full).
+    Promote {
+        /// Rollout id.
+        id: String,
+        /// Go straight to 100%: the candidate becomes the stable config.
+        #[arg(long)]
+        full: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Roll the candidate back.
+    Rollback {
+        /// Rollout id.
+        id: String,
+        /// Step the share down gradually instead of all at once.
+        #[arg(long)]
+        gradual: bool,
+        /// Why (recorded with the rollback).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// The rollback history, newest first.
+    History {
+        /// Page size.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+/// A rollout named by id.
+#[derive(Debug, Args)]
+pub(crate) struct RolloutId {
+    /// Rollout id.
+    pub(crate) id: String,
+    #[command(flatten)]
+    pub(crate) remote: Remote,
+}
+
+/// `actuator simulate`: simulated users resolve configs and report outcomes.
+#[derive(Debug, Args)]
+pub(crate) struct SimulateArgs {
+    /// Slot to send traffic to (repeat for several).
+    #[arg(long = "slot", required = true)]
+    pub(crate) slots: Vec<String>,
+    /// Requests per second, over all slots.
+    #[arg(long, default_value_t = 200)]
+    pub(crate) rps: u32,
+    /// How long to run, in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub(crate) duration: u64,
+    /// Number of distinct simulated users (targeting keys user-0 .. user-N). Few users make
+    /// requests less independent, which the sample-ratio-mismatch guard may flag.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) users: u32,
+    /// Seed of the pseudo-random generator (default: from the clock).
+    #[arg(long)]
+    pub(crate) seed: Option<u64>,
+    #[command(flatten)]
+    pub(crate) remote: Remote,
 }

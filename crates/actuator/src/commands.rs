@@ -5,6 +5,13 @@ use serde_json::{Value, json};
 use std::io::Read;
 use std::path::Path;
 
+// The rollout verbs and the traffic simulator live in their own files, declared here so that
+// `main.rs` stays as it is.
+#[path = "rollout_cmd.rs"]
+pub(crate) mod rollout_cmd;
+#[path = "simulate.rs"]
+pub(crate) mod simulate;
+
 use crate::cli::{AuditCmd, Cli, Command, ConfigCmd, Output, Remote, SlotCmd, SnapshotCmd};
 use crate::client::{Client, enc};
 use crate::output::{diff, short, table, when};
@@ -34,22 +41,25 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(c) => config(c).await,
         Command::Snapshot(c) => snapshot(c).await,
         Command::Audit(c) => audit(c).await,
+        Command::Rollout(c) => rollout_cmd::run(c).await,
+        Command::Stats { remote } => rollout_cmd::stats(&remote).await,
+        Command::Simulate(args) => simulate::run(args).await,
     }
 }
 
-fn client(r: &Remote) -> anyhow::Result<Client> {
+pub(crate) fn client(r: &Remote) -> anyhow::Result<Client> {
     Client::new(&r.server, r.actor.as_deref())
 }
 
 /// Prints JSON for `--output json`, else the human rendering.
-fn emit(r: &Remote, v: &Value, human: impl FnOnce(&Value) -> String) {
+pub(crate) fn emit(r: &Remote, v: &Value, human: impl FnOnce(&Value) -> String) {
     match r.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
         Output::Human => print!("{}", human(v)),
     }
 }
 
-fn read_json(path: &Path) -> anyhow::Result<Value> {
+pub(crate) fn read_json(path: &Path) -> anyhow::Result<Value> {
     let text = if path.as_os_str() == "-" {
         let mut s = String::new();
         std::io::stdin().read_to_string(&mut s).context("reading stdin")?;

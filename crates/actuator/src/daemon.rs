@@ -52,13 +52,30 @@ pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState>
             limit: Duration::from_secs(5),
         }));
     }
-    let config = ConfigManager::new(store, notifiers, settings.config.clone());
-    Ok(AppState::new(config))
+    let config = ConfigManager::new(store, notifiers.clone(), settings.config.clone());
+    // The routing table is derived from the store before the first request is served.
+    let state = AppState::load(config.clone())
+        .await
+        .context("building the routing table from the store")?;
+    let engine = actuator_engine::Engine::new(
+        config,
+        Arc::new(state.routes().clone()),
+        notifiers,
+        settings.engine.clone(),
+    );
+    engine.start().await.context("resuming the rollouts in the store")?;
+    state.attach_engine(engine);
+    Ok(state)
 }
+
+/// How often the routing table is rebuilt from the store, to pick up changes written by
+/// another process (another replica sharing the store) or a refresh that failed.
+const ROUTE_RESYNC: Duration = Duration::from_secs(5);
 
 /// Binds, serves until Ctrl-C or SIGTERM, and drains.
 pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
     let state = build_state(&settings).await?;
+    let _resync = state.routes().spawn_resync(ROUTE_RESYNC);
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
@@ -66,7 +83,12 @@ pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), store = %settings.store.plugin, "actuator listening");
     // One line on stdout that scripts (and the tests) read to learn the bound address.
     println!("actuator listening on http://{addr}");
-    actuator_server::serve(listener, state, shutdown_signal()).await.context("serving HTTP")?;
+    actuator_server::serve(listener, state.clone(), shutdown_signal())
+        .await
+        .context("serving HTTP")?;
+    if let Some(engine) = state.engine() {
+        engine.stop().await.context("stopping the rollout engine")?;
+    }
     tracing::info!("actuator stopped");
     Ok(())
 }

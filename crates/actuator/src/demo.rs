@@ -2,11 +2,16 @@
 
 use anyhow::Context;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
 use crate::cli::DemoArgs;
 use crate::client::{Client, RemoteError};
-use crate::output::{diff, short, table};
+use crate::commands::simulate::run_traffic;
+use crate::output::{
+    decision, diff, is_terminal, phase, rollback_line, rollout_view, share, short, table,
+};
 use crate::settings::Settings;
 
 fn step(n: u32, text: &str) {
@@ -14,14 +19,19 @@ fn step(n: u32, text: &str) {
 }
 
 pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
-    crate::daemon::init_logging("text", "warn");
+    // The demo prints what happens itself; the log notifier's event lines would repeat it.
+    crate::daemon::init_logging("text", "warn,actuator::event=off");
     let dir = tempfile::tempdir().context("creating a temporary directory")?;
-    let settings = Settings { data_dir: dir.path().to_path_buf(), ..Settings::default() };
+    let mut settings = Settings { data_dir: dir.path().to_path_buf(), ..Settings::default() };
+    // A brisk engine so the rollouts finish within the demo: a look every 200 ms, and 3 s of
+    // post-rollback validation instead of 30.
+    settings.engine.tick_ms = 200;
+    settings.engine.validation_secs = 3;
     let state = crate::daemon::build_state(&settings).await?;
     let listener = TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
     let addr = listener.local_addr()?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(actuator_server::serve(listener, state, async {
+    let server = tokio::spawn(actuator_server::serve(listener, state.clone(), async {
         let _ = stop_rx.await;
     }));
     let base = format!("http://{addr}");
@@ -116,14 +126,197 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         anyhow::bail!("the audit chain did not verify");
     }
 
+    rollouts(&c).await?;
+
     if args.keep_running {
         println!(
-            "\nthe daemon keeps running on {base}; try `ACTUATOR_URL={base} actuator slot list`; Ctrl-C to stop"
+            "\nthe daemon keeps running on {base}; try `ACTUATOR_URL={base} actuator rollout list --all`; Ctrl-C to stop"
         );
         let _ = tokio::signal::ctrl_c().await;
     }
     let _ = stop_tx.send(());
     server.await.context("joining the server")?.context("serving")?;
+    if let Some(engine) = state.engine() {
+        engine.stop().await.context("stopping the rollout engine")?;
+    }
     println!("\ndemo finished");
     Ok(())
+}
+
+/// Requests the simulated application sends per tick, over both slots.
+const REQUESTS_PER_TICK: usize = 1000;
+/// The simulator's tick.
+const TICK: Duration = Duration::from_millis(100);
+/// A phase without a decision after this many seconds is inconclusive.
+const PHASE_MAX_SECS: u64 = 8;
+/// The rollouts must end well within the demo's two minutes.
+const ROLLOUT_DEADLINE: Duration = Duration::from_secs(90);
+
+/// Steps 10–12: two canary rollouts side by side, driven by simulated traffic.
+async fn rollouts(c: &Client) -> anyhow::Result<()> {
+    step(10, "two canary rollouts side by side: a good candidate and a bad one");
+    // chat.default: version 1 (gpt-4o) serves; the candidate (gpt-4o-mini) is cheaper with the
+    // same error rate, latency and quality.
+    // summarize.default: a cheaper model with twice the error rate and slower answers.
+    // The `sim` field tunes the traffic simulator's model of a config (the daemon stores it
+    // like any other field): the simulated gpt-4o-mini scores 0.05 lower on quality than
+    // gpt-4o, a drop the analysis detects (and rolls back) given enough judged requests.
+    c.post(
+        "/v1/slots",
+        &json!({"name": "summarize.default", "description": "the summarizer's config"}),
+    )
+    .await?;
+    c.post(
+        "/v1/slots/summarize.default/versions",
+        &json!({"document": {"model": "gpt-4o", "temperature": 0.0, "max_tokens": 400,
+                             "prompt_template": "Summarize in three sentences:\n{input}"},
+                "message": "first config"}),
+    )
+    .await?;
+    let mut ids = Vec::new();
+    for (slot, candidate, description) in [
+        (
+            "chat.default",
+            json!({"document": {"model": "gpt-4o-mini", "temperature": 0.3, "max_tokens": 800,
+                                "prompt_template": "You are a concise, helpful assistant.\n{input}",
+                                "sim": {"quality": 4.2}}}),
+            "gpt-4o -> gpt-4o-mini: cheaper, as reliable, as good",
+        ),
+        (
+            "summarize.default",
+            json!({"document": {"model": "tiny-fast", "temperature": 0.0, "max_tokens": 400,
+                                "prompt_template": "Summarize in three sentences:\n{input}",
+                                "sim": {"error_rate": 0.02}}}),
+            "gpt-4o -> tiny-fast: much cheaper, but more errors and slower",
+        ),
+    ] {
+        let phases: Vec<Value> = [1, 5, 25, 50, 100]
+            .into_iter()
+            .map(|p| {
+                json!({"traffic_percent": p, "min_samples": 300, "min_duration_secs": 2,
+                       "max_duration_secs": PHASE_MAX_SECS})
+            })
+            .collect();
+        let v = c
+            .post(
+                "/v1/rollouts",
+                &json!({"slot": slot, "candidate": candidate, "strategy": "canary",
+                        "canary": {"phases": phases},
+                        "settings": {"inconclusive": "promote_if_no_alarm"},
+                        "description": description}),
+            )
+            .await?;
+        println!(
+            "started {} on {slot}: version {} -> {} ({description})",
+            short(&v["id"]),
+            short(&v["stable_version"]),
+            short(&v["candidate_version"])
+        );
+        ids.push(short(&v["id"]));
+    }
+    println!(
+        "phases 1% -> 5% -> 25% -> 50% -> 100%: each lasts at least 2 s and 300 canary requests;\n\
+         it is promoted once the candidate is shown non-inferior on every metric, or after {PHASE_MAX_SECS} s\n\
+         without any alarm (settings.inconclusive = promote_if_no_alarm); any alarm rolls back"
+    );
+
+    step(11, "simulated users resolve their config and report outcomes; the engine decides");
+    let done = AtomicBool::new(false);
+    let traffic =
+        run_traffic(c, &["chat.default", "summarize.default"], REQUESTS_PER_TICK, TICK, |_| {
+            done.load(Ordering::Relaxed)
+        });
+    let watch = async {
+        let r = follow(c, &ids).await;
+        done.store(true, Ordering::Relaxed);
+        r
+    };
+    let (traffic, views) = tokio::join!(traffic, watch);
+    let sim = traffic?;
+    let views = views?;
+    println!(
+        "the simulator resolved {} requests and reported {} outcomes ({} accepted)",
+        sim.requests, sim.reported, sim.accepted
+    );
+
+    step(12, "outcomes and the analysis behind them");
+    for v in &views {
+        print!("\n{}", rollout_view(v, 4));
+    }
+    println!();
+    for v in &views {
+        let slot = short(&v["slot"]);
+        let s = c.get(&format!("/v1/slots/{slot}")).await?;
+        let served = format!(
+            "version {} ({}) serves everyone",
+            short(&s["active_version"]),
+            short(&s["current"]["document"]["model"])
+        );
+        println!("{slot}: {} at phase {}: {served}", short(&v["state"]).to_uppercase(), phase(v));
+        print!("  last decision: {}", decision(&v["last_decision"]).replace("\n  - ", "\n    - "));
+        if !v["rollback"].is_null() {
+            println!("  {}", rollback_line(&v["rollback"]));
+        }
+    }
+    let history = c.get("/v1/rollbacks?limit=5").await?;
+    for r in history["items"].as_array().into_iter().flatten() {
+        println!(
+            "rollback history: {} on {}: {}",
+            short(&r["rollout_id"]),
+            short(&r["slot"]),
+            rollback_line(r)
+        );
+    }
+    Ok(())
+}
+
+/// Prints one line per second per rollout until all end, are paused for a person, or the
+/// deadline passes; returns the last views.
+async fn follow(c: &Client, ids: &[String]) -> anyhow::Result<Vec<Value>> {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut settled = vec![false; ids.len()];
+    loop {
+        tick.tick().await;
+        let mut views = Vec::with_capacity(ids.len());
+        for id in ids {
+            views.push(c.get(&format!("/v1/rollouts/{id}")).await?);
+        }
+        let secs = started.elapsed().as_secs();
+        for (v, settled) in views.iter().zip(settled.iter_mut()) {
+            if *settled {
+                continue;
+            }
+            let arms: Vec<String> = v["arms"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|a| format!("{} {}", short(&a["arm"]), short(&a["requests"])))
+                .collect();
+            let last = &v["last_decision"];
+            println!(
+                "[{secs:>3}s] {:<17} {:<12} phase {:<4} {:>4}  {:<28} last: {}{}",
+                short(&v["slot"]),
+                short(&v["state"]),
+                phase(v),
+                share(v),
+                if arms.is_empty() { "-".into() } else { arms.join(" / ") },
+                short(&last["kind"]),
+                last["rule"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+            );
+            // A paused rollout waits for a person: nothing more will happen by itself.
+            *settled = is_terminal(&v["state"]) || v["state"] == "paused";
+        }
+        if settled.iter().all(|s| *s) {
+            return Ok(views);
+        }
+        if started.elapsed() > ROLLOUT_DEADLINE {
+            println!(
+                "the rollouts did not finish within {}s; showing where they stand",
+                ROLLOUT_DEADLINE.as_secs()
+            );
+            return Ok(views);
+        }
+    }
 }

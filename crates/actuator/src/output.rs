@@ -56,3 +56,318 @@ pub(crate) fn diff(d: &Value) -> String {
 pub(crate) fn when(v: &Value) -> String {
     v.as_str().map(|s| s.get(..19).unwrap_or(s).replace('T', " ")).unwrap_or_default()
 }
+
+/// A number for people: about four significant digits, `-` when missing.
+pub(crate) fn num(v: &Value) -> String {
+    v.as_f64().map_or_else(|| "-".into(), fnum)
+}
+
+/// An `f64` with about four significant digits.
+pub(crate) fn fnum(x: f64) -> String {
+    let a = x.abs();
+    if !x.is_finite() {
+        x.to_string()
+    } else if a == 0.0 {
+        "0".into()
+    } else if a >= 1000.0 {
+        format!("{x:.0}")
+    } else if a >= 100.0 {
+        format!("{x:.1}")
+    } else if a >= 1.0 {
+        format!("{x:.3}")
+    } else if a >= 0.001 {
+        format!("{x:.4}")
+    } else {
+        format!("{x:.2e}")
+    }
+}
+
+/// A rate in 0..=1 as a percentage, `-` when missing.
+pub(crate) fn pct(v: &Value) -> String {
+    v.as_f64().map_or_else(|| "-".into(), |r| format!("{:.2}%", r * 100.0))
+}
+
+/// Milliseconds, `-` when missing.
+pub(crate) fn ms(v: &Value) -> String {
+    v.as_f64().map_or_else(|| "-".into(), |x| format!("{x:.0}ms"))
+}
+
+/// An e-value from its logarithm (`exp(log_e)`), compact for large values.
+pub(crate) fn evalue(log_e: &Value) -> String {
+    match log_e.as_f64() {
+        None => "-".into(),
+        Some(l) if l > 9.0 => format!("{:.2e}", l.exp()),
+        Some(l) => format!("{:.2}", l.exp()),
+    }
+}
+
+/// The phase of a rollout view for people: `2/5` (1-based), `-` when it has none.
+pub(crate) fn phase(view: &Value) -> String {
+    match (view["phase"].as_u64(), view["phases"].as_u64()) {
+        (Some(p), Some(n)) => format!("{}/{n}", p + 1),
+        (Some(p), None) => format!("{}", p + 1),
+        _ => "-".into(),
+    }
+}
+
+/// The candidate's traffic share of a rollout view, e.g. `5%`.
+pub(crate) fn share(view: &Value) -> String {
+    view["share_percent"].as_f64().map_or_else(|| "-".into(), |s| format!("{}%", percent(s)))
+}
+
+/// A percentage with at most two decimals and no trailing zeros: `1`, `2.5`, `0.25`.
+pub(crate) fn percent(x: f64) -> String {
+    let s = format!("{x:.2}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// Whether a rollout state is terminal: `completed`, `rolled_back` or `failed`.
+pub(crate) fn is_terminal(state: &Value) -> bool {
+    matches!(state.as_str(), Some("completed" | "rolled_back" | "failed"))
+}
+
+/// One line about a rollout: `ro-1 chat.default: monitoring, phase 2/5 at 5%`.
+pub(crate) fn rollout_line(view: &Value) -> String {
+    format!(
+        "rollout {} on {}: {}, phase {} at {}\n",
+        short(&view["id"]),
+        short(&view["slot"]),
+        short(&view["state"]),
+        phase(view),
+        share(view)
+    )
+}
+
+/// Rows of `rollout list`.
+pub(crate) fn rollout_rows(items: &Value) -> Vec<Vec<String>> {
+    items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                short(&r["id"]),
+                short(&r["slot"]),
+                short(&r["strategy"]),
+                short(&r["state"]),
+                phase(r),
+                share(r),
+                format!("{} -> {}", short(&r["stable_version"]), short(&r["candidate_version"])),
+                when(&r["updated_at"]),
+            ]
+        })
+        .collect()
+}
+
+/// A rollback reason (a string, or an object such as `{"kind": "analysis", "rules": [...]}`).
+pub(crate) fn reason(v: &Value) -> String {
+    match v {
+        Value::Object(m) => {
+            let kind = m.get("kind").map_or_else(String::new, short);
+            let mut extra: Vec<String> = Vec::new();
+            for (k, x) in m {
+                if k == "kind" {
+                    continue;
+                }
+                match x {
+                    Value::Array(a) => {
+                        extra.push(a.iter().map(short).collect::<Vec<_>>().join("; "))
+                    }
+                    Value::Null => {}
+                    other => extra.push(short(other)),
+                }
+            }
+            extra.retain(|e| !e.is_empty());
+            match (kind.is_empty(), extra.is_empty()) {
+                (_, true) => kind,
+                (true, false) => extra.join("; "),
+                (false, false) => format!("{kind}: {}", extra.join("; ")),
+            }
+        }
+        other => short(other),
+    }
+}
+
+/// A decision (`{"kind", "rule", "at", "reasons"}`) as a headline and indented reasons.
+pub(crate) fn decision(d: &Value) -> String {
+    if d.is_null() {
+        return "none yet\n".into();
+    }
+    let mut out = short(&d["kind"]);
+    if let Some(rule) = d["rule"].as_str().filter(|r| !r.is_empty()) {
+        let _ = write!(out, " (rule {rule})");
+    }
+    if d["at"].is_string() {
+        let _ = write!(out, " at {}", when(&d["at"]));
+    }
+    out.push('\n');
+    for r in d["reasons"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "  - {}", short(r));
+    }
+    out
+}
+
+/// A field of a rollback record: at the top level, or in its `result` once it finished.
+pub(crate) fn rollback_field<'a>(rb: &'a Value, key: &str) -> &'a Value {
+    if rb[key].is_null() { &rb["result"][key] } else { &rb[key] }
+}
+
+/// A rollback record (from a rollout view or the rollback history) on one line.
+pub(crate) fn rollback_line(rb: &Value) -> String {
+    let mut out = format!(
+        "{} rollback{}",
+        short(&rb["mode"]),
+        match rb["automatic"].as_bool() {
+            Some(true) => " (automatic)",
+            Some(false) => " (manual)",
+            None => "",
+        }
+    );
+    if let Some(a) = rb["actor"].as_str() {
+        let _ = write!(out, " by {a}");
+    }
+    if let Some(f) = rb["flip_ms"].as_f64() {
+        let _ = write!(out, ", traffic back on stable in {} ms", fnum(f));
+    }
+    match rollback_field(rb, "success").as_bool() {
+        Some(s) => {
+            if let Some(v) = rollback_field(rb, "restored_version").as_u64() {
+                let _ = write!(out, ", version {v} restored");
+            }
+            if let Some(d) = rollback_field(rb, "duration_ms").as_f64() {
+                let _ = write!(out, " after {:.1} s", d / 1000.0);
+            }
+            let _ = write!(out, ", {}", if s { "succeeded" } else { "FAILED" });
+            match rollback_field(rb, "validated").as_bool() {
+                Some(true) => out.push_str(", stable validated healthy"),
+                Some(false) => out.push_str(", stable NOT healthy after it"),
+                None => {}
+            }
+        }
+        None => out.push_str(", in progress"),
+    }
+    if !rb["reason"].is_null() {
+        let _ = write!(out, "; reason: {}", reason(&rb["reason"]));
+    }
+    if let Some(e) = rollback_field(rb, "error").as_str() {
+        let _ = write!(out, "; error: {e}");
+    }
+    out
+}
+
+/// The full rollout view for people: header, arms, metrics, last decision, transitions.
+pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "rollout {}  slot {}  strategy {}  state {}",
+        short(&v["id"]),
+        short(&v["slot"]),
+        short(&v["strategy"]),
+        short(&v["state"]).to_uppercase()
+    );
+    let _ = writeln!(
+        out,
+        "phase {} at {}  stable version {} -> candidate version {}",
+        phase(v),
+        share(v),
+        short(&v["stable_version"]),
+        short(&v["candidate_version"])
+    );
+    let _ = writeln!(
+        out,
+        "started {}  phase started {}  updated {}",
+        when(&v["created_at"]),
+        when(&v["phase_started_at"]),
+        when(&v["updated_at"])
+    );
+    if let Some(p) = v["paused_reason"].as_str() {
+        let _ = writeln!(out, "paused: {p}");
+    }
+    if v["awaiting_promotion"] == Value::Bool(true) {
+        let _ = writeln!(
+            out,
+            "the analysis recommends promotion (auto-promotion is off): `actuator rollout promote {}`",
+            short(&v["id"])
+        );
+    }
+    let arms: Vec<Vec<String>> = v["arms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            vec![
+                short(&a["arm"]),
+                short(&a["requests"]),
+                short(&a["errors"]),
+                pct(&a["error_rate"]),
+                ms(&a["p50_ms"]),
+                ms(&a["p95_ms"]),
+                ms(&a["p99_ms"]),
+                num(&a["mean_cost"]),
+                num(&a["mean_quality"]),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    if arms.is_empty() {
+        out.push_str("no traffic reported yet\n");
+    } else {
+        out.push_str(&table(
+            &["ARM", "REQUESTS", "ERRORS", "ERROR RATE", "P50", "P95", "P99", "COST", "QUALITY"],
+            &arms,
+        ));
+    }
+    let metrics: Vec<Vec<String>> = v["metrics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            vec![
+                short(&m["arm"]),
+                short(&m["metric"]),
+                num(&m["estimate"]),
+                format!("[{}, {}]", num(&m["lower"]), num(&m["upper"])),
+                num(&m["margin"]),
+                match m["non_inferior"].as_bool() {
+                    Some(true) => "yes".into(),
+                    Some(false) => "no".into(),
+                    None => "-".into(),
+                },
+                evalue(&m["log_e_total"]),
+            ]
+        })
+        .collect();
+    if !metrics.is_empty() {
+        out.push('\n');
+        out.push_str(&table(
+            &["ARM", "METRIC", "ESTIMATE", "INTERVAL", "MARGIN", "NON-INFERIOR", "E-VALUE"],
+            &metrics,
+        ));
+    }
+    let _ = write!(out, "\nlast decision: {}", decision(&v["last_decision"]));
+    if !v["rollback"].is_null() {
+        let _ = writeln!(out, "rollback: {}", rollback_line(&v["rollback"]));
+    }
+    if let Some(o) = v["outcome"].as_str() {
+        let _ = writeln!(out, "outcome: {o}");
+    }
+    for e in v["errors"].as_array().into_iter().flatten() {
+        let _ = writeln!(out, "error: {}", short(e));
+    }
+    let all: Vec<&Value> = v["transitions"].as_array().into_iter().flatten().collect();
+    if !all.is_empty() {
+        let _ = writeln!(out, "\ntransitions (last {}):", transitions.min(all.len()));
+        for t in &all[all.len().saturating_sub(transitions)..] {
+            let _ = writeln!(
+                out,
+                "  {}  {} -> {}  {}",
+                when(&t["at"]),
+                short(&t["from"]),
+                short(&t["to"]),
+                t["reason"].as_str().unwrap_or("")
+            );
+        }
+    }
+    out
+}

@@ -23,6 +23,8 @@ pub(crate) struct Settings {
     pub(crate) notifiers: Vec<PluginChoice>,
     /// Versioning limits.
     pub(crate) config: ConfigSettings,
+    /// The rollout engine.
+    pub(crate) engine: actuator_engine::EngineSettings,
     /// Logging.
     pub(crate) log: LogSettings,
 }
@@ -76,6 +78,7 @@ impl Default for Settings {
             store: PluginChoice { plugin: "sqlite".into(), config: empty_object() },
             notifiers: vec![PluginChoice { plugin: "log".into(), config: empty_object() }],
             config: ConfigSettings::default(),
+            engine: actuator_engine::EngineSettings::default(),
             log: LogSettings::default(),
         }
     }

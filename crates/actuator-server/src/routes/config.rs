@@ -133,7 +133,7 @@ async fn apply(
     let out = st
         .config()
         .apply(ApplyRequest {
-            slot: name,
+            slot: name.clone(),
             document: body.document,
             actor: actor.0,
             message: body.message,
@@ -142,6 +142,9 @@ async fn apply(
             expected_latest: body.expected_latest,
         })
         .await?;
+    if !out.dry_run && body.activate {
+        st.routes().refresh_slot_or_log(&name).await;
+    }
     let status = if out.dry_run { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(out)))
 }
@@ -194,7 +197,10 @@ async fn revert(
     actor: Actor,
     ApiJson(body): ApiJson<RevertBody>,
 ) -> Result<Json<Slot>, ApiError> {
-    Ok(Json(st.config().revert(&slot_name(&slot)?, body.to, &actor.0, &body.reason).await?))
+    let name = slot_name(&slot)?;
+    let slot = st.config().revert(&name, body.to, &actor.0, &body.reason).await?;
+    st.routes().refresh_slot_or_log(&name).await;
+    Ok(Json(slot))
 }
 
 #[derive(Debug, Deserialize)]
@@ -245,7 +251,9 @@ async fn restore(
     Path(id): Path<String>,
     actor: Actor,
 ) -> Result<Json<Slot>, ApiError> {
-    Ok(Json(st.config().restore(&id, &actor.0).await?))
+    let slot = st.config().restore(&id, &actor.0).await?;
+    st.routes().refresh_slot_or_log(&slot.name).await;
+    Ok(Json(slot))
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,11 +329,11 @@ mod tests {
     }
 
     fn app() -> axum::Router {
-        router(AppState::new(ConfigManager::new(
-            Arc::new(MemoryStore::new()),
-            vec![],
-            ConfigSettings::default(),
-        )))
+        let store = Arc::new(MemoryStore::new());
+        router(AppState::new(
+            ConfigManager::new(store.clone(), vec![], ConfigSettings::default()),
+            crate::RouteBook::new(store),
+        ))
     }
 
     #[tokio::test]

@@ -1,0 +1,79 @@
+//! Errors of the engine.
+
+use actuator_config::ConfigError;
+use actuator_core::{CoreError, StoreError};
+
+/// An error of the rollout engine; [`EngineError::code`] is stable and machine-readable.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The request is invalid.
+    #[error("invalid rollout request: {0}")]
+    Invalid(String),
+    /// No such rollout.
+    #[error("rollout {0} does not exist")]
+    UnknownRollout(String),
+    /// The daemon already runs its maximum of rollouts.
+    #[error("{active} rollouts are active, the limit is {limit}; wait for one to finish or raise engine.max_active_rollouts")]
+    Limit {
+        /// Active now.
+        active: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// The slot already has an active rollout.
+    #[error("slot {slot} already has an active rollout ({rollout}); abort it or wait for it to finish")]
+    SlotBusy {
+        /// The slot.
+        slot: String,
+        /// The rollout holding it.
+        rollout: String,
+    },
+    /// The action is not allowed in the rollout's state.
+    #[error("cannot {action} rollout {id} while it is {state}")]
+    InvalidTransition {
+        /// The action.
+        action: String,
+        /// The rollout.
+        id: String,
+        /// Its state.
+        state: String,
+    },
+    /// The engine is not running.
+    #[error("the engine is not running")]
+    NotRunning,
+    /// A rollback did not finish in time.
+    #[error("rollback of {0} timed out; the rollout is marked failed, check the slot by hand")]
+    RollbackTimeout(String),
+    /// A configuration error (validation of the candidate, unknown slot or version).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A domain rule.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl EngineError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Invalid(_) => "invalid_request",
+            Self::UnknownRollout(_) => "rollout_not_found",
+            Self::Limit { .. } => "rollout_limit",
+            Self::SlotBusy { .. } => "rollout_active",
+            Self::InvalidTransition { .. } => "invalid_transition",
+            Self::NotRunning => "not_running",
+            Self::RollbackTimeout(_) => "rollback_timeout",
+            Self::Config(e) => e.code(),
+            Self::Core(_) => "invalid_request",
+            Self::Store(StoreError::Conflict { .. }) => "conflict",
+            Self::Store(StoreError::NotFound { .. }) => "not_found",
+            Self::Store(StoreError::AlreadyExists { .. }) => "already_exists",
+            Self::Store(StoreError::Invalid(_)) => "invalid_request",
+            Self::Store(_) => "store_error",
+        }
+    }
+}

@@ -1,0 +1,30 @@
+//! The rollout coordinator of the actuator (the seed's Actuator Coordinator, Canary
+//! Deployment Engine and Rollback Engine).
+//!
+//! An [`Engine`] takes a [`DeploymentRequest`](actuator_core::DeploymentRequest), validates
+//! it, snapshots the stable config, turns the strategy into a plan of steps, and drives the
+//! rollout through the state machine: a control loop looks at every active rollout on each
+//! tick and on each batch of observations, and promotes, holds or rolls back as the health
+//! monitor (`actuator-health`) decides.
+//!
+//! **Persist before act.** Every transition is written to the store, with its audit entry and
+//! under the rollout's revision, before the routing table changes or a notification goes
+//! out. The routing table is rebuilt from what the store holds (the `route` field of a
+//! rollout's status), so a restarted daemon serves exactly what was last persisted and
+//! resumes each rollout where it was.
+
+mod engine;
+mod error;
+mod ingest;
+mod plan;
+mod status;
+
+pub use engine::{Engine, EngineSettings, ManualAction, RouteSink};
+pub use error::EngineError;
+pub use ingest::{IngestItemError, IngestReport, MAX_BATCH};
+pub use plan::{InconclusivePolicy, Step, StepKind};
+pub use status::{
+    ArmView, DecisionView, EngineStatus, MAX_ERRORS, MAX_TRANSITIONS, MetricView, RollbackState,
+    RollbackStep, RollbackView,
+    RolloutView, Transition,
+};

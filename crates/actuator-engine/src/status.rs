@@ -1,0 +1,343 @@
+//! The engine state persisted with each rollout, and the views the API shows.
+
+use actuator_core::{DeploymentState, DeploymentStrategy, RollbackMode, RollbackReason, RollbackResult, RolloutRecord};
+use actuator_health::{Decision, Evaluation, RolloutHealth};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::VecDeque;
+
+use crate::plan::{Step, StrategySettings};
+
+/// Transitions kept per rollout.
+pub const MAX_TRANSITIONS: usize = 100;
+/// Error messages kept per rollout.
+pub const MAX_ERRORS: usize = 20;
+
+/// One state change, kept in the rollout's bounded history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Transition {
+    /// From.
+    pub from: DeploymentState,
+    /// To.
+    pub to: DeploymentState,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Why, for a person.
+    pub reason: String,
+}
+
+/// One step of a gradual rollback.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RollbackStep {
+    /// Candidate share after the step, basis points.
+    pub share_bp: u16,
+    /// When the step was taken.
+    pub at: DateTime<Utc>,
+    /// Control requests seen during the previous step.
+    pub control_requests: u64,
+    /// Control error rate during the previous step.
+    pub control_error_rate: Option<f64>,
+}
+
+/// A rollback in progress or done.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RollbackState {
+    /// Why.
+    pub reason: RollbackReason,
+    /// Decided by the engine (not a person).
+    pub automatic: bool,
+    /// Fast or gradual.
+    pub mode: RollbackMode,
+    /// Who.
+    pub actor: String,
+    /// When it was decided.
+    pub decided_at: DateTime<Utc>,
+    /// Milliseconds from the decision to the routing table serving the first step (for fast
+    /// mode: stable everywhere).
+    pub flip_ms: Option<f64>,
+    /// Shares still to step through (gradual), basis points.
+    pub remaining_bp: Vec<u16>,
+    /// Steps taken.
+    pub steps: Vec<RollbackStep>,
+    /// When the next step (or the end of validation) is due.
+    pub next_at: DateTime<Utc>,
+    /// Control requests seen since the last step.
+    pub control_requests: u64,
+    /// Control errors seen since the last step.
+    pub control_errors: u64,
+    /// The result, once finished.
+    pub result: Option<RollbackResult>,
+}
+
+/// The engine's state of one rollout, persisted in its record.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EngineStatus {
+    /// When the rollout started (or was retried).
+    pub started_at: DateTime<Utc>,
+    /// The version serving before the rollout.
+    pub stable_version: Option<u64>,
+    /// The snapshot taken before the rollout.
+    pub snapshot_id: Option<String>,
+    /// The version being rolled out.
+    pub candidate_version: u64,
+    /// Parsed strategy settings.
+    pub settings: StrategySettings,
+    /// The plan.
+    pub steps: Vec<Step>,
+    /// Index of the current step.
+    pub step: usize,
+    /// When the current step started.
+    pub step_started_at: DateTime<Utc>,
+    /// The traffic split the routing table serves for this rollout (an
+    /// `actuator_canary::Rollout`); `None` when the rollout routes no traffic.
+    pub route: Option<actuator_canary::Rollout>,
+    /// The health monitor with all accumulated statistics and evidence.
+    pub health: Option<RolloutHealth>,
+    /// The last decision.
+    pub last_decision: Option<DecisionView>,
+    /// Why the rollout is paused.
+    pub paused_reason: Option<String>,
+    /// Whether the analysis said promote while auto-promotion is off.
+    pub awaiting_promotion: bool,
+    /// Bounded transition history.
+    pub transitions: VecDeque<Transition>,
+    /// The rollback, if one happened.
+    pub rollback: Option<RollbackState>,
+    /// Bounded list of errors.
+    pub errors: VecDeque<String>,
+    /// A note on how it ended.
+    pub outcome: Option<String>,
+}
+
+impl EngineStatus {
+    pub(crate) fn push_transition(&mut self, t: Transition) {
+        if self.transitions.len() == MAX_TRANSITIONS {
+            self.transitions.pop_front();
+        }
+        self.transitions.push_back(t);
+    }
+
+    pub(crate) fn push_error(&mut self, e: String) {
+        if self.errors.len() == MAX_ERRORS {
+            self.errors.pop_front();
+        }
+        self.errors.push_back(e);
+    }
+
+    /// The current share of the candidate, in percent.
+    pub fn share_percent(&self) -> f64 {
+        self.route.as_ref().map_or(0.0, |r| r.share.as_percent())
+    }
+}
+
+/// A decision, short.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DecisionView {
+    /// `continue`, `promote`, `rollback`, `inconclusive`, `halt`.
+    pub kind: String,
+    /// The rule that decided, for a person.
+    pub rule: String,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// The rules that fired or the gates that hold, with their numbers.
+    pub reasons: Vec<String>,
+}
+
+impl DecisionView {
+    pub(crate) fn from_eval(e: &Evaluation) -> Self {
+        let reasons = match &e.decision {
+            Decision::Rollback { rules, .. } => rules.iter().map(|r| r.message.clone()).collect(),
+            Decision::Inconclusive { needed } => needed
+                .iter()
+                .map(|n| format!("{} on {}: about {} more requests needed", n.metric, n.arm, n.additional_requests.map_or("?".into(), |x| x.to_string())))
+                .collect(),
+            Decision::Halt { reason } => vec![serde_json::to_string(reason).unwrap_or_default()],
+            Decision::Promote { arm } => vec![format!("{arm} is non-inferior on every metric and the gates are met")],
+            Decision::Continue => {
+                let g = &e.explanation.gates;
+                vec![format!(
+                    "{} of {} requests, {} of {} s",
+                    g.samples, g.min_samples, g.elapsed_secs, g.min_duration_secs
+                )]
+            }
+        };
+        Self { kind: e.decision.kind().to_owned(), rule: e.explanation.rule.clone(), at: e.explanation.at, reasons }
+    }
+}
+
+/// One arm's numbers in the current step.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArmView {
+    /// `control`, `canary`, `shadow` or an A/B arm.
+    pub arm: String,
+    /// Requests.
+    pub requests: u64,
+    /// Errors and timeouts.
+    pub errors: u64,
+    /// Error rate.
+    pub error_rate: Option<f64>,
+    /// Latency p50 (ms).
+    pub p50_ms: Option<f64>,
+    /// Latency p95 (ms).
+    pub p95_ms: Option<f64>,
+    /// Latency p99 (ms).
+    pub p99_ms: Option<f64>,
+    /// Mean cost per request.
+    pub mean_cost: Option<f64>,
+    /// Mean quality.
+    pub mean_quality: Option<f64>,
+}
+
+/// One metric's estimate with its always-valid interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MetricView {
+    /// The arm compared with control.
+    pub arm: String,
+    /// The metric.
+    pub metric: String,
+    /// Estimated difference (candidate worse is positive).
+    pub estimate: Option<f64>,
+    /// Lower bound.
+    pub lower: Option<f64>,
+    /// Upper bound.
+    pub upper: Option<f64>,
+    /// Promotion margin.
+    pub margin: Option<f64>,
+    /// Whether the upper bound is below the margin.
+    pub non_inferior: bool,
+    /// Whether the evidence of harm is significant.
+    pub significant: bool,
+    /// ln of the e-value carried over the whole rollout.
+    pub log_e_total: f64,
+}
+
+/// A rollback as listed in the history.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RollbackView {
+    /// The rollout.
+    pub rollout_id: String,
+    /// The slot.
+    pub slot: String,
+    /// The rollback.
+    #[serde(flatten)]
+    pub rollback: RollbackState,
+}
+
+/// What the API shows of a rollout.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct RolloutView {
+    /// Id.
+    pub id: String,
+    /// Slot.
+    pub slot: String,
+    /// Strategy.
+    pub strategy: DeploymentStrategy,
+    /// State.
+    pub state: DeploymentState,
+    /// Current step index.
+    pub phase: usize,
+    /// Number of steps.
+    pub phases: usize,
+    /// Candidate share in percent.
+    pub share_percent: f64,
+    /// Stable version.
+    pub stable_version: Option<u64>,
+    /// Candidate version.
+    pub candidate_version: u64,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Updated.
+    pub updated_at: DateTime<Utc>,
+    /// Current step start.
+    pub phase_started_at: DateTime<Utc>,
+    /// Why paused.
+    pub paused_reason: Option<String>,
+    /// Whether the analysis recommends promotion while auto-promotion is off.
+    pub awaiting_promotion: bool,
+    /// Last decision.
+    pub last_decision: Option<DecisionView>,
+    /// Arms.
+    pub arms: Vec<ArmView>,
+    /// Metrics.
+    pub metrics: Vec<MetricView>,
+    /// Transitions.
+    pub transitions: Vec<Transition>,
+    /// Rollback.
+    pub rollback: Option<RollbackState>,
+    /// Errors.
+    pub errors: Vec<String>,
+    /// How it ended.
+    pub outcome: Option<String>,
+    /// Store revision (optimistic concurrency).
+    pub revision: u64,
+}
+
+impl RolloutView {
+    pub(crate) fn new(rec: &RolloutRecord, st: &EngineStatus) -> Self {
+        let eval = st.health.as_ref().and_then(|h| h.last_evaluation());
+        let arms = eval
+            .map(|e| {
+                e.explanation
+                    .arms
+                    .iter()
+                    .map(|a| ArmView {
+                        arm: a.arm.label().to_owned(),
+                        requests: a.requests,
+                        errors: a.error_events,
+                        error_rate: a.error_rate,
+                        p50_ms: a.p50_ms,
+                        p95_ms: a.p95_ms,
+                        p99_ms: a.p99_ms,
+                        mean_cost: a.mean_cost,
+                        mean_quality: a.mean_quality,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let metrics = eval
+            .map(|e| {
+                e.explanation
+                    .comparisons
+                    .iter()
+                    .flat_map(|c| {
+                        c.metrics.iter().map(|m| MetricView {
+                            arm: c.arm.label().to_owned(),
+                            metric: m.metric.clone(),
+                            estimate: m.estimate,
+                            lower: m.lower,
+                            upper: m.upper,
+                            margin: m.margin,
+                            non_inferior: m.non_inferior,
+                            significant: m.significant,
+                            log_e_total: m.log_e_total,
+                        })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            id: rec.id.clone(),
+            slot: rec.slot.to_string(),
+            strategy: rec.strategy,
+            state: rec.state,
+            phase: st.step,
+            phases: st.steps.len(),
+            share_percent: st.share_percent(),
+            stable_version: st.stable_version,
+            candidate_version: st.candidate_version,
+            created_at: rec.created_at,
+            updated_at: rec.updated_at,
+            phase_started_at: st.step_started_at,
+            paused_reason: st.paused_reason.clone(),
+            awaiting_promotion: st.awaiting_promotion,
+            last_decision: st.last_decision.clone(),
+            arms,
+            metrics,
+            transitions: st.transitions.iter().cloned().collect(),
+            rollback: st.rollback.clone(),
+            errors: st.errors.iter().cloned().collect(),
+            outcome: st.outcome.clone(),
+            revision: rec.revision,
+        }
+    }
+}

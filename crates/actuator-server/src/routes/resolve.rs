@@ -1,0 +1,175 @@
+//! `POST /v1/resolve`: which config serves this request, for one slot or a batch.
+//!
+//! Single: `{"slot": "chat", "context": {"targetingKey": "user-1", "region": "eu"}}` answers
+//! `{"slot", "variant", "config_version", "config", "rollout_id", "phase", "bucket", "reason",
+//! "shadow"?}`, or an error in the API's shape (unknown slot 404, missing targeting key or
+//! invalid context 400).
+//!
+//! Batch: `{"requests": [{"slot", "context"}, ...]}` (at most [`MAX_BATCH`]) answers
+//! `{"results": [...]}` in request order, each a resolution or `{"slot", "error": {"code",
+//! "message"}}`; all items are resolved against one snapshot of the routing table.
+//!
+//! No lock, no IO: only the routing table's current snapshot is read.
+
+use actuator_canary::{Reason, Resolution, ResolveError};
+use axum::extract::State;
+use axum::routing::post;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::ApiJson;
+use crate::routing::eval_context;
+
+/// Most requests one batch may hold.
+pub const MAX_BATCH: usize = 1000;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new().route("/v1/resolve", post(resolve))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    #[serde(default)]
+    slot: Option<String>,
+    #[serde(default)]
+    context: Option<Value>,
+    #[serde(default)]
+    requests: Option<Vec<ResolveItem>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveItem {
+    slot: String,
+    #[serde(default)]
+    context: Option<Value>,
+}
+
+/// A resolution as the API shows it.
+#[derive(Debug, Serialize)]
+pub(crate) struct Resolved<'a> {
+    slot: &'a str,
+    variant: &'a str,
+    config_version: u64,
+    config: &'a Value,
+    rollout_id: Option<&'a str>,
+    phase: Option<u32>,
+    bucket: Option<u16>,
+    reason: Reason,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shadow: Option<ShadowView<'a>>,
+}
+
+/// The candidate to run on the side, in shadow mode.
+#[derive(Debug, Serialize)]
+pub(crate) struct ShadowView<'a> {
+    config_version: u64,
+    config: &'a Value,
+}
+
+impl<'a> Resolved<'a> {
+    fn new(slot: &'a str, r: &'a Resolution) -> Self {
+        Self {
+            slot,
+            variant: r.variant_name(),
+            config_version: r.config.version,
+            config: &r.config.value,
+            rollout_id: r.rollout_id.as_deref(),
+            phase: r.phase,
+            bucket: r.bucket,
+            reason: r.reason,
+            shadow: r.shadow.as_ref().map(|s| ShadowView {
+                config_version: s.candidate.version,
+                config: &s.candidate.value,
+            }),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ItemError<'a> {
+    slot: &'a str,
+    error: ErrorBody,
+}
+
+#[derive(Debug, Serialize)]
+struct ErrorBody {
+    code: &'static str,
+    message: String,
+}
+
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Outcome<'a> {
+    Ok(Resolved<'a>),
+    Err(ItemError<'a>),
+}
+
+#[derive(Debug, Serialize)]
+struct BatchResponse<'a> {
+    results: Vec<Outcome<'a>>,
+}
+
+async fn resolve(
+    State(st): State<AppState>,
+    ApiJson(body): ApiJson<ResolveBody>,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse;
+    match (body.slot, body.requests) {
+        (Some(slot), None) => {
+            let ctx = eval_context(body.context)?;
+            let r = st.routes().router().resolve(&slot, &ctx)?;
+            Ok(Json(Resolved::new(&slot, &r)).into_response())
+        }
+        (None, Some(items)) => {
+            if body.context.is_some() {
+                return Err(ApiError::bad_request(
+                    "a batch carries a context per request: move `context` into each item of `requests`",
+                ));
+            }
+            if items.len() > MAX_BATCH {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "batch_too_large",
+                    format!(
+                        "a batch holds at most {MAX_BATCH} requests, got {}: split it",
+                        items.len()
+                    ),
+                ));
+            }
+            let table = st.routes().snapshot();
+            let answers: Vec<(&str, Result<Resolution, ResolveError>)> = items
+                .iter()
+                .map(|item| {
+                    let r = eval_context(item.context.clone())
+                        .and_then(|ctx| table.resolve(&item.slot, &ctx));
+                    (item.slot.as_str(), r)
+                })
+                .collect();
+            let results = answers
+                .iter()
+                .map(|(slot, r)| match r {
+                    Ok(r) => Outcome::Ok(Resolved::new(slot, r)),
+                    Err(e) => {
+                        let api = ApiError::from(e.clone());
+                        Outcome::Err(ItemError {
+                            slot,
+                            error: ErrorBody { code: api.code, message: api.message },
+                        })
+                    }
+                })
+                .collect();
+            Ok(Json(BatchResponse { results }).into_response())
+        }
+        (Some(_), Some(_)) => Err(ApiError::bad_request(
+            "send either `slot` and `context` (one request) or `requests` (a batch), not both",
+        )),
+        (None, None) => Err(ApiError::bad_request(
+            "send `slot` and `context` (one request) or `requests` (a batch of them)",
+        )),
+    }
+}

@@ -1,0 +1,216 @@
+//! Rollouts, manual control, rollback history, statistics and observation ingestion.
+
+use actuator_core::{DeploymentRequest, PageRequest, RolloutFilter, SlotName};
+use actuator_engine::{Engine, EngineError, ManualAction, MAX_BATCH};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::extract::{Actor, ApiJson, ApiQuery};
+
+/// Largest observation batch body, in bytes (16 MiB).
+pub const MAX_OBSERVATION_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+pub(crate) fn router() -> Router<AppState> {
+    Router::new()
+        .route("/v1/rollouts", post(start).get(list))
+        .route("/v1/rollouts/{id}", get(view))
+        .route("/v1/rollouts/{id}/health", get(health))
+        .route("/v1/rollouts/{id}/{action}", post(act))
+        .route("/v1/rollbacks", get(rollbacks))
+        .route("/v1/stats", get(stats))
+        .route(
+            "/v1/observations",
+            post(observations).layer(DefaultBodyLimit::max(MAX_OBSERVATION_BODY_BYTES)),
+        )
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let code = e.code();
+        let status = match &e {
+            EngineError::Config(c) => return Self::from_config(c, e.to_string()),
+            EngineError::Invalid(_) | EngineError::Core(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            EngineError::UnknownRollout(_) => StatusCode::NOT_FOUND,
+            EngineError::Limit { .. } | EngineError::SlotBusy { .. } | EngineError::InvalidTransition { .. } => {
+                StatusCode::CONFLICT
+            }
+            EngineError::NotRunning => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Store(s) => return s.clone().into(),
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl ApiError {
+    fn from_config(c: &actuator_config::ConfigError, message: String) -> Self {
+        let mut e: Self = match c {
+            actuator_config::ConfigError::UnknownSlot(s) => actuator_config::ConfigError::UnknownSlot(s.clone()).into(),
+            actuator_config::ConfigError::UnknownVersion { slot, version } => {
+                actuator_config::ConfigError::UnknownVersion { slot: slot.clone(), version: *version }.into()
+            }
+            _ => Self::new(StatusCode::UNPROCESSABLE_ENTITY, c.code(), String::new()),
+        };
+        e.message = message;
+        e
+    }
+}
+
+fn engine(st: &AppState) -> Result<&Engine, ApiError> {
+    st.engine().ok_or_else(|| {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_running", "the rollout engine is not running")
+    })
+}
+
+async fn start(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiJson(mut req): ApiJson<DeploymentRequest>,
+) -> Result<(StatusCode, Json<actuator_engine::RolloutView>), ApiError> {
+    if req.actor == "anonymous" {
+        req.actor = actor.0;
+    }
+    let v = engine(&st)?.deploy(req).await?;
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(default)]
+    active: bool,
+    slot: Option<String>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn list(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<actuator_core::Page<actuator_engine::RolloutView>>, ApiError> {
+    let slot = q.slot.map(SlotName::new).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let page = PageRequest { limit: q.limit.unwrap_or(PageRequest::DEFAULT_LIMIT), cursor: q.cursor };
+    page.validate()?;
+    Ok(Json(engine(&st)?.list(RolloutFilter { active_only: q.active, slot }, page).await?))
+}
+
+async fn view(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<actuator_engine::RolloutView>, ApiError> {
+    Ok(Json(engine(&st)?.view(&id).await?))
+}
+
+async fn health(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+    Ok(Json(engine(&st)?.health(&id).await?))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ActBody {
+    #[serde(default)]
+    full: bool,
+    #[serde(default)]
+    gradual: bool,
+    #[serde(default)]
+    reason: String,
+}
+
+async fn act(
+    State(st): State<AppState>,
+    Path((id, action)): Path<(String, String)>,
+    actor: Actor,
+    body: Bytes,
+) -> Result<Json<actuator_engine::RolloutView>, ApiError> {
+    let b: ActBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ActBody::default()
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", format!("the request body does not match the expected shape: {e}"))
+        })?
+    };
+    let action = match action.as_str() {
+        "pause" => ManualAction::Pause,
+        "resume" => ManualAction::Resume,
+        "promote" => ManualAction::Promote { full: b.full },
+        "skip" => ManualAction::Skip,
+        "abort" => ManualAction::Abort,
+        "retry" => ManualAction::Retry,
+        "rollback" => ManualAction::Rollback {
+            reason: if b.reason.is_empty() { format!("requested by {}", actor.0) } else { b.reason },
+            gradual: b.gradual,
+        },
+        other => {
+            return Err(ApiError::not_found(format!(
+                "unknown rollout action {other:?}; use pause, resume, promote, skip, abort, retry or rollback"
+            )));
+        }
+    };
+    Ok(Json(engine(&st)?.act(&id, action, &actor.0).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PageQuery {
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+async fn rollbacks(
+    State(st): State<AppState>,
+    ApiQuery(q): ApiQuery<PageQuery>,
+) -> Result<Json<actuator_core::Page<actuator_engine::RollbackView>>, ApiError> {
+    let page = PageRequest { limit: q.limit.unwrap_or(PageRequest::DEFAULT_LIMIT), cursor: q.cursor };
+    page.validate()?;
+    Ok(Json(engine(&st)?.rollbacks(page).await?))
+}
+
+async fn stats(State(st): State<AppState>) -> Result<Json<actuator_core::ActuatorStats>, ApiError> {
+    Ok(Json(engine(&st)?.stats()))
+}
+
+/// A JSON array, or NDJSON (`application/x-ndjson`, one object per line).
+async fn observations(
+    State(st): State<AppState>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<actuator_engine::IngestReport>, ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let items: Vec<Value> = if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") {
+        let mut out = Vec::new();
+        for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            out.push(serde_json::from_slice(line).map_err(|e| {
+                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("line {} is not valid JSON: {e}", i + 1))
+            })?);
+        }
+        out
+    } else if ct.starts_with("application/json") {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Array(a)) => a,
+            Ok(Value::Object(o)) => vec![Value::Object(o)],
+            Ok(_) => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "send a JSON array of observations")),
+            Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the request body is not valid JSON: {e}"))),
+        }
+    } else {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send observations as application/json (an array) or application/x-ndjson",
+        ));
+    };
+    if items.len() > MAX_BATCH {
+        return Err(ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "batch_too_large",
+            format!("a batch holds at most {MAX_BATCH} observations, got {}; split it", items.len()),
+        ));
+    }
+    Ok(Json(engine(&st)?.ingest(items).await))
+}

@@ -1,0 +1,369 @@
+//! `actuator rollout …` and `actuator stats`: the rollout engine's HTTP API from the command line.
+
+use anyhow::Context;
+use serde_json::{Map, Value, json};
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
+
+use crate::cli::{Output, Remote, RolloutCmd, RolloutId, StartArgs};
+use crate::client::{Client, enc};
+use crate::commands::{client, emit, read_json};
+use crate::output::{
+    fnum, is_terminal, reason, rollback_field, rollout_line, rollout_rows, rollout_view, short,
+    table, when,
+};
+
+/// The canary phases used when `--min-samples` or `--min-duration` is given without `--phases`.
+const DEFAULT_PHASES: [f64; 5] = [1.0, 5.0, 25.0, 50.0, 100.0];
+/// The engine's default `max_duration_secs` of a phase.
+const DEFAULT_MAX_PHASE_SECS: u64 = 3600;
+/// Transitions shown by `rollout status`.
+const TRANSITIONS_SHOWN: usize = 6;
+
+pub(crate) async fn run(c: RolloutCmd) -> anyhow::Result<()> {
+    match c {
+        RolloutCmd::Start(args) => start(&args).await,
+        RolloutCmd::List { all, slot, limit, remote } => {
+            let mut path = format!("/v1/rollouts?limit={limit}");
+            if !all {
+                path.push_str("&active=true");
+            }
+            if let Some(s) = &slot {
+                path.push_str(&format!("&slot={}", enc(s)));
+            }
+            let v = client(&remote)?.get(&path).await?;
+            emit(&remote, &v, |v| {
+                let rows = rollout_rows(&v["items"]);
+                if rows.is_empty() {
+                    return if all {
+                        "no rollouts\n".into()
+                    } else {
+                        "no active rollouts (--all lists finished ones too)\n".into()
+                    };
+                }
+                table(
+                    &["ID", "SLOT", "STRATEGY", "STATE", "PHASE", "SHARE", "VERSIONS", "UPDATED"],
+                    &rows,
+                )
+            });
+            Ok(())
+        }
+        RolloutCmd::Status { id, watch: false, remote } => {
+            let v = client(&remote)?.get(&view_path(&id)).await?;
+            emit(&remote, &v, |v| rollout_view(v, TRANSITIONS_SHOWN));
+            Ok(())
+        }
+        RolloutCmd::Status { id, watch: true, remote } => {
+            let c = client(&remote)?;
+            tokio::select! {
+                r = watch(&c, &remote, &id) => r,
+                _ = tokio::signal::ctrl_c() => Ok(()),
+            }
+        }
+        RolloutCmd::Pause(r) => control(r, "pause", json!({}), "paused").await,
+        RolloutCmd::Resume(r) => control(r, "resume", json!({}), "resumed").await,
+        RolloutCmd::Skip(r) => control(r, "skip", json!({}), "skipped the phase").await,
+        RolloutCmd::Abort(r) => control(r, "abort", json!({}), "aborted").await,
+        RolloutCmd::Retry(r) => control(r, "retry", json!({}), "retrying").await,
+        RolloutCmd::Promote { id, full, remote } => {
+            let said = if full { "promoted to 100%" } else { "promoted" };
+            control(RolloutId { id, remote }, "promote", json!({"full": full}), said).await
+        }
+        RolloutCmd::Rollback { id, gradual, reason, remote } => {
+            let body = json!({"reason": reason, "gradual": gradual});
+            control(RolloutId { id, remote }, "rollback", body, "rolling back").await
+        }
+        RolloutCmd::History { limit, remote } => {
+            let v = client(&remote)?.get(&format!("/v1/rollbacks?limit={limit}")).await?;
+            emit(&remote, &v, |v| {
+                let rows = history_rows(&v["items"]);
+                if rows.is_empty() {
+                    return "no rollbacks\n".into();
+                }
+                table(
+                    &[
+                        "COMPLETED",
+                        "ROLLOUT",
+                        "SLOT",
+                        "MODE",
+                        "AUTOMATIC",
+                        "SUCCESS",
+                        "RESTORED",
+                        "DURATION",
+                        "REASON",
+                    ],
+                    &rows,
+                )
+            });
+            Ok(())
+        }
+    }
+}
+
+/// `actuator stats`.
+pub(crate) async fn stats(remote: &Remote) -> anyhow::Result<()> {
+    let v = client(remote)?.get("/v1/stats").await?;
+    emit(remote, &v, |v| {
+        let mut rows: Vec<Vec<String>> = [
+            ("rollouts started", "total_deployments"),
+            ("completed", "successful_deployments"),
+            ("failed or rolled back", "failed_deployments"),
+            ("active", "active_deployments"),
+            ("rollbacks", "rollbacks"),
+            ("  automatic", "automatic_rollbacks"),
+            ("  manual", "manual_rollbacks"),
+        ]
+        .into_iter()
+        .map(|(label, key)| vec![label.to_owned(), short(&v[key])])
+        .collect();
+        for (strategy, n) in v["by_strategy"].as_object().into_iter().flatten() {
+            rows.push(vec![format!("  {strategy}"), short(n)]);
+        }
+        let mut out = table(&["COUNTER", "VALUE"], &rows);
+        if v["by_strategy"].as_object().is_some_and(|m| !m.is_empty()) {
+            out.push_str("(indented strategy rows count rollouts started with each strategy)\n");
+        }
+        out
+    });
+    Ok(())
+}
+
+fn view_path(id: &str) -> String {
+    format!("/v1/rollouts/{}", enc(id))
+}
+
+async fn control(r: RolloutId, action: &str, body: Value, said: &str) -> anyhow::Result<()> {
+    let v = client(&r.remote)?.post(&format!("{}/{action}", view_path(&r.id)), &body).await?;
+    emit(&r.remote, &v, |v| format!("{said}: {}", rollout_line(v)));
+    Ok(())
+}
+
+async fn start(a: &StartArgs) -> anyhow::Result<()> {
+    let body = match &a.file {
+        Some(f) => read_json(f)?,
+        None => start_request(a)?,
+    };
+    let v = client(&a.remote)?.post("/v1/rollouts", &body).await?;
+    emit(&a.remote, &v, |v| {
+        format!(
+            "started rollout {}: {} of {} version {} (stable version {})\n{}follow it with `actuator rollout status {} --watch`\n",
+            short(&v["id"]),
+            short(&v["strategy"]),
+            short(&v["slot"]),
+            short(&v["candidate_version"]),
+            short(&v["stable_version"]),
+            rollout_line(v),
+            short(&v["id"]),
+        )
+    });
+    Ok(())
+}
+
+/// Builds a deployment request from the flags of `rollout start`.
+pub(crate) fn start_request(a: &StartArgs) -> anyhow::Result<Value> {
+    let slot = a.slot.as_deref().context("--slot is required without a request file")?;
+    let strategy = a.strategy.context("--strategy is required without a request file")?;
+    let candidate = match (&a.version, &a.document) {
+        (Some(n), None) => json!({"version": n}),
+        (None, Some(path)) => json!({"document": read_json(path)?}),
+        _ => anyhow::bail!(
+            "name the candidate with --version N (an existing version) or --document FILE (a new one)"
+        ),
+    };
+    let mut req = Map::new();
+    req.insert("slot".into(), json!(slot));
+    req.insert("candidate".into(), candidate);
+    req.insert("strategy".into(), json!(strategy.as_str()));
+    if !a.phases.is_empty() || a.min_samples.is_some() || a.min_duration.is_some() {
+        let shares: &[f64] = if a.phases.is_empty() { &DEFAULT_PHASES } else { &a.phases };
+        if let Some(bad) = shares.iter().find(|p| !(p.is_finite() && **p > 0.0 && **p <= 100.0)) {
+            anyhow::bail!("--phases: every share must be a percentage in (0, 100], got {bad}");
+        }
+        let phases: Vec<Value> = shares
+            .iter()
+            .map(|&p| {
+                let mut phase = Map::new();
+                phase.insert("traffic_percent".into(), json!(p));
+                if let Some(n) = a.min_samples {
+                    phase.insert("min_samples".into(), json!(n));
+                }
+                if let Some(s) = a.min_duration {
+                    phase.insert("min_duration_secs".into(), json!(s));
+                    phase.insert("max_duration_secs".into(), json!(s.max(DEFAULT_MAX_PHASE_SECS)));
+                }
+                Value::Object(phase)
+            })
+            .collect();
+        req.insert("canary".into(), json!({"phases": phases}));
+    }
+    if a.gradual_rollback {
+        req.insert("rollback_mode".into(), json!("gradual"));
+    }
+    if let Some(d) = &a.description {
+        req.insert("description".into(), json!(d));
+    }
+    Ok(Value::Object(req))
+}
+
+/// Redraws the rollout every second until it reaches a terminal state.
+async fn watch(c: &Client, remote: &Remote, id: &str) -> anyhow::Result<()> {
+    let path = view_path(id);
+    let tty = std::io::stdout().is_terminal();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let v = c.get(&path).await?;
+        let done = is_terminal(&v["state"]);
+        let mut stdout = std::io::stdout().lock();
+        match remote.output {
+            Output::Json => writeln!(stdout, "{}", serde_json::to_string(&v)?)?,
+            Output::Human => {
+                if tty {
+                    // Clear the screen and move the cursor home, then redraw.
+                    write!(stdout, "\x1b[2J\x1b[H")?;
+                } else {
+                    writeln!(stdout, "----")?;
+                }
+                write!(stdout, "{}", rollout_view(&v, TRANSITIONS_SHOWN))?;
+                if done {
+                    writeln!(stdout, "\nthe rollout ended: {}", short(&v["state"]))?;
+                } else {
+                    writeln!(
+                        stdout,
+                        "\n{}  refreshing every second; Ctrl-C to stop watching",
+                        chrono::Utc::now().format("%H:%M:%S")
+                    )?;
+                }
+            }
+        }
+        stdout.flush()?;
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+fn history_rows(items: &Value) -> Vec<Vec<String>> {
+    items
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                when(rollback_field(r, "completed_at")),
+                short(&r["rollout_id"]),
+                short(&r["slot"]),
+                short(&r["mode"]),
+                yes_no(&r["automatic"]),
+                match rollback_field(r, "success") {
+                    Value::Null => "in progress".into(),
+                    s => yes_no(s),
+                },
+                short(rollback_field(r, "restored_version")),
+                rollback_field(r, "duration_ms")
+                    .as_f64()
+                    .map_or_else(|| "-".into(), |d| format!("{}ms", fnum(d))),
+                reason(&r["reason"]),
+            ]
+        })
+        .collect()
+}
+
+fn yes_no(v: &Value) -> String {
+    match v.as_bool() {
+        Some(true) => "yes".into(),
+        Some(false) => "no".into(),
+        None => "-".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::Cli;
+    use clap::{CommandFactory, Parser};
+
+    fn parse(args: &[&str]) -> Result<StartArgs, clap::Error> {
+        let cli = Cli::try_parse_from(
+            ["actuator", "rollout", "start"].iter().chain(args).copied().collect::<Vec<_>>(),
+        )?;
+        match cli.command {
+            crate::cli::Command::Rollout(RolloutCmd::Start(a)) => Ok(*a),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_build_a_deployment_request() {
+        let a = parse(&[
+            "--slot",
+            "chat.default",
+            "--strategy",
+            "canary",
+            "--version",
+            "2",
+            "--phases",
+            "1,5,100",
+            "--min-samples",
+            "300",
+            "--min-duration",
+            "2",
+            "--gradual-rollback",
+            "--description",
+            "cheaper",
+        ])
+        .unwrap();
+        let r = start_request(&a).unwrap();
+        assert_eq!(r["slot"], "chat.default");
+        assert_eq!(r["strategy"], "canary");
+        assert_eq!(r["candidate"], json!({"version": 2}));
+        assert_eq!(r["rollback_mode"], "gradual");
+        assert_eq!(r["description"], "cheaper");
+        let phases = r["canary"]["phases"].as_array().unwrap();
+        assert_eq!(phases.len(), 3);
+        assert_eq!(
+            phases[0],
+            json!({"traffic_percent": 1.0, "min_samples": 300, "min_duration_secs": 2, "max_duration_secs": 3600})
+        );
+        assert_eq!(phases[2]["traffic_percent"], 100.0);
+
+        let a = parse(&["--slot", "s", "--strategy", "blue_green", "--version", "3"]).unwrap();
+        let r = start_request(&a).unwrap();
+        assert_eq!(r["strategy"], "blue_green");
+        assert!(r.get("canary").is_none() && r.get("rollback_mode").is_none());
+
+        let a = parse(&[
+            "--slot",
+            "s",
+            "--strategy",
+            "canary",
+            "--min-samples",
+            "10",
+            "--version",
+            "1",
+        ])
+        .unwrap();
+        let r = start_request(&a).unwrap();
+        assert_eq!(r["canary"]["phases"].as_array().unwrap().len(), DEFAULT_PHASES.len());
+    }
+
+    #[test]
+    fn bad_start_flags_are_refused() {
+        let a = parse(&["--slot", "s", "--strategy", "canary"]).unwrap();
+        assert!(start_request(&a).unwrap_err().to_string().contains("--version N"));
+        let a =
+            parse(&["--slot", "s", "--strategy", "canary", "--version", "1", "--phases", "0,50"])
+                .unwrap();
+        assert!(start_request(&a).unwrap_err().to_string().contains("(0, 100]"));
+        assert!(parse(&["--strategy", "canary", "--version", "1"]).is_err(), "--slot is required");
+        assert!(parse(&["req.json", "--slot", "s"]).is_err(), "a file excludes the flags");
+        assert!(parse(&["--slot", "s", "--strategy", "nope", "--version", "1"]).is_err());
+        assert!(parse(&["req.json"]).is_ok());
+    }
+}

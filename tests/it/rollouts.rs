@@ -1,0 +1,98 @@
+//! Every strategy end to end through the daemon's API with simulated traffic: a good
+//! candidate completes, a bad one is rolled back, and the state history follows the
+//! state machine.
+
+use actuator_tests::{FAST_ENGINE, TestDaemon, TrafficSim, call, http};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+const GOOD: f64 = 0.01;
+const BAD: f64 = 0.25;
+
+/// Creates `slot` with version 1 (stable) and version 2 (candidate with `candidate_errors`).
+async fn setup(c: &reqwest::Client, url: &str, slot: &str, candidate_errors: f64) {
+    let (s, b) = call(c, Method::POST, &format!("{url}/v1/slots"), Some(json!({"name": slot}))).await;
+    assert_eq!(s, 201, "{b}");
+    for (model, er) in [("stable-model", GOOD), ("candidate-model", candidate_errors)] {
+        let doc = json!({"model": model, "sim": {"error_rate": er, "latency_ms": 300.0}});
+        let (s, b) = call(c, Method::POST, &format!("{url}/v1/slots/{slot}/versions"), Some(json!({"document": doc, "activate": model == "stable-model"}))).await;
+        assert_eq!(s, 201, "{b}");
+    }
+}
+
+async fn start(c: &reqwest::Client, url: &str, req: Value) -> String {
+    let (s, b) = call(c, Method::POST, &format!("{url}/v1/rollouts"), Some(req)).await;
+    assert_eq!(s, 201, "rollout refused: {b}");
+    b["id"].as_str().unwrap().to_owned()
+}
+
+/// Drives traffic until the rollout ends; returns its final view.
+async fn run(c: &reqwest::Client, url: &str, slot: &str, id: &str, limit: Duration) -> Value {
+    let mut sim = TrafficSim::new(0x5eed ^ id.len() as u64);
+    let t0 = Instant::now();
+    loop {
+        sim.drive(c, url, slot, 1000).await;
+        let (_, v) = call(c, Method::GET, &format!("{url}/v1/rollouts/{id}"), None).await;
+        let state = v["state"].as_str().unwrap_or("").to_owned();
+        if matches!(state.as_str(), "completed" | "rolled_back" | "failed") {
+            return v;
+        }
+        assert!(state != "paused", "rollout {id} paused: {}", v["paused_reason"]);
+        assert!(t0.elapsed() < limit, "rollout {id} did not finish in {limit:?}: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every recorded transition is an edge of the state machine, and they chain.
+fn assert_history(v: &Value) {
+    let t = v["transitions"].as_array().expect("transitions");
+    assert!(!t.is_empty());
+    let mut prev: Option<&str> = None;
+    for tr in t {
+        let (from, to) = (tr["from"].as_str().unwrap(), tr["to"].as_str().unwrap());
+        let from_s: actuator_core::DeploymentState = serde_json::from_value(json!(from)).unwrap();
+        let to_s: actuator_core::DeploymentState = serde_json::from_value(json!(to)).unwrap();
+        assert!(from_s.can_transition_to(to_s), "illegal transition {from} -> {to} in {v}");
+        if let Some(p) = prev {
+            assert_eq!(p, from, "transitions do not chain in {v}");
+        }
+        prev = Some(to);
+    }
+    assert_eq!(prev, v["state"].as_str(), "history ends elsewhere than the state");
+}
+
+async fn slot_active(c: &reqwest::Client, url: &str, slot: &str) -> u64 {
+    let (_, s) = call(c, Method::GET, &format!("{url}/v1/slots/{slot}"), None).await;
+    s["active_version"].as_u64().unwrap()
+}
+
+fn canary_request(slot: &str) -> Value {
+    json!({
+        "slot": slot, "candidate": {"version": 2}, "strategy": "canary",
+        "canary": {"phases": [
+            {"traffic_percent": 20, "min_samples": 300, "min_duration_secs": 0},
+            {"traffic_percent": 50, "min_samples": 300, "min_duration_secs": 0}
+        ]}
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn canary_good_completes_and_bad_rolls_back() {
+    let d = TestDaemon::start_with(FAST_ENGINE);
+    let c = http();
+    setup(&c, &d.url, "good", GOOD).await;
+    setup(&c, &d.url, "bad", BAD).await;
+    let good = start(&c, &d.url, canary_request("good")).await;
+    let bad = start(&c, &d.url, canary_request("bad")).await;
+    let vb = run(&c, &d.url, "bad", &bad, Duration::from_secs(90)).await;
+    assert_eq!(vb["state"], "rolled_back", "{vb}");
+    assert!(vb["rollback"]["automatic"].as_bool().unwrap());
+    assert!(vb["last_decision"]["kind"] == "rollback", "{vb}");
+    assert_eq!(slot_active(&c, &d.url, "bad").await, 1, "the stable version still serves");
+    assert_history(&vb);
+    let vg = run(&c, &d.url, "good", &good, Duration::from_secs(120)).await;
+    assert_eq!(vg["state"], "completed", "{vg}");
+    assert_eq!(slot_active(&c, &d.url, "good").await, 2, "the candidate is the new stable");
+    assert_history(&vg);
+}
