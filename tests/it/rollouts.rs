@@ -12,10 +12,15 @@ const BAD: f64 = 0.25;
 
 /// Creates `slot` with version 1 (stable) and version 2 (candidate with `candidate_errors`).
 async fn setup(c: &reqwest::Client, url: &str, slot: &str, candidate_errors: f64) {
+    setup_with(c, url, slot, json!({"error_rate": candidate_errors, "latency_ms": 300.0})).await;
+}
+
+/// Creates `slot` with version 1 (stable) and version 2 (candidate simulated by `sim`).
+async fn setup_with(c: &reqwest::Client, url: &str, slot: &str, sim: Value) {
     let (s, b) = call(c, Method::POST, &format!("{url}/v1/slots"), Some(json!({"name": slot}))).await;
     assert_eq!(s, 201, "{b}");
-    for (model, er) in [("stable-model", GOOD), ("candidate-model", candidate_errors)] {
-        let doc = json!({"model": model, "sim": {"error_rate": er, "latency_ms": 300.0}});
+    for (model, sim) in [("stable-model", json!({"error_rate": GOOD, "latency_ms": 300.0})), ("candidate-model", sim)] {
+        let doc = json!({"model": model, "sim": sim});
         let (s, b) = call(c, Method::POST, &format!("{url}/v1/slots/{slot}/versions"), Some(json!({"document": doc, "activate": model == "stable-model"}))).await;
         assert_eq!(s, 201, "{b}");
     }
@@ -95,4 +100,67 @@ async fn canary_good_completes_and_bad_rolls_back() {
     assert_eq!(vg["state"], "completed", "{vg}");
     assert_eq!(slot_active(&c, &d.url, "good").await, 2, "the candidate is the new stable");
     assert_history(&vg);
+}
+
+/// Runs `strategy` with `settings` twice, with a good and a bad candidate.
+async fn good_and_bad(strategy: &str, settings: Value, good_sim: Value, good_end: (&str, u64)) {
+    let d = TestDaemon::start_with(FAST_ENGINE);
+    let c = http();
+    setup_with(&c, &d.url, "good", good_sim).await;
+    setup(&c, &d.url, "bad", BAD).await;
+    let req = |slot: &str| json!({"slot": slot, "candidate": {"version": 2}, "strategy": strategy, "settings": settings});
+    let good = start(&c, &d.url, req("good")).await;
+    let bad = start(&c, &d.url, req("bad")).await;
+    let vb = run(&c, &d.url, "bad", &bad, Duration::from_secs(90)).await;
+    assert_eq!(vb["state"], "rolled_back", "{strategy}: {vb}");
+    assert_eq!(vb["rollback"]["automatic"], true, "{strategy}: {vb}");
+    assert_eq!(slot_active(&c, &d.url, "bad").await, 1, "{strategy}: the stable version still serves");
+    assert_history(&vb);
+    let vg = run(&c, &d.url, "good", &good, Duration::from_secs(120)).await;
+    assert_eq!(vg["state"], good_end.0, "{strategy}: {vg}");
+    assert_eq!(slot_active(&c, &d.url, "good").await, good_end.1, "{strategy}: active version after the rollout");
+    assert_history(&vg);
+}
+
+fn plain() -> Value {
+    json!({"error_rate": GOOD, "latency_ms": 300.0})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn immediate_watches_guard_rails() {
+    good_and_bad("immediate", json!({"watch_secs": 1, "min_samples": 300}), plain(), ("completed", 2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_previews_then_switches() {
+    let preview: Vec<String> = (0..500).map(|i| format!("user-{i}")).collect();
+    good_and_bad(
+        "blue_green",
+        json!({"preview_keys": preview, "min_samples": 200, "preview_secs": 0, "post_promotion_secs": 1}),
+        plain(),
+        ("completed", 2),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_steps_up_with_guard_rails() {
+    good_and_bad("rolling", json!({"step_percent": 50, "step_secs": 0, "min_samples": 200}), plain(), ("completed", 2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shadow_compares_without_serving() {
+    // A shadow pass leaves the stable version active: users never saw the candidate.
+    good_and_bad("shadow", json!({"min_samples": 300, "shadow_secs": 0}), plain(), ("completed", 1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ab_test_picks_the_better_arm() {
+    good_and_bad(
+        "ab_test",
+        json!({"primary": "quality", "min_samples": 200}),
+        json!({"error_rate": GOOD, "latency_ms": 300.0, "quality": 4.6}),
+        ("completed", 2),
+    )
+    .await;
 }

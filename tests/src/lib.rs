@@ -263,7 +263,11 @@ impl TrafficSim {
             let mut obs = Vec::new();
             for r in body["results"].as_array().into_iter().flatten() {
                 let Some(rollout) = r["rollout_id"].as_str() else { continue };
-                let variant = r["variant"].as_str().unwrap_or("stable").to_owned();
+                // A shadow answer serves the stable config; the candidate runs on a copy.
+                let variant = match r["variant"].as_str().unwrap_or("stable") {
+                    "shadow" => "stable".to_owned(),
+                    v => v.to_owned(),
+                };
                 obs.push(self.outcome(rollout, &r["phase"], &variant, &r["config"]));
                 if r["shadow"].is_object() {
                     let doc = r["shadow"]["config"].clone();
