@@ -1,6 +1,7 @@
 //! Integration tests against the real `actuator` binary.
 
 mod bad_input;
+mod chaos;
 mod cli;
 mod crash;
 mod rollouts;
