@@ -77,7 +77,8 @@ fn canary_request(slot: &str) -> Value {
         "slot": slot, "candidate": {"version": 2}, "strategy": "canary",
         "canary": {"phases": [
             {"traffic_percent": 20, "min_samples": 300, "min_duration_secs": 0},
-            {"traffic_percent": 50, "min_samples": 300, "min_duration_secs": 0}
+            {"traffic_percent": 50, "min_samples": 300, "min_duration_secs": 0},
+            {"traffic_percent": 100, "min_samples": 300, "min_duration_secs": 0}
         ]}
     })
 }

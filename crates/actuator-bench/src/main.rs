@@ -12,7 +12,9 @@
 //! To add a module: write `src/<name>.rs` with `pub(crate) fn run(opts: &Options, table: &mut
 //! Table)` and call it from `main`.
 
+mod http;
 mod resolve;
+mod rollback;
 mod table;
 
 use std::path::PathBuf;
@@ -60,6 +62,8 @@ fn main() -> ExitCode {
     };
     let mut table = Table::default();
     resolve::run(&opts, &mut table);
+    rollback::run(&opts, &mut table);
+    http::run(&opts, &mut table);
 
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let mode = if opts.quick { "quick" } else { "full" };

@@ -11,6 +11,8 @@ pub(crate) enum Limit {
     ValueAtLeast(f64),
     /// value / baseline ≤ limit.
     RatioAtMost(f64),
+    /// value / baseline ≥ limit (for throughputs).
+    RatioAtLeast(f64),
 }
 
 /// One measurement.
@@ -51,6 +53,7 @@ impl Row {
             Limit::ValueAtMost(l) => self.value <= l,
             Limit::ValueAtLeast(l) => self.value >= l,
             Limit::RatioAtMost(l) => self.ratio().is_some_and(|r| r <= l),
+            Limit::RatioAtLeast(l) => self.ratio().is_some_and(|r| r >= l),
         })
     }
 }
@@ -89,6 +92,7 @@ impl Table {
                 Some(Limit::ValueAtMost(l)) => format!("≤ {} {}", num(l), r.unit),
                 Some(Limit::ValueAtLeast(l)) => format!("≥ {} {}", num(l), r.unit),
                 Some(Limit::RatioAtMost(l)) => format!("ratio ≤ {l:.2}x"),
+                Some(Limit::RatioAtLeast(l)) => format!("ratio ≥ {l:.2}x"),
             };
             let verdict = match r.passed() {
                 None => "info",
@@ -117,6 +121,7 @@ mod tests {
         t.push(Row::new("a", 50.0, "ns/call").baseline(25.0).target(Limit::ValueAtMost(100.0)));
         t.push(Row::new("b", 3.0, "ns/call").baseline(1.0).target(Limit::RatioAtMost(2.0)));
         t.push(Row::new("c", 1.0, "x"));
+        t.push(Row::new("d", 80.0, "req/s").baseline(100.0).target(Limit::RatioAtLeast(0.7)));
         let md = t.to_markdown();
         assert!(
             md.contains("| a | 50.00 | ns/call | 25.00 | 2.00x | ≤ 100 ns/call | pass |"),
@@ -127,6 +132,7 @@ mod tests {
             "{md}"
         );
         assert!(md.contains("| c | 1.00 | x | - | - | - | info |"), "{md}");
+        assert!(md.contains("| d | 80.00 | req/s | 100 | 0.80x | ratio ≥ 0.70x | pass |"), "{md}");
         assert_eq!(t.failures(), ["b"]);
     }
 }

@@ -171,6 +171,7 @@ fn health_config(req: &DeploymentRequest) -> HealthConfig {
 fn phase_config(step: &Step, st: &EngineStatus) -> PhaseConfig {
     let frac = f64::from(step.share_bp) / 10_000.0;
     let base = match step.kind {
+        StepKind::Canary if step.share_bp >= 10_000 => PhaseConfig::rolling(1.0),
         StepKind::Canary => PhaseConfig::canary(frac),
         StepKind::Shadow => PhaseConfig::shadow(),
         StepKind::AbTest => {
@@ -537,8 +538,13 @@ impl Engine {
         let problem = match self.inner.config.validate(&rt.rec.slot, &candidate.document).await {
             Err(e) => Some(e.to_string()),
             Ok(()) => {
-                let mode = plan::analysis_mode(rt.rec.strategy, &rt.st.settings);
-                let first = phase_config(&rt.st.steps[0], &rt.st);
+                let first_step = &rt.st.steps[0];
+                let mode = if first_step.kind == StepKind::Canary && first_step.share_bp >= 10_000 {
+                    actuator_health::AnalysisMode::NoControl
+                } else {
+                    plan::analysis_mode(rt.rec.strategy, &rt.st.settings)
+                };
+                let first = phase_config(first_step, &rt.st);
                 match RolloutHealth::new(rt.rec.id.clone(), rt.rec.slot.to_string(), mode, health_config(&rt.req), first, now) {
                     Ok(h) => {
                         rt.st.health = Some(h);
@@ -707,7 +713,14 @@ impl Engine {
         }
         let now = Utc::now();
         let cfg = phase_config(&rt.st.steps[next], &rt.st);
-        if let Some(h) = rt.st.health.as_mut() {
+        let full_canary = rt.st.steps[next].kind == StepKind::Canary && rt.st.steps[next].share_bp >= 10_000;
+        if full_canary {
+            // At 100 % there is no control left to compare with: the step watches the guard
+            // rails on the candidate's own numbers (the comparison was decided on the way up).
+            let h = RolloutHealth::new(rt.rec.id.clone(), rt.rec.slot.to_string(), actuator_health::AnalysisMode::NoControl, health_config(&rt.req), cfg, now)
+                .map_err(|e| EngineError::Invalid(e.to_string()))?;
+            rt.st.health = Some(h);
+        } else if let Some(h) = rt.st.health.as_mut() {
             h.start_phase(cfg, now).map_err(|e| EngineError::Invalid(e.to_string()))?;
         }
         rt.st.step = next;
