@@ -489,6 +489,7 @@ impl Engine {
             last_decision: None,
             paused_reason: None,
             awaiting_promotion: false,
+            failing_looks: 0,
             transitions: Default::default(),
             rollback: None,
             errors: Default::default(),
@@ -623,11 +624,6 @@ impl Engine {
         let now = Utc::now();
         match rt.rec.state {
             DeploymentState::Monitoring => {
-                let max_total = ChronoDuration::seconds(i64::try_from(rt.req.canary.max_duration_secs).unwrap_or(i64::MAX / 2));
-                if now - rt.st.started_at > max_total {
-                    let mode = rt.req.rollback_mode;
-                    return self.start_rollback(rt, RollbackReason::Timeout, true, mode, "engine").await;
-                }
                 self.look(rt, now).await?;
             }
             DeploymentState::RollingBack => self.rollback_tick(rt, now).await?,
@@ -642,7 +638,33 @@ impl Engine {
     async fn look(&self, rt: &mut Runtime, now: DateTime<Utc>) -> Result<(), EngineError> {
         let Some(health) = rt.st.health.as_mut() else { return Ok(()) };
         let eval = health.look(now);
-        let view = DecisionView::from_eval(&eval);
+        let mut view = DecisionView::from_eval(&eval);
+        // The seed's triggers, beside the analysis: absolute limits on the candidate's numbers.
+        let failing = eval.explanation.comparisons.iter().any(|c| {
+            c.checks.iter().any(|k| matches!(k.status, actuator_health::CheckStatus::Breach | actuator_health::CheckStatus::Critical))
+        });
+        rt.st.failing_looks = if failing { rt.st.failing_looks + 1 } else { 0 };
+        let max_total = ChronoDuration::seconds(i64::try_from(rt.req.canary.max_duration_secs).unwrap_or(i64::MAX / 2));
+        let input = trigger_input(&eval, rt.st.failing_looks, now - rt.st.started_at > max_total);
+        let fired = rt.st.settings.triggers.evaluate(&input);
+        if let Some(first) = fired.first()
+            && (rt.req.canary.auto_rollback || first.kind == actuator_rollback::TriggerKind::Timeout)
+        {
+            view.kind = "rollback".into();
+            view.rule = format!("trigger: {}", first.message);
+            view.reasons = fired.iter().map(|f| f.message.clone()).collect();
+            rt.st.last_decision = Some(view);
+            let reason = match first.kind {
+                actuator_rollback::TriggerKind::ErrorRate => RollbackReason::HighErrorRate,
+                actuator_rollback::TriggerKind::Latency => RollbackReason::HighLatency,
+                actuator_rollback::TriggerKind::Quality => RollbackReason::QualityDegradation,
+                actuator_rollback::TriggerKind::Cost => RollbackReason::CostOverrun,
+                actuator_rollback::TriggerKind::HealthChecks => RollbackReason::HealthCheckFailed,
+                actuator_rollback::TriggerKind::Timeout => RollbackReason::Timeout,
+            };
+            let mode = rt.req.rollback_mode;
+            return self.start_rollback(rt, reason, true, mode, "engine").await;
+        }
         let changed = rt.st.last_decision.as_ref().is_none_or(|d| d.kind != view.kind || d.rule != view.rule);
         rt.st.last_decision = Some(view.clone());
         rt.dirty = true;
@@ -790,11 +812,8 @@ impl Engine {
         let current = rt.st.route.as_ref().map_or(0, |r| r.share.basis_points());
         let mut remaining: Vec<u16> = match mode {
             RollbackMode::Fast => vec![0],
-            RollbackMode::Gradual => [5000u16, 2500, 500, 100, 0].into_iter().filter(|&s| s < current).collect(),
+            RollbackMode::Gradual => actuator_rollback::gradual_plan(current),
         };
-        if remaining.is_empty() {
-            remaining.push(0);
-        }
         let first = remaining.remove(0);
         let step_secs = if first == 0 { self.inner.settings.validation_secs } else { self.inner.settings.gradual_step_secs };
         rt.st.rollback = Some(RollbackState {
@@ -874,11 +893,19 @@ impl Engine {
             return self.commit(rt, DeploymentState::RollingBack, &format!("gradual rollback: share {} %", f64::from(next) / 100.0), "rollout.rollback_step", "engine", None, Value::Null).await;
         }
         // Validation window over: judge the stable config on what it served meanwhile.
-        let total: u64 = rb.steps.iter().map(|s| s.control_requests).sum();
-        let validated = if rb.control_requests >= self.inner.settings.validation_min_samples || total >= self.inner.settings.validation_min_samples {
-            Some(rate.unwrap_or(0.0) <= rt.req.success_criteria.max_error_rate.max(0.0) * 2.0 + 0.005)
-        } else {
-            None
+        let requests: u64 = rb.steps.iter().map(|s| s.control_requests).sum();
+        let errors: u64 = rb
+            .steps
+            .iter()
+            .map(|s| (s.control_error_rate.unwrap_or(0.0) * s.control_requests as f64).round() as u64)
+            .sum();
+        // The stable config is judged against the guard-rail error limit, with the seed's
+        // critical factor of 2 as slack for the noise of a short window.
+        let limit = (rt.req.success_criteria.max_error_rate * 2.0).max(0.01);
+        let validated = match actuator_rollback::validate(requests, errors, self.inner.settings.validation_min_samples, limit) {
+            actuator_rollback::Validation::Healthy => Some(true),
+            actuator_rollback::Validation::Unhealthy => Some(false),
+            actuator_rollback::Validation::Unknown => None,
         };
         let result = RollbackResult {
             deployment_id: rt.rec.id.clone(),
@@ -1098,6 +1125,26 @@ impl Engine {
     /// Counters since the store was created.
     pub fn stats(&self) -> ActuatorStats {
         lock(&self.inner.stats).clone()
+    }
+}
+
+/// The numbers the seed's triggers look at: the worst treatment arm of the evaluation.
+fn trigger_input(eval: &actuator_health::Evaluation, failing_looks: u32, past_max: bool) -> actuator_rollback::TriggerInput {
+    let arms = &eval.explanation.arms;
+    let control = arms.iter().find(|a| a.arm == Arm::Control);
+    let worst = arms
+        .iter()
+        .filter(|a| a.arm != Arm::Control)
+        .max_by(|a, b| a.error_rate.unwrap_or(0.0).total_cmp(&b.error_rate.unwrap_or(0.0)));
+    actuator_rollback::TriggerInput {
+        requests: worst.map_or(0, |a| a.requests),
+        error_rate: worst.and_then(|a| a.error_rate),
+        p99_latency_ms: worst.and_then(|a| a.p99_ms),
+        mean_quality: worst.and_then(|a| a.mean_quality),
+        mean_cost: worst.and_then(|a| a.mean_cost),
+        control_mean_cost: control.and_then(|a| a.mean_cost),
+        consecutive_failures: failing_looks,
+        past_max_duration: past_max,
     }
 }
 

@@ -86,6 +86,8 @@ pub struct PreviewAttribute {
 pub struct StrategySettings {
     /// All strategies: what an inconclusive step does.
     pub inconclusive: InconclusivePolicy,
+    /// All strategies: the seed's automatic rollback triggers beside the analysis.
+    pub triggers: actuator_rollback::RollbackTriggers,
     /// Immediate: seconds of guard-rail watching after the switch.
     pub watch_secs: u64,
     /// Immediate, rolling, shadow: requests needed per step.
@@ -122,6 +124,7 @@ impl Default for StrategySettings {
     fn default() -> Self {
         Self {
             inconclusive: InconclusivePolicy::Hold,
+            triggers: actuator_rollback::RollbackTriggers::default(),
             watch_secs: 300,
             min_samples: 200,
             preview_keys: Vec::new(),
@@ -153,8 +156,10 @@ pub(crate) fn settings(req: &DeploymentRequest) -> Result<StrategySettings, Engi
     if req.settings.is_null() {
         return Ok(StrategySettings::default());
     }
-    serde_json::from_value(req.settings.clone())
-        .map_err(|e| EngineError::Invalid(format!("settings: {e}")))
+    let s: StrategySettings = serde_json::from_value(req.settings.clone())
+        .map_err(|e| EngineError::Invalid(format!("settings: {e}")))?;
+    s.triggers.validate().map_err(EngineError::Invalid)?;
+    Ok(s)
 }
 
 /// The analysis mode a strategy uses.

@@ -99,6 +99,9 @@ pub struct EngineStatus {
     pub paused_reason: Option<String>,
     /// Whether the analysis said promote while auto-promotion is off.
     pub awaiting_promotion: bool,
+    /// Looks in a row with a failing guard-rail check.
+    #[serde(default)]
+    pub failing_looks: u32,
     /// Bounded transition history.
     pub transitions: VecDeque<Transition>,
     /// The rollback, if one happened.
