@@ -4,4 +4,5 @@ mod bad_input;
 mod chaos;
 mod cli;
 mod crash;
+mod observations;
 mod rollouts;

@@ -154,9 +154,13 @@ fn share(bp: u16) -> Share {
     Share::from_basis_points(bp.min(10_000)).unwrap_or(Share::ZERO)
 }
 
-fn health_config(req: &DeploymentRequest) -> HealthConfig {
+fn health_config(req: &DeploymentRequest, timeout_ms: f64) -> HealthConfig {
     let c = &req.success_criteria;
-    let mut h = HealthConfig { alpha_rollback_total: c.alpha, ..HealthConfig::default() };
+    let mut h = HealthConfig {
+        alpha_rollback_total: c.alpha,
+        timeout_ms: Some(timeout_ms),
+        ..HealthConfig::default()
+    };
     let g = &mut h.guard_rails;
     g.min_success_rate = c.min_success_rate;
     g.max_error_rate = c.max_error_rate;
@@ -546,7 +550,7 @@ impl Engine {
                     plan::analysis_mode(rt.rec.strategy, &rt.st.settings)
                 };
                 let first = phase_config(first_step, &rt.st);
-                match RolloutHealth::new(rt.rec.id.clone(), rt.rec.slot.to_string(), mode, health_config(&rt.req), first, now) {
+                match RolloutHealth::new(rt.rec.id.clone(), rt.rec.slot.to_string(), mode, health_config(&rt.req, rt.st.settings.request_timeout_ms), first, now) {
                     Ok(h) => {
                         rt.st.health = Some(h);
                         None
@@ -739,7 +743,7 @@ impl Engine {
         if full_canary {
             // At 100 % there is no control left to compare with: the step watches the guard
             // rails on the candidate's own numbers (the comparison was decided on the way up).
-            let h = RolloutHealth::new(rt.rec.id.clone(), rt.rec.slot.to_string(), actuator_health::AnalysisMode::NoControl, health_config(&rt.req), cfg, now)
+            let h = RolloutHealth::new(rt.rec.id.clone(), rt.rec.slot.to_string(), actuator_health::AnalysisMode::NoControl, health_config(&rt.req, rt.st.settings.request_timeout_ms), cfg, now)
                 .map_err(|e| EngineError::Invalid(e.to_string()))?;
             rt.st.health = Some(h);
         } else if let Some(h) = rt.st.health.as_mut() {

@@ -103,6 +103,12 @@ fn parse(v: Value) -> Result<(String, Item), String> {
 impl Engine {
     /// Records a batch of outcomes. Valid items are kept; invalid ones are reported by index.
     pub async fn ingest(&self, items: Vec<Value>) -> IngestReport {
+        self.ingest_parsed(items.into_iter().map(Ok).collect()).await
+    }
+
+    /// Like [`Engine::ingest`], for items some of which already failed to parse (an NDJSON
+    /// line that is not JSON): those are reported at their index with their error.
+    pub async fn ingest_parsed(&self, items: Vec<Result<Value, String>>) -> IngestReport {
         let mut report = IngestReport::default();
         if items.len() > MAX_BATCH {
             report.rejected = items.len() as u64;
@@ -114,7 +120,7 @@ impl Engine {
         }
         let mut groups: BTreeMap<String, Vec<(usize, Item)>> = BTreeMap::new();
         for (index, v) in items.into_iter().enumerate() {
-            match parse(v) {
+            match v.and_then(parse) {
                 Ok((rollout, item)) => groups.entry(rollout).or_default().push((index, item)),
                 Err(error) => report.results.push(IngestItemError { index, error }),
             }

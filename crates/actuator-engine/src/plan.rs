@@ -86,6 +86,9 @@ pub struct PreviewAttribute {
 pub struct StrategySettings {
     /// All strategies: what an inconclusive step does.
     pub inconclusive: InconclusivePolicy,
+    /// All strategies: the application's request timeout (ms); a timeout reported without a
+    /// latency counts at this latency (60000).
+    pub request_timeout_ms: f64,
     /// All strategies: the seed's automatic rollback triggers beside the analysis.
     pub triggers: actuator_rollback::RollbackTriggers,
     /// Immediate: seconds of guard-rail watching after the switch.
@@ -124,6 +127,7 @@ impl Default for StrategySettings {
     fn default() -> Self {
         Self {
             inconclusive: InconclusivePolicy::Hold,
+            request_timeout_ms: 60_000.0,
             triggers: actuator_rollback::RollbackTriggers::default(),
             watch_secs: 300,
             min_samples: 200,
@@ -159,6 +163,12 @@ pub(crate) fn settings(req: &DeploymentRequest) -> Result<StrategySettings, Engi
     let s: StrategySettings = serde_json::from_value(req.settings.clone())
         .map_err(|e| EngineError::Invalid(format!("settings: {e}")))?;
     s.triggers.validate().map_err(EngineError::Invalid)?;
+    if !(s.request_timeout_ms.is_finite() && s.request_timeout_ms > 0.0) {
+        return Err(EngineError::Invalid(format!(
+            "settings.request_timeout_ms must be a positive number, got {}",
+            s.request_timeout_ms
+        )));
+    }
     Ok(s)
 }
 

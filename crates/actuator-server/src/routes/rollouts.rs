@@ -180,21 +180,19 @@ async fn observations(
     body: Bytes,
 ) -> Result<Json<actuator_engine::IngestReport>, ApiError> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let items: Vec<Value> = if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") {
-        let mut out = Vec::new();
-        for (i, line) in body.split(|b| *b == b'\n').enumerate() {
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
-            }
-            out.push(serde_json::from_slice(line).map_err(|e| {
-                ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("line {} is not valid JSON: {e}", i + 1))
-            })?);
-        }
-        out
+    let items: Vec<Result<Value, String>> = if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") {
+        // A line that is not JSON (NaN, a truncated line) fails alone; the others are kept.
+        body.split(|b| *b == b'\n')
+            .enumerate()
+            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+            .map(|(i, line)| {
+                serde_json::from_slice(line).map_err(|e| format!("line {} is not valid JSON: {e}", i + 1))
+            })
+            .collect()
     } else if ct.starts_with("application/json") {
         match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Array(a)) => a,
-            Ok(Value::Object(o)) => vec![Value::Object(o)],
+            Ok(Value::Array(a)) => a.into_iter().map(Ok).collect(),
+            Ok(Value::Object(o)) => vec![Ok(Value::Object(o))],
             Ok(_) => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "send a JSON array of observations")),
             Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the request body is not valid JSON: {e}"))),
         }
@@ -212,5 +210,5 @@ async fn observations(
             format!("a batch holds at most {MAX_BATCH} observations, got {}; split it", items.len()),
         ));
     }
-    Ok(Json(engine(&st)?.ingest(items).await))
+    Ok(Json(engine(&st)?.ingest_parsed(items).await))
 }
