@@ -235,19 +235,19 @@ impl Default for HealthConfig {
             alpha_ab: 0.05,
             power_for_tau: 0.8,
             errors: ErrorMetricConfig {
-                weight: 0.4,
+                weight: 0.5,
                 mde_ratio: 2.0,
                 tolerance_ratio: 1.0,
                 mde_abs: 0.01,
                 promote_margin_abs: 0.005,
             },
             latency: LatencyMetricConfig {
-                weight: 0.2,
+                weight: 0.15,
                 mde_ratio: 1.2,
                 promote_margin_ratio: 1.10,
             },
             latency_tail: TailMetricConfig {
-                weight: 0.2,
+                weight: 0.15,
                 quantiles: vec![0.95, 0.99],
                 mde_abs: vec![0.04, 0.01],
                 promote_margin_abs: vec![0.02, 0.005],
