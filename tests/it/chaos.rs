@@ -22,18 +22,25 @@ fn rank(v: &Value) -> (u8, u64) {
 }
 
 async fn ensure_rollout(c: &reqwest::Client, url: &str, slot: &str, n: u64) -> Option<String> {
-    let (_, list) = call(c, Method::GET, &format!("{url}/v1/rollouts?active=true&slot={slot}"), None).await;
+    let (_, list) =
+        call(c, Method::GET, &format!("{url}/v1/rollouts?active=true&slot={slot}"), None).await;
     if list["items"].as_array().is_some_and(|a| !a.is_empty()) {
         return None;
     }
-    let bad = n % 3 == 0;
+    let bad = n.is_multiple_of(3);
     let doc = json!({"model": format!("{slot}-{n}"), "sim": {"error_rate": if bad { 0.3 } else { 0.01 }}});
-    let (s, v) = call(c, Method::POST, &format!("{url}/v1/slots/{slot}/versions"), Some(json!({"document": doc, "activate": false}))).await;
+    let (s, v) = call(
+        c,
+        Method::POST,
+        &format!("{url}/v1/slots/{slot}/versions"),
+        Some(json!({"document": doc, "activate": false})),
+    )
+    .await;
     assert_eq!(s, 201, "{v}");
     let version = v["version_number"].as_u64().unwrap();
     let req = json!({
         "slot": slot, "candidate": {"version": version}, "strategy": "canary",
-        "rollback_mode": if n % 2 == 0 { "gradual" } else { "fast" },
+        "rollback_mode": if n.is_multiple_of(2) { "gradual" } else { "fast" },
         "canary": {"phases": [
             {"traffic_percent": 10, "min_samples": 400, "min_duration_secs": 0},
             {"traffic_percent": 30, "min_samples": 400, "min_duration_secs": 0},
@@ -53,7 +60,13 @@ async fn sigkill_during_live_rollouts_loses_nothing() {
     for slot in SLOTS {
         call(&c, Method::POST, &format!("{}/v1/slots", d.url), Some(json!({"name": slot}))).await;
         let doc = json!({"model": format!("{slot}-0"), "sim": {"error_rate": 0.01}});
-        call(&c, Method::POST, &format!("{}/v1/slots/{slot}/versions", d.url), Some(json!({"document": doc}))).await;
+        call(
+            &c,
+            Method::POST,
+            &format!("{}/v1/slots/{slot}/versions", d.url),
+            Some(json!({"document": doc})),
+        )
+        .await;
     }
     let mut seen: BTreeMap<String, Value> = BTreeMap::new();
     let mut sim = TrafficSim::new(7);
@@ -89,22 +102,45 @@ async fn sigkill_during_live_rollouts_loses_nothing() {
         d.kill();
         d = TestDaemon::start_in_with(dir.path(), Some(FAST_ENGINE));
         for (id, before) in &seen {
-            let (s, after) = call(&c, Method::GET, &format!("{}/v1/rollouts/{id}", d.url), None).await;
+            let (s, after) =
+                call(&c, Method::GET, &format!("{}/v1/rollouts/{id}", d.url), None).await;
             assert_eq!(s, 200, "round {round}: rollout {id} lost");
-            assert!(rank(&after) >= rank(before), "round {round}: rollout {id} went back from {} step {} to {} step {}", before["state"], before["phase"], after["state"], after["phase"]);
+            assert!(
+                rank(&after) >= rank(before),
+                "round {round}: rollout {id} went back from {} step {} to {} step {}",
+                before["state"],
+                before["phase"],
+                after["state"],
+                after["phase"]
+            );
             if before["state"] == after["state"] && before["phase"] == after["phase"] {
-                assert_eq!(before["phase_started_at"], after["phase_started_at"], "round {round}: {id}'s step timer restarted");
+                assert_eq!(
+                    before["phase_started_at"], after["phase_started_at"],
+                    "round {round}: {id}'s step timer restarted"
+                );
             }
         }
         let seq = head["seq"].as_u64().unwrap();
-        let (_, got) = call(&c, Method::GET, &format!("{}/v1/audit?order=asc&cursor={}&limit=1", d.url, seq - 1), None).await;
-        assert_eq!(got["items"][0]["hash"], head["hash"], "round {round}: acknowledged audit entry {seq} changed or vanished");
+        let (_, got) = call(
+            &c,
+            Method::GET,
+            &format!("{}/v1/audit?order=asc&cursor={}&limit=1", d.url, seq - 1),
+            None,
+        )
+        .await;
+        assert_eq!(
+            got["items"][0]["hash"], head["hash"],
+            "round {round}: acknowledged audit entry {seq} changed or vanished"
+        );
         let (_, report) = call(&c, Method::GET, &format!("{}/v1/audit/verify", d.url), None).await;
         assert_eq!(report["ok"], true, "round {round}: {report}");
     }
     // The rollouts moved on across restarts: resumed ones advanced, and some finished.
     let progressed = seen.iter().filter(|(id, v)| rank(v) > first[*id]).count();
     assert!(progressed > 0, "no rollout made progress across {} restarts", rounds());
-    let finished = seen.values().filter(|v| matches!(v["state"].as_str(), Some("completed" | "rolled_back"))).count();
+    let finished = seen
+        .values()
+        .filter(|v| matches!(v["state"].as_str(), Some("completed" | "rolled_back")))
+        .count();
     assert!(finished > 0, "no rollout finished: {seen:?}");
 }

@@ -220,7 +220,7 @@ mod tests {
         #[test]
         fn diff_round_trips(a in doc(), b in doc()) {
             let d = Diff::between(&a, &b);
-            prop_assert_eq!(d.apply_to(&a), b.clone());
+            prop_assert_eq!(&d.apply_to(&a), &b);
             prop_assert_eq!(d.is_empty(), a == b);
         }
     }

@@ -70,7 +70,7 @@ pub fn builtin_checks(doc: &Value) -> Vec<ValidationIssue> {
         check_range(doc, base, "top_p", 0.0, 1.0, &mut out);
         let path = format!("{base}/max_tokens");
         if let Some(v) = doc.pointer(&path)
-            && !v.as_u64().is_some_and(|n| n > 0)
+            && v.as_u64().is_none_or(|n| n == 0)
         {
             out.push(issue(path, format!("max_tokens must be a positive integer, got {v}")));
         }
