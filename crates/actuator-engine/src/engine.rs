@@ -244,11 +244,27 @@ impl Engine {
         self.inner.wake.notify_one();
     }
 
-    fn notify(&self, kind: &str, severity: Severity, actor: &str, target: &str, summary: String, details: Value) {
+    fn notify(
+        &self,
+        kind: &str,
+        severity: Severity,
+        actor: &str,
+        target: &str,
+        summary: String,
+        details: Value,
+    ) {
         if self.inner.notifiers.is_empty() {
             return;
         }
-        let event = Event { kind: kind.into(), severity, at: Utc::now(), actor: actor.into(), target: target.into(), summary, details };
+        let event = Event {
+            kind: kind.into(),
+            severity,
+            at: Utc::now(),
+            actor: actor.into(),
+            target: target.into(),
+            summary,
+            details,
+        };
         for n in self.inner.notifiers.clone() {
             let e = event.clone();
             // Delivery runs on its own task: a slow or failing notifier never blocks a rollout.
@@ -276,14 +292,25 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let from = rt.rec.state;
         if from != to {
-            rt.st.push_transition(Transition { from, to, at: Utc::now(), reason: reason.to_owned() });
+            rt.st.push_transition(Transition {
+                from,
+                to,
+                at: Utc::now(),
+                reason: reason.to_owned(),
+            });
         }
-        let status = serde_json::to_value(&rt.st).map_err(|e| EngineError::Invalid(format!("status: {e}")))?;
+        let status = serde_json::to_value(&rt.st)
+            .map_err(|e| EngineError::Invalid(format!("status: {e}")))?;
         let mut meta = json!({"slot": rt.rec.slot, "from": from, "to": to, "phase": rt.st.step, "share_percent": rt.st.share_percent(), "reason": reason});
         if let (Value::Object(m), Value::Object(extra)) = (&mut meta, metadata) {
             m.extend(extra);
         }
-        let update = RolloutUpdate { expected_revision: rt.rec.revision, state: to, status, activate_version: activate };
+        let update = RolloutUpdate {
+            expected_revision: rt.rec.revision,
+            state: to,
+            status,
+            activate_version: activate,
+        };
         let audit = AuditDraft::success(actor, action, rt.rec.id.clone()).with_metadata(meta);
         match self.store().update_rollout(&rt.rec.id, update, audit).await {
             Ok(rec) => {
@@ -332,17 +359,38 @@ impl Engine {
         *lock(&self.inner.state) = ActuatorState::Starting;
         let mut cursor = None;
         loop {
-            let page = self.store().list_rollouts(RolloutFilter { active_only: true, slot: None }, PageRequest { limit: PageRequest::MAX_LIMIT, cursor }).await?;
+            let page = self
+                .store()
+                .list_rollouts(
+                    RolloutFilter { active_only: true, slot: None },
+                    PageRequest { limit: PageRequest::MAX_LIMIT, cursor },
+                )
+                .await?;
             for rec in &page.items {
                 if rec.state.is_active() {
-                    match (serde_json::from_value::<EngineStatus>(rec.status.clone()), serde_json::from_value::<DeploymentRequest>(rec.request.clone())) {
+                    match (
+                        serde_json::from_value::<EngineStatus>(rec.status.clone()),
+                        serde_json::from_value::<DeploymentRequest>(rec.request.clone()),
+                    ) {
                         (Ok(st), Ok(req)) => {
-                            let rt = Runtime { rec: rec.clone(), st, req, dirty: false, last_save: Instant::now() };
-                            self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner()).insert(rec.id.clone(), Arc::new(Mutex::new(rt)));
+                            let rt = Runtime {
+                                rec: rec.clone(),
+                                st,
+                                req,
+                                dirty: false,
+                                last_save: Instant::now(),
+                            };
+                            self.inner
+                                .runtimes
+                                .write()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .insert(rec.id.clone(), Arc::new(Mutex::new(rt)));
                             self.inner.routes.refresh_slot(&rec.slot).await;
                             tracing::info!(rollout = %rec.id, state = %rec.state, "resumed rollout");
                         }
-                        (Err(e), _) | (_, Err(e)) => tracing::error!(rollout = %rec.id, error = %e, "cannot resume rollout: unreadable state"),
+                        (Err(e), _) | (_, Err(e)) => {
+                            tracing::error!(rollout = %rec.id, error = %e, "cannot resume rollout: unreadable state")
+                        }
                     }
                 }
             }
@@ -382,7 +430,13 @@ impl Engine {
         let mut stats = ActuatorStats::default();
         let mut cursor = None;
         loop {
-            let page = self.store().list_rollouts(RolloutFilter::default(), PageRequest { limit: PageRequest::MAX_LIMIT, cursor }).await?;
+            let page = self
+                .store()
+                .list_rollouts(
+                    RolloutFilter::default(),
+                    PageRequest { limit: PageRequest::MAX_LIMIT, cursor },
+                )
+                .await?;
             for rec in &page.items {
                 count(&mut stats, rec);
             }
@@ -444,12 +498,18 @@ impl Engine {
         };
         let active = self.active_count();
         if active >= self.inner.settings.max_active_rollouts {
-            return Err(EngineError::Limit { active, limit: self.inner.settings.max_active_rollouts });
+            return Err(EngineError::Limit {
+                active,
+                limit: self.inner.settings.max_active_rollouts,
+            });
         }
         for rt in self.all_runtimes() {
             let g = rt.lock().await;
             if g.rec.slot == req.slot {
-                return Err(EngineError::SlotBusy { slot: req.slot.to_string(), rollout: g.rec.id.clone() });
+                return Err(EngineError::SlotBusy {
+                    slot: req.slot.to_string(),
+                    rollout: g.rec.id.clone(),
+                });
             }
         }
         for arm in &settings.arms {
@@ -475,9 +535,16 @@ impl Engine {
             }
         };
         if candidate == stable && req.strategy != DeploymentStrategy::AbTest {
-            return Err(EngineError::Invalid(format!("version {candidate} is already the active version of slot {}", req.slot)));
+            return Err(EngineError::Invalid(format!(
+                "version {candidate} is already the active version of slot {}",
+                req.slot
+            )));
         }
-        let snapshot = self.inner.config.snapshot(&req.slot, &format!("before rollout {id}"), &req.actor).await?;
+        let snapshot = self
+            .inner
+            .config
+            .snapshot(&req.slot, &format!("before rollout {id}"), &req.actor)
+            .await?;
         let now = Utc::now();
         let st = EngineStatus {
             started_at: now,
@@ -527,19 +594,41 @@ impl Engine {
             *s.by_strategy.entry(req.strategy).or_default() += 1;
         }
         let actor = req.actor.clone();
-        let rt: Shared = Arc::new(Mutex::new(Runtime { rec, st, req, dirty: false, last_save: Instant::now() }));
-        self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner()).insert(id.clone(), rt.clone());
+        let rt: Shared =
+            Arc::new(Mutex::new(Runtime { rec, st, req, dirty: false, last_save: Instant::now() }));
+        self.inner
+            .runtimes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), rt.clone());
         let mut g = rt.lock().await;
         self.begin(&mut g, &actor).await?;
-        self.notify("rollout.start", Severity::Info, &actor, &id, format!("rollout {id} of {} started ({})", g.rec.slot, g.rec.strategy), json!({"candidate_version": candidate}));
+        self.notify(
+            "rollout.start",
+            Severity::Info,
+            &actor,
+            &id,
+            format!("rollout {id} of {} started ({})", g.rec.slot, g.rec.strategy),
+            json!({"candidate_version": candidate}),
+        );
         Ok(RolloutView::new(&g.rec, &g.st))
     }
 
     /// Pending → Validating → first step.
     async fn begin(&self, rt: &mut Runtime, actor: &str) -> Result<(), EngineError> {
-        self.commit(rt, DeploymentState::Validating, "validating the candidate", "rollout.validate", actor, None, Value::Null).await?;
+        self.commit(
+            rt,
+            DeploymentState::Validating,
+            "validating the candidate",
+            "rollout.validate",
+            actor,
+            None,
+            Value::Null,
+        )
+        .await?;
         let now = Utc::now();
-        let candidate = self.inner.config.get_version(&rt.rec.slot, rt.st.candidate_version).await?;
+        let candidate =
+            self.inner.config.get_version(&rt.rec.slot, rt.st.candidate_version).await?;
         let problem = match self.inner.config.validate(&rt.rec.slot, &candidate.document).await {
             Err(e) => Some(e.to_string()),
             Ok(()) => {
@@ -550,7 +639,14 @@ impl Engine {
                     plan::analysis_mode(rt.rec.strategy, &rt.st.settings)
                 };
                 let first = phase_config(first_step, &rt.st);
-                match RolloutHealth::new(rt.rec.id.clone(), rt.rec.slot.to_string(), mode, health_config(&rt.req, rt.st.settings.request_timeout_ms), first, now) {
+                match RolloutHealth::new(
+                    rt.rec.id.clone(),
+                    rt.rec.slot.to_string(),
+                    mode,
+                    health_config(&rt.req, rt.st.settings.request_timeout_ms),
+                    first,
+                    now,
+                ) {
                     Ok(h) => {
                         rt.st.health = Some(h);
                         None
@@ -562,18 +658,41 @@ impl Engine {
         if let Some(p) = problem {
             rt.st.push_error(p.clone());
             rt.st.outcome = Some(format!("validation failed: {p}"));
-            self.commit(rt, DeploymentState::Failed, &p, "rollout.fail", actor, None, Value::Null).await?;
+            self.commit(rt, DeploymentState::Failed, &p, "rollout.fail", actor, None, Value::Null)
+                .await?;
             self.finished(false);
             return Err(EngineError::Invalid(p));
         }
         rt.st.step = 0;
         rt.st.step_started_at = now;
         rt.st.route = Some(self.route_for(rt, 0).await?);
-        self.commit(rt, DeploymentState::RollingOut, "entering step 0", "rollout.phase", actor, None, Value::Null).await?;
-        self.commit(rt, DeploymentState::Monitoring, "monitoring step 0", "rollout.monitor", actor, None, Value::Null).await
+        self.commit(
+            rt,
+            DeploymentState::RollingOut,
+            "entering step 0",
+            "rollout.phase",
+            actor,
+            None,
+            Value::Null,
+        )
+        .await?;
+        self.commit(
+            rt,
+            DeploymentState::Monitoring,
+            "monitoring step 0",
+            "rollout.monitor",
+            actor,
+            None,
+            Value::Null,
+        )
+        .await
     }
 
-    async fn versioned(&self, slot: &SlotName, version: u64) -> Result<VersionedConfig, EngineError> {
+    async fn versioned(
+        &self,
+        slot: &SlotName,
+        version: u64,
+    ) -> Result<VersionedConfig, EngineError> {
         let v = self.inner.config.get_version(slot, version).await?;
         Ok(VersionedConfig::new(v.version, v.document))
     }
@@ -588,7 +707,10 @@ impl Engine {
             StepKind::Shadow => Rollout::shadow(id, cand),
             StepKind::AbTest => {
                 let stable = rt.st.stable_version.unwrap_or(rt.st.candidate_version);
-                let mut configs = vec![("control".to_owned(), self.versioned(&rt.rec.slot, stable).await?), ("b".to_owned(), cand)];
+                let mut configs = vec![
+                    ("control".to_owned(), self.versioned(&rt.rec.slot, stable).await?),
+                    ("b".to_owned(), cand),
+                ];
                 for a in &rt.st.settings.arms {
                     configs.push((a.name.clone(), self.versioned(&rt.rec.slot, a.version).await?));
                 }
@@ -633,7 +755,10 @@ impl Engine {
             DeploymentState::RollingBack => self.rollback_tick(rt, now).await?,
             _ => {}
         }
-        if rt.dirty && rt.rec.state.is_active() && rt.last_save.elapsed() >= Duration::from_millis(self.inner.settings.checkpoint_ms) {
+        if rt.dirty
+            && rt.rec.state.is_active()
+            && rt.last_save.elapsed() >= Duration::from_millis(self.inner.settings.checkpoint_ms)
+        {
             self.checkpoint(rt).await;
         }
         Ok(())
@@ -645,14 +770,22 @@ impl Engine {
         let mut view = DecisionView::from_eval(&eval);
         // The seed's triggers, beside the analysis: absolute limits on the candidate's numbers.
         let failing = eval.explanation.comparisons.iter().any(|c| {
-            c.checks.iter().any(|k| matches!(k.status, actuator_health::CheckStatus::Breach | actuator_health::CheckStatus::Critical))
+            c.checks.iter().any(|k| {
+                matches!(
+                    k.status,
+                    actuator_health::CheckStatus::Breach | actuator_health::CheckStatus::Critical
+                )
+            })
         });
         rt.st.failing_looks = if failing { rt.st.failing_looks + 1 } else { 0 };
-        let max_total = ChronoDuration::seconds(i64::try_from(rt.req.canary.max_duration_secs).unwrap_or(i64::MAX / 2));
+        let max_total = ChronoDuration::seconds(
+            i64::try_from(rt.req.canary.max_duration_secs).unwrap_or(i64::MAX / 2),
+        );
         let input = trigger_input(&eval, rt.st.failing_looks, now - rt.st.started_at > max_total);
         let fired = rt.st.settings.triggers.evaluate(&input);
         if let Some(first) = fired.first()
-            && (rt.req.canary.auto_rollback || first.kind == actuator_rollback::TriggerKind::Timeout)
+            && (rt.req.canary.auto_rollback
+                || first.kind == actuator_rollback::TriggerKind::Timeout)
         {
             view.kind = "rollback".into();
             view.rule = format!("trigger: {}", first.message);
@@ -669,7 +802,8 @@ impl Engine {
             let mode = rt.req.rollback_mode;
             return self.start_rollback(rt, reason, true, mode, "engine").await;
         }
-        let changed = rt.st.last_decision.as_ref().is_none_or(|d| d.kind != view.kind || d.rule != view.rule);
+        let changed =
+            rt.st.last_decision.as_ref().is_none_or(|d| d.kind != view.kind || d.rule != view.rule);
         rt.st.last_decision = Some(view.clone());
         rt.dirty = true;
         let auto_promote = rt.req.canary.auto_promote;
@@ -681,34 +815,75 @@ impl Engine {
             }
             Decision::Promote { arm } => {
                 if auto_promote {
-                    self.advance(rt, "engine", "analysis: promote", "rollout.promote", Some(arm)).await
+                    self.advance(rt, "engine", "analysis: promote", "rollout.promote", Some(arm))
+                        .await
                 } else {
                     if !rt.st.awaiting_promotion {
-                        self.notify("rollout.awaiting_promotion", Severity::Info, "engine", &rt.rec.id, format!("rollout {} can be promoted", rt.rec.id), Value::Null);
+                        self.notify(
+                            "rollout.awaiting_promotion",
+                            Severity::Info,
+                            "engine",
+                            &rt.rec.id,
+                            format!("rollout {} can be promoted", rt.rec.id),
+                            Value::Null,
+                        );
                     }
                     rt.st.awaiting_promotion = true;
                     Ok(())
                 }
             }
             Decision::Rollback { rules, .. } => {
-                let names: Vec<String> = rules.iter().map(|r| format!("{:?}:{}", r.kind, r.metric).to_lowercase()).collect();
+                let names: Vec<String> = rules
+                    .iter()
+                    .map(|r| format!("{:?}:{}", r.kind, r.metric).to_lowercase())
+                    .collect();
                 if auto_rollback {
                     let mode = rt.req.rollback_mode;
-                    self.start_rollback(rt, RollbackReason::Analysis { rules: names }, true, mode, "engine").await
+                    self.start_rollback(
+                        rt,
+                        RollbackReason::Analysis { rules: names },
+                        true,
+                        mode,
+                        "engine",
+                    )
+                    .await
                 } else {
-                    self.pause(rt, &format!("analysis recommends rollback ({}); auto_rollback is off", view.reasons.join("; ")), "engine").await
+                    self.pause(
+                        rt,
+                        &format!(
+                            "analysis recommends rollback ({}); auto_rollback is off",
+                            view.reasons.join("; ")
+                        ),
+                        "engine",
+                    )
+                    .await
                 }
             }
             Decision::Inconclusive { .. } => match rt.st.settings.inconclusive {
                 InconclusivePolicy::Hold => {
-                    self.pause(rt, &format!("inconclusive: {}", view.reasons.join("; ")), "engine").await
+                    self.pause(rt, &format!("inconclusive: {}", view.reasons.join("; ")), "engine")
+                        .await
                 }
                 InconclusivePolicy::PromoteIfNoAlarm => {
-                    self.advance(rt, "engine", "inconclusive, no alarm: promote", "rollout.promote", None).await
+                    self.advance(
+                        rt,
+                        "engine",
+                        "inconclusive, no alarm: promote",
+                        "rollout.promote",
+                        None,
+                    )
+                    .await
                 }
                 InconclusivePolicy::Rollback => {
                     let mode = rt.req.rollback_mode;
-                    self.start_rollback(rt, RollbackReason::Analysis { rules: vec!["inconclusive".into()] }, true, mode, "engine").await
+                    self.start_rollback(
+                        rt,
+                        RollbackReason::Analysis { rules: vec!["inconclusive".into()] },
+                        true,
+                        mode,
+                        "engine",
+                    )
+                    .await
                 }
             },
             Decision::Halt { .. } => {
@@ -723,14 +898,29 @@ impl Engine {
 
     async fn pause(&self, rt: &mut Runtime, reason: &str, actor: &str) -> Result<(), EngineError> {
         rt.st.paused_reason = Some(reason.to_owned());
-        self.commit(rt, DeploymentState::Paused, reason, "rollout.pause", actor, None, Value::Null).await?;
+        self.commit(rt, DeploymentState::Paused, reason, "rollout.pause", actor, None, Value::Null)
+            .await?;
         let sev = if actor == "engine" { Severity::Warning } else { Severity::Info };
-        self.notify("rollout.pause", sev, actor, &rt.rec.id, format!("rollout {} paused: {reason}", rt.rec.id), Value::Null);
+        self.notify(
+            "rollout.pause",
+            sev,
+            actor,
+            &rt.rec.id,
+            format!("rollout {} paused: {reason}", rt.rec.id),
+            Value::Null,
+        );
         Ok(())
     }
 
     /// Moves to the next step, or completes after the last.
-    async fn advance(&self, rt: &mut Runtime, actor: &str, reason: &str, action: &str, winner: Option<Arm>) -> Result<(), EngineError> {
+    async fn advance(
+        &self,
+        rt: &mut Runtime,
+        actor: &str,
+        reason: &str,
+        action: &str,
+        winner: Option<Arm>,
+    ) -> Result<(), EngineError> {
         rt.st.awaiting_promotion = false;
         rt.st.paused_reason = None;
         let next = rt.st.step + 1;
@@ -739,12 +929,20 @@ impl Engine {
         }
         let now = Utc::now();
         let cfg = phase_config(&rt.st.steps[next], &rt.st);
-        let full_canary = rt.st.steps[next].kind == StepKind::Canary && rt.st.steps[next].share_bp >= 10_000;
+        let full_canary =
+            rt.st.steps[next].kind == StepKind::Canary && rt.st.steps[next].share_bp >= 10_000;
         if full_canary {
             // At 100 % there is no control left to compare with: the step watches the guard
             // rails on the candidate's own numbers (the comparison was decided on the way up).
-            let h = RolloutHealth::new(rt.rec.id.clone(), rt.rec.slot.to_string(), actuator_health::AnalysisMode::NoControl, health_config(&rt.req, rt.st.settings.request_timeout_ms), cfg, now)
-                .map_err(|e| EngineError::Invalid(e.to_string()))?;
+            let h = RolloutHealth::new(
+                rt.rec.id.clone(),
+                rt.rec.slot.to_string(),
+                actuator_health::AnalysisMode::NoControl,
+                health_config(&rt.req, rt.st.settings.request_timeout_ms),
+                cfg,
+                now,
+            )
+            .map_err(|e| EngineError::Invalid(e.to_string()))?;
             rt.st.health = Some(h);
         } else if let Some(h) = rt.st.health.as_mut() {
             h.start_phase(cfg, now).map_err(|e| EngineError::Invalid(e.to_string()))?;
@@ -752,35 +950,102 @@ impl Engine {
         rt.st.step = next;
         rt.st.step_started_at = now;
         rt.st.route = Some(self.route_for(rt, next).await?);
-        self.commit(rt, DeploymentState::RollingOut, &format!("{reason}; entering step {next}"), action, actor, None, Value::Null).await?;
-        self.commit(rt, DeploymentState::Monitoring, &format!("monitoring step {next}"), "rollout.monitor", actor, None, Value::Null).await?;
-        self.notify(action, Severity::Info, actor, &rt.rec.id, format!("rollout {} at step {next} ({} %)", rt.rec.id, rt.st.share_percent()), Value::Null);
+        self.commit(
+            rt,
+            DeploymentState::RollingOut,
+            &format!("{reason}; entering step {next}"),
+            action,
+            actor,
+            None,
+            Value::Null,
+        )
+        .await?;
+        self.commit(
+            rt,
+            DeploymentState::Monitoring,
+            &format!("monitoring step {next}"),
+            "rollout.monitor",
+            actor,
+            None,
+            Value::Null,
+        )
+        .await?;
+        self.notify(
+            action,
+            Severity::Info,
+            actor,
+            &rt.rec.id,
+            format!("rollout {} at step {next} ({} %)", rt.rec.id, rt.st.share_percent()),
+            Value::Null,
+        );
         Ok(())
     }
 
-    async fn complete(&self, rt: &mut Runtime, actor: &str, reason: &str, winner: Option<Arm>) -> Result<(), EngineError> {
+    async fn complete(
+        &self,
+        rt: &mut Runtime,
+        actor: &str,
+        reason: &str,
+        winner: Option<Arm>,
+    ) -> Result<(), EngineError> {
         let (activate, outcome) = match rt.rec.strategy {
-            DeploymentStrategy::Shadow => (None, "the candidate passed the shadow comparison; users never saw it".to_owned()),
+            DeploymentStrategy::Shadow => {
+                (None, "the candidate passed the shadow comparison; users never saw it".to_owned())
+            }
             DeploymentStrategy::AbTest => match winner {
                 Some(Arm::Control) => (None, "control won; the stable config stays".to_owned()),
                 Some(Arm::Named(n)) if n != "b" => {
                     let v = rt.st.settings.arms.iter().find(|a| a.name == n).map(|a| a.version);
                     (v, format!("arm {n} won and is now active"))
                 }
-                Some(_) => (Some(rt.st.candidate_version), "arm b (the candidate) won and is now active".to_owned()),
-                None => (Some(rt.st.candidate_version), "promoted by hand: the candidate is now active".to_owned()),
+                Some(_) => (
+                    Some(rt.st.candidate_version),
+                    "arm b (the candidate) won and is now active".to_owned(),
+                ),
+                None => (
+                    Some(rt.st.candidate_version),
+                    "promoted by hand: the candidate is now active".to_owned(),
+                ),
             },
-            _ => (Some(rt.st.candidate_version), format!("version {} is now active", rt.st.candidate_version)),
+            _ => (
+                Some(rt.st.candidate_version),
+                format!("version {} is now active", rt.st.candidate_version),
+            ),
         };
         rt.st.route = None;
         rt.st.outcome = Some(outcome.clone());
         // A paused rollout resumes into monitoring first: the machine completes from there.
         if rt.rec.state == DeploymentState::Paused || rt.rec.state == DeploymentState::RollingOut {
-            self.commit(rt, DeploymentState::Monitoring, reason, "rollout.monitor", actor, None, Value::Null).await?;
+            self.commit(
+                rt,
+                DeploymentState::Monitoring,
+                reason,
+                "rollout.monitor",
+                actor,
+                None,
+                Value::Null,
+            )
+            .await?;
         }
-        self.commit(rt, DeploymentState::Completed, &format!("{reason}; {outcome}"), "rollout.complete", actor, activate, json!({"activated_version": activate})).await?;
+        self.commit(
+            rt,
+            DeploymentState::Completed,
+            &format!("{reason}; {outcome}"),
+            "rollout.complete",
+            actor,
+            activate,
+            json!({"activated_version": activate}),
+        )
+        .await?;
         self.finished(true);
-        self.notify("rollout.complete", Severity::Info, actor, &rt.rec.id, format!("rollout {} completed: {outcome}", rt.rec.id), Value::Null);
+        self.notify(
+            "rollout.complete",
+            Severity::Info,
+            actor,
+            &rt.rec.id,
+            format!("rollout {} completed: {outcome}", rt.rec.id),
+            Value::Null,
+        );
         if rt.rec.strategy == DeploymentStrategy::Shadow && rt.st.settings.then_canary {
             let mut next = rt.req.clone();
             next.id = None;
@@ -810,7 +1075,14 @@ impl Engine {
 
     // ---------------------------------------------------------------- rollback
 
-    async fn start_rollback(&self, rt: &mut Runtime, reason: RollbackReason, automatic: bool, mode: RollbackMode, actor: &str) -> Result<(), EngineError> {
+    async fn start_rollback(
+        &self,
+        rt: &mut Runtime,
+        reason: RollbackReason,
+        automatic: bool,
+        mode: RollbackMode,
+        actor: &str,
+    ) -> Result<(), EngineError> {
         let decided = Instant::now();
         let now = Utc::now();
         let current = rt.st.route.as_ref().map_or(0, |r| r.share.basis_points());
@@ -819,7 +1091,11 @@ impl Engine {
             RollbackMode::Gradual => actuator_rollback::gradual_plan(current),
         };
         let first = remaining.remove(0);
-        let step_secs = if first == 0 { self.inner.settings.validation_secs } else { self.inner.settings.gradual_step_secs };
+        let step_secs = if first == 0 {
+            self.inner.settings.validation_secs
+        } else {
+            self.inner.settings.gradual_step_secs
+        };
         rt.st.rollback = Some(RollbackState {
             reason: reason.clone(),
             automatic,
@@ -828,7 +1104,12 @@ impl Engine {
             decided_at: now,
             flip_ms: None,
             remaining_bp: remaining,
-            steps: vec![RollbackStep { share_bp: first, at: now, control_requests: 0, control_error_rate: None }],
+            steps: vec![RollbackStep {
+                share_bp: first,
+                at: now,
+                control_requests: 0,
+                control_error_rate: None,
+            }],
             next_at: now + ChronoDuration::seconds(i64::try_from(step_secs).unwrap_or(0)),
             control_requests: 0,
             control_errors: 0,
@@ -846,12 +1127,31 @@ impl Engine {
             other => format!("rollback: {}", serde_json::to_string(other).unwrap_or_default()),
         };
         let limit = Duration::from_millis(self.inner.settings.rollback_timeout_ms);
-        let action = if matches!(reason, RollbackReason::Aborted) { "rollout.abort" } else { "rollout.rollback" };
-        let fut = self.commit(rt, DeploymentState::RollingBack, &why, action, actor, None, json!({"automatic": automatic, "mode": mode, "rollback_reason": reason}));
+        let action = if matches!(reason, RollbackReason::Aborted) {
+            "rollout.abort"
+        } else {
+            "rollout.rollback"
+        };
+        let fut = self.commit(
+            rt,
+            DeploymentState::RollingBack,
+            &why,
+            action,
+            actor,
+            None,
+            json!({"automatic": automatic, "mode": mode, "rollback_reason": reason}),
+        );
         match tokio::time::timeout(limit, fut).await {
             Ok(r) => r?,
             Err(_) => {
-                self.notify("rollout.rollback_timeout", Severity::Critical, actor, &rt.rec.id, format!("rollback of {} timed out", rt.rec.id), Value::Null);
+                self.notify(
+                    "rollout.rollback_timeout",
+                    Severity::Critical,
+                    actor,
+                    &rt.rec.id,
+                    format!("rollback of {} timed out", rt.rec.id),
+                    Value::Null,
+                );
                 return Err(EngineError::RollbackTimeout(rt.rec.id.clone()));
             }
         }
@@ -869,8 +1169,17 @@ impl Engine {
                 s.manual_rollbacks += 1;
             }
         }
-        self.notify(action, if automatic { Severity::Critical } else { Severity::Warning }, actor, &rt.rec.id,
-            format!("rollout {} of {} is rolling back ({why}); routing flipped in {flip:.1} ms", rt.rec.id, rt.rec.slot), json!({"flip_ms": flip}));
+        self.notify(
+            action,
+            if automatic { Severity::Critical } else { Severity::Warning },
+            actor,
+            &rt.rec.id,
+            format!(
+                "rollout {} of {} is rolling back ({why}); routing flipped in {flip:.1} ms",
+                rt.rec.id, rt.rec.slot
+            ),
+            json!({"flip_ms": flip}),
+        );
         Ok(())
     }
 
@@ -879,34 +1188,61 @@ impl Engine {
         if now < rb.next_at {
             return Ok(());
         }
-        let rate = (rb.control_requests > 0).then(|| rb.control_errors as f64 / rb.control_requests as f64);
+        let rate = (rb.control_requests > 0)
+            .then(|| rb.control_errors as f64 / rb.control_requests as f64);
         if let Some(last) = rb.steps.last_mut() {
             last.control_requests = rb.control_requests;
             last.control_error_rate = rate;
         }
         if !rb.remaining_bp.is_empty() {
             let next = rb.remaining_bp.remove(0);
-            rb.steps.push(RollbackStep { share_bp: next, at: now, control_requests: 0, control_error_rate: None });
-            let secs = if next == 0 { self.inner.settings.validation_secs } else { self.inner.settings.gradual_step_secs };
+            rb.steps.push(RollbackStep {
+                share_bp: next,
+                at: now,
+                control_requests: 0,
+                control_error_rate: None,
+            });
+            let secs = if next == 0 {
+                self.inner.settings.validation_secs
+            } else {
+                self.inner.settings.gradual_step_secs
+            };
             rb.next_at = now + ChronoDuration::seconds(i64::try_from(secs).unwrap_or(0));
             rb.control_requests = 0;
             rb.control_errors = 0;
             if let Some(r) = rt.st.route.as_mut() {
                 r.share = share(next);
             }
-            return self.commit(rt, DeploymentState::RollingBack, &format!("gradual rollback: share {} %", f64::from(next) / 100.0), "rollout.rollback_step", "engine", None, Value::Null).await;
+            return self
+                .commit(
+                    rt,
+                    DeploymentState::RollingBack,
+                    &format!("gradual rollback: share {} %", f64::from(next) / 100.0),
+                    "rollout.rollback_step",
+                    "engine",
+                    None,
+                    Value::Null,
+                )
+                .await;
         }
         // Validation window over: judge the stable config on what it served meanwhile.
         let requests: u64 = rb.steps.iter().map(|s| s.control_requests).sum();
         let errors: u64 = rb
             .steps
             .iter()
-            .map(|s| (s.control_error_rate.unwrap_or(0.0) * s.control_requests as f64).round() as u64)
+            .map(|s| {
+                (s.control_error_rate.unwrap_or(0.0) * s.control_requests as f64).round() as u64
+            })
             .sum();
         // The stable config is judged against the guard-rail error limit, with the seed's
         // critical factor of 2 as slack for the noise of a short window.
         let limit = (rt.req.success_criteria.max_error_rate * 2.0).max(0.01);
-        let validated = match actuator_rollback::validate(requests, errors, self.inner.settings.validation_min_samples, limit) {
+        let validated = match actuator_rollback::validate(
+            requests,
+            errors,
+            self.inner.settings.validation_min_samples,
+            limit,
+        ) {
             actuator_rollback::Validation::Healthy => Some(true),
             actuator_rollback::Validation::Unhealthy => Some(false),
             actuator_rollback::Validation::Unknown => None,
@@ -925,29 +1261,60 @@ impl Engine {
         rb.result = Some(result);
         let summary = match validated {
             Some(true) => "the stable config is healthy again".to_owned(),
-            Some(false) => "the stable config still shows errors after the rollback: look at the system".to_owned(),
+            Some(false) => {
+                "the stable config still shows errors after the rollback: look at the system"
+                    .to_owned()
+            }
             None => "too little traffic to validate the stable config".to_owned(),
         };
         rt.st.route = None;
-        rt.st.outcome = Some(format!("rolled back to version {}; {summary}", rt.st.stable_version.unwrap_or(0)));
-        self.commit(rt, DeploymentState::RolledBack, &summary, "rollout.rolled_back", "engine", None, json!({"validated": validated})).await?;
+        rt.st.outcome = Some(format!(
+            "rolled back to version {}; {summary}",
+            rt.st.stable_version.unwrap_or(0)
+        ));
+        self.commit(
+            rt,
+            DeploymentState::RolledBack,
+            &summary,
+            "rollout.rolled_back",
+            "engine",
+            None,
+            json!({"validated": validated}),
+        )
+        .await?;
         self.finished(false);
         let sev = if validated == Some(false) { Severity::Critical } else { Severity::Info };
-        self.notify("rollout.rolled_back", sev, "engine", &rt.rec.id, format!("rollout {} rolled back: {summary}", rt.rec.id), Value::Null);
+        self.notify(
+            "rollout.rolled_back",
+            sev,
+            "engine",
+            &rt.rec.id,
+            format!("rollout {} rolled back: {summary}", rt.rec.id),
+            Value::Null,
+        );
         Ok(())
     }
 
     // ---------------------------------------------------------------- manual control
 
     /// Applies an operator's action; audited with `actor`.
-    pub async fn act(&self, id: &str, action: ManualAction, actor: &str) -> Result<RolloutView, EngineError> {
+    pub async fn act(
+        &self,
+        id: &str,
+        action: ManualAction,
+        actor: &str,
+    ) -> Result<RolloutView, EngineError> {
         if let ManualAction::Retry = action {
             return self.retry(id, actor).await;
         }
         let rt = self.runtime(id).ok_or_else(|| self.missing_or_inactive(id, action.name()))?;
         let mut g = rt.lock().await;
         let state = g.rec.state;
-        let bad = || EngineError::InvalidTransition { action: action.name().into(), id: id.into(), state: state.to_string() };
+        let bad = || EngineError::InvalidTransition {
+            action: action.name().into(),
+            id: id.into(),
+            state: state.to_string(),
+        };
         use DeploymentState::*;
         match &action {
             ManualAction::Pause => {
@@ -961,19 +1328,45 @@ impl Engine {
                     return Err(bad());
                 }
                 g.st.paused_reason = None;
-                self.commit(&mut g, Monitoring, &format!("resumed by {actor}"), "rollout.resume", actor, None, Value::Null).await?;
+                self.commit(
+                    &mut g,
+                    Monitoring,
+                    &format!("resumed by {actor}"),
+                    "rollout.resume",
+                    actor,
+                    None,
+                    Value::Null,
+                )
+                .await?;
             }
             ManualAction::Promote { full } => {
                 if !matches!(state, Monitoring | Paused) {
                     return Err(bad());
                 }
                 if *full {
-                    self.complete(&mut g, actor, &format!("promoted fully by {actor}"), None).await?;
+                    self.complete(&mut g, actor, &format!("promoted fully by {actor}"), None)
+                        .await?;
                 } else {
                     if state == Paused {
-                        self.commit(&mut g, Monitoring, "promotion by hand", "rollout.resume", actor, None, Value::Null).await?;
+                        self.commit(
+                            &mut g,
+                            Monitoring,
+                            "promotion by hand",
+                            "rollout.resume",
+                            actor,
+                            None,
+                            Value::Null,
+                        )
+                        .await?;
                     }
-                    self.advance(&mut g, actor, &format!("promoted by {actor}"), "rollout.promote", None).await?;
+                    self.advance(
+                        &mut g,
+                        actor,
+                        &format!("promoted by {actor}"),
+                        "rollout.promote",
+                        None,
+                    )
+                    .await?;
                 }
             }
             ManualAction::Skip => {
@@ -981,23 +1374,53 @@ impl Engine {
                     return Err(bad());
                 }
                 if state == Paused {
-                    self.commit(&mut g, Monitoring, "skip by hand", "rollout.resume", actor, None, Value::Null).await?;
+                    self.commit(
+                        &mut g,
+                        Monitoring,
+                        "skip by hand",
+                        "rollout.resume",
+                        actor,
+                        None,
+                        Value::Null,
+                    )
+                    .await?;
                 }
                 let step = g.st.step;
-                self.advance(&mut g, actor, &format!("step {step} skipped by {actor}"), "rollout.skip", None).await?;
+                self.advance(
+                    &mut g,
+                    actor,
+                    &format!("step {step} skipped by {actor}"),
+                    "rollout.skip",
+                    None,
+                )
+                .await?;
             }
             ManualAction::Abort => {
                 if !matches!(state, RollingOut | Monitoring | Paused) {
                     return Err(bad());
                 }
-                self.start_rollback(&mut g, RollbackReason::Aborted, false, RollbackMode::Fast, actor).await?;
+                self.start_rollback(
+                    &mut g,
+                    RollbackReason::Aborted,
+                    false,
+                    RollbackMode::Fast,
+                    actor,
+                )
+                .await?;
             }
             ManualAction::Rollback { reason, gradual } => {
                 if !matches!(state, RollingOut | Monitoring | Paused) {
                     return Err(bad());
                 }
                 let mode = if *gradual { RollbackMode::Gradual } else { RollbackMode::Fast };
-                self.start_rollback(&mut g, RollbackReason::Manual { reason: reason.clone() }, false, mode, actor).await?;
+                self.start_rollback(
+                    &mut g,
+                    RollbackReason::Manual { reason: reason.clone() },
+                    false,
+                    mode,
+                    actor,
+                )
+                .await?;
             }
             ManualAction::Retry => {}
         }
@@ -1012,20 +1435,37 @@ impl Engine {
     }
 
     fn missing_or_inactive(&self, id: &str, action: &str) -> EngineError {
-        EngineError::InvalidTransition { action: action.into(), id: id.into(), state: "not active (finished or unknown)".into() }
+        EngineError::InvalidTransition {
+            action: action.into(),
+            id: id.into(),
+            state: "not active (finished or unknown)".into(),
+        }
     }
 
     async fn retry(&self, id: &str, actor: &str) -> Result<RolloutView, EngineError> {
-        let rec = self.store().get_rollout(id).await?.ok_or_else(|| EngineError::UnknownRollout(id.into()))?;
+        let rec = self
+            .store()
+            .get_rollout(id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRollout(id.into()))?;
         if !matches!(rec.state, DeploymentState::RolledBack | DeploymentState::Failed) {
-            return Err(EngineError::InvalidTransition { action: "retry".into(), id: id.into(), state: rec.state.to_string() });
+            return Err(EngineError::InvalidTransition {
+                action: "retry".into(),
+                id: id.into(),
+                state: rec.state.to_string(),
+            });
         }
         let active = self.active_count();
         if active >= self.inner.settings.max_active_rollouts {
-            return Err(EngineError::Limit { active, limit: self.inner.settings.max_active_rollouts });
+            return Err(EngineError::Limit {
+                active,
+                limit: self.inner.settings.max_active_rollouts,
+            });
         }
-        let req: DeploymentRequest = serde_json::from_value(rec.request.clone()).map_err(|e| EngineError::Invalid(format!("stored request: {e}")))?;
-        let mut st: EngineStatus = serde_json::from_value(rec.status.clone()).map_err(|e| EngineError::Invalid(format!("stored status: {e}")))?;
+        let req: DeploymentRequest = serde_json::from_value(rec.request.clone())
+            .map_err(|e| EngineError::Invalid(format!("stored request: {e}")))?;
+        let mut st: EngineStatus = serde_json::from_value(rec.status.clone())
+            .map_err(|e| EngineError::Invalid(format!("stored status: {e}")))?;
         let now = Utc::now();
         st.started_at = now;
         st.step = 0;
@@ -1040,19 +1480,33 @@ impl Engine {
         let slot = self.inner.config.get_slot(&rec.slot).await?;
         st.stable_version = slot.active_version;
         let mut rt = Runtime { rec, st, req, dirty: false, last_save: Instant::now() };
-        self.commit(&mut rt, DeploymentState::Pending, &format!("retried by {actor}"), "rollout.retry", actor, None, Value::Null)
-            .await
-            .map_err(|e| match e {
-                EngineError::Store(StoreError::AlreadyExists { what }) => EngineError::SlotBusy { slot: rt.rec.slot.to_string(), rollout: what },
-                other => other,
-            })?;
+        self.commit(
+            &mut rt,
+            DeploymentState::Pending,
+            &format!("retried by {actor}"),
+            "rollout.retry",
+            actor,
+            None,
+            Value::Null,
+        )
+        .await
+        .map_err(|e| match e {
+            EngineError::Store(StoreError::AlreadyExists { what }) => {
+                EngineError::SlotBusy { slot: rt.rec.slot.to_string(), rollout: what }
+            }
+            other => other,
+        })?;
         {
             let mut s = lock(&self.inner.stats);
             s.active_deployments += 1;
             s.failed_deployments = s.failed_deployments.saturating_sub(1);
         }
         let shared: Shared = Arc::new(Mutex::new(rt));
-        self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner()).insert(id.to_owned(), shared.clone());
+        self.inner
+            .runtimes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.to_owned(), shared.clone());
         let mut g = shared.lock().await;
         self.begin(&mut g, actor).await?;
         Ok(RolloutView::new(&g.rec, &g.st))
@@ -1066,8 +1520,13 @@ impl Engine {
             let g = rt.lock().await;
             return Ok(RolloutView::new(&g.rec, &g.st));
         }
-        let rec = self.store().get_rollout(id).await?.ok_or_else(|| EngineError::UnknownRollout(id.into()))?;
-        let st: EngineStatus = serde_json::from_value(rec.status.clone()).map_err(|e| EngineError::Invalid(format!("stored status of {id}: {e}")))?;
+        let rec = self
+            .store()
+            .get_rollout(id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRollout(id.into()))?;
+        let st: EngineStatus = serde_json::from_value(rec.status.clone())
+            .map_err(|e| EngineError::Invalid(format!("stored status of {id}: {e}")))?;
         Ok(RolloutView::new(&rec, &st))
     }
 
@@ -1076,8 +1535,13 @@ impl Engine {
         let st = match self.runtime(id) {
             Some(rt) => rt.lock().await.st.clone(),
             None => {
-                let rec = self.store().get_rollout(id).await?.ok_or_else(|| EngineError::UnknownRollout(id.into()))?;
-                serde_json::from_value::<EngineStatus>(rec.status).map_err(|e| EngineError::Invalid(e.to_string()))?
+                let rec = self
+                    .store()
+                    .get_rollout(id)
+                    .await?
+                    .ok_or_else(|| EngineError::UnknownRollout(id.into()))?;
+                serde_json::from_value::<EngineStatus>(rec.status)
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?
             }
         };
         let (last, history): (Value, Vec<Value>) = match &st.health {
@@ -1091,7 +1555,11 @@ impl Engine {
     }
 
     /// Lists rollouts, newest first.
-    pub async fn list(&self, filter: RolloutFilter, page: PageRequest) -> Result<Page<RolloutView>, EngineError> {
+    pub async fn list(
+        &self,
+        filter: RolloutFilter,
+        page: PageRequest,
+    ) -> Result<Page<RolloutView>, EngineError> {
         let p = self.store().list_rollouts(filter, page).await?;
         let mut items = Vec::with_capacity(p.items.len());
         for rec in p.items {
@@ -1103,7 +1571,12 @@ impl Engine {
                 }
                 None => match serde_json::from_value::<EngineStatus>(rec.status.clone()) {
                     Ok(st) => RolloutView::new(&rec, &st),
-                    Err(e) => return Err(EngineError::Invalid(format!("stored status of {}: {e}", rec.id))),
+                    Err(e) => {
+                        return Err(EngineError::Invalid(format!(
+                            "stored status of {}: {e}",
+                            rec.id
+                        )));
+                    }
                 },
             };
             items.push(view);
@@ -1120,7 +1593,11 @@ impl Engine {
             .into_iter()
             .filter_map(|rec| {
                 let st = serde_json::from_value::<EngineStatus>(rec.status).ok()?;
-                Some(RollbackView { rollout_id: rec.id, slot: rec.slot.to_string(), rollback: st.rollback? })
+                Some(RollbackView {
+                    rollout_id: rec.id,
+                    slot: rec.slot.to_string(),
+                    rollback: st.rollback?,
+                })
             })
             .collect();
         Ok(Page { items, next_cursor: p.next_cursor })
@@ -1133,7 +1610,11 @@ impl Engine {
 }
 
 /// The numbers the seed's triggers look at: the worst treatment arm of the evaluation.
-fn trigger_input(eval: &actuator_health::Evaluation, failing_looks: u32, past_max: bool) -> actuator_rollback::TriggerInput {
+fn trigger_input(
+    eval: &actuator_health::Evaluation,
+    failing_looks: u32,
+    past_max: bool,
+) -> actuator_rollback::TriggerInput {
     let arms = &eval.explanation.arms;
     let control = arms.iter().find(|a| a.arm == Arm::Control);
     let worst = arms
@@ -1195,7 +1676,10 @@ impl Actuator for Engine {
         self.get_deployment_status(&v.id).await
     }
 
-    async fn get_deployment_status(&self, deployment_id: &str) -> Result<DeploymentStatus, EngineError> {
+    async fn get_deployment_status(
+        &self,
+        deployment_id: &str,
+    ) -> Result<DeploymentStatus, EngineError> {
         let v = self.view(deployment_id).await?;
         let health = match v.last_decision.as_ref().map(|d| d.kind.as_str()) {
             Some("rollback") => HealthStatus::Unhealthy,
@@ -1227,7 +1711,9 @@ impl Actuator for Engine {
             other => serde_json::to_string(other).unwrap_or_default(),
         };
         let started = Instant::now();
-        let v = self.act(&request.deployment_id, ManualAction::Rollback { reason, gradual }, &request.actor).await?;
+        let v = self
+            .act(&request.deployment_id, ManualAction::Rollback { reason, gradual }, &request.actor)
+            .await?;
         Ok(RollbackResult {
             deployment_id: v.id,
             success: true,
@@ -1259,7 +1745,12 @@ impl Actuator for Engine {
             out.push(HealthCheckResult {
                 name: format!("rollout {}", g.rec.id),
                 passed: kind != "rollback" && kind != "halt",
-                message: format!("{} at step {} ({} %), last decision {kind}", g.rec.state, g.st.step, g.st.share_percent()),
+                message: format!(
+                    "{} at step {} ({} %), last decision {kind}",
+                    g.rec.state,
+                    g.st.step,
+                    g.st.share_percent()
+                ),
                 value: Some(g.st.share_percent()),
                 threshold: None,
                 checked_at: now,

@@ -14,7 +14,9 @@ pub enum EngineError {
     #[error("rollout {0} does not exist")]
     UnknownRollout(String),
     /// The daemon already runs its maximum of rollouts.
-    #[error("{active} rollouts are active, the limit is {limit}; wait for one to finish or raise engine.max_active_rollouts")]
+    #[error(
+        "{active} rollouts are active, the limit is {limit}; wait for one to finish or raise engine.max_active_rollouts"
+    )]
     Limit {
         /// Active now.
         active: usize,
@@ -22,7 +24,9 @@ pub enum EngineError {
         limit: usize,
     },
     /// The slot already has an active rollout.
-    #[error("slot {slot} already has an active rollout ({rollout}); abort it or wait for it to finish")]
+    #[error(
+        "slot {slot} already has an active rollout ({rollout}); abort it or wait for it to finish"
+    )]
     SlotBusy {
         /// The slot.
         slot: String,

@@ -114,13 +114,35 @@ impl Engine {
             report.rejected = items.len() as u64;
             report.results.push(IngestItemError {
                 index: 0,
-                error: format!("a batch holds at most {MAX_BATCH} items, got {}; split it", items.len()),
+                error: format!(
+                    "a batch holds at most {MAX_BATCH} items, got {}; split it",
+                    items.len()
+                ),
             });
             return report;
         }
+        let parsed = items.into_iter().map(|v| v.and_then(parse)).collect();
+        self.ingest_items(parsed, report).await
+    }
+
+    /// Records outcomes reported in-process by an application that embeds the engine (no
+    /// JSON on the way): the same rules as [`Engine::ingest`].
+    pub async fn report(&self, observations: Vec<Observation>) -> IngestReport {
+        let items = observations
+            .into_iter()
+            .map(|o| Ok((o.rollout_id.clone(), Item::Obs(o, None))))
+            .collect();
+        self.ingest_items(items, IngestReport::default()).await
+    }
+
+    async fn ingest_items(
+        &self,
+        items: Vec<Result<(String, Item), String>>,
+        mut report: IngestReport,
+    ) -> IngestReport {
         let mut groups: BTreeMap<String, Vec<(usize, Item)>> = BTreeMap::new();
         for (index, v) in items.into_iter().enumerate() {
-            match v.and_then(parse) {
+            match v {
                 Ok((rollout, item)) => groups.entry(rollout).or_default().push((index, item)),
                 Err(error) => report.results.push(IngestItemError { index, error }),
             }
@@ -128,16 +150,22 @@ impl Engine {
         for (rollout, group) in groups {
             let Some(rt) = self.runtime(&rollout) else {
                 for (index, _) in group {
-                    report.results.push(IngestItemError { index, error: format!("rollout {rollout} is unknown or no longer active") });
+                    report.results.push(IngestItemError {
+                        index,
+                        error: format!("rollout {rollout} is unknown or no longer active"),
+                    });
                 }
                 continue;
             };
             let mut g = rt.lock().await;
             let state = g.rec.state;
-            let no_control = g.st.health.as_ref().is_some_and(|h| matches!(h.mode(), AnalysisMode::NoControl));
+            let no_control =
+                g.st.health.as_ref().is_some_and(|h| matches!(h.mode(), AnalysisMode::NoControl));
             let step = u32::try_from(g.st.step).unwrap_or(u32::MAX);
             match state {
-                DeploymentState::RollingOut | DeploymentState::Monitoring | DeploymentState::Paused => {
+                DeploymentState::RollingOut
+                | DeploymentState::Monitoring
+                | DeploymentState::Paused => {
                     let Some(health) = g.st.health.as_mut() else { continue };
                     let mut obs = Vec::new();
                     let mut idx = Vec::new();
@@ -147,14 +175,18 @@ impl Engine {
                                 report.accepted += 1;
                                 report.stale += 1;
                             }
-                            Item::Obs(o, _) if no_control && o.arm == Arm::Control => report.accepted += 1,
+                            Item::Obs(o, _) if no_control && o.arm == Arm::Control => {
+                                report.accepted += 1
+                            }
                             Item::Obs(o, _) => {
                                 idx.push(index);
                                 obs.push(o);
                             }
                             Item::Quality(q) => match health.record_quality(&q) {
                                 Ok(_) => report.accepted += 1,
-                                Err(e) => report.results.push(IngestItemError { index, error: e.to_string() }),
+                                Err(e) => report
+                                    .results
+                                    .push(IngestItemError { index, error: e.to_string() }),
                             },
                         }
                     }
@@ -182,7 +214,12 @@ impl Engine {
                 }
                 other => {
                     for (index, _) in group {
-                        report.results.push(IngestItemError { index, error: format!("rollout {rollout} is {other}; it takes no observations") });
+                        report.results.push(IngestItemError {
+                            index,
+                            error: format!(
+                                "rollout {rollout} is {other}; it takes no observations"
+                            ),
+                        });
                     }
                 }
             }

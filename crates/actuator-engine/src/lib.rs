@@ -25,6 +25,5 @@ pub use ingest::{IngestItemError, IngestReport, MAX_BATCH};
 pub use plan::{InconclusivePolicy, Step, StepKind};
 pub use status::{
     ArmView, DecisionView, EngineStatus, MAX_ERRORS, MAX_TRANSITIONS, MetricView, RollbackState,
-    RollbackStep, RollbackView,
-    RolloutView, Transition,
+    RollbackStep, RollbackView, RolloutView, Transition,
 };

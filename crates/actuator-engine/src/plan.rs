@@ -178,14 +178,17 @@ pub(crate) fn analysis_mode(strategy: DeploymentStrategy, s: &StrategySettings) 
         DeploymentStrategy::Canary => AnalysisMode::Canary,
         DeploymentStrategy::Shadow => AnalysisMode::Shadow,
         DeploymentStrategy::AbTest => AnalysisMode::AbTest { primary: s.primary },
-        DeploymentStrategy::Immediate | DeploymentStrategy::BlueGreen | DeploymentStrategy::Rolling => {
-            AnalysisMode::NoControl
-        }
+        DeploymentStrategy::Immediate
+        | DeploymentStrategy::BlueGreen
+        | DeploymentStrategy::Rolling => AnalysisMode::NoControl,
     }
 }
 
 /// The steps of a request's strategy.
-pub(crate) fn steps(req: &DeploymentRequest, s: &StrategySettings) -> Result<Vec<Step>, EngineError> {
+pub(crate) fn steps(
+    req: &DeploymentRequest,
+    s: &StrategySettings,
+) -> Result<Vec<Step>, EngineError> {
     let step = |kind, share_bp, min_samples, min_secs, max_secs| Step {
         kind,
         share_bp,
@@ -242,10 +245,13 @@ pub(crate) fn steps(req: &DeploymentRequest, s: &StrategySettings) -> Result<Vec
             vec![step(StepKind::Shadow, 10_000, s.min_samples, s.shadow_secs, None)]
         }
         DeploymentStrategy::AbTest => {
-            let mut st = step(StepKind::AbTest, bp(s.traffic_percent)?, s.min_samples, 0, s.max_secs);
+            let mut st =
+                step(StepKind::AbTest, bp(s.traffic_percent)?, s.min_samples, 0, s.max_secs);
             st.max_samples = s.max_samples;
             if st.share_bp == 0 {
-                return Err(EngineError::Invalid("settings.traffic_percent must be above 0".into()));
+                return Err(EngineError::Invalid(
+                    "settings.traffic_percent must be above 0".into(),
+                ));
             }
             vec![st]
         }
@@ -268,12 +274,17 @@ mod tests {
     fn plans() {
         let r = req("canary", Value::Null);
         let s = steps(&r, &settings(&r).unwrap()).unwrap();
-        assert_eq!(s.iter().map(|x| x.share_bp).collect::<Vec<_>>(), [100, 500, 2500, 5000, 10_000]);
+        assert_eq!(
+            s.iter().map(|x| x.share_bp).collect::<Vec<_>>(),
+            [100, 500, 2500, 5000, 10_000]
+        );
         let r = req("rolling", json!({"step_percent": 30}));
         let s = steps(&r, &settings(&r).unwrap()).unwrap();
         assert_eq!(s.iter().map(|x| x.share_bp).collect::<Vec<_>>(), [3000, 6000, 9000, 10_000]);
         let r = req("blue_green", json!({}));
-        assert!(steps(&r, &settings(&r).unwrap()).unwrap_err().to_string().contains("preview_keys"));
+        assert!(
+            steps(&r, &settings(&r).unwrap()).unwrap_err().to_string().contains("preview_keys")
+        );
         let r = req("canary", json!({"colour": 1}));
         assert!(settings(&r).unwrap_err().to_string().contains("colour"));
     }

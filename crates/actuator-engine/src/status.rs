@@ -1,6 +1,9 @@
 //! The engine state persisted with each rollout, and the views the API shows.
 
-use actuator_core::{DeploymentState, DeploymentStrategy, RollbackMode, RollbackReason, RollbackResult, RolloutRecord};
+use actuator_core::{
+    DeploymentState, DeploymentStrategy, RollbackMode, RollbackReason, RollbackResult,
+    RolloutRecord,
+};
 use actuator_health::{Decision, Evaluation, RolloutHealth};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -152,10 +155,19 @@ impl DecisionView {
             Decision::Rollback { rules, .. } => rules.iter().map(|r| r.message.clone()).collect(),
             Decision::Inconclusive { needed } => needed
                 .iter()
-                .map(|n| format!("{} on {}: about {} more requests needed", n.metric, n.arm, n.additional_requests.map_or("?".into(), |x| x.to_string())))
+                .map(|n| {
+                    format!(
+                        "{} on {}: about {} more requests needed",
+                        n.metric,
+                        n.arm,
+                        n.additional_requests.map_or("?".into(), |x| x.to_string())
+                    )
+                })
                 .collect(),
             Decision::Halt { reason } => vec![serde_json::to_string(reason).unwrap_or_default()],
-            Decision::Promote { arm } => vec![format!("{arm} is non-inferior on every metric and the gates are met")],
+            Decision::Promote { arm } => {
+                vec![format!("{arm} is non-inferior on every metric and the gates are met")]
+            }
             Decision::Continue => {
                 let g = &e.explanation.gates;
                 vec![format!(
@@ -164,7 +176,12 @@ impl DecisionView {
                 )]
             }
         };
-        Self { kind: e.decision.kind().to_owned(), rule: e.explanation.rule.clone(), at: e.explanation.at, reasons }
+        Self {
+            kind: e.decision.kind().to_owned(),
+            rule: e.explanation.rule.clone(),
+            at: e.explanation.at,
+            reasons,
+        }
     }
 }
 
