@@ -6,3 +6,4 @@ mod cli;
 mod crash;
 mod observations;
 mod rollouts;
+mod rollouts_cli;

@@ -10,7 +10,8 @@ use crate::cli::DemoArgs;
 use crate::client::{Client, RemoteError};
 use crate::commands::simulate::run_traffic;
 use crate::output::{
-    decision, diff, is_terminal, phase, rollback_line, rollout_view, share, short, table,
+    arms_table, decision, decision_headline, diff, has_comparison, is_terminal, metrics_table,
+    phase, rollback_line, rollout_view, share, short, table,
 };
 use crate::settings::Settings;
 
@@ -147,6 +148,8 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
 const REQUESTS_PER_TICK: usize = 1000;
 /// The simulator's tick.
 const TICK: Duration = Duration::from_millis(100);
+/// Transitions shown per rollout at the end: enough for every phase of a five-phase canary.
+const TRANSITIONS_SHOWN: usize = 12;
 /// A phase without a decision after this many seconds is inconclusive.
 const PHASE_MAX_SECS: u64 = 8;
 /// The rollouts must end well within the demo's two minutes.
@@ -231,17 +234,27 @@ async fn rollouts(c: &Client) -> anyhow::Result<()> {
         done.store(true, Ordering::Relaxed);
         r
     };
-    let (traffic, views) = tokio::join!(traffic, watch);
+    let (traffic, followed) = tokio::join!(traffic, watch);
     let sim = traffic?;
-    let views = views?;
+    let (views, compared) = followed?;
     println!(
         "the simulator resolved {} requests and reported {} outcomes ({} accepted)",
         sim.requests, sim.reported, sim.accepted
     );
 
     step(12, "outcomes and the analysis behind them");
-    for v in &views {
-        print!("\n{}", rollout_view(v, 4));
+    for (v, seen) in views.iter().zip(&compared) {
+        print!("\n{}", rollout_view(v, TRANSITIONS_SHOWN));
+        // At 100% no control is left; show the last comparison the demo saw on the way up.
+        if let Some(c) = seen.as_ref().filter(|_| !has_comparison(v)) {
+            print!(
+                "\nthe last comparison with control the demo saw (phase {} at {}):\n{}\n{}",
+                phase(c),
+                share(c),
+                arms_table(c),
+                metrics_table(c)
+            );
+        }
     }
     println!();
     for v in &views {
@@ -271,9 +284,11 @@ async fn rollouts(c: &Client) -> anyhow::Result<()> {
 }
 
 /// Prints one line per second per rollout until all end, are paused for a person, or the
-/// deadline passes; returns the last views.
-async fn follow(c: &Client, ids: &[String]) -> anyhow::Result<Vec<Value>> {
+/// deadline passes; returns the last views, and per rollout the last view that compared the
+/// candidate with control.
+async fn follow(c: &Client, ids: &[String]) -> anyhow::Result<(Vec<Value>, Vec<Option<Value>>)> {
     let started = Instant::now();
+    let mut compared: Vec<Option<Value>> = vec![None; ids.len()];
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut settled = vec![false; ids.len()];
@@ -282,6 +297,11 @@ async fn follow(c: &Client, ids: &[String]) -> anyhow::Result<Vec<Value>> {
         let mut views = Vec::with_capacity(ids.len());
         for id in ids {
             views.push(c.get(&format!("/v1/rollouts/{id}")).await?);
+        }
+        for (v, seen) in views.iter().zip(compared.iter_mut()) {
+            if has_comparison(v) {
+                *seen = Some(v.clone());
+            }
         }
         let secs = started.elapsed().as_secs();
         for (v, settled) in views.iter().zip(settled.iter_mut()) {
@@ -294,29 +314,27 @@ async fn follow(c: &Client, ids: &[String]) -> anyhow::Result<Vec<Value>> {
                 .flatten()
                 .map(|a| format!("{} {}", short(&a["arm"]), short(&a["requests"])))
                 .collect();
-            let last = &v["last_decision"];
             println!(
-                "[{secs:>3}s] {:<17} {:<12} phase {:<4} {:>4}  {:<28} last: {}{}",
+                "[{secs:>3}s] {:<17} {:<12} phase {:<4} {:>4}  {:<28} last: {}",
                 short(&v["slot"]),
                 short(&v["state"]),
                 phase(v),
                 share(v),
                 if arms.is_empty() { "-".into() } else { arms.join(" / ") },
-                short(&last["kind"]),
-                last["rule"].as_str().map(|r| format!(" ({r})")).unwrap_or_default()
+                decision_headline(&v["last_decision"]),
             );
             // A paused rollout waits for a person: nothing more will happen by itself.
             *settled = is_terminal(&v["state"]) || v["state"] == "paused";
         }
         if settled.iter().all(|s| *s) {
-            return Ok(views);
+            return Ok((views, compared));
         }
         if started.elapsed() > ROLLOUT_DEADLINE {
             println!(
                 "the rollouts did not finish within {}s; showing where they stand",
                 ROLLOUT_DEADLINE.as_secs()
             );
-            return Ok(views);
+            return Ok((views, compared));
         }
     }
 }

@@ -188,15 +188,22 @@ pub(crate) fn reason(v: &Value) -> String {
     }
 }
 
+/// A decision's kind and rule on one line: `continue: phase minimums not met yet`.
+pub(crate) fn decision_headline(d: &Value) -> String {
+    let kind = short(&d["kind"]);
+    match d["rule"].as_str().filter(|r| !r.is_empty()) {
+        Some(rule) if rule.starts_with(kind.as_str()) => rule.to_owned(),
+        Some(rule) => format!("{kind} ({rule})"),
+        None => kind,
+    }
+}
+
 /// A decision (`{"kind", "rule", "at", "reasons"}`) as a headline and indented reasons.
 pub(crate) fn decision(d: &Value) -> String {
     if d.is_null() {
         return "none yet\n".into();
     }
-    let mut out = short(&d["kind"]);
-    if let Some(rule) = d["rule"].as_str().filter(|r| !r.is_empty()) {
-        let _ = write!(out, " (rule {rule})");
-    }
+    let mut out = decision_headline(d);
     if d["at"].is_string() {
         let _ = write!(out, " at {}", when(&d["at"]));
     }
@@ -255,6 +262,72 @@ pub(crate) fn rollback_line(rb: &Value) -> String {
     out
 }
 
+/// The arms of a rollout view: requests, errors, latency percentiles, cost, quality.
+pub(crate) fn arms_table(v: &Value) -> String {
+    let arms: Vec<Vec<String>> = v["arms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|a| {
+            vec![
+                short(&a["arm"]),
+                short(&a["requests"]),
+                short(&a["errors"]),
+                pct(&a["error_rate"]),
+                ms(&a["p50_ms"]),
+                ms(&a["p95_ms"]),
+                ms(&a["p99_ms"]),
+                num(&a["mean_cost"]),
+                num(&a["mean_quality"]),
+            ]
+        })
+        .collect();
+    if arms.is_empty() {
+        return "no traffic reported yet\n".into();
+    }
+    table(
+        &["ARM", "REQUESTS", "ERRORS", "ERROR RATE", "P50", "P95", "P99", "COST", "QUALITY"],
+        &arms,
+    )
+}
+
+/// The metrics of a rollout view: estimate, always-valid interval, margin, non-inferiority and
+/// e-value per arm compared with control; empty when there is no comparison.
+pub(crate) fn metrics_table(v: &Value) -> String {
+    let metrics: Vec<Vec<String>> = v["metrics"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|m| {
+            vec![
+                short(&m["arm"]),
+                short(&m["metric"]),
+                num(&m["estimate"]),
+                format!("[{}, {}]", num(&m["lower"]), num(&m["upper"])),
+                num(&m["margin"]),
+                match m["non_inferior"].as_bool() {
+                    Some(true) => "yes".into(),
+                    Some(false) => "no".into(),
+                    None => "-".into(),
+                },
+                evalue(&m["log_e_total"]),
+            ]
+        })
+        .collect();
+    if metrics.is_empty() {
+        return String::new();
+    }
+    table(&["ARM", "METRIC", "ESTIMATE", "INTERVAL", "MARGIN", "NON-INFERIOR", "E-VALUE"], &metrics)
+}
+
+/// Whether a rollout view holds a comparison with control (some metric has an estimate).
+pub(crate) fn has_comparison(v: &Value) -> bool {
+    v["metrics"].as_array().is_some_and(|m| m.iter().any(|x| x["estimate"].is_number()))
+}
+
+/// Errors shown by [`rollout_view`] (the view keeps up to 20).
+const ERRORS_SHOWN: usize = 3;
+
 /// The full rollout view for people: header, arms, metrics, last decision, transitions.
 pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
     let mut out = String::new();
@@ -291,59 +364,13 @@ pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
             short(&v["id"])
         );
     }
-    let arms: Vec<Vec<String>> = v["arms"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|a| {
-            vec![
-                short(&a["arm"]),
-                short(&a["requests"]),
-                short(&a["errors"]),
-                pct(&a["error_rate"]),
-                ms(&a["p50_ms"]),
-                ms(&a["p95_ms"]),
-                ms(&a["p99_ms"]),
-                num(&a["mean_cost"]),
-                num(&a["mean_quality"]),
-            ]
-        })
-        .collect();
     out.push('\n');
-    if arms.is_empty() {
-        out.push_str("no traffic reported yet\n");
-    } else {
-        out.push_str(&table(
-            &["ARM", "REQUESTS", "ERRORS", "ERROR RATE", "P50", "P95", "P99", "COST", "QUALITY"],
-            &arms,
-        ));
-    }
-    let metrics: Vec<Vec<String>> = v["metrics"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|m| {
-            vec![
-                short(&m["arm"]),
-                short(&m["metric"]),
-                num(&m["estimate"]),
-                format!("[{}, {}]", num(&m["lower"]), num(&m["upper"])),
-                num(&m["margin"]),
-                match m["non_inferior"].as_bool() {
-                    Some(true) => "yes".into(),
-                    Some(false) => "no".into(),
-                    None => "-".into(),
-                },
-                evalue(&m["log_e_total"]),
-            ]
-        })
-        .collect();
-    if !metrics.is_empty() {
+    out.push_str(&arms_table(v));
+    if has_comparison(v) {
         out.push('\n');
-        out.push_str(&table(
-            &["ARM", "METRIC", "ESTIMATE", "INTERVAL", "MARGIN", "NON-INFERIOR", "E-VALUE"],
-            &metrics,
-        ));
+        out.push_str(&metrics_table(v));
+    } else if v["metrics"].as_array().is_some_and(|m| !m.is_empty()) {
+        out.push_str("(no comparison with control in this phase yet)\n");
     }
     let _ = write!(out, "\nlast decision: {}", decision(&v["last_decision"]));
     if !v["rollback"].is_null() {
@@ -352,7 +379,11 @@ pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
     if let Some(o) = v["outcome"].as_str() {
         let _ = writeln!(out, "outcome: {o}");
     }
-    for e in v["errors"].as_array().into_iter().flatten() {
+    let errors: Vec<&Value> = v["errors"].as_array().into_iter().flatten().collect();
+    if errors.len() > ERRORS_SHOWN {
+        let _ = writeln!(out, "errors: {} (the last {ERRORS_SHOWN} follow)", errors.len());
+    }
+    for e in &errors[errors.len().saturating_sub(ERRORS_SHOWN)..] {
         let _ = writeln!(out, "error: {}", short(e));
     }
     let all: Vec<&Value> = v["transitions"].as_array().into_iter().flatten().collect();

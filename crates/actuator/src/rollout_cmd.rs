@@ -106,9 +106,9 @@ pub(crate) async fn stats(remote: &Remote) -> anyhow::Result<()> {
     emit(remote, &v, |v| {
         let mut rows: Vec<Vec<String>> = [
             ("rollouts started", "total_deployments"),
-            ("completed", "successful_deployments"),
-            ("failed or rolled back", "failed_deployments"),
-            ("active", "active_deployments"),
+            ("  completed", "successful_deployments"),
+            ("  failed or rolled back", "failed_deployments"),
+            ("  active", "active_deployments"),
             ("rollbacks", "rollbacks"),
             ("  automatic", "automatic_rollbacks"),
             ("  manual", "manual_rollbacks"),
@@ -116,14 +116,13 @@ pub(crate) async fn stats(remote: &Remote) -> anyhow::Result<()> {
         .into_iter()
         .map(|(label, key)| vec![label.to_owned(), short(&v[key])])
         .collect();
-        for (strategy, n) in v["by_strategy"].as_object().into_iter().flatten() {
-            rows.push(vec![format!("  {strategy}"), short(n)]);
+        if let Some(by) = v["by_strategy"].as_object().filter(|m| !m.is_empty()) {
+            rows.push(vec!["rollouts started by strategy".into(), String::new()]);
+            for (strategy, n) in by {
+                rows.push(vec![format!("  {strategy}"), short(n)]);
+            }
         }
-        let mut out = table(&["COUNTER", "VALUE"], &rows);
-        if v["by_strategy"].as_object().is_some_and(|m| !m.is_empty()) {
-            out.push_str("(indented strategy rows count rollouts started with each strategy)\n");
-        }
-        out
+        table(&["COUNTER", "VALUE"], &rows)
     });
     Ok(())
 }
