@@ -663,23 +663,30 @@ impl Engine {
             self.finished(false);
             return Err(EngineError::Invalid(p));
         }
-        rt.st.step = 0;
+        self.enter_step(rt, 0, now, "validated", "rollout.phase", actor).await
+    }
+
+    /// Enters step `i`: its traffic split is committed (rolling out), then monitored.
+    async fn enter_step(
+        &self,
+        rt: &mut Runtime,
+        i: usize,
+        now: DateTime<Utc>,
+        reason: &str,
+        action: &str,
+        actor: &str,
+    ) -> Result<(), EngineError> {
+        rt.st.step = i;
         rt.st.step_started_at = now;
-        rt.st.route = Some(self.route_for(rt, 0).await?);
-        self.commit(
-            rt,
-            DeploymentState::RollingOut,
-            "entering step 0",
-            "rollout.phase",
-            actor,
-            None,
-            Value::Null,
-        )
-        .await?;
+        rt.st.route = Some(self.route_for(rt, i).await?);
+        let entering = format!("{reason}; entering step {i}");
+        self.commit(rt, DeploymentState::RollingOut, &entering, action, actor, None, Value::Null)
+            .await?;
+        let monitoring = format!("monitoring step {i}");
         self.commit(
             rt,
             DeploymentState::Monitoring,
-            "monitoring step 0",
+            &monitoring,
             "rollout.monitor",
             actor,
             None,
@@ -947,29 +954,7 @@ impl Engine {
         } else if let Some(h) = rt.st.health.as_mut() {
             h.start_phase(cfg, now).map_err(|e| EngineError::Invalid(e.to_string()))?;
         }
-        rt.st.step = next;
-        rt.st.step_started_at = now;
-        rt.st.route = Some(self.route_for(rt, next).await?);
-        self.commit(
-            rt,
-            DeploymentState::RollingOut,
-            &format!("{reason}; entering step {next}"),
-            action,
-            actor,
-            None,
-            Value::Null,
-        )
-        .await?;
-        self.commit(
-            rt,
-            DeploymentState::Monitoring,
-            &format!("monitoring step {next}"),
-            "rollout.monitor",
-            actor,
-            None,
-            Value::Null,
-        )
-        .await?;
+        self.enter_step(rt, next, now, reason, action, actor).await?;
         self.notify(
             action,
             Severity::Info,
