@@ -5,5 +5,6 @@ mod chaos;
 mod cli;
 mod crash;
 mod observations;
+mod ofrep;
 mod rollouts;
 mod rollouts_cli;

@@ -6,11 +6,23 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
 
-async fn canary(c: &reqwest::Client, url: &str, slot: &str, errors: f64, min_samples: u64) -> String {
+async fn canary(
+    c: &reqwest::Client,
+    url: &str,
+    slot: &str,
+    errors: f64,
+    min_samples: u64,
+) -> String {
     call(c, Method::POST, &format!("{url}/v1/slots"), Some(json!({"name": slot}))).await;
     for (m, er, act) in [("a", 0.01, true), ("b", errors, false)] {
         let doc = json!({"model": m, "sim": {"error_rate": er}});
-        call(c, Method::POST, &format!("{url}/v1/slots/{slot}/versions"), Some(json!({"document": doc, "activate": act}))).await;
+        call(
+            c,
+            Method::POST,
+            &format!("{url}/v1/slots/{slot}/versions"),
+            Some(json!({"document": doc, "activate": act})),
+        )
+        .await;
     }
     let req = json!({"slot": slot, "candidate": {"version": 2}, "strategy": "canary",
         "canary": {"phases": [{"traffic_percent": 50, "min_samples": min_samples, "min_duration_secs": 0}]}});
@@ -38,7 +50,8 @@ async fn partial_failures_are_reported_per_item_and_valid_items_kept() {
     ]);
     let (s, r) = call(&c, Method::POST, &format!("{}/v1/observations", d.url), Some(batch)).await;
     assert_eq!(s, 200, "{r}");
-    let bad: Vec<u64> = r["results"].as_array().unwrap().iter().map(|e| e["index"].as_u64().unwrap()).collect();
+    let bad: Vec<u64> =
+        r["results"].as_array().unwrap().iter().map(|e| e["index"].as_u64().unwrap()).collect();
     assert_eq!(bad, [2, 3, 4, 5, 6], "{r}");
     let msg = |i: usize| r["results"][i]["error"].as_str().unwrap().to_owned();
     assert!(msg(0).contains("latency"), "{r}");
@@ -69,18 +82,35 @@ async fn partial_failures_are_reported_per_item_and_valid_items_kept() {
     assert!(r["results"][1]["error"].as_str().unwrap().contains("request_quality"), "{r}");
 
     // A late quality score for a request already seen.
-    let (_, r) = call(&c, Method::POST, &format!("{}/v1/observations", d.url), Some(json!([{"request_id": "r1", "rollout_id": id, "arm": "canary", "quality": 4.5}]))).await;
+    let (_, r) = call(
+        &c,
+        Method::POST,
+        &format!("{}/v1/observations", d.url),
+        Some(json!([{"request_id": "r1", "rollout_id": id, "arm": "canary", "quality": 4.5}])),
+    )
+    .await;
     assert_eq!(r["accepted"], 1, "{r}");
 
     // Too many items.
     let many: Vec<Value> = (0..10_001).map(|i| ok(&format!("m{i}"), "canary")).collect();
-    let (s, r) = call(&c, Method::POST, &format!("{}/v1/observations", d.url), Some(Value::Array(many))).await;
+    let (s, r) =
+        call(&c, Method::POST, &format!("{}/v1/observations", d.url), Some(Value::Array(many)))
+            .await;
     assert_eq!((s, r["error"]["code"].as_str()), (413, Some("batch_too_large")), "{r}");
 
     let (_, v) = call(&c, Method::GET, &format!("{}/v1/rollouts/{id}", d.url), None).await;
-    let canary = v["arms"].as_array().unwrap().iter().find(|a| a["arm"] == "canary").cloned().unwrap_or_default();
+    let canary = v["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["arm"] == "canary")
+        .cloned()
+        .unwrap_or_default();
     assert!(canary["requests"].as_u64().unwrap_or(0) >= 3, "{v}");
-    assert!(canary["errors"].as_u64().unwrap_or(0) >= 2, "the timeout and the error count as errors: {v}");
+    assert!(
+        canary["errors"].as_u64().unwrap_or(0) >= 2,
+        "the timeout and the error count as errors: {v}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,13 +131,22 @@ async fn decisions_are_visible_with_their_reasons() {
     let dec = &view["last_decision"];
     assert_eq!(dec["kind"], "rollback", "{view}");
     assert!(!dec["reasons"].as_array().unwrap().is_empty(), "{view}");
-    assert!(dec["rule"].as_str().unwrap().contains("error"), "the rule names the error metric: {view}");
+    assert!(
+        dec["rule"].as_str().unwrap().contains("error"),
+        "the rule names the error metric: {view}"
+    );
     let (s, h) = call(&c, Method::GET, &format!("{}/v1/rollouts/{id}/health", d.url), None).await;
     assert_eq!(s, 200);
     let ex = &h["last_evaluation"]["explanation"];
     assert!(ex["arms"].as_array().is_some_and(|a| a.len() == 2), "{h}");
     let metrics = ex["comparisons"][0]["metrics"].as_array().unwrap();
     let errors = metrics.iter().find(|m| m["metric"] == "errors").expect("errors metric");
-    assert!(errors["estimate"].is_number() && errors["upper"].is_number(), "estimates and intervals: {errors}");
-    assert!(h["history"].as_array().is_some_and(|x| !x.is_empty()), "bounded history of decisions: {h}");
+    assert!(
+        errors["estimate"].is_number() && errors["upper"].is_number(),
+        "estimates and intervals: {errors}"
+    );
+    assert!(
+        h["history"].as_array().is_some_and(|x| !x.is_empty()),
+        "bounded history of decisions: {h}"
+    );
 }

@@ -17,11 +17,21 @@ async fn setup(c: &reqwest::Client, url: &str, slot: &str, candidate_errors: f64
 
 /// Creates `slot` with version 1 (stable) and version 2 (candidate simulated by `sim`).
 async fn setup_with(c: &reqwest::Client, url: &str, slot: &str, sim: Value) {
-    let (s, b) = call(c, Method::POST, &format!("{url}/v1/slots"), Some(json!({"name": slot}))).await;
+    let (s, b) =
+        call(c, Method::POST, &format!("{url}/v1/slots"), Some(json!({"name": slot}))).await;
     assert_eq!(s, 201, "{b}");
-    for (model, sim) in [("stable-model", json!({"error_rate": GOOD, "latency_ms": 300.0})), ("candidate-model", sim)] {
+    for (model, sim) in [
+        ("stable-model", json!({"error_rate": GOOD, "latency_ms": 300.0})),
+        ("candidate-model", sim),
+    ] {
         let doc = json!({"model": model, "sim": sim});
-        let (s, b) = call(c, Method::POST, &format!("{url}/v1/slots/{slot}/versions"), Some(json!({"document": doc, "activate": model == "stable-model"}))).await;
+        let (s, b) = call(
+            c,
+            Method::POST,
+            &format!("{url}/v1/slots/{slot}/versions"),
+            Some(json!({"document": doc, "activate": model == "stable-model"})),
+        )
+        .await;
         assert_eq!(s, 201, "{b}");
     }
 }
@@ -115,11 +125,19 @@ async fn good_and_bad(strategy: &str, settings: Value, good_sim: Value, good_end
     let vb = run(&c, &d.url, "bad", &bad, Duration::from_secs(90)).await;
     assert_eq!(vb["state"], "rolled_back", "{strategy}: {vb}");
     assert_eq!(vb["rollback"]["automatic"], true, "{strategy}: {vb}");
-    assert_eq!(slot_active(&c, &d.url, "bad").await, 1, "{strategy}: the stable version still serves");
+    assert_eq!(
+        slot_active(&c, &d.url, "bad").await,
+        1,
+        "{strategy}: the stable version still serves"
+    );
     assert_history(&vb);
     let vg = run(&c, &d.url, "good", &good, Duration::from_secs(120)).await;
     assert_eq!(vg["state"], good_end.0, "{strategy}: {vg}");
-    assert_eq!(slot_active(&c, &d.url, "good").await, good_end.1, "{strategy}: active version after the rollout");
+    assert_eq!(
+        slot_active(&c, &d.url, "good").await,
+        good_end.1,
+        "{strategy}: active version after the rollout"
+    );
     assert_history(&vg);
 }
 
@@ -129,7 +147,13 @@ fn plain() -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn immediate_watches_guard_rails() {
-    good_and_bad("immediate", json!({"watch_secs": 1, "min_samples": 300}), plain(), ("completed", 2)).await;
+    good_and_bad(
+        "immediate",
+        json!({"watch_secs": 1, "min_samples": 300}),
+        plain(),
+        ("completed", 2),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,13 +170,25 @@ async fn blue_green_previews_then_switches() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_steps_up_with_guard_rails() {
-    good_and_bad("rolling", json!({"step_percent": 50, "step_secs": 0, "min_samples": 200}), plain(), ("completed", 2)).await;
+    good_and_bad(
+        "rolling",
+        json!({"step_percent": 50, "step_secs": 0, "min_samples": 200}),
+        plain(),
+        ("completed", 2),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shadow_compares_without_serving() {
     // A shadow pass leaves the stable version active: users never saw the candidate.
-    good_and_bad("shadow", json!({"min_samples": 300, "shadow_secs": 0}), plain(), ("completed", 1)).await;
+    good_and_bad(
+        "shadow",
+        json!({"min_samples": 300, "shadow_secs": 0}),
+        plain(),
+        ("completed", 1),
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -222,7 +222,13 @@ impl TrafficSim {
         (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
     }
 
-    fn outcome(&mut self, rollout: &str, phase: &serde_json::Value, arm: &str, doc: &serde_json::Value) -> serde_json::Value {
+    fn outcome(
+        &mut self,
+        rollout: &str,
+        phase: &serde_json::Value,
+        arm: &str,
+        doc: &serde_json::Value,
+    ) -> serde_json::Value {
         let sim = &doc["sim"];
         let er = sim["error_rate"].as_f64().unwrap_or(0.01);
         let lat = sim["latency_ms"].as_f64().unwrap_or(300.0);
@@ -258,7 +264,13 @@ impl TrafficSim {
                     serde_json::json!({"slot": slot, "context": {"targetingKey": format!("user-{user}")}})
                 })
                 .collect();
-            let (s, body) = call(c, reqwest::Method::POST, &format!("{url}/v1/resolve"), Some(serde_json::json!({"requests": requests}))).await;
+            let (s, body) = call(
+                c,
+                reqwest::Method::POST,
+                &format!("{url}/v1/resolve"),
+                Some(serde_json::json!({"requests": requests})),
+            )
+            .await;
             assert_eq!(s, 200, "resolve failed: {body}");
             let mut obs = Vec::new();
             for r in body["results"].as_array().into_iter().flatten() {
@@ -277,7 +289,13 @@ impl TrafficSim {
             if obs.is_empty() {
                 continue;
             }
-            let (s, rep) = call(c, reqwest::Method::POST, &format!("{url}/v1/observations"), Some(serde_json::Value::Array(obs))).await;
+            let (s, rep) = call(
+                c,
+                reqwest::Method::POST,
+                &format!("{url}/v1/observations"),
+                Some(serde_json::Value::Array(obs)),
+            )
+            .await;
             assert_eq!(s, 200, "observations refused: {rep}");
             accepted += rep["accepted"].as_u64().unwrap_or(0);
         }

@@ -74,7 +74,8 @@ fn has_nextest() -> bool {
 }
 
 /// The independent OpenFeature clients the integration tests drive (pinned).
-const OFREP_PY_PACKAGES: [&str; 2] = ["openfeature-sdk==0.10.0", "openfeature-provider-ofrep==0.3.0"];
+const OFREP_PY_PACKAGES: [&str; 2] =
+    ["openfeature-sdk==0.10.0", "openfeature-provider-ofrep==0.3.0"];
 
 fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")

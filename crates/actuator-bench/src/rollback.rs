@@ -32,8 +32,9 @@ struct Rig {
 
 async fn rig() -> Result<Rig, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let store: Arc<dyn Store> =
-        Arc::new(SqliteStore::open(&dir.path().join("actuator.db")).await.map_err(|e| e.to_string())?);
+    let store: Arc<dyn Store> = Arc::new(
+        SqliteStore::open(&dir.path().join("actuator.db")).await.map_err(|e| e.to_string())?,
+    );
     let config = ConfigManager::new(store.clone(), vec![], ConfigSettings::default());
     let routes = RouteBook::load(store.clone()).await.map_err(|e| e.to_string())?;
     let settings = EngineSettings {
@@ -47,7 +48,10 @@ async fn rig() -> Result<Rig, String> {
     engine.start().await.map_err(|e| e.to_string())?;
     let slot = SlotName::new("bench").map_err(|e| e.to_string())?;
     config
-        .create_slot(NewSlot { name: slot.clone(), description: String::new(), schema: None }, "bench")
+        .create_slot(
+            NewSlot { name: slot.clone(), description: String::new(), schema: None },
+            "bench",
+        )
         .await
         .map_err(|e| e.to_string())?;
     for (model, activate) in [("stable", true), ("candidate", false)] {
@@ -112,7 +116,8 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
             .act(&v.id, ManualAction::Rollback { reason: "bench".into(), gradual: false }, "bench")
             .await
             .map_err(|e| e.to_string())?;
-        while rig.routes.router().resolve("bench", &ctx).is_ok_and(|r| r.variant == Variant::Canary) {
+        while rig.routes.router().resolve("bench", &ctx).is_ok_and(|r| r.variant == Variant::Canary)
+        {
             tokio::task::yield_now().await;
         }
         flip_seen.push(t0.elapsed().as_secs_f64() * 1000.0);
@@ -120,10 +125,18 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
             flip_engine.push(ms);
         }
         wait_terminal(&rig.engine, &v.id).await?;
-        let rec = rig.store.get_rollout(&v.id).await.map_err(|e| e.to_string())?.ok_or("rollout vanished")?;
+        let rec = rig
+            .store
+            .get_rollout(&v.id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("rollout vanished")?;
         let t1 = Instant::now();
         rig.store
-            .append_audit(AuditDraft::success("bench", "bench.commit", &rec.id).with_metadata(rec.status.clone()))
+            .append_audit(
+                AuditDraft::success("bench", "bench.commit", &rec.id)
+                    .with_metadata(rec.status.clone()),
+            )
             .await
             .map_err(|e| e.to_string())?;
         commit.push(t1.elapsed().as_secs_f64() * 1000.0);
@@ -134,14 +147,26 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
     let base = percentile(&commit, 0.5);
     let mut rows = vec![
         Row::new("rollback: durable audited write (baseline), median", base, "ms"),
-        Row::new("fast rollback: decision → routing flipped (engine), median", percentile(&flip_engine, 0.5), "ms")
-            .baseline(base)
-            .target(Limit::ValueAtMost(10.0)),
-        Row::new("fast rollback: decision → routing flipped (engine), p95", percentile(&flip_engine, 0.95), "ms")
-            .baseline(base),
-        Row::new("fast rollback: decision → a canary user resolves stable, median", percentile(&flip_seen, 0.5), "ms")
-            .baseline(base)
-            .target(Limit::ValueAtMost(10.0)),
+        Row::new(
+            "fast rollback: decision → routing flipped (engine), median",
+            percentile(&flip_engine, 0.5),
+            "ms",
+        )
+        .baseline(base)
+        .target(Limit::ValueAtMost(10.0)),
+        Row::new(
+            "fast rollback: decision → routing flipped (engine), p95",
+            percentile(&flip_engine, 0.95),
+            "ms",
+        )
+        .baseline(base),
+        Row::new(
+            "fast rollback: decision → a canary user resolves stable, median",
+            percentile(&flip_seen, 0.5),
+            "ms",
+        )
+        .baseline(base)
+        .target(Limit::ValueAtMost(10.0)),
     ];
     // Gradual: 100 % → 50 → 25 → 5 → 1 → 0 with 1 s steps.
     let v = rig.engine.deploy(request(100.0)?).await.map_err(|e| e.to_string())?;
@@ -155,10 +180,17 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
         steps.windows(2).map(|w| (w[1].at - w[0].at).num_milliseconds() as f64 / 1000.0).collect();
     let mean = gaps.iter().sum::<f64>() / gaps.len().max(1) as f64;
     let worst = gaps.iter().map(|g| (g - 1.0).abs() * 1000.0).fold(0.0, f64::max);
-    rows.push(Row::new(format!("gradual rollback: steps taken ({} shares)", steps.len()), steps.len() as f64, "steps"));
-    rows.push(Row::new("gradual rollback: mean step interval (configured 1 s)", mean, "s").baseline(1.0));
+    rows.push(Row::new(
+        format!("gradual rollback: steps taken ({} shares)", steps.len()),
+        steps.len() as f64,
+        "steps",
+    ));
     rows.push(
-        Row::new("gradual rollback: worst step deviation from 1 s", worst, "ms").target(Limit::ValueAtMost(200.0)),
+        Row::new("gradual rollback: mean step interval (configured 1 s)", mean, "s").baseline(1.0),
+    );
+    rows.push(
+        Row::new("gradual rollback: worst step deviation from 1 s", worst, "ms")
+            .target(Limit::ValueAtMost(200.0)),
     );
     rig.engine.stop().await.map_err(|e| e.to_string())?;
     Ok(rows)
@@ -166,13 +198,14 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
 
 /// Appends the rollback rows.
 pub(crate) fn run(opts: &Options, table: &mut Table) {
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("rollback bench skipped: no runtime: {e}");
-            return;
-        }
-    };
+    let rt =
+        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => {
+                eprintln!("rollback bench skipped: no runtime: {e}");
+                return;
+            }
+        };
     match rt.block_on(measure(opts)) {
         Ok(rows) => rows.into_iter().for_each(|r| table.push(r)),
         Err(e) => eprintln!("rollback bench failed: {e}"),

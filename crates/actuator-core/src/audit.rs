@@ -322,7 +322,9 @@ mod tests {
         (1..=n)
             .map(|seq| {
                 let e = AuditDraft::success("alice", "config.apply", format!("chat@{seq}"))
-                    .with_metadata(serde_json::json!({"n": seq, "f": 0.1, "g": 1.234_567_890_123_456_7e300}))
+                    .with_metadata(
+                        serde_json::json!({"n": seq, "f": 0.1, "g": 1.234_567_890_123_456_7e300}),
+                    )
                     .seal(seq, format!("id{seq}"), Utc::now(), &prev);
                 prev.clone_from(&e.hash);
                 e

@@ -135,7 +135,12 @@ impl RollbackTriggers {
     pub fn evaluate(&self, input: &TriggerInput) -> Vec<FiredTrigger> {
         let mut out = Vec::new();
         if self.max_duration && input.past_max_duration {
-            out.push(FiredTrigger { kind: TriggerKind::Timeout, value: 1.0, limit: 0.0, message: "the rollout ran past its maximum duration".into() });
+            out.push(FiredTrigger {
+                kind: TriggerKind::Timeout,
+                value: 1.0,
+                limit: 0.0,
+                message: "the rollout ran past its maximum duration".into(),
+            });
         }
         if let Some(limit) = self.health_check_failures
             && input.consecutive_failures >= limit
@@ -144,7 +149,10 @@ impl RollbackTriggers {
                 kind: TriggerKind::HealthChecks,
                 value: f64::from(input.consecutive_failures),
                 limit: f64::from(limit),
-                message: format!("{} health checks failed in a row (limit {limit})", input.consecutive_failures),
+                message: format!(
+                    "{} health checks failed in a row (limit {limit})",
+                    input.consecutive_failures
+                ),
             });
         }
         if input.requests < self.min_requests {
@@ -153,24 +161,49 @@ impl RollbackTriggers {
         if let (Some(limit), Some(v)) = (self.error_rate, input.error_rate)
             && v > limit
         {
-            out.push(FiredTrigger { kind: TriggerKind::ErrorRate, value: v, limit, message: format!("error rate {:.2} % is above {:.2} %", v * 100.0, limit * 100.0) });
+            out.push(FiredTrigger {
+                kind: TriggerKind::ErrorRate,
+                value: v,
+                limit,
+                message: format!("error rate {:.2} % is above {:.2} %", v * 100.0, limit * 100.0),
+            });
         }
         if let (Some(limit), Some(v)) = (self.p99_latency_ms, input.p99_latency_ms)
             && v > limit
         {
-            out.push(FiredTrigger { kind: TriggerKind::Latency, value: v, limit, message: format!("p99 latency {v:.0} ms is above {limit:.0} ms") });
+            out.push(FiredTrigger {
+                kind: TriggerKind::Latency,
+                value: v,
+                limit,
+                message: format!("p99 latency {v:.0} ms is above {limit:.0} ms"),
+            });
         }
         if let (Some(limit), Some(v)) = (self.min_quality, input.mean_quality)
             && v < limit
         {
-            out.push(FiredTrigger { kind: TriggerKind::Quality, value: v, limit, message: format!("mean quality {v:.2} is below {limit:.2}") });
+            out.push(FiredTrigger {
+                kind: TriggerKind::Quality,
+                value: v,
+                limit,
+                message: format!("mean quality {v:.2} is below {limit:.2}"),
+            });
         }
-        if let (Some(limit), Some(c), Some(base)) = (self.cost_increase, input.mean_cost, input.control_mean_cost)
+        if let (Some(limit), Some(c), Some(base)) =
+            (self.cost_increase, input.mean_cost, input.control_mean_cost)
             && base > 0.0
         {
             let inc = c / base - 1.0;
             if inc > limit {
-                out.push(FiredTrigger { kind: TriggerKind::Cost, value: inc, limit, message: format!("cost per request is {:.1} % above control (limit {:.1} %)", inc * 100.0, limit * 100.0) });
+                out.push(FiredTrigger {
+                    kind: TriggerKind::Cost,
+                    value: inc,
+                    limit,
+                    message: format!(
+                        "cost per request is {:.1} % above control (limit {:.1} %)",
+                        inc * 100.0,
+                        limit * 100.0
+                    ),
+                });
             }
         }
         out
@@ -195,7 +228,11 @@ pub fn validate(requests: u64, errors: u64, min_requests: u64, max_error_rate: f
     if requests == 0 || requests < min_requests {
         return Validation::Unknown;
     }
-    if errors as f64 / requests as f64 <= max_error_rate { Validation::Healthy } else { Validation::Unhealthy }
+    if errors as f64 / requests as f64 <= max_error_rate {
+        Validation::Healthy
+    } else {
+        Validation::Unhealthy
+    }
 }
 
 #[cfg(test)]
@@ -223,30 +260,63 @@ mod tests {
     }
 
     fn input() -> TriggerInput {
-        TriggerInput { requests: 1000, error_rate: Some(0.01), p99_latency_ms: Some(900.0), mean_quality: Some(4.2), mean_cost: Some(0.002), control_mean_cost: Some(0.002), consecutive_failures: 0, past_max_duration: false }
+        TriggerInput {
+            requests: 1000,
+            error_rate: Some(0.01),
+            p99_latency_ms: Some(900.0),
+            mean_quality: Some(4.2),
+            mean_cost: Some(0.002),
+            control_mean_cost: Some(0.002),
+            consecutive_failures: 0,
+            past_max_duration: false,
+        }
     }
 
     #[test]
     fn seed_defaults_fire_on_the_seed_limits() {
         let t = RollbackTriggers::default();
         assert!(t.evaluate(&input()).is_empty());
-        let kinds = |i: TriggerInput| t.evaluate(&i).into_iter().map(|f| f.kind).collect::<Vec<_>>();
-        assert_eq!(kinds(TriggerInput { error_rate: Some(0.06), ..input() }), [TriggerKind::ErrorRate]);
-        assert_eq!(kinds(TriggerInput { p99_latency_ms: Some(2100.0), ..input() }), [TriggerKind::Latency]);
-        assert_eq!(kinds(TriggerInput { mean_quality: Some(3.4), ..input() }), [TriggerKind::Quality]);
+        let kinds =
+            |i: TriggerInput| t.evaluate(&i).into_iter().map(|f| f.kind).collect::<Vec<_>>();
+        assert_eq!(
+            kinds(TriggerInput { error_rate: Some(0.06), ..input() }),
+            [TriggerKind::ErrorRate]
+        );
+        assert_eq!(
+            kinds(TriggerInput { p99_latency_ms: Some(2100.0), ..input() }),
+            [TriggerKind::Latency]
+        );
+        assert_eq!(
+            kinds(TriggerInput { mean_quality: Some(3.4), ..input() }),
+            [TriggerKind::Quality]
+        );
         assert_eq!(kinds(TriggerInput { mean_cost: Some(0.0025), ..input() }), [TriggerKind::Cost]);
-        assert_eq!(kinds(TriggerInput { consecutive_failures: 3, ..input() }), [TriggerKind::HealthChecks]);
-        assert_eq!(kinds(TriggerInput { past_max_duration: true, ..input() }), [TriggerKind::Timeout]);
+        assert_eq!(
+            kinds(TriggerInput { consecutive_failures: 3, ..input() }),
+            [TriggerKind::HealthChecks]
+        );
+        assert_eq!(
+            kinds(TriggerInput { past_max_duration: true, ..input() }),
+            [TriggerKind::Timeout]
+        );
     }
 
     #[test]
     fn numeric_triggers_wait_for_enough_requests_and_can_be_turned_off() {
         let t = RollbackTriggers::default();
-        assert!(t.evaluate(&TriggerInput { requests: 50, error_rate: Some(0.5), ..input() }).is_empty());
-        let off: RollbackTriggers = serde_json::from_value(serde_json::json!({"error_rate": null})).unwrap();
+        assert!(
+            t.evaluate(&TriggerInput { requests: 50, error_rate: Some(0.5), ..input() }).is_empty()
+        );
+        let off: RollbackTriggers =
+            serde_json::from_value(serde_json::json!({"error_rate": null})).unwrap();
         assert!(off.evaluate(&TriggerInput { error_rate: Some(0.5), ..input() }).is_empty());
-        assert!(serde_json::from_value::<RollbackTriggers>(serde_json::json!({"eror_rate": 1})).is_err());
-        assert!(RollbackTriggers { error_rate: Some(2.0), ..Default::default() }.validate().is_err());
+        assert!(
+            serde_json::from_value::<RollbackTriggers>(serde_json::json!({"eror_rate": 1}))
+                .is_err()
+        );
+        assert!(
+            RollbackTriggers { error_rate: Some(2.0), ..Default::default() }.validate().is_err()
+        );
     }
 
     #[test]

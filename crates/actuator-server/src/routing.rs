@@ -106,7 +106,8 @@ impl std::fmt::Debug for RouteBook {
     }
 }
 
-fn now_secs() -> u64 {
+/// Unix time in seconds (0 if the clock is before 1970).
+pub(crate) fn now_secs() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
@@ -173,6 +174,7 @@ impl RouteBook {
     /// [`RouteError::Store`] when the store cannot be read; the table is then unchanged.
     pub async fn rebuild_all(&self) -> Result<bool, RouteError> {
         let _serial = self.inner.refresh.lock().await;
+        let current = self.inner.router.snapshot();
         let mut table = RoutingTable::new();
         let mut cursor = None;
         loop {
@@ -182,7 +184,12 @@ impl RouteBook {
                 .list_slots(PageRequest { limit: PageRequest::MAX_LIMIT, cursor })
                 .await?;
             for slot in &page.items {
-                if let Some(route) = self.load_route(slot).await? {
+                if let Some(mut route) = self.load_route(slot).await? {
+                    // An unchanged route is carried over as it is (a round-robin rollout keeps
+                    // its position: clones share the counter).
+                    if let Some(same) = current.get(slot.name.as_str()).filter(|r| ***r == route) {
+                        route = SlotRoute::clone(same);
+                    }
                     table.insert(slot.name.as_str(), route).map_err(|source| {
                         RouteError::Publish { slot: slot.name.to_string(), source }
                     })?;
@@ -193,7 +200,6 @@ impl RouteBook {
                 None => break,
             }
         }
-        let current = self.inner.router.snapshot();
         if current.etag() == table.etag() && current.len() == table.len() {
             return Ok(false);
         }
@@ -226,9 +232,9 @@ impl RouteBook {
                 if current.get(name.as_str()).is_some_and(|r| **r == route) {
                     false
                 } else {
-                    router.update_slot(name.as_str(), route).map_err(|source| {
-                        RouteError::Publish { slot: name.to_string(), source }
-                    })?;
+                    router
+                        .update_slot(name.as_str(), route)
+                        .map_err(|source| RouteError::Publish { slot: name.to_string(), source })?;
                     true
                 }
             }
@@ -362,8 +368,13 @@ mod tests {
     #[tokio::test]
     async fn table_is_a_function_of_the_store() {
         let store = Arc::new(MemoryStore::new());
-        slot_with_versions(&store, "chat", &[json!({"model": "big"}), json!({"model": "small"})], 1)
-            .await;
+        slot_with_versions(
+            &store,
+            "chat",
+            &[json!({"model": "big"}), json!({"model": "small"})],
+            1,
+        )
+        .await;
         slot_with_versions(&store, "empty", &[], 0).await;
         store
             .create_rollout(
@@ -444,6 +455,44 @@ mod tests {
         let book = RouteBook::load(store).await.unwrap();
         let r = book.router().resolve("chat", &EvalContext::new()).unwrap();
         assert_eq!((r.variant.name(), r.rollout_id), ("stable", None));
+    }
+
+    #[tokio::test]
+    async fn a_rebuild_keeps_unchanged_routes_as_they_are() {
+        let store = Arc::new(MemoryStore::new());
+        slot_with_versions(&store, "rr", &[json!({"m": 1})], 1).await;
+        slot_with_versions(&store, "other", &[json!({"m": 1}), json!({"m": 2})], 1).await;
+        let rollout = Rollout::canary("r-rr", VersionedConfig::new(1, json!({"m": 1})))
+            .with_share(Share::from_percent(50.0).unwrap())
+            .with_strategy(actuator_canary::SplitStrategy::RoundRobin);
+        store
+            .create_rollout(
+                NewRollout {
+                    id: "r-rr".into(),
+                    slot: SlotName::new("rr").unwrap(),
+                    strategy: DeploymentStrategy::Canary,
+                    state: DeploymentState::Pending,
+                    request: json!({}),
+                    status: json!({"route": rollout}),
+                },
+                AuditDraft::success("t", "rollout.create", "rr"),
+            )
+            .await
+            .unwrap();
+        let book = RouteBook::load(store.clone()).await.unwrap();
+        let next = || book.router().resolve("rr", &EvalContext::new()).unwrap().variant;
+        assert_eq!(next().name(), "stable");
+        // Another slot changes behind the book's back; the periodic rebuild picks it up...
+        let other = SlotName::new("other").unwrap();
+        let slot = store.get_slot(&other).await.unwrap().unwrap();
+        store
+            .activate_version(&other, slot.revision, 2, AuditDraft::success("t", "x", "other"))
+            .await
+            .unwrap();
+        assert!(book.rebuild_all().await.unwrap());
+        // ...and the round-robin slot goes on where it was (1 of every 2 admitted).
+        assert_eq!(next().name(), "canary");
+        assert_eq!(next().name(), "stable");
     }
 
     #[tokio::test]

@@ -40,7 +40,11 @@ async fn apply(config: &ConfigManager, slot: &str, doc: Value, activate: bool) {
 async fn slot(config: &ConfigManager, name: &str) {
     config
         .create_slot(
-            NewSlot { name: SlotName::new(name).unwrap(), description: String::new(), schema: None },
+            NewSlot {
+                name: SlotName::new(name).unwrap(),
+                description: String::new(),
+                schema: None,
+            },
             "t",
         )
         .await
@@ -80,7 +84,9 @@ async fn fixture() -> Fixture {
     rollout(
         store.as_ref(),
         "chat",
-        Rollout::canary("r-1", candidate.clone()).with_share(Share::from_percent(50.0).unwrap()).with_phase(1),
+        Rollout::canary("r-1", candidate.clone())
+            .with_share(Share::from_percent(50.0).unwrap())
+            .with_phase(1),
     )
     .await;
     let geo = GeoRules { excluded: ["us-gov".to_owned()].into(), ..GeoRules::default() };
@@ -206,14 +212,23 @@ async fn resolve_batch_answers_in_order_and_is_limited() {
     let r = b["results"].as_array().unwrap();
     assert_eq!(r.len(), 5);
     assert_eq!(r[0]["variant"], expected_variant("user-1"));
-    assert_eq!((r[1]["slot"].as_str(), r[1]["error"]["code"].as_str()), (Some("nope"), Some("slot_not_found")));
+    assert_eq!(
+        (r[1]["slot"].as_str(), r[1]["error"]["code"].as_str()),
+        (Some("nope"), Some("slot_not_found"))
+    );
     assert_eq!(r[2]["error"]["code"], "targeting_key_missing");
     assert_eq!(r[3]["config"]["model"], "fixed");
-    assert_eq!((r[4]["variant"].as_str(), r[4]["reason"].as_str()), (Some("stable"), Some("region_excluded")));
+    assert_eq!(
+        (r[4]["variant"].as_str(), r[4]["reason"].as_str()),
+        (Some("stable"), Some("region_excluded"))
+    );
 
     let many: Vec<Value> = (0..=MAX_BATCH).map(|_| json!({"slot": "static"})).collect();
     let (s, _, b) = post(&f.app, "/v1/resolve", json!({"requests": many})).await;
-    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("batch_too_large")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("batch_too_large"))
+    );
     assert!(b["error"]["message"].as_str().unwrap().contains("1000"), "{b}");
     let full: Vec<Value> = (0..MAX_BATCH).map(|_| json!({"slot": "static"})).collect();
     let (s, _, b) = post(&f.app, "/v1/resolve", json!({"requests": full})).await;
@@ -224,7 +239,10 @@ async fn resolve_batch_answers_in_order_and_is_limited() {
         json!({"requests": [{"slot": "chat"}], "context": {"targetingKey": "u"}}),
     )
     .await;
-    assert_eq!((s, b["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_request")));
+    assert_eq!(
+        (s, b["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_request"))
+    );
 }
 
 #[tokio::test]
@@ -232,7 +250,8 @@ async fn ofrep_single_flag_success_and_revalidation() {
     let f = fixture().await;
     let uri = "/ofrep/v1/evaluate/flags/chat";
     let key = "user-42";
-    let (s, h, b) = post(&f.app, uri, json!({"context": {"targetingKey": key, "region": "eu"}})).await;
+    let (s, h, b) =
+        post(&f.app, uri, json!({"context": {"targetingKey": key, "region": "eu"}})).await;
     assert_eq!(s, StatusCode::OK, "{b}");
     let variant = expected_variant(key);
     assert_eq!(b["key"], "chat");
@@ -287,7 +306,10 @@ async fn ofrep_single_flag_success_and_revalidation() {
         json!({"context": {"targetingKey": "u", "region": "us-gov"}}),
     )
     .await;
-    assert_eq!((b["reason"].as_str(), b["variant"].as_str()), (Some("TARGETING_MATCH"), Some("stable")));
+    assert_eq!(
+        (b["reason"].as_str(), b["variant"].as_str()),
+        (Some("TARGETING_MATCH"), Some("stable"))
+    );
 }
 
 #[tokio::test]
@@ -348,8 +370,7 @@ async fn ofrep_bulk_reports_per_flag_and_revalidates() {
     let etag = h["etag"].to_str().unwrap().to_owned();
 
     let ctx = json!({"context": {"region": "eu"}}).to_string();
-    let (s, _, _) =
-        send(&f.app, "POST", uri, Some(ctx.clone()), &[("if-none-match", &etag)]).await;
+    let (s, _, _) = send(&f.app, "POST", uri, Some(ctx.clone()), &[("if-none-match", &etag)]).await;
     assert_eq!(s, StatusCode::NOT_MODIFIED);
     // flagConfigEtag / flagConfigLastModified are accepted.
     let (s, _, _) = send(
@@ -366,7 +387,8 @@ async fn ofrep_bulk_reports_per_flag_and_revalidates() {
     assert_ne!(h2["etag"].to_str().unwrap(), etag);
     assert!(b2["flags"][0]["variant"].is_string(), "{b2}");
     // ...and on the routes: a config change through the API refreshes the table.
-    let (s, _, _) = post(&f.app, "/v1/slots/static/versions", json!({"document": {"model": "new"}})).await;
+    let (s, _, _) =
+        post(&f.app, "/v1/slots/static/versions", json!({"document": {"model": "new"}})).await;
     assert_eq!(s, StatusCode::CREATED);
     let (s, h3, b3) = send(&f.app, "POST", uri, Some(ctx), &[("if-none-match", &etag)]).await;
     assert_eq!(s, StatusCode::OK);
@@ -399,7 +421,8 @@ async fn config_changes_are_pushed_over_sse() {
     assert!(first.contains(": connected") && first.contains("retry: 1000"), "{first}");
 
     // A config change reaches the stream at once.
-    let (s, _, _) = post(&f.app, "/v1/slots/static/versions", json!({"document": {"model": "v2"}})).await;
+    let (s, _, _) =
+        post(&f.app, "/v1/slots/static/versions", json!({"document": {"model": "v2"}})).await;
     assert_eq!(s, StatusCode::CREATED);
     let ev = next(&mut stream).await.unwrap();
     assert!(ev.contains("event: message"), "{ev}");

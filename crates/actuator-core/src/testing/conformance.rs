@@ -426,12 +426,20 @@ pub async fn rollout_retry(store: &dyn Store) {
         "rollout retry: refused while b is active, got {retry:?}"
     );
     store
-        .update_rollout("b", upd(b.revision, DeploymentState::RollingBack), draft("rollout.abort", "b"))
+        .update_rollout(
+            "b",
+            upd(b.revision, DeploymentState::RollingBack),
+            draft("rollout.abort", "b"),
+        )
         .await
         .unwrap();
     let b = store.get_rollout("b").await.unwrap().unwrap();
     store
-        .update_rollout("b", upd(b.revision, DeploymentState::RolledBack), draft("rollout.abort", "b"))
+        .update_rollout(
+            "b",
+            upd(b.revision, DeploymentState::RolledBack),
+            draft("rollout.abort", "b"),
+        )
         .await
         .unwrap();
     let again = store
@@ -465,7 +473,10 @@ pub async fn rollout_checkpoints(store: &dyn Store) {
     assert_eq!(saved.state, DeploymentState::Monitoring, "checkpoints: state unchanged");
     assert_eq!(audit_count(store).await, before, "checkpoints: not audited");
     let stale = store.save_rollout_status("r", r.revision, json!({"n": 2})).await;
-    assert!(matches!(stale, Err(StoreError::Conflict { .. })), "checkpoints: stale revision, got {stale:?}");
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "checkpoints: stale revision, got {stale:?}"
+    );
     let got = store.get_rollout("r").await.unwrap().unwrap();
     assert_eq!(got.status, json!({"n": 1}), "checkpoints: read back");
     let missing = store.save_rollout_status("nope", 1, json!({})).await;

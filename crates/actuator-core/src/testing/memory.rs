@@ -339,7 +339,8 @@ impl Store for MemoryStore {
         page: PageRequest,
     ) -> Result<Page<RolloutRecord>, StoreError> {
         page.validate()?;
-        let below = page.numeric_cursor()?.map_or(usize::MAX, |c| usize::try_from(c).unwrap_or(usize::MAX));
+        let below =
+            page.numeric_cursor()?.map_or(usize::MAX, |c| usize::try_from(c).unwrap_or(usize::MAX));
         let g = self.lock();
         let mut items = Vec::new();
         let mut next = None;
@@ -412,8 +413,10 @@ impl Store for MemoryStore {
         }
         if !cur.state.is_active()
             && u.state.is_active()
-            && let Some(other) =
-                g.rollouts.iter().find(|r| r.slot == cur.slot && r.id != cur.id && r.state.is_active())
+            && let Some(other) = g
+                .rollouts
+                .iter()
+                .find(|r| r.slot == cur.slot && r.id != cur.id && r.state.is_active())
         {
             return Err(StoreError::AlreadyExists {
                 what: format!("an active rollout ({}) of slot {}", other.id, cur.slot),

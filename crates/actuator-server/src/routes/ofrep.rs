@@ -23,8 +23,9 @@ use std::time::Duration;
 use actuator_canary::{EvalContext, Reason, Resolution, ResolveError, RoutingTable};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
 use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_NONE_MATCH};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -32,11 +33,11 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures::Stream;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::AppState;
-use crate::routing::{RouteEvent, eval_context};
+use crate::routing::{RouteEvent, eval_context, now_secs};
 
 /// Largest OFREP request body accepted, in bytes (64 KiB): an evaluation context, not a
 /// document.
@@ -231,15 +232,28 @@ fn hash_value(h: &mut Xxh3, v: &Value) {
         }
         Value::Object(map) => {
             h.update(b"{");
-            h.update(&(map.len() as u64).to_le_bytes());
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_unstable();
-            for k in keys {
-                hash_str(h, k);
-                if let Some(v) = map.get(k) {
-                    hash_value(h, v);
-                }
-            }
+            hash_members(h, map);
+        }
+    }
+}
+
+/// Object members in key order. serde_json's default map is already sorted; with its
+/// `preserve_order` feature it is not, and the keys are sorted first.
+fn hash_members(h: &mut Xxh3, map: &Map<String, Value>) {
+    h.update(&(map.len() as u64).to_le_bytes());
+    let mut member = |k: &str, v: &Value| {
+        hash_str(h, k);
+        hash_value(h, v);
+    };
+    if map.keys().is_sorted() {
+        for (k, v) in map {
+            member(k, v);
+        }
+    } else {
+        let mut members: Vec<(&String, &Value)> = map.iter().collect();
+        members.sort_unstable_by_key(|(k, _)| *k);
+        for (k, v) in members {
+            member(k, v);
         }
     }
 }
@@ -258,15 +272,7 @@ fn context_hash(ctx: &EvalContext) -> u64 {
         }
         None => h.update(b"-"),
     }
-    h.update(&(ctx.attributes.len() as u64).to_le_bytes());
-    let mut keys: Vec<&String> = ctx.attributes.keys().collect();
-    keys.sort_unstable();
-    for k in keys {
-        hash_str(&mut h, k);
-        if let Some(v) = ctx.attributes.get(k) {
-            hash_value(&mut h, v);
-        }
-    }
+    hash_members(&mut h, &ctx.attributes);
     h.digest()
 }
 
@@ -278,20 +284,36 @@ fn etag(routes: u64, ctx: &EvalContext) -> String {
     format!("\"{:016x}\"", h.digest())
 }
 
-/// Whether `If-None-Match` names `etag` (or `*`); weak validators compare by their opaque part.
-fn not_modified(headers: &HeaderMap, etag: &str) -> bool {
-    headers
-        .get_all(IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+/// The `If-None-Match` header values, without cloning the whole header map (an empty vector
+/// does not allocate).
+#[derive(Debug, Default)]
+struct IfNoneMatch(Vec<HeaderValue>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
+    type Rejection = Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.headers.get_all(IF_NONE_MATCH).iter().cloned().collect()))
+    }
+}
+
+impl IfNoneMatch {
+    /// Whether it names `etag` (or `*`); weak validators compare by their opaque part.
+    fn matches(&self, etag: &str) -> bool {
+        self.0
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .any(|t| t == "*" || t.strip_prefix("W/").unwrap_or(t) == etag)
+    }
 }
 
 fn json_response(status: StatusCode, etag: &str, body: &impl Serialize) -> Response {
-    match serde_json::to_vec(body) {
-        Ok(bytes) => {
+    // Most single-flag answers fit: one allocation instead of a few regrowths.
+    let mut bytes = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut bytes, body) {
+        Ok(()) => {
             let mut resp = Response::new(Body::from(bytes));
             *resp.status_mut() = status;
             let h = resp.headers_mut();
@@ -323,7 +345,7 @@ fn not_modified_response(etag: &str) -> Response {
 async fn evaluate_flag(
     State(st): State<AppState>,
     Path(key): Path<String>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let ctx = match parse_body(body) {
@@ -336,7 +358,7 @@ async fn evaluate_flag(
         Err(e) => return Failure::from(e).into_response(Some(&key)),
     };
     let tag = etag(table.etag_for([key.as_str()]), &ctx);
-    if not_modified(&headers, &tag) {
+    if if_none_match.matches(&tag) {
         return not_modified_response(&tag);
     }
     json_response(StatusCode::OK, &tag, &Success::new(&key, &r))
@@ -386,7 +408,7 @@ fn routes_etag(table: &RoutingTable) -> String {
 
 async fn evaluate_bulk(
     State(st): State<AppState>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let ctx = match parse_body(body) {
@@ -395,7 +417,7 @@ async fn evaluate_bulk(
     };
     let table = st.routes().snapshot();
     let tag = etag(table.etag(), &ctx);
-    if not_modified(&headers, &tag) {
+    if if_none_match.matches(&tag) {
         return not_modified_response(&tag);
     }
     let answers = table.resolve_all(&ctx);
@@ -456,7 +478,8 @@ async fn events(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|id| id.trim() != event_id(current));
     let first = if missed {
-        refetch_event(&RouteEvent { etag: current, ..seen.clone() })
+        let at = if seen.at == 0 { now_secs() } else { seen.at };
+        refetch_event(&RouteEvent { etag: current, at, ..seen.clone() })
     } else {
         Event::default().comment("connected")
     };
@@ -508,19 +531,18 @@ mod tests {
             EvalContext::from_json_str(r#"{ "b": {"x": [1, "2"]}, "a": 1, "targetingKey": "u" }"#)
                 .unwrap();
         assert_eq!(context_hash(&a), context_hash(&b));
-        let c = EvalContext::from_json(json!({"targetingKey": "u", "a": "1", "b": {"x": [1, "2"]}}))
-            .unwrap();
+        let c =
+            EvalContext::from_json(json!({"targetingKey": "u", "a": "1", "b": {"x": [1, "2"]}}))
+                .unwrap();
         assert_ne!(context_hash(&a), context_hash(&c));
         assert_ne!(context_hash(&EvalContext::new()), context_hash(&EvalContext::with_key("")));
     }
 
     #[test]
     fn if_none_match_forms() {
-        let mut h = HeaderMap::new();
-        assert!(!not_modified(&h, "\"ab\""));
-        h.insert(IF_NONE_MATCH, HeaderValue::from_static("\"x\", W/\"ab\""));
-        assert!(not_modified(&h, "\"ab\""));
-        h.insert(IF_NONE_MATCH, HeaderValue::from_static("*"));
-        assert!(not_modified(&h, "\"zz\""));
+        assert!(!IfNoneMatch::default().matches("\"ab\""));
+        let h = IfNoneMatch(vec![HeaderValue::from_static("\"x\", W/\"ab\"")]);
+        assert!(h.matches("\"ab\"") && !h.matches("\"x2\""));
+        assert!(IfNoneMatch(vec![HeaderValue::from_static("*")]).matches("\"zz\""));
     }
 }

@@ -1,7 +1,7 @@
 //! Rollouts, manual control, rollback history, statistics and observation ingestion.
 
 use actuator_core::{DeploymentRequest, PageRequest, RolloutFilter, SlotName};
-use actuator_engine::{Engine, EngineError, ManualAction, MAX_BATCH};
+use actuator_engine::{Engine, EngineError, MAX_BATCH, ManualAction};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -38,9 +38,9 @@ impl From<EngineError> for ApiError {
             EngineError::Config(c) => return Self::from_config(c, e.to_string()),
             EngineError::Invalid(_) | EngineError::Core(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::UnknownRollout(_) => StatusCode::NOT_FOUND,
-            EngineError::Limit { .. } | EngineError::SlotBusy { .. } | EngineError::InvalidTransition { .. } => {
-                StatusCode::CONFLICT
-            }
+            EngineError::Limit { .. }
+            | EngineError::SlotBusy { .. }
+            | EngineError::InvalidTransition { .. } => StatusCode::CONFLICT,
             EngineError::NotRunning => StatusCode::SERVICE_UNAVAILABLE,
             EngineError::Store(s) => return s.clone().into(),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -52,9 +52,15 @@ impl From<EngineError> for ApiError {
 impl ApiError {
     fn from_config(c: &actuator_config::ConfigError, message: String) -> Self {
         let mut e: Self = match c {
-            actuator_config::ConfigError::UnknownSlot(s) => actuator_config::ConfigError::UnknownSlot(s.clone()).into(),
+            actuator_config::ConfigError::UnknownSlot(s) => {
+                actuator_config::ConfigError::UnknownSlot(s.clone()).into()
+            }
             actuator_config::ConfigError::UnknownVersion { slot, version } => {
-                actuator_config::ConfigError::UnknownVersion { slot: slot.clone(), version: *version }.into()
+                actuator_config::ConfigError::UnknownVersion {
+                    slot: slot.clone(),
+                    version: *version,
+                }
+                .into()
             }
             _ => Self::new(StatusCode::UNPROCESSABLE_ENTITY, c.code(), String::new()),
         };
@@ -65,7 +71,11 @@ impl ApiError {
 
 fn engine(st: &AppState) -> Result<&Engine, ApiError> {
     st.engine().ok_or_else(|| {
-        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_running", "the rollout engine is not running")
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_running",
+            "the rollout engine is not running",
+        )
     })
 }
 
@@ -95,17 +105,25 @@ async fn list(
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<ListQuery>,
 ) -> Result<Json<actuator_core::Page<actuator_engine::RolloutView>>, ApiError> {
-    let slot = q.slot.map(SlotName::new).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?;
-    let page = PageRequest { limit: q.limit.unwrap_or(PageRequest::DEFAULT_LIMIT), cursor: q.cursor };
+    let slot =
+        q.slot.map(SlotName::new).transpose().map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let page =
+        PageRequest { limit: q.limit.unwrap_or(PageRequest::DEFAULT_LIMIT), cursor: q.cursor };
     page.validate()?;
     Ok(Json(engine(&st)?.list(RolloutFilter { active_only: q.active, slot }, page).await?))
 }
 
-async fn view(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<actuator_engine::RolloutView>, ApiError> {
+async fn view(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<actuator_engine::RolloutView>, ApiError> {
     Ok(Json(engine(&st)?.view(&id).await?))
 }
 
-async fn health(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>, ApiError> {
+async fn health(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
     Ok(Json(engine(&st)?.health(&id).await?))
 }
 
@@ -130,7 +148,11 @@ async fn act(
         ActBody::default()
     } else {
         serde_json::from_slice(&body).map_err(|e| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", format!("the request body does not match the expected shape: {e}"))
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_body",
+                format!("the request body does not match the expected shape: {e}"),
+            )
         })?
     };
     let action = match action.as_str() {
@@ -141,7 +163,11 @@ async fn act(
         "abort" => ManualAction::Abort,
         "retry" => ManualAction::Retry,
         "rollback" => ManualAction::Rollback {
-            reason: if b.reason.is_empty() { format!("requested by {}", actor.0) } else { b.reason },
+            reason: if b.reason.is_empty() {
+                format!("requested by {}", actor.0)
+            } else {
+                b.reason
+            },
             gradual: b.gradual,
         },
         other => {
@@ -164,7 +190,8 @@ async fn rollbacks(
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<actuator_core::Page<actuator_engine::RollbackView>>, ApiError> {
-    let page = PageRequest { limit: q.limit.unwrap_or(PageRequest::DEFAULT_LIMIT), cursor: q.cursor };
+    let page =
+        PageRequest { limit: q.limit.unwrap_or(PageRequest::DEFAULT_LIMIT), cursor: q.cursor };
     page.validate()?;
     Ok(Json(engine(&st)?.rollbacks(page).await?))
 }
@@ -180,34 +207,51 @@ async fn observations(
     body: Bytes,
 ) -> Result<Json<actuator_engine::IngestReport>, ApiError> {
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let items: Vec<Result<Value, String>> = if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") {
-        // A line that is not JSON (NaN, a truncated line) fails alone; the others are kept.
-        body.split(|b| *b == b'\n')
-            .enumerate()
-            .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-            .map(|(i, line)| {
-                serde_json::from_slice(line).map_err(|e| format!("line {} is not valid JSON: {e}", i + 1))
-            })
-            .collect()
-    } else if ct.starts_with("application/json") {
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Array(a)) => a.into_iter().map(Ok).collect(),
-            Ok(Value::Object(o)) => vec![Ok(Value::Object(o))],
-            Ok(_) => return Err(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_body", "send a JSON array of observations")),
-            Err(e) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "malformed_json", format!("the request body is not valid JSON: {e}"))),
-        }
-    } else {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send observations as application/json (an array) or application/x-ndjson",
-        ));
-    };
+    let items: Vec<Result<Value, String>> =
+        if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") {
+            // A line that is not JSON (NaN, a truncated line) fails alone; the others are kept.
+            body.split(|b| *b == b'\n')
+                .enumerate()
+                .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+                .map(|(i, line)| {
+                    serde_json::from_slice(line)
+                        .map_err(|e| format!("line {} is not valid JSON: {e}", i + 1))
+                })
+                .collect()
+        } else if ct.starts_with("application/json") {
+            match serde_json::from_slice::<Value>(&body) {
+                Ok(Value::Array(a)) => a.into_iter().map(Ok).collect(),
+                Ok(Value::Object(o)) => vec![Ok(Value::Object(o))],
+                Ok(_) => {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "invalid_body",
+                        "send a JSON array of observations",
+                    ));
+                }
+                Err(e) => {
+                    return Err(ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        "malformed_json",
+                        format!("the request body is not valid JSON: {e}"),
+                    ));
+                }
+            }
+        } else {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send observations as application/json (an array) or application/x-ndjson",
+            ));
+        };
     if items.len() > MAX_BATCH {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "batch_too_large",
-            format!("a batch holds at most {MAX_BATCH} observations, got {}; split it", items.len()),
+            format!(
+                "a batch holds at most {MAX_BATCH} observations, got {}; split it",
+                items.len()
+            ),
         ));
     }
     Ok(Json(engine(&st)?.ingest_parsed(items).await))
