@@ -655,6 +655,13 @@ impl Engine {
                 }
             }
         };
+        let problem = match problem {
+            Some(p) => Some(p),
+            None => match self.route_for(rt, 0).await {
+                Ok(r) => r.validate().err().map(|e| format!("traffic split: {e}")),
+                Err(e) => Some(e.to_string()),
+            },
+        };
         if let Some(p) = problem {
             rt.st.push_error(p.clone());
             rt.st.outcome = Some(format!("validation failed: {p}"));
@@ -678,7 +685,11 @@ impl Engine {
     ) -> Result<(), EngineError> {
         rt.st.step = i;
         rt.st.step_started_at = now;
-        rt.st.route = Some(self.route_for(rt, i).await?);
+        let route = self.route_for(rt, i).await?;
+        route
+            .validate()
+            .map_err(|e| EngineError::Invalid(format!("traffic split of step {i}: {e}")))?;
+        rt.st.route = Some(route);
         let entering = format!("{reason}; entering step {i}");
         self.commit(rt, DeploymentState::RollingOut, &entering, action, actor, None, Value::Null)
             .await?;
@@ -740,6 +751,8 @@ impl Engine {
         {
             r = r.with_strategy(s);
         }
+        r = r.with_stickiness(rt.st.settings.stickiness.clone());
+        r.overrides = rt.st.settings.overrides.clone();
         if step.kind == StepKind::Preview {
             for k in &rt.st.settings.preview_keys {
                 r = r.pin_key(k, Variant::Canary);

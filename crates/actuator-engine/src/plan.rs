@@ -89,6 +89,14 @@ pub struct StrategySettings {
     /// All strategies: the application's request timeout (ms); a timeout reported without a
     /// latency counts at this latency (60000).
     pub request_timeout_ms: f64,
+    /// All strategies: which context attribute keeps a caller on one side (targeting key,
+    /// user, session, conversation, or `{"attribute": "name"}`). Conversations should stay on
+    /// one config: a prompt cache and a multi-turn exchange break when it changes mid-way.
+    pub stickiness: actuator_canary::StickinessKey,
+    /// All strategies: pinned keys and attribute matches served a fixed variant
+    /// (`{"targeting_keys": {"qa-user": "canary"}, "attributes": [{"attribute": "tenant",
+    /// "equals": "internal", "variant": "canary"}]}`).
+    pub overrides: actuator_canary::Overrides,
     /// All strategies: the seed's automatic rollback triggers beside the analysis.
     pub triggers: actuator_rollback::RollbackTriggers,
     /// Immediate: seconds of guard-rail watching after the switch.
@@ -128,6 +136,8 @@ impl Default for StrategySettings {
         Self {
             inconclusive: InconclusivePolicy::Hold,
             request_timeout_ms: 60_000.0,
+            stickiness: actuator_canary::StickinessKey::default(),
+            overrides: actuator_canary::Overrides::default(),
             triggers: actuator_rollback::RollbackTriggers::default(),
             watch_secs: 300,
             min_samples: 200,
