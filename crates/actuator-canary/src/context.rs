@@ -142,7 +142,8 @@ fn scalar<'v>(name: &str, value: &'v Value) -> Result<Option<&'v Value>, Resolve
     }
 }
 
-pub(crate) fn kind(v: &Value) -> &'static str {
+/// The kind of a JSON value for error messages: "a string", "an array", ...
+pub fn kind(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

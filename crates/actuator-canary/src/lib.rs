@@ -36,7 +36,7 @@ mod strategy;
 mod table;
 
 pub use bucket::{ARM_SEED, BUCKET_SEED, BUCKETS, Share, arm_bucket, bucket};
-pub use context::{EvalContext, StickinessKey, TARGETING_KEY};
+pub use context::{EvalContext, StickinessKey, TARGETING_KEY, kind as json_kind};
 pub use error::ResolveError;
 pub use resolution::{Reason, Resolution, ShadowDirective};
 pub use route::{

@@ -46,7 +46,9 @@ struct Wire {
     arm: Option<String>,
     #[serde(default)]
     variant: Option<String>,
+    /// Accepted for the caller's bookkeeping; the rollout id already names the slot.
     #[serde(default)]
+    #[allow(dead_code)]
     slot: Option<String>,
     #[serde(default)]
     phase: Option<u32>,
@@ -75,7 +77,6 @@ fn parse(v: Value) -> Result<(String, Item), String> {
     let w: Wire = serde_json::from_value(v).map_err(|e| e.to_string())?;
     let label = w.arm.or(w.variant);
     let arm = label.as_deref().map(Arm::parse);
-    let _ = w.slot.as_deref();
     match w.outcome {
         None => match w.quality {
             Some(score) => Ok((
@@ -200,7 +201,7 @@ impl Engine {
                 DeploymentState::RollingBack => {
                     // During a rollback only the stable config's health matters: count it.
                     let Some(rb) = g.st.rollback.as_mut() else { continue };
-                    for (index, item) in group {
+                    for (_, item) in group {
                         match item {
                             Item::Obs(o, _) if o.arm == Arm::Control => {
                                 rb.control_requests += 1;
@@ -209,7 +210,6 @@ impl Engine {
                             }
                             Item::Obs(..) | Item::Quality(_) => report.accepted += 1,
                         }
-                        let _ = index;
                     }
                 }
                 other => {

@@ -32,21 +32,9 @@ pub(crate) fn eval_context(context: Option<Value>) -> Result<EvalContext, Resolv
             attribute: "context".into(),
             problem: format!(
                 "is {}: send a JSON object like {{\"targetingKey\": \"user-1\"}}",
-                json_kind(&other)
+                actuator_canary::json_kind(&other)
             ),
         }),
-    }
-}
-
-/// "a string", "an array", ... for error messages.
-pub(crate) fn json_kind(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 

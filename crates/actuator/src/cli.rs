@@ -1,5 +1,6 @@
 //! Command-line grammar.
 
+use actuator_core::DeploymentStrategy;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -225,36 +226,13 @@ pub(crate) enum AuditCmd {
     },
 }
 
-/// How a candidate reaches traffic (the `strategy` of a deployment request).
-#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
-#[value(rename_all = "snake_case")]
-pub(crate) enum Strategy {
-    /// Phased shares compared against a control.
-    Canary,
-    /// All traffic at once, guard rails watched.
-    Immediate,
-    /// Preview traffic, then an atomic switch.
-    BlueGreen,
-    /// Fixed share steps without a held-back control.
-    Rolling,
-    /// The candidate runs on mirrored requests only.
-    Shadow,
-    /// A fixed split until one arm wins.
-    AbTest,
-}
-
-impl Strategy {
-    /// The API's name of the strategy.
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            Self::Canary => "canary",
-            Self::Immediate => "immediate",
-            Self::BlueGreen => "blue_green",
-            Self::Rolling => "rolling",
-            Self::Shadow => "shadow",
-            Self::AbTest => "ab_test",
-        }
-    }
+/// Parses a strategy name with the core's own list (`canary`, `immediate`, `blue_green`,
+/// `rolling`, `shadow`, `ab_test`).
+fn parse_strategy(s: &str) -> Result<DeploymentStrategy, String> {
+    DeploymentStrategy::parse(s).ok_or_else(|| {
+        let names: Vec<&str> = DeploymentStrategy::ALL.iter().map(|d| d.as_str()).collect();
+        format!("unknown strategy {s:?}; use one of {}", names.join(", "))
+    })
 }
 
 /// `actuator rollout start`: a deployment request from a file, or built from flags.
@@ -266,8 +244,8 @@ pub(crate) struct StartArgs {
     #[arg(long, required_unless_present = "file", conflicts_with = "file")]
     pub(crate) slot: Option<String>,
     /// How to roll the candidate out.
-    #[arg(long, value_enum, required_unless_present = "file", conflicts_with = "file")]
-    pub(crate) strategy: Option<Strategy>,
+    #[arg(long, value_parser = parse_strategy, required_unless_present = "file", conflicts_with = "file")]
+    pub(crate) strategy: Option<DeploymentStrategy>,
     /// Roll out this existing version.
     #[arg(long, conflicts_with_all = ["file", "document"])]
     pub(crate) version: Option<u64>,

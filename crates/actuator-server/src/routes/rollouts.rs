@@ -33,39 +33,19 @@ pub(crate) fn router() -> Router<AppState> {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
-        let code = e.code();
-        let status = match &e {
-            EngineError::Config(c) => return Self::from_config(c, e.to_string()),
+        let status = match e {
+            // Configuration and store errors keep the statuses the rest of the API gives them.
+            EngineError::Config(c) => return c.into(),
+            EngineError::Store(s) => return s.into(),
             EngineError::Invalid(_) | EngineError::Core(_) => StatusCode::UNPROCESSABLE_ENTITY,
             EngineError::UnknownRollout(_) => StatusCode::NOT_FOUND,
             EngineError::Limit { .. }
             | EngineError::SlotBusy { .. }
             | EngineError::InvalidTransition { .. } => StatusCode::CONFLICT,
             EngineError::NotRunning => StatusCode::SERVICE_UNAVAILABLE,
-            EngineError::Store(s) => return s.clone().into(),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
-        Self::new(status, code, e.to_string())
-    }
-}
-
-impl ApiError {
-    fn from_config(c: &actuator_config::ConfigError, message: String) -> Self {
-        let mut e: Self = match c {
-            actuator_config::ConfigError::UnknownSlot(s) => {
-                actuator_config::ConfigError::UnknownSlot(s.clone()).into()
-            }
-            actuator_config::ConfigError::UnknownVersion { slot, version } => {
-                actuator_config::ConfigError::UnknownVersion {
-                    slot: slot.clone(),
-                    version: *version,
-                }
-                .into()
-            }
-            _ => Self::new(StatusCode::UNPROCESSABLE_ENTITY, c.code(), String::new()),
-        };
-        e.message = message;
-        e
+        Self::new(status, e.code(), e.to_string())
     }
 }
 
