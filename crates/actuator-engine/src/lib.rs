@@ -19,7 +19,9 @@ mod ingest;
 mod plan;
 mod status;
 
-pub use engine::{Engine, EngineSettings, ManualAction, RouteSink};
+pub use engine::{
+    Clock, Engine, EngineSettings, ManualAction, ManualClock, RouteSink, SystemClock,
+};
 pub use error::EngineError;
 pub use ingest::{IngestItemError, IngestReport, MAX_BATCH};
 pub use plan::{InconclusivePolicy, Step, StepKind};

@@ -1,0 +1,204 @@
+//! Admission: a deploy request is validated, its candidate written, and the rollout created.
+
+use super::steps::{health_config, phase_config};
+use super::*;
+
+impl Engine {
+    // ---------------------------------------------------------------- deploy
+
+    /// Validates and starts a rollout; answers once it serves its first step.
+    pub async fn deploy(&self, req: DeploymentRequest) -> Result<RolloutView, EngineError> {
+        if *lock(&self.inner.state) != ActuatorState::Running {
+            return Err(EngineError::NotRunning);
+        }
+        req.validate()?;
+        let settings = plan::settings(&req)?;
+        let steps = plan::steps(&req, &settings)?;
+        if let Some(split) = &req.canary.traffic_split {
+            serde_json::from_value::<SplitStrategy>(split.clone())
+                .map_err(|e| EngineError::Invalid(format!("canary.traffic_split: {e}")))?;
+        }
+        let slot = self.inner.config.get_slot(&req.slot).await?;
+        let Some(stable) = slot.active_version else {
+            return Err(EngineError::Invalid(format!(
+                "slot {} has no active version to roll out from; apply a first config directly",
+                req.slot
+            )));
+        };
+        let active = self.active_count();
+        if active >= self.inner.settings.max_active_rollouts {
+            return Err(EngineError::Limit {
+                active,
+                limit: self.inner.settings.max_active_rollouts,
+            });
+        }
+        for rt in self.all_runtimes() {
+            let g = rt.lock().await;
+            if g.rec.slot == req.slot {
+                return Err(EngineError::SlotBusy {
+                    slot: req.slot.to_string(),
+                    rollout: g.rec.id.clone(),
+                });
+            }
+        }
+        for arm in &settings.arms {
+            self.inner.config.get_version(&req.slot, arm.version).await?;
+        }
+        let id = req.id.clone().unwrap_or_else(|| format!("ro-{}", uuid::Uuid::now_v7().simple()));
+        let candidate = match &req.candidate {
+            Candidate::Version(v) => self.inner.config.get_version(&req.slot, *v).await?.version,
+            Candidate::Document(doc) => {
+                self.inner
+                    .config
+                    .apply(ApplyRequest {
+                        slot: req.slot.clone(),
+                        document: doc.clone(),
+                        actor: req.actor.clone(),
+                        message: format!("candidate of rollout {id}"),
+                        dry_run: false,
+                        activate: false,
+                        expected_latest: None,
+                    })
+                    .await?
+                    .version_number
+            }
+        };
+        if candidate == stable && req.strategy != DeploymentStrategy::AbTest {
+            return Err(EngineError::Invalid(format!(
+                "version {candidate} is already the active version of slot {}",
+                req.slot
+            )));
+        }
+        let snapshot = self
+            .inner
+            .config
+            .snapshot(&req.slot, &format!("before rollout {id}"), &req.actor)
+            .await?;
+        let now = self.now();
+        let st = EngineStatus {
+            started_at: now,
+            stable_version: Some(stable),
+            snapshot_id: Some(snapshot.id),
+            candidate_version: candidate,
+            settings,
+            steps,
+            step: 0,
+            step_started_at: now,
+            route: None,
+            health: None,
+            last_decision: None,
+            paused_reason: None,
+            awaiting_promotion: false,
+            failing_looks: 0,
+            transitions: Default::default(),
+            rollback: None,
+            errors: Default::default(),
+            outcome: None,
+        };
+        let rec = self
+            .store()
+            .create_rollout(
+                NewRollout {
+                    id: id.clone(),
+                    slot: req.slot.clone(),
+                    strategy: req.strategy,
+                    state: DeploymentState::Pending,
+                    request: serde_json::to_value(&req).unwrap_or(Value::Null),
+                    status: serde_json::to_value(&st).unwrap_or(Value::Null),
+                },
+                AuditDraft::success(&req.actor, "rollout.start", &id).with_metadata(json!({
+                    "slot": req.slot, "strategy": req.strategy, "candidate_version": candidate, "stable_version": stable,
+                    "description": req.description,
+                })),
+            )
+            .await
+            .map_err(|e| match e {
+                StoreError::AlreadyExists { what } => EngineError::SlotBusy { slot: req.slot.to_string(), rollout: what },
+                other => other.into(),
+            })?;
+        {
+            let mut s = lock(&self.inner.stats);
+            s.total_deployments += 1;
+            s.active_deployments += 1;
+            *s.by_strategy.entry(req.strategy).or_default() += 1;
+        }
+        let actor = req.actor.clone();
+        let rt: Shared =
+            Arc::new(Mutex::new(Runtime { rec, st, req, dirty: false, last_save: self.now() }));
+        self.inner
+            .runtimes
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(id.clone(), rt.clone());
+        let mut g = rt.lock().await;
+        self.begin(&mut g, &actor).await?;
+        self.notify(
+            "rollout.start",
+            Severity::Info,
+            &actor,
+            &id,
+            format!("rollout {id} of {} started ({})", g.rec.slot, g.rec.strategy),
+            json!({"candidate_version": candidate}),
+        );
+        Ok(RolloutView::new(&g.rec, &g.st))
+    }
+
+    /// Pending → Validating → first step.
+    pub(super) async fn begin(&self, rt: &mut Runtime, actor: &str) -> Result<(), EngineError> {
+        self.commit(
+            rt,
+            DeploymentState::Validating,
+            "validating the candidate",
+            "rollout.validate",
+            actor,
+            None,
+            Value::Null,
+        )
+        .await?;
+        let now = self.now();
+        let candidate =
+            self.inner.config.get_version(&rt.rec.slot, rt.st.candidate_version).await?;
+        let problem = match self.inner.config.validate(&rt.rec.slot, &candidate.document).await {
+            Err(e) => Some(e.to_string()),
+            Ok(()) => {
+                let first_step = &rt.st.steps[0];
+                let mode = if first_step.kind == StepKind::Canary && first_step.share_bp >= 10_000 {
+                    actuator_health::AnalysisMode::NoControl
+                } else {
+                    plan::analysis_mode(rt.rec.strategy, &rt.st.settings)
+                };
+                let first = phase_config(first_step, &rt.st);
+                match RolloutHealth::new(
+                    rt.rec.id.clone(),
+                    rt.rec.slot.to_string(),
+                    mode,
+                    health_config(&rt.req, rt.st.settings.request_timeout_ms),
+                    first,
+                    now,
+                ) {
+                    Ok(h) => {
+                        rt.st.health = Some(h);
+                        None
+                    }
+                    Err(e) => Some(e.to_string()),
+                }
+            }
+        };
+        let problem = match problem {
+            Some(p) => Some(p),
+            None => match self.route_for(rt, 0).await {
+                Ok(r) => r.validate().err().map(|e| format!("traffic split: {e}")),
+                Err(e) => Some(e.to_string()),
+            },
+        };
+        if let Some(p) = problem {
+            rt.st.push_error(p.clone());
+            rt.st.outcome = Some(format!("validation failed: {p}"));
+            self.commit(rt, DeploymentState::Failed, &p, "rollout.fail", actor, None, Value::Null)
+                .await?;
+            self.finished(false);
+            return Err(EngineError::Invalid(p));
+        }
+        self.enter_step(rt, 0, now, "validated", "rollout.phase", actor).await
+    }
+}

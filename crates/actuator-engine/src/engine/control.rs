@@ -1,0 +1,207 @@
+//! One look at a monitored rollout: the analysis, the triggers, and what follows.
+
+use super::*;
+
+impl Engine {
+    // ---------------------------------------------------------------- the loop
+
+    pub(super) async fn tick(&self, rt: &mut Runtime) -> Result<(), EngineError> {
+        let now = self.now();
+        match rt.rec.state {
+            DeploymentState::Monitoring => {
+                self.look(rt, now).await?;
+            }
+            DeploymentState::RollingBack => self.rollback_tick(rt, now).await?,
+            _ => {}
+        }
+        if rt.dirty
+            && rt.rec.state.is_active()
+            && (now - rt.last_save).num_milliseconds()
+                >= i64::try_from(self.inner.settings.checkpoint_ms).unwrap_or(i64::MAX)
+        {
+            self.checkpoint(rt).await;
+        }
+        Ok(())
+    }
+
+    pub(super) async fn look(
+        &self,
+        rt: &mut Runtime,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let Some(health) = rt.st.health.as_mut() else { return Ok(()) };
+        let eval = health.look(now);
+        let mut view = DecisionView::from_eval(&eval);
+        // The seed's triggers, beside the analysis: absolute limits on the candidate's numbers.
+        let failing = eval.explanation.comparisons.iter().any(|c| {
+            c.checks.iter().any(|k| {
+                matches!(
+                    k.status,
+                    actuator_health::CheckStatus::Breach | actuator_health::CheckStatus::Critical
+                )
+            })
+        });
+        rt.st.failing_looks = if failing { rt.st.failing_looks + 1 } else { 0 };
+        let max_total = ChronoDuration::seconds(
+            i64::try_from(rt.req.canary.max_duration_secs).unwrap_or(i64::MAX / 2),
+        );
+        let input = trigger_input(&eval, rt.st.failing_looks, now - rt.st.started_at > max_total);
+        let fired = rt.st.settings.triggers.evaluate(&input);
+        if let Some(first) = fired.first()
+            && (rt.req.canary.auto_rollback
+                || first.kind == actuator_rollback::TriggerKind::Timeout)
+        {
+            view.kind = "rollback".into();
+            view.rule = format!("trigger: {}", first.message);
+            view.reasons = fired.iter().map(|f| f.message.clone()).collect();
+            rt.st.last_decision = Some(view);
+            let reason = match first.kind {
+                actuator_rollback::TriggerKind::ErrorRate => RollbackReason::HighErrorRate,
+                actuator_rollback::TriggerKind::Latency => RollbackReason::HighLatency,
+                actuator_rollback::TriggerKind::Quality => RollbackReason::QualityDegradation,
+                actuator_rollback::TriggerKind::Cost => RollbackReason::CostOverrun,
+                actuator_rollback::TriggerKind::HealthChecks => RollbackReason::HealthCheckFailed,
+                actuator_rollback::TriggerKind::Timeout => RollbackReason::Timeout,
+            };
+            let mode = rt.req.rollback_mode;
+            return self.start_rollback(rt, reason, true, mode, "engine").await;
+        }
+        let changed =
+            rt.st.last_decision.as_ref().is_none_or(|d| d.kind != view.kind || d.rule != view.rule);
+        rt.st.last_decision = Some(view.clone());
+        rt.dirty = true;
+        let auto_promote = rt.req.canary.auto_promote;
+        let auto_rollback = rt.req.canary.auto_rollback;
+        match eval.decision {
+            Decision::Continue => {
+                rt.st.awaiting_promotion = false;
+                Ok(())
+            }
+            Decision::Promote { arm } => {
+                if auto_promote {
+                    self.advance(rt, "engine", "analysis: promote", "rollout.promote", Some(arm))
+                        .await
+                } else {
+                    if !rt.st.awaiting_promotion {
+                        self.notify(
+                            "rollout.awaiting_promotion",
+                            Severity::Info,
+                            "engine",
+                            &rt.rec.id,
+                            format!("rollout {} can be promoted", rt.rec.id),
+                            Value::Null,
+                        );
+                    }
+                    rt.st.awaiting_promotion = true;
+                    Ok(())
+                }
+            }
+            Decision::Rollback { rules, .. } => {
+                let names: Vec<String> = rules
+                    .iter()
+                    .map(|r| format!("{:?}:{}", r.kind, r.metric).to_lowercase())
+                    .collect();
+                if auto_rollback {
+                    let mode = rt.req.rollback_mode;
+                    self.start_rollback(
+                        rt,
+                        RollbackReason::Analysis { rules: names },
+                        true,
+                        mode,
+                        "engine",
+                    )
+                    .await
+                } else {
+                    self.pause(
+                        rt,
+                        &format!(
+                            "analysis recommends rollback ({}); auto_rollback is off",
+                            view.reasons.join("; ")
+                        ),
+                        "engine",
+                    )
+                    .await
+                }
+            }
+            Decision::Inconclusive { .. } => match rt.st.settings.inconclusive {
+                InconclusivePolicy::Hold => {
+                    self.pause(rt, &format!("inconclusive: {}", view.reasons.join("; ")), "engine")
+                        .await
+                }
+                InconclusivePolicy::PromoteIfNoAlarm => {
+                    self.advance(
+                        rt,
+                        "engine",
+                        "inconclusive, no alarm: promote",
+                        "rollout.promote",
+                        None,
+                    )
+                    .await
+                }
+                InconclusivePolicy::Rollback => {
+                    let mode = rt.req.rollback_mode;
+                    self.start_rollback(
+                        rt,
+                        RollbackReason::Analysis { rules: vec!["inconclusive".into()] },
+                        true,
+                        mode,
+                        "engine",
+                    )
+                    .await
+                }
+            },
+            Decision::Halt { .. } => {
+                if changed {
+                    self.pause(rt, &format!("halted: {}", view.reasons.join("; ")), "engine").await
+                } else {
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    pub(super) async fn pause(
+        &self,
+        rt: &mut Runtime,
+        reason: &str,
+        actor: &str,
+    ) -> Result<(), EngineError> {
+        rt.st.paused_reason = Some(reason.to_owned());
+        self.commit(rt, DeploymentState::Paused, reason, "rollout.pause", actor, None, Value::Null)
+            .await?;
+        let sev = if actor == "engine" { Severity::Warning } else { Severity::Info };
+        self.notify(
+            "rollout.pause",
+            sev,
+            actor,
+            &rt.rec.id,
+            format!("rollout {} paused: {reason}", rt.rec.id),
+            Value::Null,
+        );
+        Ok(())
+    }
+}
+
+/// The numbers the seed's triggers look at: the worst treatment arm of the evaluation.
+fn trigger_input(
+    eval: &actuator_health::Evaluation,
+    failing_looks: u32,
+    past_max: bool,
+) -> actuator_rollback::TriggerInput {
+    let arms = &eval.explanation.arms;
+    let control = arms.iter().find(|a| a.arm == Arm::Control);
+    let worst = arms
+        .iter()
+        .filter(|a| a.arm != Arm::Control)
+        .max_by(|a, b| a.error_rate.unwrap_or(0.0).total_cmp(&b.error_rate.unwrap_or(0.0)));
+    actuator_rollback::TriggerInput {
+        requests: worst.map_or(0, |a| a.requests),
+        error_rate: worst.and_then(|a| a.error_rate),
+        p99_latency_ms: worst.and_then(|a| a.p99_ms),
+        mean_quality: worst.and_then(|a| a.mean_quality),
+        mean_cost: worst.and_then(|a| a.mean_cost),
+        control_mean_cost: control.and_then(|a| a.mean_cost),
+        consecutive_failures: failing_looks,
+        past_max_duration: past_max,
+    }
+}

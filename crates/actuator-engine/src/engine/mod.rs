@@ -1,0 +1,232 @@
+//! The coordinator: deploy, the control loop, manual control and rollback.
+//!
+//! The engine is split by concern: `admission` (deploy, validation, retry), `lifecycle`
+//! (start, stop, the supervised control loop), `control` (one look at a rollout and what it
+//! decides), `steps` (entering, advancing and completing steps), `rollback` (fast and gradual
+//! rollback), `manual` (operator actions), `persist` (commits and checkpoints), `reading`
+//! (views and history), `actuator_impl` (the seed's `Actuator` trait) and `clock`.
+
+use actuator_canary::{Rollout, Share, SplitStrategy, Variant, VersionedConfig};
+use actuator_config::{ApplyRequest, ConfigManager};
+use actuator_core::{
+    Actuator, ActuatorState, ActuatorStats, AuditDraft, Candidate, DeploymentRequest,
+    DeploymentState, DeploymentStatus, DeploymentStrategy, Event, HealthCheckResult, HealthStatus,
+    NewRollout, Notifier, Page, PageRequest, RollbackMode, RollbackReason, RollbackRequest,
+    RollbackResult, RolloutFilter, RolloutRecord, RolloutUpdate, Severity, SlotName, Store,
+    StoreError,
+};
+use actuator_health::{Arm, Decision, HealthConfig, PhaseConfig, RolloutHealth};
+use async_trait::async_trait;
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex as StdMutex, RwLock};
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, Notify};
+
+use crate::error::EngineError;
+use crate::plan::{self, InconclusivePolicy, Step, StepKind};
+use crate::status::{
+    DecisionView, EngineStatus, RollbackState, RollbackStep, RollbackView, RolloutView, Transition,
+};
+
+mod actuator_impl;
+mod admission;
+mod clock;
+mod control;
+mod lifecycle;
+mod manual;
+mod persist;
+mod reading;
+mod rollback;
+mod steps;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use manual::ManualAction;
+
+/// Knobs of the engine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EngineSettings {
+    /// Milliseconds between looks at every active rollout (1000).
+    pub tick_ms: u64,
+    /// Rollouts active at once (3).
+    pub max_active_rollouts: usize,
+    /// Milliseconds between checkpoints of accumulated evidence (1000).
+    pub checkpoint_ms: u64,
+    /// Seconds per step of a gradual rollback (30).
+    pub gradual_step_secs: u64,
+    /// Seconds of post-rollback validation of the stable config (30).
+    pub validation_secs: u64,
+    /// Control requests needed for post-rollback validation to give a verdict (50).
+    pub validation_min_samples: u64,
+    /// Milliseconds a rollback step may take before it is reported as timed out (10000).
+    pub rollback_timeout_ms: u64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        Self {
+            tick_ms: 1000,
+            max_active_rollouts: 3,
+            checkpoint_ms: 1000,
+            gradual_step_secs: 30,
+            validation_secs: 30,
+            validation_min_samples: 50,
+            rollback_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Whoever serves traffic decisions: told to re-read a slot after its rollout changed.
+#[async_trait]
+pub trait RouteSink: Send + Sync + 'static {
+    /// Rebuilds the route of `slot` from the store.
+    async fn refresh_slot(&self, slot: &SlotName);
+}
+
+/// The in-memory side of an active rollout. Its mutex is per rollout: observations and
+/// looks of different rollouts never wait for each other.
+pub(crate) struct Runtime {
+    pub(crate) rec: RolloutRecord,
+    pub(crate) st: EngineStatus,
+    pub(crate) req: DeploymentRequest,
+    pub(crate) dirty: bool,
+    pub(crate) last_save: DateTime<Utc>,
+}
+
+pub(crate) type Shared = Arc<Mutex<Runtime>>;
+
+struct Inner {
+    store: Arc<dyn Store>,
+    config: ConfigManager,
+    routes: Arc<dyn RouteSink>,
+    notifiers: Vec<Arc<dyn Notifier>>,
+    settings: EngineSettings,
+    runtimes: RwLock<HashMap<String, Shared>>,
+    wake: Notify,
+    stop: Notify,
+    state: StdMutex<ActuatorState>,
+    stats: StdMutex<ActuatorStats>,
+    loop_task: StdMutex<Option<tokio::task::JoinHandle<()>>>,
+    clock: Arc<dyn Clock>,
+}
+
+/// The rollout coordinator. Cheap to clone; all clones share one engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("settings", &self.inner.settings).finish()
+    }
+}
+
+fn lock<T>(m: &StdMutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn share(bp: u16) -> Share {
+    Share::from_basis_points(bp.min(10_000)).unwrap_or(Share::ZERO)
+}
+
+impl Engine {
+    /// An engine over the store (through the config manager), telling `routes` of every
+    /// change and `notifiers` of every event worth telling.
+    pub fn new(
+        config: ConfigManager,
+        routes: Arc<dyn RouteSink>,
+        notifiers: Vec<Arc<dyn Notifier>>,
+        settings: EngineSettings,
+    ) -> Self {
+        Self::with_clock(config, routes, notifiers, settings, Arc::new(SystemClock))
+    }
+
+    /// An engine that reads the time from `clock` (a simulation drives it in simulated time).
+    pub fn with_clock(
+        config: ConfigManager,
+        routes: Arc<dyn RouteSink>,
+        notifiers: Vec<Arc<dyn Notifier>>,
+        settings: EngineSettings,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store: config.store().clone(),
+                config,
+                routes,
+                notifiers,
+                settings,
+                runtimes: RwLock::default(),
+                wake: Notify::new(),
+                stop: Notify::new(),
+                state: StdMutex::new(ActuatorState::Stopped),
+                stats: StdMutex::default(),
+                loop_task: StdMutex::new(None),
+                clock,
+            }),
+        }
+    }
+
+    /// The time on the engine's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.inner.clock.now()
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &EngineSettings {
+        &self.inner.settings
+    }
+
+    pub(super) fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub(crate) fn runtime(&self, id: &str) -> Option<Shared> {
+        self.inner.runtimes.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+    }
+
+    pub(super) fn active_count(&self) -> usize {
+        self.inner.runtimes.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Wakes the control loop (after a batch of observations).
+    pub fn wake(&self) {
+        self.inner.wake.notify_one();
+    }
+
+    pub(super) fn notify(
+        &self,
+        kind: &str,
+        severity: Severity,
+        actor: &str,
+        target: &str,
+        summary: String,
+        details: Value,
+    ) {
+        if self.inner.notifiers.is_empty() {
+            return;
+        }
+        let event = Event {
+            kind: kind.into(),
+            severity,
+            at: self.now(),
+            actor: actor.into(),
+            target: target.into(),
+            summary,
+            details,
+        };
+        for n in self.inner.notifiers.clone() {
+            let e = event.clone();
+            // Delivery runs on its own task: a slow or failing notifier never blocks a rollout.
+            tokio::spawn(async move {
+                if let Err(err) = n.notify(&e).await {
+                    tracing::warn!(error = %err, kind = %e.kind, "notifier failed");
+                }
+            });
+        }
+    }
+}

@@ -1,0 +1,101 @@
+//! Reading: views of rollouts, their health, lists and rollback history.
+
+use super::*;
+
+impl Engine {
+    // ---------------------------------------------------------------- reading
+
+    /// The view of one rollout (live for active ones, from the store otherwise).
+    pub async fn view(&self, id: &str) -> Result<RolloutView, EngineError> {
+        if let Some(rt) = self.runtime(id) {
+            let g = rt.lock().await;
+            return Ok(RolloutView::new(&g.rec, &g.st));
+        }
+        let rec = self
+            .store()
+            .get_rollout(id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRollout(id.into()))?;
+        let st: EngineStatus = serde_json::from_value(rec.status.clone())
+            .map_err(|e| EngineError::Invalid(format!("stored status of {id}: {e}")))?;
+        Ok(RolloutView::new(&rec, &st))
+    }
+
+    /// The last evaluation with its explanation, and the bounded history of decisions.
+    pub async fn health(&self, id: &str) -> Result<Value, EngineError> {
+        let st = match self.runtime(id) {
+            Some(rt) => rt.lock().await.st.clone(),
+            None => {
+                let rec = self
+                    .store()
+                    .get_rollout(id)
+                    .await?
+                    .ok_or_else(|| EngineError::UnknownRollout(id.into()))?;
+                serde_json::from_value::<EngineStatus>(rec.status)
+                    .map_err(|e| EngineError::Invalid(e.to_string()))?
+            }
+        };
+        let (last, history): (Value, Vec<Value>) = match &st.health {
+            Some(h) => (
+                serde_json::to_value(h.last_evaluation()).unwrap_or(Value::Null),
+                h.history().map(|r| serde_json::to_value(r).unwrap_or(Value::Null)).collect(),
+            ),
+            None => (Value::Null, Vec::new()),
+        };
+        Ok(json!({"rollout_id": id, "phase": st.step, "last_evaluation": last, "history": history}))
+    }
+
+    /// Lists rollouts, newest first.
+    pub async fn list(
+        &self,
+        filter: RolloutFilter,
+        page: PageRequest,
+    ) -> Result<Page<RolloutView>, EngineError> {
+        let p = self.store().list_rollouts(filter, page).await?;
+        let mut items = Vec::with_capacity(p.items.len());
+        for rec in p.items {
+            let live = self.runtime(&rec.id);
+            let view = match live {
+                Some(rt) => {
+                    let g = rt.lock().await;
+                    RolloutView::new(&g.rec, &g.st)
+                }
+                None => match serde_json::from_value::<EngineStatus>(rec.status.clone()) {
+                    Ok(st) => RolloutView::new(&rec, &st),
+                    Err(e) => {
+                        return Err(EngineError::Invalid(format!(
+                            "stored status of {}: {e}",
+                            rec.id
+                        )));
+                    }
+                },
+            };
+            items.push(view);
+        }
+        Ok(Page { items, next_cursor: p.next_cursor })
+    }
+
+    /// Rollback history, newest first. A page filters one page of rollouts, so it may hold
+    /// fewer than `limit` items; follow `next_cursor` to the end.
+    pub async fn rollbacks(&self, page: PageRequest) -> Result<Page<RollbackView>, EngineError> {
+        let p = self.store().list_rollouts(RolloutFilter::default(), page).await?;
+        let items = p
+            .items
+            .into_iter()
+            .filter_map(|rec| {
+                let st = serde_json::from_value::<EngineStatus>(rec.status).ok()?;
+                Some(RollbackView {
+                    rollout_id: rec.id,
+                    slot: rec.slot.to_string(),
+                    rollback: st.rollback?,
+                })
+            })
+            .collect();
+        Ok(Page { items, next_cursor: p.next_cursor })
+    }
+
+    /// Counters since the store was created.
+    pub fn stats(&self) -> ActuatorStats {
+        lock(&self.inner.stats).clone()
+    }
+}

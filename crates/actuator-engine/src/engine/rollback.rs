@@ -1,0 +1,231 @@
+//! Fast and gradual rollback, and the validation of the stable config afterwards.
+
+use super::*;
+
+impl Engine {
+    // ---------------------------------------------------------------- rollback
+
+    pub(super) async fn start_rollback(
+        &self,
+        rt: &mut Runtime,
+        reason: RollbackReason,
+        automatic: bool,
+        mode: RollbackMode,
+        actor: &str,
+    ) -> Result<(), EngineError> {
+        let decided = Instant::now();
+        let now = self.now();
+        let current = rt.st.route.as_ref().map_or(0, |r| r.share.basis_points());
+        let mut remaining: Vec<u16> = match mode {
+            RollbackMode::Fast => vec![0],
+            RollbackMode::Gradual => actuator_rollback::gradual_plan(current),
+        };
+        let first = remaining.remove(0);
+        let step_secs = if first == 0 {
+            self.inner.settings.validation_secs
+        } else {
+            self.inner.settings.gradual_step_secs
+        };
+        rt.st.rollback = Some(RollbackState {
+            reason: reason.clone(),
+            automatic,
+            mode,
+            actor: actor.to_owned(),
+            decided_at: now,
+            flip_ms: None,
+            remaining_bp: remaining,
+            steps: vec![RollbackStep {
+                share_bp: first,
+                at: now,
+                control_requests: 0,
+                control_error_rate: None,
+            }],
+            next_at: now + ChronoDuration::seconds(i64::try_from(step_secs).unwrap_or(0)),
+            control_requests: 0,
+            control_errors: 0,
+            result: None,
+        });
+        if let Some(r) = rt.st.route.as_mut() {
+            r.share = share(first);
+            if first == 0 {
+                r.overrides = Default::default();
+            }
+        }
+        rt.st.paused_reason = None;
+        let why = match &reason {
+            RollbackReason::Manual { reason } => format!("manual rollback: {reason}"),
+            other => format!("rollback: {}", serde_json::to_string(other).unwrap_or_default()),
+        };
+        let limit = Duration::from_millis(self.inner.settings.rollback_timeout_ms);
+        let action = if matches!(reason, RollbackReason::Aborted) {
+            "rollout.abort"
+        } else {
+            "rollout.rollback"
+        };
+        let fut = self.commit(
+            rt,
+            DeploymentState::RollingBack,
+            &why,
+            action,
+            actor,
+            None,
+            json!({"automatic": automatic, "mode": mode, "rollback_reason": reason}),
+        );
+        match tokio::time::timeout(limit, fut).await {
+            Ok(r) => r?,
+            Err(_) => {
+                self.notify(
+                    "rollout.rollback_timeout",
+                    Severity::Critical,
+                    actor,
+                    &rt.rec.id,
+                    format!("rollback of {} timed out", rt.rec.id),
+                    Value::Null,
+                );
+                return Err(EngineError::RollbackTimeout(rt.rec.id.clone()));
+            }
+        }
+        let flip = decided.elapsed().as_secs_f64() * 1000.0;
+        if let Some(rb) = rt.st.rollback.as_mut() {
+            rb.flip_ms = Some(flip);
+        }
+        rt.dirty = true;
+        {
+            let mut s = lock(&self.inner.stats);
+            s.rollbacks += 1;
+            if automatic {
+                s.automatic_rollbacks += 1;
+            } else {
+                s.manual_rollbacks += 1;
+            }
+        }
+        self.notify(
+            action,
+            if automatic { Severity::Critical } else { Severity::Warning },
+            actor,
+            &rt.rec.id,
+            format!(
+                "rollout {} of {} is rolling back ({why}); routing flipped in {flip:.1} ms",
+                rt.rec.id, rt.rec.slot
+            ),
+            json!({"flip_ms": flip}),
+        );
+        Ok(())
+    }
+
+    pub(super) async fn rollback_tick(
+        &self,
+        rt: &mut Runtime,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        let Some(rb) = rt.st.rollback.as_mut() else { return Ok(()) };
+        if now < rb.next_at {
+            return Ok(());
+        }
+        let rate = (rb.control_requests > 0)
+            .then(|| rb.control_errors as f64 / rb.control_requests as f64);
+        if let Some(last) = rb.steps.last_mut() {
+            last.control_requests = rb.control_requests;
+            last.control_error_rate = rate;
+        }
+        if !rb.remaining_bp.is_empty() {
+            let next = rb.remaining_bp.remove(0);
+            rb.steps.push(RollbackStep {
+                share_bp: next,
+                at: now,
+                control_requests: 0,
+                control_error_rate: None,
+            });
+            let secs = if next == 0 {
+                self.inner.settings.validation_secs
+            } else {
+                self.inner.settings.gradual_step_secs
+            };
+            rb.next_at = now + ChronoDuration::seconds(i64::try_from(secs).unwrap_or(0));
+            rb.control_requests = 0;
+            rb.control_errors = 0;
+            if let Some(r) = rt.st.route.as_mut() {
+                r.share = share(next);
+            }
+            return self
+                .commit(
+                    rt,
+                    DeploymentState::RollingBack,
+                    &format!("gradual rollback: share {} %", f64::from(next) / 100.0),
+                    "rollout.rollback_step",
+                    "engine",
+                    None,
+                    Value::Null,
+                )
+                .await;
+        }
+        // Validation window over: judge the stable config on what it served meanwhile.
+        let requests: u64 = rb.steps.iter().map(|s| s.control_requests).sum();
+        let errors: u64 = rb
+            .steps
+            .iter()
+            .map(|s| {
+                (s.control_error_rate.unwrap_or(0.0) * s.control_requests as f64).round() as u64
+            })
+            .sum();
+        // The stable config is judged against the guard-rail error limit, with the seed's
+        // critical factor of 2 as slack for the noise of a short window.
+        let limit = (rt.req.success_criteria.max_error_rate * 2.0).max(0.01);
+        let validated = match actuator_rollback::validate(
+            requests,
+            errors,
+            self.inner.settings.validation_min_samples,
+            limit,
+        ) {
+            actuator_rollback::Validation::Healthy => Some(true),
+            actuator_rollback::Validation::Unhealthy => Some(false),
+            actuator_rollback::Validation::Unknown => None,
+        };
+        let result = RollbackResult {
+            deployment_id: rt.rec.id.clone(),
+            success: true,
+            restored_version: rt.st.stable_version,
+            mode: rb.mode,
+            reason: rb.reason.clone(),
+            duration_ms: (now - rb.decided_at).num_milliseconds() as f64,
+            validated,
+            error: None,
+            completed_at: now,
+        };
+        rb.result = Some(result);
+        let summary = match validated {
+            Some(true) => "the stable config is healthy again".to_owned(),
+            Some(false) => {
+                "the stable config still shows errors after the rollback: look at the system"
+                    .to_owned()
+            }
+            None => "too little traffic to validate the stable config".to_owned(),
+        };
+        rt.st.route = None;
+        rt.st.outcome = Some(format!(
+            "rolled back to version {}; {summary}",
+            rt.st.stable_version.unwrap_or(0)
+        ));
+        self.commit(
+            rt,
+            DeploymentState::RolledBack,
+            &summary,
+            "rollout.rolled_back",
+            "engine",
+            None,
+            json!({"validated": validated}),
+        )
+        .await?;
+        self.finished(false);
+        let sev = if validated == Some(false) { Severity::Critical } else { Severity::Info };
+        self.notify(
+            "rollout.rolled_back",
+            sev,
+            "engine",
+            &rt.rec.id,
+            format!("rollout {} rolled back: {summary}", rt.rec.id),
+            Value::Null,
+        );
+        Ok(())
+    }
+}
