@@ -8,3 +8,5 @@ mod observations;
 mod ofrep;
 mod rollouts;
 mod rollouts_cli;
+mod store_faults;
+mod store_races;

@@ -60,6 +60,7 @@ async fn persist_rollout(db: &Path) {
                 state: DeploymentState::Monitoring,
                 request: json!({"candidate_version": 2}),
                 status: json!({"route": route}),
+                admission: Default::default(),
             },
             AuditDraft::success("test", "rollout.create", "chat"),
         )

@@ -182,6 +182,7 @@ async fn start(db: &Path) -> anyhow::Result<(SocketAddr, SocketAddr)> {
                 state: DeploymentState::Monitoring,
                 request: json!({}),
                 status: json!({"route": route}),
+                admission: Default::default(),
             },
             AuditDraft::success("bench", "rollout.create", SLOT),
         )

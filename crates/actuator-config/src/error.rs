@@ -60,6 +60,9 @@ pub enum ConfigError {
         /// The rollout id.
         rollout: String,
     },
+    /// An acknowledgement was asked for a chain with no unacknowledged problem.
+    #[error("there is nothing to acknowledge: {0}")]
+    NothingToAcknowledge(String),
     /// A domain rule was broken.
     #[error(transparent)]
     Core(#[from] CoreError),
@@ -80,11 +83,17 @@ impl ConfigError {
             Self::TooLarge { .. } => "payload_too_large",
             Self::InvalidSchema { .. } => "invalid_schema",
             Self::RolloutActive { .. } => "rollout_active",
+            Self::NothingToAcknowledge(_) => "nothing_to_acknowledge",
             Self::Core(_) => "invalid_request",
             Self::Store(StoreError::NotFound { .. }) => "not_found",
             Self::Store(StoreError::AlreadyExists { .. }) => "already_exists",
             Self::Store(StoreError::Conflict { .. }) => "conflict",
             Self::Store(StoreError::Invalid(_)) => "invalid_request",
+            Self::Store(StoreError::Limit { .. }) => "rollout_limit",
+            Self::Store(StoreError::SlotHeld { .. }) => "rollout_active",
+            Self::Store(StoreError::StableChanged { .. }) => "conflict",
+            Self::Store(StoreError::Unavailable(_)) => "store_unavailable",
+            Self::Store(StoreError::ChainBroken(_)) => "audit_chain_broken",
             Self::Store(_) => "store_error",
         }
     }

@@ -7,7 +7,11 @@ mod error;
 mod manager;
 mod validate;
 
+pub use actuator_core::AuditReport;
 pub use diff::{Added, Changed, Diff, Removed};
 pub use error::ConfigError;
-pub use manager::{ApplyOutcome, ApplyRequest, AuditReport, ConfigManager, ConfigSettings};
+pub use manager::{
+    APPLY_RETRIES, Acknowledgement, ApplyOutcome, ApplyRequest, ConfigManager, ConfigSettings,
+    MAX_ACK_REASON_BYTES,
+};
 pub use validate::{ValidationIssue, builtin_checks, check_schema, validate};

@@ -1,7 +1,8 @@
 //! The configuration manager.
 
+use actuator_core::audit::ACKNOWLEDGE_ACTION;
 use actuator_core::{
-    AppendVersion, AuditDraft, AuditEntry, AuditQuery, ChainProblem, ChainVerifier, ConfigVersion,
+    AppendVersion, AuditDraft, AuditEntry, AuditQuery, AuditReport, ChainProblem, ConfigVersion,
     Event, NewSlot, NewSnapshot, Notifier, Page, PageRequest, RolloutFilter, Severity, Slot,
     SlotName, Snapshot, Store, StoreError,
 };
@@ -66,17 +67,29 @@ pub struct ApplyOutcome {
     pub diff: Diff,
 }
 
-/// The result of verifying the audit chain.
+/// How often an apply without `expected_latest` re-reads the slot and tries again after
+/// losing a race to another writer, before it gives up with the conflict.
+pub const APPLY_RETRIES: u32 = 32;
+
+/// What an acknowledgement of a broken audit chain recorded.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct AuditReport {
-    /// Whether the whole chain verified.
-    pub ok: bool,
-    /// Entries checked before the first problem (all of them when `ok`).
-    pub entries_checked: u64,
-    /// The first problem found.
-    pub problem: Option<ChainProblem>,
-    /// A sentence for a person.
-    pub message: String,
+pub struct Acknowledgement {
+    /// The acknowledgement's own audit entry.
+    pub entry: AuditEntry,
+    /// The chain verified again after it.
+    pub report: AuditReport,
+}
+
+/// Longest reason of an acknowledgement, in bytes.
+pub const MAX_ACK_REASON_BYTES: usize = 1024;
+
+/// A store error as the manager reports it: a write refused because a rollout holds the
+/// slot is [`ConfigError::RolloutActive`].
+fn store_error(e: StoreError) -> ConfigError {
+    match e {
+        StoreError::SlotHeld { slot, rollout } => ConfigError::RolloutActive { slot, rollout },
+        other => ConfigError::Store(other),
+    }
 }
 
 /// Applies, reverts, snapshots and restores configs, validating first and auditing every
@@ -238,7 +251,33 @@ impl ConfigManager {
 
     /// Validates and writes the next version (or, with `dry_run`, reports what would be
     /// written). A refused apply writes no version.
+    ///
+    /// With `expected_latest`, the write is refused with a conflict when the slot's latest
+    /// version moved. Without it, an apply that loses a race to another writer re-reads the
+    /// slot and tries again (up to [`APPLY_RETRIES`] times), so it succeeds unless the slot
+    /// is held by a rollout (an activating apply) or the document is refused.
     pub async fn apply(&self, req: ApplyRequest) -> Result<ApplyOutcome, ConfigError> {
+        let mut attempt = 0;
+        loop {
+            let last = req.expected_latest.is_some() || attempt >= APPLY_RETRIES;
+            match self.apply_once(&req, last).await {
+                Err(ConfigError::Store(StoreError::Conflict { .. })) if !last => {
+                    attempt += 1;
+                    tracing::debug!(slot = %req.slot, attempt, "apply lost a race; re-reading the slot");
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// One attempt of [`ConfigManager::apply`]. A lost race is audited as a refusal only on
+    /// the `last` attempt; before, it is returned as it is for the caller to retry.
+    async fn apply_once(
+        &self,
+        req: &ApplyRequest,
+        last: bool,
+    ) -> Result<ApplyOutcome, ConfigError> {
+        let req = req.clone();
         let target = req.slot.to_string();
         let slot = self.slot(&req.slot).await?;
         let result = async {
@@ -288,7 +327,7 @@ impl ConfigManager {
             .append_version(
                 AppendVersion {
                     slot: req.slot.clone(),
-                    expected_latest: slot.latest_version,
+                    expected_latest: req.expected_latest.unwrap_or(slot.latest_version),
                     document: req.document,
                     author: req.actor.clone(),
                     message: req.message,
@@ -299,7 +338,8 @@ impl ConfigManager {
             .await;
         let version = match written {
             Ok(v) => v,
-            Err(e) => return Err(self.refuse(&req.actor, action, &target, e.into()).await),
+            Err(e @ StoreError::Conflict { .. }) if !last => return Err(ConfigError::Store(e)),
+            Err(e) => return Err(self.refuse(&req.actor, action, &target, store_error(e)).await),
         };
         self.notify(
             action,
@@ -340,7 +380,7 @@ impl ConfigManager {
         let out = self.store.activate_version(&slot.name, slot.revision, version, draft).await;
         let out = match out {
             Ok(s) => s,
-            Err(e) => return Err(self.refuse(actor, action, &target, e.into()).await),
+            Err(e) => return Err(self.refuse(actor, action, &target, store_error(e)).await),
         };
         self.notify(
             action,
@@ -490,45 +530,51 @@ impl ConfigManager {
         Ok(self.store.list_audit(query).await?)
     }
 
-    /// Walks the whole audit chain in pages and checks every link and the head.
+    /// Verifies the whole audit chain, its head, and the version documents its entries
+    /// sealed ([`Store::verify_audit`]). A problem no acknowledgement covers makes the store
+    /// refuse writes until [`ConfigManager::acknowledge_audit`].
     pub async fn verify_audit(&self) -> Result<AuditReport, ConfigError> {
-        let head = self.store.audit_head().await?;
-        let mut verifier = ChainVerifier::new();
-        let mut cursor = None;
-        'pages: loop {
-            let page = self
-                .store
-                .list_audit(AuditQuery {
-                    cursor,
-                    limit: PageRequest::MAX_LIMIT,
-                    descending: false,
-                    target: None,
-                })
-                .await?;
-            for e in &page.items {
-                if !verifier.push(e) {
-                    break 'pages;
-                }
-            }
-            match page.next_cursor.and_then(|c| c.parse().ok()) {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
+        Ok(self.store.verify_audit().await?)
+    }
+
+    /// Acknowledges the problems of a broken audit chain with `reason`: appends an audited
+    /// acknowledgement listing them, after which the store takes writes again. Refused when
+    /// the chain has no unacknowledged problem, or the reason is empty or too long.
+    pub async fn acknowledge_audit(
+        &self,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Acknowledgement, ConfigError> {
+        let reason = reason.trim();
+        if reason.is_empty() || reason.len() > MAX_ACK_REASON_BYTES {
+            return Err(ConfigError::Core(actuator_core::CoreError::InvalidRequest(format!(
+                "reason must be 1 to {MAX_ACK_REASON_BYTES} bytes, got {}",
+                reason.len()
+            ))));
         }
-        Ok(match verifier.finish(head.as_ref()) {
-            Ok(n) => AuditReport {
-                ok: true,
-                entries_checked: n,
-                problem: None,
-                message: format!("audit chain intact: {n} entries verified"),
-            },
-            Err(p) => AuditReport {
-                ok: false,
-                entries_checked: 0,
-                message: format!("audit chain broken: {p}"),
-                problem: Some(p),
-            },
-        })
+        let report = self.store.verify_audit().await?;
+        if report.ok {
+            return Err(ConfigError::NothingToAcknowledge(report.message));
+        }
+        let problems: Vec<ChainProblem> = report.unacknowledged().cloned().collect();
+        let draft = AuditDraft::success(actor, ACKNOWLEDGE_ACTION, "audit").with_metadata(json!({
+            "reason": reason,
+            "problems": problems,
+            "problems_found": report.problems_found,
+            "message": report.message,
+        }));
+        let entry = self.store.acknowledge_audit(draft).await?;
+        tracing::warn!(actor, reason, seq = entry.seq, "broken audit chain acknowledged");
+        let report = self.store.verify_audit().await?;
+        self.notify(
+            ACKNOWLEDGE_ACTION,
+            actor,
+            "audit",
+            format!("audit chain problem acknowledged by {actor}: {reason}"),
+            json!({"seq": entry.seq, "ok": report.ok}),
+        )
+        .await;
+        Ok(Acknowledgement { entry, report })
     }
 }
 
@@ -684,6 +730,7 @@ mod tests {
                     state: DeploymentState::Monitoring,
                     request: json!({}),
                     status: json!({}),
+                    admission: Default::default(),
                 },
                 AuditDraft::success("a", "rollout.start", "r1"),
             )

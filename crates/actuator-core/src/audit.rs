@@ -3,12 +3,33 @@
 //! Every entry carries the SHA-256 of its own canonical form and of the entry before it,
 //! so editing, deleting or reordering any entry breaks the chain. A store also keeps the
 //! head of the chain (last sequence number and hash), which catches a deleted tail.
+//!
+//! The entry of every version write carries the SHA-256 of the version's canonical document
+//! ([`AuditDraft::with_document`]), so [`verify_chain`] also finds a document changed in the
+//! store after it was written. A broken chain can be acknowledged by an operator: an entry
+//! with action [`ACKNOWLEDGE_ACTION`] covers the problems found before it (document problems
+//! only when it lists them), and the chain counts as intact again from there on.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::fmt;
+
+use crate::config::SlotName;
+use crate::store::{AuditQuery, PageRequest, Store, StoreError};
+
+/// The action of an operator's acknowledgement of a broken chain.
+pub const ACKNOWLEDGE_ACTION: &str = "audit.acknowledge";
+
+/// Most problems a verification report lists (it counts them all).
+pub const MAX_REPORTED_PROBLEMS: usize = 100;
+
+/// The SHA-256 of a document's canonical JSON (compact, object keys sorted), lowercase hex.
+pub fn document_sha256(document: &Value) -> String {
+    // serde_json::Value keeps object keys sorted, so its compact form is canonical.
+    hex::encode(Sha256::digest(document.to_string().as_bytes()))
+}
 
 /// The `prev_hash` of the first entry.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -102,6 +123,27 @@ impl AuditDraft {
     /// Adds metadata.
     pub fn with_metadata(mut self, metadata: Value) -> Self {
         self.metadata = metadata;
+        self
+    }
+
+    /// Records in the metadata (key `document`) which version of which slot the entry wrote,
+    /// with the SHA-256 of its document, so the chain covers the document. Metadata that is
+    /// not an object is kept under the key `value`.
+    pub fn with_document(mut self, slot: &SlotName, version: u64, document: &Value) -> Self {
+        let mut map = match self.metadata {
+            Value::Object(m) => m,
+            Value::Null => serde_json::Map::new(),
+            other => serde_json::Map::from_iter([("value".to_owned(), other)]),
+        };
+        map.insert(
+            "document".to_owned(),
+            serde_json::json!({
+                "slot": slot.as_str(),
+                "version": version,
+                "sha256": document_sha256(document),
+            }),
+        );
+        self.metadata = Value::Object(map);
         self
     }
 
@@ -226,6 +268,35 @@ pub enum ChainProblem {
         /// The head's sequence number.
         seq: u64,
     },
+    /// A version's document no longer has the SHA-256 sealed in the entry that wrote it.
+    DocumentChanged {
+        /// The entry that wrote the version.
+        seq: u64,
+        /// The slot.
+        slot: String,
+        /// The version.
+        version: u64,
+        /// The SHA-256 of the document stored now.
+        found_sha256: String,
+    },
+    /// A version written by an entry of the chain is gone from the store.
+    DocumentMissing {
+        /// The entry that wrote the version.
+        seq: u64,
+        /// The slot.
+        slot: String,
+        /// The version.
+        version: u64,
+    },
+}
+
+impl ChainProblem {
+    /// Whether the problem is about a stored document (acknowledged only by an entry that
+    /// lists it) rather than about the entries themselves (acknowledged by any later
+    /// acknowledgement).
+    pub fn is_document(&self) -> bool {
+        matches!(self, Self::DocumentChanged { .. } | Self::DocumentMissing { .. })
+    }
 }
 
 impl fmt::Display for ChainProblem {
@@ -245,6 +316,14 @@ impl fmt::Display for ChainProblem {
             Self::HeadMismatch { seq } => {
                 write!(f, "entry {seq} differs from the recorded head of the chain")
             }
+            Self::DocumentChanged { seq, slot, version, .. } => write!(
+                f,
+                "the document of version {version} of slot {slot} was changed after it was written (it no longer matches the SHA-256 sealed in entry {seq})"
+            ),
+            Self::DocumentMissing { seq, slot, version } => write!(
+                f,
+                "version {version} of slot {slot}, written by entry {seq}, is missing from the store"
+            ),
         }
     }
 }
@@ -311,6 +390,185 @@ impl ChainVerifier {
         }
         Ok(self.checked)
     }
+}
+
+/// A problem found by [`verify_chain`], and the acknowledgement that covers it, if any.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FoundProblem {
+    /// The problem.
+    pub problem: ChainProblem,
+    /// Sequence number of the acknowledgement entry that covers it; `None` while it is
+    /// unacknowledged.
+    pub acknowledged_by: Option<u64>,
+}
+
+/// The result of verifying the audit chain.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditReport {
+    /// Whether every problem found is acknowledged (always true for an intact chain).
+    pub ok: bool,
+    /// Entries read.
+    pub entries_checked: u64,
+    /// The first unacknowledged problem.
+    pub problem: Option<ChainProblem>,
+    /// The problems found, in chain order (at most [`MAX_REPORTED_PROBLEMS`]).
+    pub problems: Vec<FoundProblem>,
+    /// How many problems were found in all.
+    pub problems_found: u64,
+    /// A sentence for a person.
+    pub message: String,
+}
+
+impl AuditReport {
+    /// The problems no acknowledgement covers.
+    pub fn unacknowledged(&self) -> impl Iterator<Item = &ChainProblem> {
+        self.problems.iter().filter(|p| p.acknowledged_by.is_none()).map(|p| &p.problem)
+    }
+}
+
+/// Problems found while walking a chain, with their acknowledgements (bounded memory).
+#[derive(Debug, Default)]
+struct Findings {
+    listed: Vec<FoundProblem>,
+    found: u64,
+    /// Problems beyond the listed ones that no later acknowledgement covers yet.
+    unlisted_open: u64,
+}
+
+impl Findings {
+    fn record(&mut self, problem: ChainProblem) {
+        self.found += 1;
+        if self.listed.len() < MAX_REPORTED_PROBLEMS {
+            self.listed.push(FoundProblem { problem, acknowledged_by: None });
+        } else {
+            self.unlisted_open += 1;
+        }
+    }
+
+    /// An acknowledgement at `seq`: covers every open problem about entries (all were found
+    /// at or before `seq`), and the document problems it lists.
+    fn acknowledge(&mut self, seq: u64, metadata: &Value) {
+        let listed: Vec<ChainProblem> = metadata
+            .get("problems")
+            .and_then(|p| serde_json::from_value(p.clone()).ok())
+            .unwrap_or_default();
+        for p in self.listed.iter_mut().filter(|p| p.acknowledged_by.is_none()) {
+            if !p.problem.is_document() || listed.contains(&p.problem) {
+                p.acknowledged_by = Some(seq);
+            }
+        }
+        self.unlisted_open = 0;
+    }
+}
+
+/// Walks the whole chain of `store` in ascending pages and checks, in memory bounded by
+/// [`MAX_REPORTED_PROBLEMS`]: the sequence numbers, every entry's hash and link, the head,
+/// and that every version document an entry sealed still has the SHA-256 sealed with it.
+/// The walk goes on past a problem (re-anchoring on the stored hash), so an acknowledgement
+/// later in the chain can cover it.
+pub async fn verify_chain<S: Store + ?Sized>(store: &S) -> Result<AuditReport, StoreError> {
+    let head = store.audit_head().await?;
+    let mut findings = Findings::default();
+    let mut expected_seq = 1u64;
+    let mut prev_hash = GENESIS_HASH.to_owned();
+    let mut checked = 0u64;
+    let mut cursor = None;
+    loop {
+        let page = store
+            .list_audit(AuditQuery {
+                cursor,
+                limit: PageRequest::MAX_LIMIT,
+                descending: false,
+                target: None,
+            })
+            .await?;
+        for e in &page.items {
+            checked += 1;
+            let hash_ok = e.compute_hash() == e.hash;
+            if e.seq != expected_seq {
+                findings.record(ChainProblem::Missing { expected: expected_seq, found: e.seq });
+            } else if !hash_ok {
+                findings.record(ChainProblem::Edited { seq: e.seq });
+            } else if e.prev_hash != prev_hash {
+                findings.record(ChainProblem::BrokenLink { seq: e.seq });
+            }
+            if e.seq != expected_seq && !hash_ok {
+                findings.record(ChainProblem::Edited { seq: e.seq });
+            }
+            if hash_ok && e.outcome == AuditOutcome::Success {
+                if let Some(p) = check_document(store, e).await? {
+                    findings.record(p);
+                }
+                if e.action == ACKNOWLEDGE_ACTION {
+                    findings.acknowledge(e.seq, &e.metadata);
+                }
+            }
+            expected_seq = e.seq.saturating_add(1);
+            prev_hash.clone_from(&e.hash);
+        }
+        match page.next_cursor.and_then(|c| c.parse().ok()) {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    let last_seen = expected_seq - 1;
+    if let Some(head) = &head {
+        if head.seq > last_seen {
+            findings.record(ChainProblem::Truncated { last_seen, head: head.seq });
+        } else if head.seq == last_seen && head.hash != prev_hash {
+            findings.record(ChainProblem::HeadMismatch { seq: head.seq });
+        }
+    }
+    let open = findings.listed.iter().filter(|p| p.acknowledged_by.is_none()).count() as u64
+        + findings.unlisted_open;
+    let first_open =
+        findings.listed.iter().find(|p| p.acknowledged_by.is_none()).map(|p| p.problem.clone());
+    let message = match (&first_open, findings.found) {
+        (None, 0) => format!("audit chain intact: {checked} entries verified"),
+        (None, n) => format!(
+            "audit chain verified: {checked} entries, {n} earlier problem(s), all acknowledged"
+        ),
+        (Some(p), _) => format!(
+            "audit chain broken: {p}{}",
+            if open > 1 { format!(" (and {} more)", open - 1) } else { String::new() }
+        ),
+    };
+    Ok(AuditReport {
+        ok: open == 0,
+        entries_checked: checked,
+        problem: first_open,
+        problems: findings.listed,
+        problems_found: findings.found,
+        message,
+    })
+}
+
+/// The document problem of entry `e`, if it sealed a version document that changed or went.
+async fn check_document<S: Store + ?Sized>(
+    store: &S,
+    e: &AuditEntry,
+) -> Result<Option<ChainProblem>, StoreError> {
+    let Some(doc) = e.metadata.get("document") else { return Ok(None) };
+    let (Some(slot), Some(version), Some(sealed)) = (
+        doc.get("slot").and_then(Value::as_str),
+        doc.get("version").and_then(Value::as_u64),
+        doc.get("sha256").and_then(Value::as_str),
+    ) else {
+        return Ok(None);
+    };
+    let Ok(name) = SlotName::new(slot) else { return Ok(None) };
+    Ok(match store.get_version(&name, version).await? {
+        None => Some(ChainProblem::DocumentMissing { seq: e.seq, slot: slot.to_owned(), version }),
+        Some(v) => {
+            let found = document_sha256(&v.document);
+            (found != sealed).then(|| ChainProblem::DocumentChanged {
+                seq: e.seq,
+                slot: slot.to_owned(),
+                version,
+                found_sha256: found,
+            })
+        }
+    })
 }
 
 #[cfg(test)]
@@ -391,5 +649,55 @@ mod tests {
                 serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
             assert_eq!(back.compute_hash(), e.hash);
         }
+    }
+
+    #[test]
+    fn an_acknowledgement_covers_earlier_entry_problems_and_the_documents_it_lists() {
+        let changed = |found: &str| ChainProblem::DocumentChanged {
+            seq: 2,
+            slot: "chat".into(),
+            version: 1,
+            found_sha256: found.into(),
+        };
+        let mut f = Findings::default();
+        f.record(ChainProblem::Edited { seq: 3 });
+        f.record(changed("aa"));
+        f.acknowledge(9, &serde_json::json!({"problems": [changed("bb")]}));
+        assert_eq!(f.listed[0].acknowledged_by, Some(9), "an entry problem before the ack");
+        assert_eq!(f.listed[1].acknowledged_by, None, "a document problem it does not list");
+        f.acknowledge(10, &serde_json::json!({"problems": [changed("aa")]}));
+        assert_eq!(f.listed[1].acknowledged_by, Some(10), "the document problem it lists");
+        f.record(ChainProblem::BrokenLink { seq: 11 });
+        assert_eq!(f.listed[2].acknowledged_by, None, "a problem after the last ack stays open");
+    }
+
+    #[test]
+    fn findings_are_bounded_and_counted() {
+        let mut f = Findings::default();
+        for seq in 0..(MAX_REPORTED_PROBLEMS as u64 + 5) {
+            f.record(ChainProblem::Edited { seq });
+        }
+        assert_eq!(f.listed.len(), MAX_REPORTED_PROBLEMS);
+        assert_eq!((f.found, f.unlisted_open), (MAX_REPORTED_PROBLEMS as u64 + 5, 5));
+        f.acknowledge(1000, &Value::Null);
+        assert_eq!(f.unlisted_open, 0);
+    }
+
+    #[test]
+    fn document_digest_is_canonical_and_sealed_in_the_metadata() {
+        let a: Value = serde_json::from_str(r#"{"b": 1, "a": [0.5, "x"]}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a":[0.5,"x"],"b":1}"#).unwrap();
+        assert_eq!(document_sha256(&a), document_sha256(&b), "key order and spacing do not matter");
+        assert_ne!(document_sha256(&a), document_sha256(&serde_json::json!({"b": 2})));
+        let slot = SlotName::new("chat").unwrap();
+        let d = AuditDraft::success("a", "config.apply", "chat@1")
+            .with_metadata(serde_json::json!({"message": "m"}))
+            .with_document(&slot, 1, &a);
+        assert_eq!(d.metadata["message"], "m");
+        assert_eq!(d.metadata["document"]["sha256"], document_sha256(&a));
+        let d = AuditDraft::success("a", "x", "t")
+            .with_metadata(serde_json::json!(5))
+            .with_document(&slot, 1, &a);
+        assert_eq!(d.metadata["value"], 5, "non-object metadata is kept");
     }
 }

@@ -17,7 +17,10 @@ pub mod store;
 pub mod testing;
 
 pub use actuator::{Actuator, ActuatorState};
-pub use audit::{AuditDraft, AuditEntry, AuditHead, AuditOutcome, ChainProblem, ChainVerifier};
+pub use audit::{
+    AuditDraft, AuditEntry, AuditHead, AuditOutcome, AuditReport, ChainProblem, ChainVerifier,
+    FoundProblem,
+};
 pub use config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
 pub use deployment::*;
 pub use error::CoreError;
@@ -27,6 +30,6 @@ pub use plugin::{
 };
 pub use state::DeploymentState;
 pub use store::{
-    AppendVersion, AuditQuery, NewRollout, NewSnapshot, Page, PageRequest, RolloutFilter,
-    RolloutRecord, RolloutUpdate, Store, StoreError,
+    Admission, AppendVersion, AuditQuery, NewRollout, NewSnapshot, Page, PageRequest,
+    RolloutFilter, RolloutRecord, RolloutUpdate, Store, StoreError,
 };

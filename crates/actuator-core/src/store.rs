@@ -5,13 +5,43 @@
 //! that did not happen. Writes that race are settled by optimistic concurrency: the caller
 //! names the revision it read, and a store refuses the write with [`StoreError::Conflict`]
 //! when that revision moved.
+//!
+//! # Invariants live in the store transaction
+//!
+//! Rules that two concurrent requests could otherwise break between a check and a write are
+//! checked by the store *inside the transaction that writes*, never by the caller beforehand:
+//!
+//! * **Admission** ([`Admission`]): at most one active rollout per slot, and at most
+//!   `max_active` active rollouts in all, checked by [`Store::create_rollout`] and by
+//!   [`Store::update_rollout`] when it moves a finished rollout back to an active state
+//!   (a retry). Refusals are [`StoreError::AlreadyExists`] and [`StoreError::Limit`].
+//! * **Stable version**: the transaction that admits a rollout reads the slot's active
+//!   version, records it as the rollout's [`RolloutRecord::stable_version`], and refuses with
+//!   [`StoreError::StableChanged`] when it is not the one the caller built the rollout on.
+//! * **No direct activation under a rollout**: [`Store::append_version`] with `activate` and
+//!   [`Store::activate_version`] are refused with [`StoreError::SlotHeld`] while the slot has
+//!   an active rollout; only the rollout itself moves the active version
+//!   ([`RolloutUpdate::activate_version`]).
+//!
+//! SQLite gets this from one `BEGIN IMMEDIATE` writer; a PostgreSQL store gets it by taking
+//! a transaction-scoped lock before the checks (`SELECT … FOR UPDATE` on the slot row and on
+//! a single admission row, or `pg_advisory_xact_lock`), or by running these transactions at
+//! `SERIALIZABLE` and retrying serialization failures. Either way the check and the write
+//! commit together or not at all.
+//!
+//! # Store faults
+//!
+//! A store that cannot take writes (disk full, database file replaced, audit chain broken)
+//! refuses them with [`StoreError::Unavailable`] or [`StoreError::ChainBroken`], reports why in
+//! [`Store::readiness`], and takes writes again by itself once the cause is gone (space freed,
+//! chain acknowledged with [`Store::acknowledge_audit`]).
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::audit::{AuditDraft, AuditEntry, AuditHead};
+use crate::audit::{AuditDraft, AuditEntry, AuditHead, AuditReport};
 use crate::config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
 use crate::deployment::DeploymentStrategy;
 use crate::state::DeploymentState;
@@ -42,12 +72,61 @@ pub enum StoreError {
         /// The one found.
         actual: u64,
     },
+    /// Admitting the rollout would exceed the limit of active rollouts.
+    #[error(
+        "{active} rollouts are active, the limit is {limit}; wait for one to finish or raise engine.max_active_rollouts"
+    )]
+    Limit {
+        /// Rollouts active when the request was refused.
+        active: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A direct activation of a version was refused because a rollout holds the slot.
+    #[error(
+        "slot {slot} has an active rollout ({rollout}); abort or finish it before changing the config directly"
+    )]
+    SlotHeld {
+        /// The slot.
+        slot: String,
+        /// The rollout holding it.
+        rollout: String,
+    },
+    /// The slot's active version is not the stable version the rollout was built on: it moved
+    /// between the caller's read and the admitting transaction.
+    #[error(
+        "the active version of slot {slot} changed while the rollout was admitted (expected {}, found {}); re-read and retry",
+        fmt_version(*expected),
+        fmt_version(*actual)
+    )]
+    StableChanged {
+        /// The slot.
+        slot: String,
+        /// The active version the caller read.
+        expected: Option<u64>,
+        /// The active version found in the transaction.
+        actual: Option<u64>,
+    },
+    /// The store cannot take writes now (disk full, database file removed or replaced); the
+    /// message says why and what to do. Reads may still work.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// The audit chain is broken and not yet acknowledged: the store refuses writes until an
+    /// operator acknowledges the problem ([`Store::acknowledge_audit`]).
+    #[error(
+        "the audit chain is broken ({0}); writes are refused until an operator acknowledges it (`actuator audit acknowledge --reason ...`)"
+    )]
+    ChainBroken(String),
     /// The request is malformed for the store (e.g. a page size over the limit).
     #[error("invalid store request: {0}")]
     Invalid(String),
     /// The backend failed (IO, connection, corrupt row).
     #[error("store backend error: {0}")]
     Backend(String),
+}
+
+fn fmt_version(v: Option<u64>) -> String {
+    v.map_or_else(|| "none".to_owned(), |v| format!("version {v}"))
 }
 
 /// A page request: at most `limit` items after `cursor`.
@@ -170,10 +249,26 @@ pub struct RolloutRecord {
     pub status: Value,
     /// Optimistic-concurrency counter, bumped by every update.
     pub revision: u64,
+    /// The slot's active version read in the transaction that admitted the rollout (created
+    /// it, or moved it back to an active state on retry): the version it rolls out from.
+    pub stable_version: Option<u64>,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     /// When it was last updated.
     pub updated_at: DateTime<Utc>,
+}
+
+/// What a store checks, inside the transaction that makes a rollout active, before it admits
+/// it. The rule "one active rollout per slot" always holds and needs no field.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Admission {
+    /// At most this many rollouts may be active at once over all slots, the admitted one
+    /// included; `None` for no limit. Refused with [`StoreError::Limit`].
+    pub max_active: Option<u64>,
+    /// The slot's active version the caller built the rollout on (its stable version).
+    /// `Some(v)`: refused with [`StoreError::StableChanged`] unless the slot's active version
+    /// is still `v` (`Some(None)` expects a slot with no active version); `None`: not checked.
+    pub expected_stable: Option<Option<u64>>,
 }
 
 /// A new rollout.
@@ -191,6 +286,8 @@ pub struct NewRollout {
     pub request: Value,
     /// The initial engine state.
     pub status: Value,
+    /// The admission rules checked in the creating transaction.
+    pub admission: Admission,
 }
 
 /// An update of a rollout, applied only if its revision is still `expected_revision`.
@@ -203,8 +300,12 @@ pub struct RolloutUpdate {
     /// The new engine state.
     pub status: Value,
     /// Make this version of the rollout's slot active in the same transaction
-    /// (promotion to 100%, or restoring the stable version on rollback).
+    /// (promotion to 100%, or restoring the stable version on rollback). Allowed while the
+    /// rollout holds the slot: this is the rollout's own move.
     pub activate_version: Option<u64>,
+    /// The admission rules, checked only when the update moves a finished rollout back to an
+    /// active state (a retry); the stable version is then read again and recorded.
+    pub admission: Admission,
 }
 
 /// Which rollouts to list.
@@ -227,14 +328,19 @@ pub trait Store: Send + Sync + 'static {
     /// Lists slots by name.
     async fn list_slots(&self, page: PageRequest) -> Result<Page<Slot>, StoreError>;
 
-    /// Writes the next version; version numbers rise by one per slot.
+    /// Writes the next version; version numbers rise by one per slot. With `activate`, refused
+    /// with [`StoreError::SlotHeld`] while the slot has an active rollout (checked in the
+    /// writing transaction). The audit entry's metadata gets a `document` object with the
+    /// slot, the version and the SHA-256 of the canonical document
+    /// ([`AuditDraft::with_document`]), so the chain covers the document.
     async fn append_version(
         &self,
         req: AppendVersion,
         audit: AuditDraft,
     ) -> Result<ConfigVersion, StoreError>;
     /// Makes an existing version the active one, if the slot's revision is still
-    /// `expected_revision`.
+    /// `expected_revision`; refused with [`StoreError::SlotHeld`] while the slot has an
+    /// active rollout (checked in the writing transaction).
     async fn activate_version(
         &self,
         slot: &SlotName,
@@ -277,7 +383,29 @@ pub trait Store: Send + Sync + 'static {
     /// The head of the audit chain; `None` when the log is empty.
     async fn audit_head(&self) -> Result<Option<AuditHead>, StoreError>;
 
-    /// Creates a rollout; refused if the slot already has an active one.
+    /// Verifies the whole audit chain and the documents its entries cover
+    /// ([`crate::audit::verify_chain`]). When the report shows a problem no acknowledgement
+    /// covers, the store refuses every later write with [`StoreError::ChainBroken`] until
+    /// [`Store::acknowledge_audit`]; a store runs this when it opens, too.
+    async fn verify_audit(&self) -> Result<AuditReport, StoreError>;
+
+    /// Appends an operator's acknowledgement of a broken chain (action
+    /// [`crate::audit::ACKNOWLEDGE_ACTION`], its metadata listing the problems acknowledged)
+    /// and lifts the write block of [`Store::verify_audit`]. Allowed while writes are blocked
+    /// by the chain; refused like any write when the store is unavailable.
+    async fn acknowledge_audit(&self, audit: AuditDraft) -> Result<AuditEntry, StoreError>;
+
+    /// Why the store cannot take writes now; empty when it can. Checks what is cheap to check
+    /// (the database file's identity, a pending chain problem, a write that failed for lack of
+    /// space, probed again here so the answer clears by itself once space returns).
+    async fn readiness(&self) -> Vec<String>;
+
+    /// Creates a rollout. In the creating transaction: refused with
+    /// [`StoreError::AlreadyExists`] if the slot already has an active rollout, with
+    /// [`StoreError::Limit`] if `admission.max_active` rollouts are active, and with
+    /// [`StoreError::StableChanged`] if the slot's active version is not
+    /// `admission.expected_stable`; the active version read there is recorded as the
+    /// record's `stable_version`.
     async fn create_rollout(
         &self,
         rollout: NewRollout,
@@ -300,7 +428,9 @@ pub trait Store: Send + Sync + 'static {
         expected_revision: u64,
         status: Value,
     ) -> Result<RolloutRecord, StoreError>;
-    /// Updates a rollout under optimistic concurrency.
+    /// Updates a rollout under optimistic concurrency. A move from a terminal state to an
+    /// active one (a retry) is admitted like [`Store::create_rollout`], with
+    /// `update.admission`, and records the slot's active version as the new `stable_version`.
     async fn update_rollout(
         &self,
         id: &str,

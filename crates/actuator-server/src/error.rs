@@ -63,9 +63,9 @@ impl From<ConfigError> for ApiError {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ConfigError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            ConfigError::NoActiveVersion(_) | ConfigError::RolloutActive { .. } => {
-                StatusCode::CONFLICT
-            }
+            ConfigError::NoActiveVersion(_)
+            | ConfigError::RolloutActive { .. }
+            | ConfigError::NothingToAcknowledge(_) => StatusCode::CONFLICT,
             ConfigError::Core(_) => StatusCode::BAD_REQUEST,
             ConfigError::Store(s) => return s.clone().into(),
             _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -85,6 +85,11 @@ impl From<StoreError> for ApiError {
             StoreError::AlreadyExists { .. } => (StatusCode::CONFLICT, "already_exists"),
             StoreError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
             StoreError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid_request"),
+            StoreError::Limit { .. } => (StatusCode::CONFLICT, "rollout_limit"),
+            StoreError::SlotHeld { .. } => (StatusCode::CONFLICT, "rollout_active"),
+            StoreError::StableChanged { .. } => (StatusCode::CONFLICT, "conflict"),
+            StoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
+            StoreError::ChainBroken(_) => (StatusCode::SERVICE_UNAVAILABLE, "audit_chain_broken"),
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
         };
         Self::new(status, code, e.to_string())

@@ -373,6 +373,7 @@ mod tests {
                     state: DeploymentState::Pending,
                     request: json!({}),
                     status: json!({"route": canary_route(10_000)}),
+                    admission: Default::default(),
                 },
                 AuditDraft::success("t", "rollout.create", "chat"),
             )
@@ -408,6 +409,7 @@ mod tests {
                     state: DeploymentState::Validating,
                     status: json!({"route": canary_route(0)}),
                     activate_version: None,
+                    admission: Default::default(),
                 },
                 AuditDraft::success("t", "rollout.update", "chat"),
             )
@@ -435,6 +437,7 @@ mod tests {
                     state: DeploymentState::Pending,
                     request: json!({}),
                     status: json!({"route": {"id": "r-1", "share": 20000, "mode": {"type": "canary"}}}),
+                    admission: Default::default(),
                 },
                 AuditDraft::success("t", "rollout.create", "chat"),
             )
@@ -462,6 +465,7 @@ mod tests {
                     state: DeploymentState::Pending,
                     request: json!({}),
                     status: json!({"route": rollout}),
+                    admission: Default::default(),
                 },
                 AuditDraft::success("t", "rollout.create", "rr"),
             )

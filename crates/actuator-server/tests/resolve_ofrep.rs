@@ -61,6 +61,7 @@ async fn rollout(store: &dyn Store, slot: &str, route: Rollout) {
                 state: DeploymentState::Monitoring,
                 request: json!({}),
                 status: json!({"route": route}),
+                admission: Default::default(),
             },
             AuditDraft::success("t", "rollout.create", slot),
         )

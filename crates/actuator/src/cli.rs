@@ -224,6 +224,15 @@ pub(crate) enum AuditCmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// Acknowledge the problems of a broken audit chain (writes are refused until then); the
+    /// acknowledgement is itself an entry of the chain.
+    Acknowledge {
+        /// Why the problem is accepted (1 to 1024 bytes), kept in the audit log.
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 /// Parses a strategy name with the core's own list (`canary`, `immediate`, `blue_green`,

@@ -295,6 +295,17 @@ async fn audit(c: AuditCmd) -> anyhow::Result<()> {
                 anyhow::bail!("the audit chain does not verify");
             }
         }
+        AuditCmd::Acknowledge { reason, remote } => {
+            let v =
+                client(&remote)?.post("/v1/audit/acknowledge", &json!({"reason": reason})).await?;
+            emit(&remote, &v, |v| {
+                format!(
+                    "acknowledged as audit entry {}; {}\n",
+                    short(&v["entry"]["seq"]),
+                    short(&v["report"]["message"])
+                )
+            });
+        }
     }
     Ok(())
 }

@@ -11,9 +11,31 @@ use serde_json::Value;
 use sqlx::Row;
 use sqlx::sqlite::SqliteRow;
 
-/// Wraps a sqlx error as a backend error, saying what was being done.
+/// SQLite's primary result code for a full disk or database.
+const SQLITE_FULL: i64 = 13;
+/// SQLite's primary result code for an I/O error.
+const SQLITE_IOERR: i64 = 10;
+
+/// Wraps a sqlx error as a store error, saying what was being done: a full disk or an I/O
+/// error is [`StoreError::Unavailable`] (writes resume once the cause is gone), anything
+/// else [`StoreError::Backend`].
 pub(crate) fn backend(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |e| StoreError::Backend(format!("sqlite: {context}: {e}"))
+    move |e| {
+        let primary = e
+            .as_database_error()
+            .and_then(|d| d.code())
+            .and_then(|c| c.parse::<i64>().ok())
+            .map(|c| c & 0xff);
+        match primary {
+            Some(SQLITE_FULL) => StoreError::Unavailable(format!(
+                "sqlite: {context}: the disk holding the database is full ({e}); free space and writes resume by themselves"
+            )),
+            Some(SQLITE_IOERR) => StoreError::Unavailable(format!(
+                "sqlite: {context}: I/O error on the database ({e}); check the disk, writes are retried with a fresh connection"
+            )),
+            _ => StoreError::Backend(format!("sqlite: {context}: {e}")),
+        }
+    }
 }
 
 /// A corrupt or unreadable row.
@@ -188,6 +210,7 @@ pub(crate) fn rollout(row: &SqliteRow) -> Result<RolloutRecord, StoreError> {
         request: c.json("request")?,
         status: c.json("status")?,
         revision: c.u64("revision")?,
+        stable_version: c.opt_u64("stable_version")?,
         created_at: c.ts("created_at")?,
         updated_at: c.ts("updated_at")?,
     })

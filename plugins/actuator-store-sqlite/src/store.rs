@@ -1,14 +1,18 @@
 //! [`SqliteStore`]: the [`Store`] trait over one SQLite file.
 
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
-use actuator_core::audit::{AuditDraft, AuditEntry, AuditHead, GENESIS_HASH, truncate_to_micros};
+use actuator_core::audit::{
+    AuditDraft, AuditEntry, AuditHead, AuditReport, GENESIS_HASH, truncate_to_micros,
+};
 use actuator_core::config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
 use actuator_core::store::{
-    AppendVersion, AuditQuery, NewRollout, NewSnapshot, Page, PageRequest, RolloutFilter,
-    RolloutRecord, RolloutUpdate, Store, StoreError,
+    Admission, AppendVersion, AuditQuery, NewRollout, NewSnapshot, Page, PageRequest,
+    RolloutFilter, RolloutRecord, RolloutUpdate, Store, StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -19,6 +23,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, SqlSafeStr, Sqlite, Transaction};
 
+use crate::faults::{Faults, FileId};
 use crate::rows::{
     self, Cols, backend, fmt_ts, to_i64, to_i64_checked, to_i64_saturating, to_json,
 };
@@ -40,13 +45,22 @@ const READERS: u32 = 4;
 
 /// The embedded schema migrations, in order.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "initial schema".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_initial.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "initial schema".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0001_initial.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            3,
+            "admission and store faults".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0003_admission_and_faults.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 /// A [`Store`] kept in one SQLite database file.
@@ -56,11 +70,20 @@ fn migrator() -> Migrator {
 /// transaction on a single writer connection that also seals and inserts its audit entry and
 /// moves the head of the audit chain; reads go through a small pool of read-only connections
 /// and never wait for the writer.
+///
+/// Faults: a write that fails in the backend (disk full, I/O error) replaces the writer
+/// connection, so no later write inherits a half-open transaction, and writes resume by
+/// themselves when the cause is gone. Before every write the store checks that the database
+/// file is still the one it opened (device and inode); if it was removed or replaced, writes
+/// stop with [`StoreError::Unavailable`]. The audit chain is verified at open and by
+/// [`Store::verify_audit`]; while it is broken and unacknowledged, writes stop with
+/// [`StoreError::ChainBroken`]. [`Store::readiness`] reports all three.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     path: Option<PathBuf>,
+    faults: Arc<Faults>,
 }
 
 impl SqliteStore {
@@ -107,8 +130,25 @@ impl SqliteStore {
             .map_err(|e| {
                 StoreError::Backend(format!("sqlite: opening {} to read: {e}", path.display()))
             })?;
+        let id = FileId::read(path)
+            .await
+            .map_err(|e| StoreError::Backend(format!("sqlite: reading {}: {e}", path.display())))?
+            .ok_or_else(|| {
+                StoreError::Backend(format!("sqlite: {} vanished while opening", path.display()))
+            })?;
+        let faults = Arc::new(Faults::for_file(path.to_owned(), id));
+        let store = Self { writer, reader, path: Some(path.to_owned()), faults };
+        store.verify_at_open().await;
         tracing::debug!(path = %path.display(), "sqlite store opened");
-        Ok(Self { writer, reader, path: Some(path.to_owned()) })
+        Ok(store)
+    }
+
+    /// Verifies the audit chain when the store opens; a chain that cannot be read counts as
+    /// broken.
+    async fn verify_at_open(&self) {
+        if let Err(e) = self.verify_audit().await {
+            self.faults.set_chain(Some(format!("the audit log cannot be read: {e}")));
+        }
     }
 
     /// Opens a fresh database that lives in memory and vanishes with the store (for tests
@@ -127,7 +167,7 @@ impl SqliteStore {
             .await
             .map_err(backend("opening an in-memory database"))?;
         Self::migrate(&pool).await?;
-        Ok(Self { writer: pool.clone(), reader: pool, path: None })
+        Ok(Self { writer: pool.clone(), reader: pool, path: None, faults: Arc::default() })
     }
 
     /// The database file; `None` for an in-memory store.
@@ -147,6 +187,66 @@ impl SqliteStore {
             .run(pool)
             .await
             .map_err(|e| StoreError::Backend(format!("sqlite: migrating the schema: {e}")))
+    }
+
+    /// Runs the write `work`: first checks that the store may write (file identity, and the
+    /// chain unless `acknowledging`), then, when the backend fails, replaces the writer
+    /// connection so the next write starts clean.
+    async fn guarded<T>(
+        &self,
+        acknowledging: bool,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        self.faults.check_file().await?;
+        if !acknowledging {
+            self.faults.check_chain()?;
+        }
+        let out = work.await;
+        match &out {
+            Ok(_) => self.faults.write_ok(),
+            Err(e @ (StoreError::Backend(_) | StoreError::Unavailable(_))) => {
+                self.faults.write_failed(e);
+                self.replace_writer().await;
+            }
+            Err(_) => {}
+        }
+        out
+    }
+
+    /// Closes the writer connection (rolling back whatever it holds); the pool opens a fresh
+    /// one for the next write. An in-memory store keeps its only connection (closing it
+    /// would drop the database) and rolls back instead.
+    async fn replace_writer(&self) {
+        if self.path.is_none() {
+            let _ = sqlx::raw_sql("ROLLBACK").execute(&self.writer).await;
+            return;
+        }
+        match tokio::time::timeout(BUSY_TIMEOUT, self.writer.acquire()).await {
+            Ok(Ok(conn)) => {
+                if let Err(e) = sqlx::Connection::close(conn.detach()).await {
+                    tracing::warn!(error = %e, "sqlite store: closing the failed writer connection");
+                }
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "sqlite store: taking the writer connection"),
+            Err(_) => tracing::warn!("sqlite store: the writer connection was busy; not replaced"),
+        }
+    }
+
+    /// A small write that tells whether writes work again after a failure.
+    async fn probe_write(&self) -> Result<(), StoreError> {
+        self.guarded(false, async {
+            let mut tx = self.begin_write().await?;
+            sqlx::query(
+                "INSERT INTO store_probe (id, at) VALUES (1, ?1) \
+                 ON CONFLICT (id) DO UPDATE SET at = excluded.at",
+            )
+            .bind(fmt_ts(now()))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("probing writes"))?;
+            commit(tx).await
+        })
+        .await
     }
 
     /// Starts a write transaction, taking the database's write lock at once so two writers
@@ -271,40 +371,43 @@ async fn commit(tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn create_slot(&self, slot: NewSlot, audit: AuditDraft) -> Result<Slot, StoreError> {
-        let now = now();
-        let schema = slot.schema.as_ref().map(to_json).transpose()?;
-        let mut tx = self.begin_write().await?;
-        let exists = sqlx::query("SELECT 1 FROM slots WHERE name = ?1")
+        self.guarded(false, async move {
+            let now = now();
+            let schema = slot.schema.as_ref().map(to_json).transpose()?;
+            let mut tx = self.begin_write().await?;
+            let exists = sqlx::query("SELECT 1 FROM slots WHERE name = ?1")
+                .bind(slot.name.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend("reading a slot"))?;
+            if exists.is_some() {
+                return Err(StoreError::AlreadyExists { what: format!("slot {}", slot.name) });
+            }
+            sqlx::query(
+                "INSERT INTO slots (name, description, schema, active_version, latest_version, \
+                 revision, created_at, updated_at) VALUES (?1, ?2, ?3, NULL, 0, 1, ?4, ?4)",
+            )
             .bind(slot.name.as_str())
-            .fetch_optional(&mut *tx)
+            .bind(&slot.description)
+            .bind(schema)
+            .bind(fmt_ts(now))
+            .execute(&mut *tx)
             .await
-            .map_err(backend("reading a slot"))?;
-        if exists.is_some() {
-            return Err(StoreError::AlreadyExists { what: format!("slot {}", slot.name) });
-        }
-        sqlx::query(
-            "INSERT INTO slots (name, description, schema, active_version, latest_version, \
-             revision, created_at, updated_at) VALUES (?1, ?2, ?3, NULL, 0, 1, ?4, ?4)",
-        )
-        .bind(slot.name.as_str())
-        .bind(&slot.description)
-        .bind(schema)
-        .bind(fmt_ts(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend("creating a slot"))?;
-        seal(&mut tx, audit, now).await?;
-        commit(tx).await?;
-        Ok(Slot {
-            name: slot.name,
-            description: slot.description,
-            schema: slot.schema,
-            active_version: None,
-            latest_version: 0,
-            revision: 1,
-            created_at: now,
-            updated_at: now,
+            .map_err(backend("creating a slot"))?;
+            seal(&mut tx, audit, now).await?;
+            commit(tx).await?;
+            Ok(Slot {
+                name: slot.name,
+                description: slot.description,
+                schema: slot.schema,
+                active_version: None,
+                latest_version: 0,
+                revision: 1,
+                created_at: now,
+                updated_at: now,
+            })
         })
+        .await
     }
 
     async fn get_slot(&self, name: &SlotName) -> Result<Option<Slot>, StoreError> {
@@ -334,53 +437,59 @@ impl Store for SqliteStore {
         req: AppendVersion,
         audit: AuditDraft,
     ) -> Result<ConfigVersion, StoreError> {
-        let now = now();
-        let document = to_json(&req.document)?;
-        let mut tx = self.begin_write().await?;
-        let slot = fetch_slot(&mut tx, &req.slot).await?;
-        if slot.latest_version != req.expected_latest {
-            return Err(StoreError::Conflict {
-                what: format!("latest version of slot {}", req.slot),
-                expected: req.expected_latest,
-                actual: slot.latest_version,
-            });
-        }
-        let version = slot.latest_version + 1;
-        let version_i64 = to_i64_checked(version, "version")?;
-        sqlx::query(
-            "INSERT INTO versions (slot, version, document, author, message, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        )
-        .bind(req.slot.as_str())
-        .bind(version_i64)
-        .bind(document)
-        .bind(&req.author)
-        .bind(&req.message)
-        .bind(fmt_ts(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend("writing a version"))?;
-        sqlx::query(
-            "UPDATE slots SET latest_version = ?2, revision = revision + 1, updated_at = ?3, \
-             active_version = CASE WHEN ?4 THEN ?2 ELSE active_version END WHERE name = ?1",
-        )
-        .bind(req.slot.as_str())
-        .bind(version_i64)
-        .bind(fmt_ts(now))
-        .bind(req.activate)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend("updating a slot"))?;
-        seal(&mut tx, audit, now).await?;
-        commit(tx).await?;
-        Ok(ConfigVersion {
-            slot: req.slot,
-            version,
-            document: req.document,
-            author: req.author,
-            message: req.message,
-            created_at: now,
+        self.guarded(false, async move {
+            let now = now();
+            let document = to_json(&req.document)?;
+            let mut tx = self.begin_write().await?;
+            let slot = fetch_slot(&mut tx, &req.slot).await?;
+            if req.activate {
+                ensure_not_held(&mut tx, &req.slot).await?;
+            }
+            if slot.latest_version != req.expected_latest {
+                return Err(StoreError::Conflict {
+                    what: format!("latest version of slot {}", req.slot),
+                    expected: req.expected_latest,
+                    actual: slot.latest_version,
+                });
+            }
+            let version = slot.latest_version + 1;
+            let version_i64 = to_i64_checked(version, "version")?;
+            sqlx::query(
+                "INSERT INTO versions (slot, version, document, author, message, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )
+            .bind(req.slot.as_str())
+            .bind(version_i64)
+            .bind(document)
+            .bind(&req.author)
+            .bind(&req.message)
+            .bind(fmt_ts(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("writing a version"))?;
+            sqlx::query(
+                "UPDATE slots SET latest_version = ?2, revision = revision + 1, updated_at = ?3, \
+                 active_version = CASE WHEN ?4 THEN ?2 ELSE active_version END WHERE name = ?1",
+            )
+            .bind(req.slot.as_str())
+            .bind(version_i64)
+            .bind(fmt_ts(now))
+            .bind(req.activate)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("updating a slot"))?;
+            seal(&mut tx, audit.with_document(&req.slot, version, &req.document), now).await?;
+            commit(tx).await?;
+            Ok(ConfigVersion {
+                slot: req.slot,
+                version,
+                document: req.document,
+                author: req.author,
+                message: req.message,
+                created_at: now,
+            })
         })
+        .await
     }
 
     async fn activate_version(
@@ -390,35 +499,39 @@ impl Store for SqliteStore {
         version: u64,
         audit: AuditDraft,
     ) -> Result<Slot, StoreError> {
-        let now = now();
-        let mut tx = self.begin_write().await?;
-        let mut current = fetch_slot(&mut tx, slot).await?;
-        if !version_exists(&mut tx, slot, version).await? {
-            return Err(not_found(format!("version {version} of slot {slot}")));
-        }
-        if current.revision != expected_revision {
-            return Err(StoreError::Conflict {
-                what: format!("slot {slot}"),
-                expected: expected_revision,
-                actual: current.revision,
-            });
-        }
-        sqlx::query(
-            "UPDATE slots SET active_version = ?2, revision = revision + 1, updated_at = ?3 \
-             WHERE name = ?1",
-        )
-        .bind(slot.as_str())
-        .bind(to_i64_checked(version, "version")?)
-        .bind(fmt_ts(now))
-        .execute(&mut *tx)
+        self.guarded(false, async move {
+            let now = now();
+            let mut tx = self.begin_write().await?;
+            let mut current = fetch_slot(&mut tx, slot).await?;
+            if !version_exists(&mut tx, slot, version).await? {
+                return Err(not_found(format!("version {version} of slot {slot}")));
+            }
+            ensure_not_held(&mut tx, slot).await?;
+            if current.revision != expected_revision {
+                return Err(StoreError::Conflict {
+                    what: format!("slot {slot}"),
+                    expected: expected_revision,
+                    actual: current.revision,
+                });
+            }
+            sqlx::query(
+                "UPDATE slots SET active_version = ?2, revision = revision + 1, updated_at = ?3 \
+                 WHERE name = ?1",
+            )
+            .bind(slot.as_str())
+            .bind(to_i64_checked(version, "version")?)
+            .bind(fmt_ts(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("activating a version"))?;
+            seal(&mut tx, audit, now).await?;
+            commit(tx).await?;
+            current.active_version = Some(version);
+            current.revision += 1;
+            current.updated_at = now;
+            Ok(current)
+        })
         .await
-        .map_err(backend("activating a version"))?;
-        seal(&mut tx, audit, now).await?;
-        commit(tx).await?;
-        current.active_version = Some(version);
-        current.revision += 1;
-        current.updated_at = now;
-        Ok(current)
     }
 
     async fn get_version(
@@ -463,70 +576,73 @@ impl Store for SqliteStore {
         req: NewSnapshot,
         audit: AuditDraft,
     ) -> Result<Snapshot, StoreError> {
-        if req.retention == 0 {
-            return Err(StoreError::Invalid("snapshot retention must be at least 1".into()));
-        }
-        let now = now();
-        let mut tx = self.begin_write().await?;
-        let slot = fetch_slot(&mut tx, &req.slot).await?;
-        let Some(active) = slot.active_version else {
-            return Err(StoreError::Invalid(format!(
-                "slot {} has no active version to snapshot",
-                req.slot
-            )));
-        };
-        let active_i64 = to_i64_checked(active, "version")?;
-        let document: String =
-            sqlx::query_scalar("SELECT document FROM versions WHERE slot = ?1 AND version = ?2")
-                .bind(req.slot.as_str())
-                .bind(active_i64)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend("reading the active version"))?
-                .ok_or_else(|| {
-                    StoreError::Backend(format!(
-                        "sqlite: the active version {active} of slot {} is missing",
-                        req.slot
-                    ))
-                })?;
-        let document_value = serde_json::from_str(&document).map_err(|e| {
-            StoreError::Backend(format!("sqlite: corrupt value in versions.document: JSON: {e}"))
-        })?;
-        let id = uuid::Uuid::now_v7().to_string();
-        sqlx::query(
-            "INSERT INTO snapshots (id, slot, version, document, label, created_by, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-        )
-        .bind(&id)
-        .bind(req.slot.as_str())
-        .bind(active_i64)
-        .bind(&document)
-        .bind(&req.label)
-        .bind(&req.created_by)
-        .bind(fmt_ts(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend("writing a snapshot"))?;
-        sqlx::query(
-            "DELETE FROM snapshots WHERE slot = ?1 AND id NOT IN \
-             (SELECT id FROM snapshots WHERE slot = ?1 ORDER BY id DESC LIMIT ?2)",
-        )
-        .bind(req.slot.as_str())
-        .bind(i64::from(req.retention))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend("deleting snapshots beyond retention"))?;
-        seal(&mut tx, audit, now).await?;
-        commit(tx).await?;
-        Ok(Snapshot {
-            id,
-            slot: req.slot,
-            version: active,
-            document: document_value,
-            label: req.label,
-            created_by: req.created_by,
-            created_at: now,
+        self.guarded(false, async move {
+            if req.retention == 0 {
+                return Err(StoreError::Invalid("snapshot retention must be at least 1".into()));
+            }
+            let now = now();
+            let mut tx = self.begin_write().await?;
+            let slot = fetch_slot(&mut tx, &req.slot).await?;
+            let Some(active) = slot.active_version else {
+                return Err(StoreError::Invalid(format!(
+                    "slot {} has no active version to snapshot",
+                    req.slot
+                )));
+            };
+            let active_i64 = to_i64_checked(active, "version")?;
+            let document: String =
+                sqlx::query_scalar("SELECT document FROM versions WHERE slot = ?1 AND version = ?2")
+                    .bind(req.slot.as_str())
+                    .bind(active_i64)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend("reading the active version"))?
+                    .ok_or_else(|| {
+                        StoreError::Backend(format!(
+                            "sqlite: the active version {active} of slot {} is missing",
+                            req.slot
+                        ))
+                    })?;
+            let document_value = serde_json::from_str(&document).map_err(|e| {
+                StoreError::Backend(format!("sqlite: corrupt value in versions.document: JSON: {e}"))
+            })?;
+            let id = uuid::Uuid::now_v7().to_string();
+            sqlx::query(
+                "INSERT INTO snapshots (id, slot, version, document, label, created_by, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )
+            .bind(&id)
+            .bind(req.slot.as_str())
+            .bind(active_i64)
+            .bind(&document)
+            .bind(&req.label)
+            .bind(&req.created_by)
+            .bind(fmt_ts(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("writing a snapshot"))?;
+            sqlx::query(
+                "DELETE FROM snapshots WHERE slot = ?1 AND id NOT IN \
+                 (SELECT id FROM snapshots WHERE slot = ?1 ORDER BY id DESC LIMIT ?2)",
+            )
+            .bind(req.slot.as_str())
+            .bind(i64::from(req.retention))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("deleting snapshots beyond retention"))?;
+            seal(&mut tx, audit, now).await?;
+            commit(tx).await?;
+            Ok(Snapshot {
+                id,
+                slot: req.slot,
+                version: active,
+                document: document_value,
+                label: req.label,
+                created_by: req.created_by,
+                created_at: now,
+            })
         })
+        .await
     }
 
     async fn get_snapshot(&self, id: &str) -> Result<Option<Snapshot>, StoreError> {
@@ -558,10 +674,13 @@ impl Store for SqliteStore {
     }
 
     async fn append_audit(&self, audit: AuditDraft) -> Result<AuditEntry, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let entry = seal(&mut tx, audit, now()).await?;
-        commit(tx).await?;
-        Ok(entry)
+        self.guarded(false, async move {
+            let mut tx = self.begin_write().await?;
+            let entry = seal(&mut tx, audit, now()).await?;
+            commit(tx).await?;
+            Ok(entry)
+        })
+        .await
     }
 
     async fn list_audit(&self, q: AuditQuery) -> Result<Page<AuditEntry>, StoreError> {
@@ -590,6 +709,42 @@ impl Store for SqliteStore {
         Ok(page_of(map_rows(&rows, rows::audit_entry)?, q.limit, |e| e.seq.to_string()))
     }
 
+    async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
+        let report = actuator_core::audit::verify_chain(self).await?;
+        self.faults.set_chain(report.problem.as_ref().map(ToString::to_string));
+        Ok(report)
+    }
+
+    async fn acknowledge_audit(&self, audit: AuditDraft) -> Result<AuditEntry, StoreError> {
+        let entry = self
+            .guarded(true, async move {
+                let mut tx = self.begin_write().await?;
+                let entry = seal(&mut tx, audit, now()).await?;
+                commit(tx).await?;
+                Ok(entry)
+            })
+            .await?;
+        self.faults.set_chain(None);
+        tracing::warn!(seq = entry.seq, actor = %entry.actor, "audit chain problem acknowledged; writes resume");
+        Ok(entry)
+    }
+
+    async fn readiness(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Err(e) = self.faults.check_file().await {
+            problems.push(e.to_string());
+            return problems;
+        }
+        if let Some(p) = self.faults.chain() {
+            problems.push(format!("audit chain broken and not acknowledged: {p}"));
+        } else if self.faults.write_failure().is_some()
+            && let Err(e) = self.probe_write().await
+        {
+            problems.push(format!("writes fail: {e}"));
+        }
+        problems
+    }
+
     async fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
         let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
             .fetch_optional(&self.reader)
@@ -607,51 +762,54 @@ impl Store for SqliteStore {
         r: NewRollout,
         audit: AuditDraft,
     ) -> Result<RolloutRecord, StoreError> {
-        let now = now();
-        let request = to_json(&r.request)?;
-        let status = to_json(&r.status)?;
-        let mut tx = self.begin_write().await?;
-        fetch_slot(&mut tx, &r.slot).await?;
-        let dup = sqlx::query("SELECT 1 FROM rollouts WHERE id = ?1")
+        self.guarded(false, async move {
+            let now = now();
+            let request = to_json(&r.request)?;
+            let status = to_json(&r.status)?;
+            let mut tx = self.begin_write().await?;
+            fetch_slot(&mut tx, &r.slot).await?;
+            let dup = sqlx::query("SELECT 1 FROM rollouts WHERE id = ?1")
+                .bind(&r.id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend("reading a rollout"))?;
+            if dup.is_some() {
+                return Err(StoreError::AlreadyExists { what: format!("rollout {}", r.id) });
+            }
+            let stable = admit(&mut tx, &r.slot, None, &r.admission).await?;
+            let stable_i64 = stable.map(|v| to_i64_checked(v, "version")).transpose()?;
+            sqlx::query(
+                "INSERT INTO rollouts (id, slot, strategy, state, request, status, revision, \
+                 created_at, updated_at, stable_version) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, ?8)",
+            )
             .bind(&r.id)
-            .fetch_optional(&mut *tx)
+            .bind(r.slot.as_str())
+            .bind(r.strategy.as_str())
+            .bind(r.state.as_str())
+            .bind(request)
+            .bind(status)
+            .bind(fmt_ts(now))
+            .bind(stable_i64)
+            .execute(&mut *tx)
             .await
-            .map_err(backend("reading a rollout"))?;
-        if dup.is_some() {
-            return Err(StoreError::AlreadyExists { what: format!("rollout {}", r.id) });
-        }
-        if let Some(active) = active_rollout_of(&mut tx, &r.slot, None).await? {
-            return Err(StoreError::AlreadyExists {
-                what: format!("an active rollout ({active}) of slot {}", r.slot),
-            });
-        }
-        sqlx::query(
-            "INSERT INTO rollouts (id, slot, strategy, state, request, status, revision, \
-             created_at, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7)",
-        )
-        .bind(&r.id)
-        .bind(r.slot.as_str())
-        .bind(r.strategy.as_str())
-        .bind(r.state.as_str())
-        .bind(request)
-        .bind(status)
-        .bind(fmt_ts(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend("creating a rollout"))?;
-        seal(&mut tx, audit, now).await?;
-        commit(tx).await?;
-        Ok(RolloutRecord {
-            id: r.id,
-            slot: r.slot,
-            strategy: r.strategy,
-            state: r.state,
-            request: r.request,
-            status: r.status,
-            revision: 1,
-            created_at: now,
-            updated_at: now,
+            .map_err(backend("creating a rollout"))?;
+            seal(&mut tx, audit, now).await?;
+            commit(tx).await?;
+            Ok(RolloutRecord {
+                id: r.id,
+                slot: r.slot,
+                strategy: r.strategy,
+                state: r.state,
+                request: r.request,
+                status: r.status,
+                revision: 1,
+                stable_version: stable,
+                created_at: now,
+                updated_at: now,
+            })
         })
+        .await
     }
 
     async fn get_rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError> {
@@ -700,37 +858,40 @@ impl Store for SqliteStore {
         expected_revision: u64,
         status: serde_json::Value,
     ) -> Result<RolloutRecord, StoreError> {
-        let now = now();
-        let text = to_json(&status)?;
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
+        self.guarded(false, async move {
+            let now = now();
+            let text = to_json(&status)?;
+            let mut tx = self.begin_write().await?;
+            let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend("reading a rollout"))?
+                .ok_or_else(|| not_found(format!("rollout {id}")))?;
+            let mut cur = rows::rollout(&row)?;
+            if cur.revision != expected_revision {
+                return Err(StoreError::Conflict {
+                    what: format!("rollout {id}"),
+                    expected: expected_revision,
+                    actual: cur.revision,
+                });
+            }
+            sqlx::query(
+                "UPDATE rollouts SET status = ?2, revision = revision + 1, updated_at = ?3 WHERE id = ?1",
+            )
             .bind(id)
-            .fetch_optional(&mut *tx)
+            .bind(text)
+            .bind(fmt_ts(now))
+            .execute(&mut *tx)
             .await
-            .map_err(backend("reading a rollout"))?
-            .ok_or_else(|| not_found(format!("rollout {id}")))?;
-        let mut cur = rows::rollout(&row)?;
-        if cur.revision != expected_revision {
-            return Err(StoreError::Conflict {
-                what: format!("rollout {id}"),
-                expected: expected_revision,
-                actual: cur.revision,
-            });
-        }
-        sqlx::query(
-            "UPDATE rollouts SET status = ?2, revision = revision + 1, updated_at = ?3 WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(text)
-        .bind(fmt_ts(now))
-        .execute(&mut *tx)
+            .map_err(backend("saving a rollout's status"))?;
+            commit(tx).await?;
+            cur.status = status;
+            cur.revision += 1;
+            cur.updated_at = now;
+            Ok(cur)
+        })
         .await
-        .map_err(backend("saving a rollout's status"))?;
-        commit(tx).await?;
-        cur.status = status;
-        cur.revision += 1;
-        cur.updated_at = now;
-        Ok(cur)
     }
 
     async fn update_rollout(
@@ -739,71 +900,124 @@ impl Store for SqliteStore {
         u: RolloutUpdate,
         audit: AuditDraft,
     ) -> Result<RolloutRecord, StoreError> {
-        let now = now();
-        let status = to_json(&u.status)?;
-        let mut tx = self.begin_write().await?;
-        let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend("reading a rollout"))?
-            .ok_or_else(|| not_found(format!("rollout {id}")))?;
-        let mut cur = rows::rollout(&row)?;
-        if cur.revision != u.expected_revision {
-            return Err(StoreError::Conflict {
-                what: format!("rollout {id}"),
-                expected: u.expected_revision,
-                actual: cur.revision,
-            });
-        }
-        if cur.state != u.state && !cur.state.can_transition_to(u.state) {
-            return Err(StoreError::Invalid(format!(
-                "rollout {id} cannot go from {} to {}",
-                cur.state, u.state
-            )));
-        }
-        if cur.state.is_terminal() && u.state.is_active() {
-            // A retry takes the slot again: refused while another rollout holds it.
-            if let Some(other) = active_rollout_of(&mut tx, &cur.slot, Some(id)).await? {
-                return Err(StoreError::AlreadyExists {
-                    what: format!("an active rollout ({other}) of slot {}", cur.slot),
+        self.guarded(false, async move {
+            let now = now();
+            let status = to_json(&u.status)?;
+            let mut tx = self.begin_write().await?;
+            let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend("reading a rollout"))?
+                .ok_or_else(|| not_found(format!("rollout {id}")))?;
+            let mut cur = rows::rollout(&row)?;
+            if cur.revision != u.expected_revision {
+                return Err(StoreError::Conflict {
+                    what: format!("rollout {id}"),
+                    expected: u.expected_revision,
+                    actual: cur.revision,
                 });
             }
-        }
-        if let Some(v) = u.activate_version {
-            if !version_exists(&mut tx, &cur.slot, v).await? {
-                return Err(not_found(format!("version {v} of slot {}", cur.slot)));
+            if cur.state != u.state && !cur.state.can_transition_to(u.state) {
+                return Err(StoreError::Invalid(format!(
+                    "rollout {id} cannot go from {} to {}",
+                    cur.state, u.state
+                )));
             }
+            // A retry takes the slot again: admitted like a new rollout.
+            let readmitted = if cur.state.is_terminal() && u.state.is_active() {
+                Some(admit(&mut tx, &cur.slot, Some(id), &u.admission).await?)
+            } else {
+                None
+            };
+            if let Some(v) = u.activate_version {
+                if !version_exists(&mut tx, &cur.slot, v).await? {
+                    return Err(not_found(format!("version {v} of slot {}", cur.slot)));
+                }
+                sqlx::query(
+                    "UPDATE slots SET active_version = ?2, revision = revision + 1, updated_at = ?3 \
+                     WHERE name = ?1",
+                )
+                .bind(cur.slot.as_str())
+                .bind(to_i64_checked(v, "version")?)
+                .bind(fmt_ts(now))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend("activating a version"))?;
+            }
+            let stable = readmitted.flatten().map(|v| to_i64_checked(v, "version")).transpose()?;
             sqlx::query(
-                "UPDATE slots SET active_version = ?2, revision = revision + 1, updated_at = ?3 \
-                 WHERE name = ?1",
+                "UPDATE rollouts SET state = ?2, status = ?3, revision = revision + 1, \
+                 updated_at = ?4, stable_version = CASE WHEN ?5 THEN ?6 ELSE stable_version END \
+                 WHERE id = ?1",
             )
-            .bind(cur.slot.as_str())
-            .bind(to_i64_checked(v, "version")?)
+            .bind(id)
+            .bind(u.state.as_str())
+            .bind(status)
             .bind(fmt_ts(now))
+            .bind(readmitted.is_some())
+            .bind(stable)
             .execute(&mut *tx)
             .await
-            .map_err(backend("activating a version"))?;
-        }
-        sqlx::query(
-            "UPDATE rollouts SET state = ?2, status = ?3, revision = revision + 1, \
-             updated_at = ?4 WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(u.state.as_str())
-        .bind(status)
-        .bind(fmt_ts(now))
-        .execute(&mut *tx)
+            .map_err(backend("updating a rollout"))?;
+            seal(&mut tx, audit, now).await?;
+            commit(tx).await?;
+            cur.state = u.state;
+            cur.status = u.status;
+            if let Some(stable) = readmitted {
+                cur.stable_version = stable;
+            }
+            cur.revision += 1;
+            cur.updated_at = now;
+            Ok(cur)
+        })
         .await
-        .map_err(backend("updating a rollout"))?;
-        seal(&mut tx, audit, now).await?;
-        commit(tx).await?;
-        cur.state = u.state;
-        cur.status = u.status;
-        cur.revision += 1;
-        cur.updated_at = now;
-        Ok(cur)
     }
+}
+
+/// Refuses a direct activation while a rollout holds `slot`.
+async fn ensure_not_held(conn: &mut SqliteConnection, slot: &SlotName) -> Result<(), StoreError> {
+    match active_rollout_of(conn, slot, None).await? {
+        Some(rollout) => Err(StoreError::SlotHeld { slot: slot.to_string(), rollout }),
+        None => Ok(()),
+    }
+}
+
+/// Admits a rollout of `slot` (`except`: the rollout itself, on a retry) inside the caller's
+/// write transaction: one active rollout per slot, the limit of active rollouts, the
+/// expected stable version. Returns the slot's active version, the rollout's stable version.
+async fn admit(
+    conn: &mut SqliteConnection,
+    slot: &SlotName,
+    except: Option<&str>,
+    admission: &Admission,
+) -> Result<Option<u64>, StoreError> {
+    let stable = fetch_slot(conn, slot).await?.active_version;
+    if let Some(active) = active_rollout_of(conn, slot, except).await? {
+        return Err(StoreError::AlreadyExists {
+            what: format!("an active rollout ({active}) of slot {slot}"),
+        });
+    }
+    if let Some(limit) = admission.max_active {
+        let active: i64 = sqlx::query_scalar(concat!(
+            "SELECT COUNT(*) FROM rollouts WHERE (?1 IS NULL OR id <> ?1) AND state NOT IN ",
+            terminal_states!()
+        ))
+        .bind(except)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(backend("counting active rollouts"))?;
+        let active = u64::try_from(active).unwrap_or(0);
+        if active >= limit {
+            return Err(StoreError::Limit { active, limit });
+        }
+    }
+    if let Some(expected) = admission.expected_stable
+        && expected != stable
+    {
+        return Err(StoreError::StableChanged { slot: slot.to_string(), expected, actual: stable });
+    }
+    Ok(stable)
 }
 
 /// The id of a rollout of `slot` in a non-terminal state, other than `except`.
@@ -853,7 +1067,7 @@ mod tests {
     fn the_migrations_are_embedded_in_order() {
         let m = migrator();
         let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 3]);
     }
 
     #[tokio::test]

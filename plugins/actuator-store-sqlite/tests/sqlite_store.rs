@@ -426,6 +426,7 @@ async fn sqlite_specific_edges() {
         state,
         request: json!({}),
         status: json!({}),
+        admission: Default::default(),
     };
     let draft = |id: &str| AuditDraft::success("t", "rollout.start", id);
     store.create_rollout(new("f1", "a_b", DeploymentState::Failed), draft("f1")).await.unwrap();
@@ -457,6 +458,7 @@ async fn sqlite_specific_edges() {
                 state: DeploymentState::Pending,
                 status: json!({}),
                 activate_version: None,
+                admission: Default::default(),
             },
             AuditDraft::success("t", "rollout.retry", "f1"),
         )
@@ -471,6 +473,7 @@ async fn sqlite_specific_edges() {
                 state: DeploymentState::Pending,
                 status: json!({"n": 1}),
                 activate_version: Some(9),
+                admission: Default::default(),
             },
             AuditDraft::success("t", "x", "a1"),
         )
@@ -484,6 +487,7 @@ async fn sqlite_specific_edges() {
                 state: DeploymentState::Pending,
                 status: json!({"n": 1}),
                 activate_version: None,
+                admission: Default::default(),
             },
             AuditDraft::success("t", "x", "a1"),
         )

@@ -9,7 +9,7 @@ use serde_json::json;
 use std::future::Future;
 use std::sync::Arc;
 
-use crate::audit::{AuditDraft, ChainVerifier};
+use crate::audit::{ACKNOWLEDGE_ACTION, AuditDraft, ChainVerifier, document_sha256};
 use crate::config::{NewSlot, SlotName};
 use crate::deployment::DeploymentStrategy;
 use crate::state::DeploymentState;
@@ -75,6 +75,11 @@ where
     rollout_checkpoints(make().await.as_ref()).await;
     racing_appends(make().await).await;
     racing_rollout_updates(make().await).await;
+    admission_limit(make().await.as_ref()).await;
+    stable_version_in_the_transaction(make().await.as_ref()).await;
+    no_direct_activation_under_a_rollout(make().await.as_ref()).await;
+    documents_in_the_chain(make().await.as_ref()).await;
+    racing_admissions(make().await).await;
 }
 
 /// Slots: create, read, duplicates refused, listing by name with pages.
@@ -315,6 +320,7 @@ pub async fn rollouts(store: &dyn Store) {
         state: DeploymentState::Pending,
         request: json!({"candidate": {"version": 2}}),
         status: json!({"phase": 0}),
+        admission: Admission::default(),
     };
     let r = store.create_rollout(new("r1"), draft("rollout.start", "r1")).await.unwrap();
     assert_eq!(r.revision, 1);
@@ -328,6 +334,7 @@ pub async fn rollouts(store: &dyn Store) {
         state,
         status: json!({"phase": rev}),
         activate_version: activate,
+        admission: Admission::default(),
     };
     let r = store
         .update_rollout(
@@ -405,12 +412,14 @@ pub async fn rollout_retry(store: &dyn Store) {
         state: DeploymentState::Monitoring,
         request: json!({}),
         status: json!({}),
+        admission: Admission::default(),
     };
     let upd = |rev, state| RolloutUpdate {
         expected_revision: rev,
         state,
         status: json!({}),
         activate_version: None,
+        admission: Admission::default(),
     };
     let a = store.create_rollout(new("a"), draft("rollout.start", "a")).await.unwrap();
     let a = store
@@ -462,6 +471,7 @@ pub async fn rollout_checkpoints(store: &dyn Store) {
                 state: DeploymentState::Monitoring,
                 request: json!({}),
                 status: json!({"n": 0}),
+                admission: Admission::default(),
             },
             draft("rollout.start", "r"),
         )
@@ -512,6 +522,7 @@ pub async fn racing_rollout_updates(store: Arc<dyn Store>) {
                 state: DeploymentState::Monitoring,
                 request: json!({}),
                 status: json!({}),
+                admission: Admission::default(),
             },
             draft("rollout.start", "r"),
         )
@@ -527,6 +538,7 @@ pub async fn racing_rollout_updates(store: Arc<dyn Store>) {
                     state: DeploymentState::RollingBack,
                     status: json!({"by": "abort"}),
                     activate_version: None,
+                    admission: Admission::default(),
                 },
                 draft("rollout.abort", "r"),
             )
@@ -543,6 +555,7 @@ pub async fn racing_rollout_updates(store: Arc<dyn Store>) {
                     state: DeploymentState::RollingOut,
                     status: json!({"by": "promote"}),
                     activate_version: None,
+                    admission: Admission::default(),
                 },
                 draft("rollout.promote", "r"),
             )
@@ -608,4 +621,266 @@ async fn futures_join_all<F: Future>(futs: Vec<F>) -> Vec<F::Output> {
         out: (0..n).map(|_| None).collect(),
     }
     .await
+}
+
+fn rollout_in(slot: &str, id: &str, admission: Admission) -> NewRollout {
+    NewRollout {
+        id: id.into(),
+        slot: name(slot),
+        strategy: DeploymentStrategy::Canary,
+        state: DeploymentState::Pending,
+        request: json!({}),
+        status: json!({}),
+        admission,
+    }
+}
+
+fn limit(n: u64) -> Admission {
+    Admission { max_active: Some(n), expected_stable: None }
+}
+
+/// The limit of active rollouts is checked where the rollout is created and where a retry
+/// makes a finished one active again.
+pub async fn admission_limit(store: &dyn Store) {
+    for s in ["a", "b", "c"] {
+        slot(store, s).await;
+        append(store, s, 0, true).await.unwrap();
+    }
+    store
+        .create_rollout(rollout_in("a", "ra", limit(2)), draft("rollout.start", "ra"))
+        .await
+        .unwrap();
+    let rb = store
+        .create_rollout(rollout_in("b", "rb", limit(2)), draft("rollout.start", "rb"))
+        .await
+        .unwrap();
+    let before = audit_count(store).await;
+    let over =
+        store.create_rollout(rollout_in("c", "rc", limit(2)), draft("rollout.start", "rc")).await;
+    assert_eq!(
+        over,
+        Err(StoreError::Limit { active: 2, limit: 2 }),
+        "admission: a third rollout over a limit of 2 is refused"
+    );
+    assert_eq!(audit_count(store).await, before, "admission: a refused start audits nothing");
+    assert!(store.get_rollout("rc").await.unwrap().is_none(), "admission: nothing created");
+    let unlimited = store
+        .create_rollout(rollout_in("c", "rc", Admission::default()), draft("rollout.start", "rc"))
+        .await
+        .expect("admission: no limit given, none applied");
+    // rb fails; with ra and rc active, a retry of rb under a limit of 2 is refused.
+    let upd = |rev, state, admission| RolloutUpdate {
+        expected_revision: rev,
+        state,
+        status: json!({}),
+        activate_version: None,
+        admission,
+    };
+    let rb = store
+        .update_rollout("rb", upd(rb.revision, DeploymentState::Failed, limit(2)), draft("x", "rb"))
+        .await
+        .expect("admission: a move to a terminal state is never limited");
+    let retry = store
+        .update_rollout(
+            "rb",
+            upd(rb.revision, DeploymentState::Pending, limit(2)),
+            draft("x", "rb"),
+        )
+        .await;
+    assert_eq!(retry, Err(StoreError::Limit { active: 2, limit: 2 }), "admission: retry limited");
+    store
+        .update_rollout(
+            "rc",
+            upd(unlimited.revision, DeploymentState::Failed, Admission::default()),
+            draft("x", "rc"),
+        )
+        .await
+        .unwrap();
+    let again = store
+        .update_rollout(
+            "rb",
+            upd(rb.revision, DeploymentState::Pending, limit(2)),
+            draft("x", "rb"),
+        )
+        .await
+        .expect("admission: retry admitted under the limit");
+    assert_eq!(again.state, DeploymentState::Pending);
+}
+
+/// The stable version is the slot's active version read in the admitting transaction.
+pub async fn stable_version_in_the_transaction(store: &dyn Store) {
+    slot(store, "chat").await;
+    append(store, "chat", 0, true).await.unwrap();
+    append(store, "chat", 1, true).await.unwrap();
+    let expect = |v| Admission { max_active: None, expected_stable: Some(v) };
+    let stale =
+        store.create_rollout(rollout_in("chat", "r", expect(Some(1))), draft("x", "r")).await;
+    assert_eq!(
+        stale,
+        Err(StoreError::StableChanged { slot: "chat".into(), expected: Some(1), actual: Some(2) }),
+        "stable: refused when the active version moved"
+    );
+    let r = store
+        .create_rollout(rollout_in("chat", "r", expect(Some(2))), draft("x", "r"))
+        .await
+        .unwrap();
+    assert_eq!(r.stable_version, Some(2), "stable: recorded");
+    assert_eq!(store.get_rollout("r").await.unwrap().unwrap().stable_version, Some(2));
+    let upd = |rev, state, admission| RolloutUpdate {
+        expected_revision: rev,
+        state,
+        status: json!({}),
+        activate_version: None,
+        admission,
+    };
+    let r = store
+        .update_rollout(
+            "r",
+            upd(r.revision, DeploymentState::Failed, Admission::default()),
+            draft("x", "r"),
+        )
+        .await
+        .unwrap();
+    append(store, "chat", 2, true).await.unwrap();
+    let stale = store
+        .update_rollout(
+            "r",
+            upd(r.revision, DeploymentState::Pending, expect(Some(2))),
+            draft("x", "r"),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::StableChanged { .. })),
+        "stable: retry checks it, got {stale:?}"
+    );
+    let again = store
+        .update_rollout(
+            "r",
+            upd(r.revision, DeploymentState::Pending, expect(Some(3))),
+            draft("x", "r"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.stable_version, Some(3), "stable: read again on retry");
+}
+
+/// While a rollout holds a slot, direct activations are refused; staging and the rollout's
+/// own activation are not.
+pub async fn no_direct_activation_under_a_rollout(store: &dyn Store) {
+    slot(store, "chat").await;
+    append(store, "chat", 0, true).await.unwrap();
+    let r = store
+        .create_rollout(
+            NewRollout {
+                state: DeploymentState::Monitoring,
+                ..rollout_in("chat", "r", Admission::default())
+            },
+            draft("rollout.start", "r"),
+        )
+        .await
+        .unwrap();
+    let before = audit_count(store).await;
+    let held = append(store, "chat", 1, true).await;
+    assert_eq!(
+        held,
+        Err(StoreError::SlotHeld { slot: "chat".into(), rollout: "r".into() }),
+        "held: a direct apply is refused"
+    );
+    assert_eq!(audit_count(store).await, before, "held: the refused apply audits nothing");
+    assert_eq!(append(store, "chat", 1, false).await, Ok(2), "held: staging a version is allowed");
+    let s = store.get_slot(&name("chat")).await.unwrap().unwrap();
+    let held =
+        store.activate_version(&name("chat"), s.revision, 2, draft("config.revert", "chat")).await;
+    assert!(
+        matches!(held, Err(StoreError::SlotHeld { .. })),
+        "held: activation refused, got {held:?}"
+    );
+    assert_eq!(store.get_slot(&name("chat")).await.unwrap().unwrap().active_version, Some(1));
+    let done = store
+        .update_rollout(
+            "r",
+            RolloutUpdate {
+                expected_revision: r.revision,
+                state: DeploymentState::Completed,
+                status: json!({}),
+                activate_version: Some(2),
+                admission: Admission::default(),
+            },
+            draft("rollout.complete", "r"),
+        )
+        .await;
+    assert!(done.is_ok(), "held: the rollout activates its own candidate, got {done:?}");
+    assert_eq!(store.get_slot(&name("chat")).await.unwrap().unwrap().active_version, Some(2));
+    let s = store.get_slot(&name("chat")).await.unwrap().unwrap();
+    store
+        .activate_version(&name("chat"), s.revision, 1, draft("config.revert", "chat"))
+        .await
+        .expect("held: free again once the rollout finished");
+}
+
+/// Version writes seal the document's SHA-256 in their audit entry; verification and
+/// acknowledgement.
+pub async fn documents_in_the_chain(store: &dyn Store) {
+    slot(store, "chat").await;
+    append(store, "chat", 0, true).await.unwrap();
+    let v = store.get_version(&name("chat"), 1).await.unwrap().unwrap();
+    let head = store.audit_head().await.unwrap().unwrap();
+    let entry = store
+        .list_audit(AuditQuery { cursor: None, limit: 1, descending: true, target: None })
+        .await
+        .unwrap()
+        .items
+        .remove(0);
+    assert_eq!(entry.seq, head.seq);
+    assert_eq!(
+        entry.metadata["document"],
+        json!({"slot": "chat", "version": 1, "sha256": document_sha256(&v.document)}),
+        "documents: the version write seals the document's digest"
+    );
+    let report = store.verify_audit().await.unwrap();
+    assert!(report.ok && report.problems.is_empty(), "documents: intact, got {report:?}");
+    assert_eq!(report.entries_checked, head.seq);
+    assert!(store.readiness().await.is_empty(), "documents: an intact store is ready");
+    let ack = store
+        .acknowledge_audit(
+            AuditDraft::success("op", ACKNOWLEDGE_ACTION, "audit")
+                .with_metadata(json!({"reason": "drill"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ack.seq, head.seq + 1, "documents: an acknowledgement is an entry of the chain");
+    assert!(store.verify_audit().await.unwrap().ok);
+    append(store, "chat", 1, true).await.expect("documents: writes go on");
+}
+
+/// Twenty creations racing under a limit of three on twenty slots: exactly three land.
+pub async fn racing_admissions(store: Arc<dyn Store>) {
+    for i in 0..20 {
+        let s = format!("s{i}");
+        slot(store.as_ref(), &s).await;
+        append(store.as_ref(), &s, 0, true).await.unwrap();
+    }
+    let tasks = (0..20)
+        .map(|i| {
+            let s = store.clone();
+            async move {
+                let id = format!("r{i}");
+                s.create_rollout(
+                    rollout_in(&format!("s{i}"), &id, limit(3)),
+                    draft("rollout.start", &id),
+                )
+                .await
+            }
+        })
+        .collect();
+    let results = futures_join_all(tasks).await;
+    assert_eq!(results.iter().filter(|r| r.is_ok()).count(), 3, "racing admissions: {results:?}");
+    assert!(
+        results.iter().all(|r| r.is_ok() || matches!(r, Err(StoreError::Limit { limit: 3, .. })))
+    );
+    let active = store
+        .list_rollouts(RolloutFilter { active_only: true, slot: None }, PageRequest::first(100))
+        .await
+        .unwrap();
+    assert_eq!(active.items.len(), 3);
 }

@@ -6,7 +6,7 @@ use chrono::Utc;
 use std::collections::BTreeMap;
 use std::sync::Mutex;
 
-use crate::audit::{AuditDraft, AuditEntry, AuditHead, GENESIS_HASH};
+use crate::audit::{AuditDraft, AuditEntry, AuditHead, AuditReport, GENESIS_HASH};
 use crate::config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
 use crate::store::*;
 
@@ -17,6 +17,8 @@ struct Inner {
     snapshots: BTreeMap<String, Snapshot>,
     audit: Vec<AuditEntry>,
     rollouts: Vec<RolloutRecord>,
+    /// The unacknowledged chain problem that blocks writes, set by `verify_audit`.
+    chain_block: Option<String>,
 }
 
 impl Inner {
@@ -26,6 +28,64 @@ impl Inner {
         let entry = draft.seal(seq, uuid::Uuid::now_v7().to_string(), Utc::now(), &prev);
         self.audit.push(entry.clone());
         entry
+    }
+
+    /// Refuses writes while the chain is broken and unacknowledged.
+    fn writable(&self) -> Result<(), StoreError> {
+        match &self.chain_block {
+            Some(p) => Err(StoreError::ChainBroken(p.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// The active rollout of `slot` other than `except`.
+    fn holder(&self, slot: &SlotName, except: Option<&str>) -> Option<&RolloutRecord> {
+        self.rollouts
+            .iter()
+            .find(|r| &r.slot == slot && r.state.is_active() && except.is_none_or(|e| r.id != e))
+    }
+
+    /// Refuses a direct activation while a rollout holds the slot.
+    fn ensure_not_held(&self, slot: &SlotName) -> Result<(), StoreError> {
+        match self.holder(slot, None) {
+            Some(r) => Err(StoreError::SlotHeld { slot: slot.to_string(), rollout: r.id.clone() }),
+            None => Ok(()),
+        }
+    }
+
+    /// Admits a rollout of `slot` (`except`: itself, on a retry); returns the stable version.
+    fn admit(
+        &self,
+        slot: &SlotName,
+        except: Option<&str>,
+        admission: &Admission,
+    ) -> Result<Option<u64>, StoreError> {
+        let stable = self
+            .slots
+            .get(slot)
+            .ok_or_else(|| StoreError::NotFound { what: format!("slot {slot}") })?
+            .active_version;
+        if let Some(other) = self.holder(slot, except) {
+            return Err(StoreError::AlreadyExists {
+                what: format!("an active rollout ({}) of slot {slot}", other.id),
+            });
+        }
+        if let Some(limit) = admission.max_active {
+            let active = self.rollouts.iter().filter(|r| r.state.is_active()).count() as u64;
+            if active >= limit {
+                return Err(StoreError::Limit { active, limit });
+            }
+        }
+        if let Some(expected) = admission.expected_stable
+            && expected != stable
+        {
+            return Err(StoreError::StableChanged {
+                slot: slot.to_string(),
+                expected,
+                actual: stable,
+            });
+        }
+        Ok(stable)
     }
 
     fn slot_mut(&mut self, name: &SlotName) -> Result<&mut Slot, StoreError> {
@@ -73,6 +133,7 @@ fn page_of<T>(items: Vec<T>, limit: u32, cursor: impl Fn(&T) -> String) -> Page<
 impl Store for MemoryStore {
     async fn create_slot(&self, slot: NewSlot, audit: AuditDraft) -> Result<Slot, StoreError> {
         let mut g = self.lock();
+        g.writable()?;
         if g.slots.contains_key(&slot.name) {
             return Err(StoreError::AlreadyExists { what: format!("slot {}", slot.name) });
         }
@@ -115,6 +176,11 @@ impl Store for MemoryStore {
         audit: AuditDraft,
     ) -> Result<ConfigVersion, StoreError> {
         let mut g = self.lock();
+        g.writable()?;
+        if req.activate {
+            g.slot_mut(&req.slot)?;
+            g.ensure_not_held(&req.slot)?;
+        }
         let slot = g.slot_mut(&req.slot)?;
         if slot.latest_version != req.expected_latest {
             return Err(StoreError::Conflict {
@@ -138,6 +204,7 @@ impl Store for MemoryStore {
             message: req.message,
             created_at: now,
         };
+        let audit = audit.with_document(&req.slot, v.version, &v.document);
         g.versions.insert((req.slot, v.version), v.clone());
         g.seal(audit);
         Ok(v)
@@ -151,10 +218,12 @@ impl Store for MemoryStore {
         audit: AuditDraft,
     ) -> Result<Slot, StoreError> {
         let mut g = self.lock();
+        g.writable()?;
         if !g.versions.contains_key(&(slot.clone(), version)) {
             g.slot_mut(slot)?;
             return Err(StoreError::NotFound { what: format!("version {version} of slot {slot}") });
         }
+        g.ensure_not_held(slot)?;
         let s = g.slot_mut(slot)?;
         if s.revision != expected_revision {
             return Err(StoreError::Conflict {
@@ -206,6 +275,7 @@ impl Store for MemoryStore {
             return Err(StoreError::Invalid("snapshot retention must be at least 1".into()));
         }
         let mut g = self.lock();
+        g.writable()?;
         let slot = g.slot_mut(&req.slot)?.clone();
         let Some(active) = slot.active_version else {
             return Err(StoreError::Invalid(format!(
@@ -259,7 +329,9 @@ impl Store for MemoryStore {
     }
 
     async fn append_audit(&self, audit: AuditDraft) -> Result<AuditEntry, StoreError> {
-        Ok(self.lock().seal(audit))
+        let mut g = self.lock();
+        g.writable()?;
+        Ok(g.seal(audit))
     }
 
     async fn list_audit(&self, q: AuditQuery) -> Result<Page<AuditEntry>, StoreError> {
@@ -297,21 +369,39 @@ impl Store for MemoryStore {
         Ok(self.lock().audit.last().map(|e| AuditHead { seq: e.seq, hash: e.hash.clone() }))
     }
 
+    async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
+        let report = crate::audit::verify_chain(self).await?;
+        self.lock().chain_block = report.problem.as_ref().map(ToString::to_string);
+        Ok(report)
+    }
+
+    async fn acknowledge_audit(&self, audit: AuditDraft) -> Result<AuditEntry, StoreError> {
+        let mut g = self.lock();
+        let entry = g.seal(audit);
+        g.chain_block = None;
+        Ok(entry)
+    }
+
+    async fn readiness(&self) -> Vec<String> {
+        self.lock()
+            .chain_block
+            .iter()
+            .map(|p| format!("audit chain broken and not acknowledged: {p}"))
+            .collect()
+    }
+
     async fn create_rollout(
         &self,
         r: NewRollout,
         audit: AuditDraft,
     ) -> Result<RolloutRecord, StoreError> {
         let mut g = self.lock();
+        g.writable()?;
         g.slot_mut(&r.slot)?;
         if g.rollouts.iter().any(|x| x.id == r.id) {
             return Err(StoreError::AlreadyExists { what: format!("rollout {}", r.id) });
         }
-        if let Some(active) = g.rollouts.iter().find(|x| x.slot == r.slot && x.state.is_active()) {
-            return Err(StoreError::AlreadyExists {
-                what: format!("an active rollout ({}) of slot {}", active.id, r.slot),
-            });
-        }
+        let stable = g.admit(&r.slot, None, &r.admission)?;
         let now = Utc::now();
         let rec = RolloutRecord {
             id: r.id,
@@ -321,6 +411,7 @@ impl Store for MemoryStore {
             request: r.request,
             status: r.status,
             revision: 1,
+            stable_version: stable,
             created_at: now,
             updated_at: now,
         };
@@ -367,6 +458,7 @@ impl Store for MemoryStore {
         status: serde_json::Value,
     ) -> Result<RolloutRecord, StoreError> {
         let mut g = self.lock();
+        g.writable()?;
         let r = g
             .rollouts
             .iter_mut()
@@ -392,6 +484,7 @@ impl Store for MemoryStore {
         audit: AuditDraft,
     ) -> Result<RolloutRecord, StoreError> {
         let mut g = self.lock();
+        g.writable()?;
         let idx = g
             .rollouts
             .iter()
@@ -411,17 +504,11 @@ impl Store for MemoryStore {
                 cur.state, u.state
             )));
         }
-        if !cur.state.is_active()
-            && u.state.is_active()
-            && let Some(other) = g
-                .rollouts
-                .iter()
-                .find(|r| r.slot == cur.slot && r.id != cur.id && r.state.is_active())
-        {
-            return Err(StoreError::AlreadyExists {
-                what: format!("an active rollout ({}) of slot {}", other.id, cur.slot),
-            });
-        }
+        let readmitted = if !cur.state.is_active() && u.state.is_active() {
+            Some(g.admit(&cur.slot, Some(&cur.id), &u.admission)?)
+        } else {
+            None
+        };
         if let Some(v) = u.activate_version {
             if !g.versions.contains_key(&(cur.slot.clone(), v)) {
                 return Err(StoreError::NotFound {
@@ -436,6 +523,9 @@ impl Store for MemoryStore {
         let r = &mut g.rollouts[idx];
         r.state = u.state;
         r.status = u.status;
+        if let Some(stable) = readmitted {
+            r.stable_version = stable;
+        }
         r.revision += 1;
         r.updated_at = Utc::now();
         let out = r.clone();

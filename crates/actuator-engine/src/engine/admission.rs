@@ -1,7 +1,43 @@
 //! Admission: a deploy request is validated, its candidate written, and the rollout created.
+//!
+//! The rules that concurrent requests could break (the limit of active rollouts, one active
+//! rollout per slot, the stable version being the slot's active version) are checked by the
+//! store inside the transaction that creates the rollout; the checks here only refuse early.
+
+use actuator_core::Admission;
 
 use super::steps::{health_config, phase_config};
 use super::*;
+
+/// How often a start re-reads the slot and tries again when its active version moved between
+/// the read and the admitting transaction (a direct apply landed first).
+const STABLE_RETRIES: u32 = 8;
+
+impl Engine {
+    /// The admission rules the store checks for a rollout built on `stable`.
+    pub(super) fn admission(&self, stable: Option<u64>) -> Admission {
+        Admission {
+            max_active: Some(
+                u64::try_from(self.inner.settings.max_active_rollouts).unwrap_or(u64::MAX),
+            ),
+            expected_stable: Some(stable),
+        }
+    }
+}
+
+/// An admission refusal of the store as the engine reports it.
+pub(super) fn admission_error(slot: &SlotName, e: StoreError) -> EngineError {
+    match e {
+        StoreError::AlreadyExists { what } => {
+            EngineError::SlotBusy { slot: slot.to_string(), rollout: what }
+        }
+        StoreError::Limit { active, limit } => EngineError::Limit {
+            active: usize::try_from(active).unwrap_or(usize::MAX),
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+        },
+        other => other.into(),
+    }
+}
 
 impl Engine {
     // ---------------------------------------------------------------- deploy
@@ -18,13 +54,12 @@ impl Engine {
             serde_json::from_value::<SplitStrategy>(split.clone())
                 .map_err(|e| EngineError::Invalid(format!("canary.traffic_split: {e}")))?;
         }
-        let slot = self.inner.config.get_slot(&req.slot).await?;
-        let Some(stable) = slot.active_version else {
+        if self.inner.config.get_slot(&req.slot).await?.active_version.is_none() {
             return Err(EngineError::Invalid(format!(
                 "slot {} has no active version to roll out from; apply a first config directly",
                 req.slot
             )));
-        };
+        }
         let active = self.active_count();
         if active >= self.inner.settings.max_active_rollouts {
             return Err(EngineError::Limit {
@@ -63,59 +98,77 @@ impl Engine {
                     .version_number
             }
         };
-        if candidate == stable && req.strategy != DeploymentStrategy::AbTest {
-            return Err(EngineError::Invalid(format!(
-                "version {candidate} is already the active version of slot {}",
-                req.slot
-            )));
-        }
-        let snapshot = self
-            .inner
-            .config
-            .snapshot(&req.slot, &format!("before rollout {id}"), &req.actor)
-            .await?;
-        let now = self.now();
-        let st = EngineStatus {
-            started_at: now,
-            stable_version: Some(stable),
-            snapshot_id: Some(snapshot.id),
-            candidate_version: candidate,
-            settings,
-            steps,
-            step: 0,
-            step_started_at: now,
-            route: None,
-            health: None,
-            last_decision: None,
-            paused_reason: None,
-            awaiting_promotion: false,
-            failing_looks: 0,
-            transitions: Default::default(),
-            rollback: None,
-            errors: Default::default(),
-            outcome: None,
+        let mut attempt = 0;
+        let (rec, st) = loop {
+            let Some(stable) = self.inner.config.get_slot(&req.slot).await?.active_version else {
+                return Err(EngineError::Invalid(format!(
+                    "slot {} has no active version to roll out from; apply a first config directly",
+                    req.slot
+                )));
+            };
+            if candidate == stable && req.strategy != DeploymentStrategy::AbTest {
+                return Err(EngineError::Invalid(format!(
+                    "version {candidate} is already the active version of slot {}",
+                    req.slot
+                )));
+            }
+            let snapshot = self
+                .inner
+                .config
+                .snapshot(&req.slot, &format!("before rollout {id}"), &req.actor)
+                .await?;
+            let now = self.now();
+            let mut st = EngineStatus {
+                started_at: now,
+                stable_version: Some(stable),
+                snapshot_id: Some(snapshot.id),
+                candidate_version: candidate,
+                settings: settings.clone(),
+                steps: steps.clone(),
+                step: 0,
+                step_started_at: now,
+                route: None,
+                health: None,
+                last_decision: None,
+                paused_reason: None,
+                awaiting_promotion: false,
+                failing_looks: 0,
+                transitions: Default::default(),
+                rollback: None,
+                errors: Default::default(),
+                outcome: None,
+            };
+            let created = self
+                .store()
+                .create_rollout(
+                    NewRollout {
+                        id: id.clone(),
+                        slot: req.slot.clone(),
+                        strategy: req.strategy,
+                        state: DeploymentState::Pending,
+                        request: serde_json::to_value(&req).unwrap_or(Value::Null),
+                        status: serde_json::to_value(&st).unwrap_or(Value::Null),
+                        admission: self.admission(Some(stable)),
+                    },
+                    AuditDraft::success(&req.actor, "rollout.start", &id).with_metadata(json!({
+                        "slot": req.slot, "strategy": req.strategy, "candidate_version": candidate, "stable_version": stable,
+                        "description": req.description,
+                    })),
+                )
+                .await;
+            match created {
+                Ok(rec) => {
+                    // The stable version is the one the store read in the admitting transaction.
+                    st.stable_version = rec.stable_version;
+                    break (rec, st);
+                }
+                Err(StoreError::StableChanged { .. }) if attempt < STABLE_RETRIES => {
+                    attempt += 1;
+                    tracing::debug!(rollout = %id, attempt, "the slot's active version moved; admitting again");
+                }
+                Err(e) => return Err(admission_error(&req.slot, e)),
+            }
         };
-        let rec = self
-            .store()
-            .create_rollout(
-                NewRollout {
-                    id: id.clone(),
-                    slot: req.slot.clone(),
-                    strategy: req.strategy,
-                    state: DeploymentState::Pending,
-                    request: serde_json::to_value(&req).unwrap_or(Value::Null),
-                    status: serde_json::to_value(&st).unwrap_or(Value::Null),
-                },
-                AuditDraft::success(&req.actor, "rollout.start", &id).with_metadata(json!({
-                    "slot": req.slot, "strategy": req.strategy, "candidate_version": candidate, "stable_version": stable,
-                    "description": req.description,
-                })),
-            )
-            .await
-            .map_err(|e| match e {
-                StoreError::AlreadyExists { what } => EngineError::SlotBusy { slot: req.slot.to_string(), rollout: what },
-                other => other.into(),
-            })?;
         {
             let mut s = lock(&self.inner.stats);
             s.total_deployments += 1;

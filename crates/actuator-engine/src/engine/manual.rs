@@ -227,25 +227,8 @@ impl Engine {
         st.awaiting_promotion = false;
         st.rollback = None;
         st.outcome = None;
-        let slot = self.inner.config.get_slot(&rec.slot).await?;
-        st.stable_version = slot.active_version;
         let mut rt = Runtime { rec, st, req, dirty: false, last_save: self.now() };
-        self.commit(
-            &mut rt,
-            DeploymentState::Pending,
-            &format!("retried by {actor}"),
-            "rollout.retry",
-            actor,
-            None,
-            Value::Null,
-        )
-        .await
-        .map_err(|e| match e {
-            EngineError::Store(StoreError::AlreadyExists { what }) => {
-                EngineError::SlotBusy { slot: rt.rec.slot.to_string(), rollout: what }
-            }
-            other => other,
-        })?;
+        self.readmit(&mut rt, actor).await?;
         {
             let mut s = lock(&self.inner.stats);
             s.active_deployments += 1;
@@ -260,5 +243,53 @@ impl Engine {
         let mut g = shared.lock().await;
         self.begin(&mut g, actor).await?;
         Ok(RolloutView::new(&g.rec, &g.st))
+    }
+}
+
+impl Engine {
+    /// Moves a finished rollout back to Pending. The store admits it in that transaction
+    /// (the limit, one rollout per slot) and reads the slot's active version as its stable
+    /// version; when that version moved since it was read here, it is read again.
+    async fn readmit(&self, rt: &mut Runtime, actor: &str) -> Result<(), EngineError> {
+        let reason = format!("retried by {actor}");
+        let from = rt.rec.state;
+        rt.st.push_transition(Transition {
+            from,
+            to: DeploymentState::Pending,
+            at: self.now(),
+            reason: reason.clone(),
+        });
+        let mut attempt = 0;
+        loop {
+            let stable = self.inner.config.get_slot(&rt.rec.slot).await?.active_version;
+            rt.st.stable_version = stable;
+            let status = serde_json::to_value(&rt.st)
+                .map_err(|e| EngineError::Invalid(format!("status: {e}")))?;
+            let update = RolloutUpdate {
+                expected_revision: rt.rec.revision,
+                state: DeploymentState::Pending,
+                status,
+                activate_version: None,
+                admission: self.admission(stable),
+            };
+            let audit = AuditDraft::success(actor, "rollout.retry", rt.rec.id.clone())
+                .with_metadata(json!({
+                    "slot": rt.rec.slot, "from": from, "to": DeploymentState::Pending,
+                    "phase": rt.st.step, "share_percent": rt.st.share_percent(),
+                    "reason": reason, "stable_version": stable,
+                }));
+            match self.store().update_rollout(&rt.rec.id, update, audit).await {
+                Ok(rec) => {
+                    rt.st.stable_version = rec.stable_version;
+                    rt.rec = rec;
+                    rt.dirty = false;
+                    rt.last_save = self.now();
+                    self.inner.routes.refresh_slot(&rt.rec.slot).await;
+                    return Ok(());
+                }
+                Err(StoreError::StableChanged { .. }) if attempt < 8 => attempt += 1,
+                Err(e) => return Err(super::admission::admission_error(&rt.rec.slot, e)),
+            }
+        }
     }
 }

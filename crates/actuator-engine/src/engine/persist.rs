@@ -37,6 +37,7 @@ impl Engine {
             state: to,
             status,
             activate_version: activate,
+            admission: Default::default(),
         };
         let audit = AuditDraft::success(actor, action, rt.rec.id.clone()).with_metadata(meta);
         match self.store().update_rollout(&rt.rec.id, update, audit).await {

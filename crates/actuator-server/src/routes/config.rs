@@ -1,6 +1,6 @@
 //! Slots, versions, diffs, snapshots and audit.
 
-use actuator_config::{ApplyRequest, AuditReport};
+use actuator_config::{Acknowledgement, ApplyRequest, AuditReport};
 use actuator_core::{
     AuditEntry, AuditQuery, ConfigVersion, NewSlot, Page, PageRequest, Slot, SlotName, Snapshot,
 };
@@ -29,6 +29,7 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/snapshots/{id}/restore", post(restore))
         .route("/v1/audit", get(list_audit))
         .route("/v1/audit/verify", get(verify_audit))
+        .route("/v1/audit/acknowledge", post(acknowledge_audit))
 }
 
 fn slot_name(raw: &str) -> Result<SlotName, ApiError> {
@@ -294,6 +295,23 @@ async fn list_audit(
 
 async fn verify_audit(State(st): State<AppState>) -> Result<Json<AuditReport>, ApiError> {
     Ok(Json(st.config().verify_audit().await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AcknowledgeBody {
+    /// Why the problem is accepted (1 to 1024 bytes).
+    reason: String,
+}
+
+/// Acknowledges the problems of a broken audit chain; writes resume.
+async fn acknowledge_audit(
+    State(st): State<AppState>,
+    actor: Actor,
+    ApiJson(body): ApiJson<AcknowledgeBody>,
+) -> Result<(StatusCode, Json<Acknowledgement>), ApiError> {
+    let ack = st.config().acknowledge_audit(&actor.0, &body.reason).await?;
+    Ok((StatusCode::CREATED, Json(ack)))
 }
 
 #[cfg(test)]

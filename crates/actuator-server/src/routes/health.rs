@@ -17,16 +17,31 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// The store answers.
+/// The store answers and can take writes.
 async fn readyz(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
-    match st.store().audit_head().await {
-        Ok(head) => {
-            Ok(Json(json!({"status": "ready", "audit_entries": head.map_or(0, |h| h.seq)})))
-        }
-        Err(e) => Err(ApiError::new(
+    let head = st.store().audit_head().await.map_err(|e| {
+        ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
             format!("the store does not answer: {e}"),
-        )),
+        )
+    })?;
+    store_writable(&st).await?;
+    Ok(Json(json!({"status": "ready", "audit_entries": head.map_or(0, |h| h.seq)})))
+}
+
+/// Not ready while the store cannot take writes (database file removed or replaced, audit
+/// chain broken and unacknowledged, writes failing): the reasons are in `details.reasons`.
+async fn store_writable(st: &AppState) -> Result<(), ApiError> {
+    let reasons = st.store().readiness().await;
+    if reasons.is_empty() {
+        return Ok(());
     }
+    let mut e = ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        format!("the store cannot take writes: {}", reasons.join("; ")),
+    );
+    e.details = Some(json!({"reasons": reasons}));
+    Err(e)
 }
