@@ -171,7 +171,7 @@ async fn a_removed_or_replaced_database_file_stops_writes() {
 }
 
 /// Runs `sql` on the daemon's database while the daemon is stopped.
-async fn tamper(db: &Path, sql: &str) {
+async fn tamper(db: &Path, sql: &'static str) {
     use sqlx::ConnectOptions;
     let mut conn = sqlx::sqlite::SqliteConnectOptions::new().filename(db).connect().await.unwrap();
     let done = sqlx::query(sql).execute(&mut conn).await.unwrap();

@@ -55,6 +55,11 @@ async fn abort_all(c: &reqwest::Client, url: &str) {
     }
 }
 
+/// The status and error code of each answer, for assertion messages.
+fn summary(results: &[(u16, Value)]) -> Vec<(u16, Value)> {
+    results.iter().map(|(s, b)| (*s, b["error"]["code"].clone())).collect()
+}
+
 /// Sends every request at once; returns (status, body) in request order.
 async fn all_at_once(
     c: &reqwest::Client,
@@ -86,7 +91,7 @@ async fn parallel_starts_and_retries_respect_the_limit_of_active_rollouts() {
             .collect();
         let results = all_at_once(&c, reqs).await;
         let started = results.iter().filter(|(s, _)| *s == 201).count();
-        assert_eq!(started, 3, "round {round}: exactly the limit starts: {results:?}");
+        assert_eq!(started, 3, "round {round}: exactly the limit starts: {:?}", summary(&results));
         for (s, b) in results.iter().filter(|(s, _)| *s != 201) {
             assert_eq!(*s, 409, "round {round}: {b}");
             assert_eq!(b["error"]["code"], "rollout_limit", "round {round}: {b}");
@@ -94,28 +99,28 @@ async fn parallel_starts_and_retries_respect_the_limit_of_active_rollouts() {
         assert_eq!(active_rollouts(&c, &url).await.len(), 3, "round {round}: 3 active");
         abort_all(&c, &url).await;
     }
-    // Twelve rolled-back rollouts retried at once: the limit holds for retries too.
-    let (_, all) = call(&c, Method::GET, &format!("{url}/v1/rollouts?limit=100"), None).await;
-    let mut ids: Vec<String> = Vec::new();
-    for r in all["items"].as_array().unwrap() {
-        let slot = r["slot"].as_str().unwrap().to_owned();
-        if r["state"] == "rolled_back" && !ids.iter().any(|i| i.starts_with(&format!("{slot}:"))) {
-            ids.push(format!("{slot}:{}", r["id"].as_str().unwrap()));
+    // Twelve rolled-back rollouts on distinct slots, retried at once: the limit holds for
+    // retries too.
+    let mut ids = Vec::new();
+    for chunk in 0..4 {
+        for i in 0..3 {
+            let slot = format!("s{}", 3 * chunk + i);
+            let (s, b) =
+                call(&c, Method::POST, &format!("{url}/v1/rollouts"), Some(request(&slot, 2)))
+                    .await;
+            assert_eq!(s, 201, "{b}");
+            ids.push(b["id"].as_str().unwrap().to_owned());
         }
+        abort_all(&c, &url).await;
     }
-    assert!(ids.len() >= 12, "enough finished rollouts on distinct slots: {ids:?}");
     for round in 0..3 {
         let reqs = ids
             .iter()
-            .take(12)
-            .map(|i| {
-                let id = i.split_once(':').unwrap().1;
-                (Method::POST, format!("{url}/v1/rollouts/{id}/retry"), Some(json!({})))
-            })
+            .map(|id| (Method::POST, format!("{url}/v1/rollouts/{id}/retry"), Some(json!({}))))
             .collect();
         let results = all_at_once(&c, reqs).await;
         let retried = results.iter().filter(|(s, _)| *s == 200).count();
-        assert_eq!(retried, 3, "retry round {round}: exactly the limit: {results:?}");
+        assert_eq!(retried, 3, "retry round {round}: exactly the limit: {:?}", summary(&results));
         for (s, b) in results.iter().filter(|(s, _)| *s != 200) {
             assert_eq!((*s, b["error"]["code"].as_str()), (409, Some("rollout_limit")), "{b}");
         }
@@ -138,7 +143,8 @@ async fn parallel_starts_on_one_slot_admit_one() {
         assert_eq!(
             results.iter().filter(|(s, _)| *s == 201).count(),
             1,
-            "round {round}: one rollout per slot: {results:?}"
+            "round {round}: one rollout per slot: {:?}",
+            summary(&results)
         );
         for (s, b) in results.iter().filter(|(s, _)| *s != 201) {
             assert_eq!((*s, b["error"]["code"].as_str()), (409, Some("rollout_active")), "{b}");
@@ -263,7 +269,7 @@ async fn parallel_applies_without_a_precondition_all_succeed() {
         })
         .collect();
     let results = all_at_once(&c, reqs).await;
-    assert_eq!(results.iter().filter(|(s, _)| *s == 201).count(), 1, "{results:?}");
+    assert_eq!(results.iter().filter(|(s, _)| *s == 201).count(), 1, "{:?}", summary(&results));
     for (s, b) in results.iter().filter(|(s, _)| *s != 201) {
         assert_eq!((*s, b["error"]["code"].as_str()), (409, Some("conflict")), "{b}");
     }

@@ -7,8 +7,8 @@
 //! The entry of every version write carries the SHA-256 of the version's canonical document
 //! ([`AuditDraft::with_document`]), so [`verify_chain`] also finds a document changed in the
 //! store after it was written. A broken chain can be acknowledged by an operator: an entry
-//! with action [`ACKNOWLEDGE_ACTION`] covers the problems found before it (document problems
-//! only when it lists them), and the chain counts as intact again from there on.
+//! with action [`ACKNOWLEDGE_ACTION`] covers the problems it lists (found before it), and the
+//! chain counts as intact again when every problem is covered.
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
@@ -291,11 +291,15 @@ pub enum ChainProblem {
 }
 
 impl ChainProblem {
-    /// Whether the problem is about a stored document (acknowledged only by an entry that
-    /// lists it) rather than about the entries themselves (acknowledged by any later
-    /// acknowledgement).
-    pub fn is_document(&self) -> bool {
-        matches!(self, Self::DocumentChanged { .. } | Self::DocumentMissing { .. })
+    /// The entry whose link to the one before is broken, for the problems an acknowledgement
+    /// causes itself: after a deleted tail or a mismatched head, the acknowledgement's own
+    /// entry follows the recorded head, not the last entry left.
+    fn link_at(&self) -> Option<u64> {
+        match self {
+            Self::Missing { found, .. } => Some(*found),
+            Self::BrokenLink { seq } => Some(*seq),
+            _ => None,
+        }
     }
 }
 
@@ -438,6 +442,12 @@ struct Findings {
 impl Findings {
     fn record(&mut self, problem: ChainProblem) {
         self.found += 1;
+        if self.listed.len() >= MAX_REPORTED_PROBLEMS
+            && let Some(i) = self.listed.iter().position(|p| p.acknowledged_by.is_some())
+        {
+            // Open problems matter more than acknowledged ones: make room.
+            self.listed.remove(i);
+        }
         if self.listed.len() < MAX_REPORTED_PROBLEMS {
             self.listed.push(FoundProblem { problem, acknowledged_by: None });
         } else {
@@ -445,15 +455,17 @@ impl Findings {
         }
     }
 
-    /// An acknowledgement at `seq`: covers every open problem about entries (all were found
-    /// at or before `seq`), and the document problems it lists.
+    /// An acknowledgement at `seq`: covers the open problems it lists (so a later edit of an
+    /// earlier entry, or a document changed again, is a new problem), the broken link into
+    /// its own entry, and the problems beyond [`MAX_REPORTED_PROBLEMS`] that no report could
+    /// list.
     fn acknowledge(&mut self, seq: u64, metadata: &Value) {
         let listed: Vec<ChainProblem> = metadata
             .get("problems")
             .and_then(|p| serde_json::from_value(p.clone()).ok())
             .unwrap_or_default();
         for p in self.listed.iter_mut().filter(|p| p.acknowledged_by.is_none()) {
-            if !p.problem.is_document() || listed.contains(&p.problem) {
+            if listed.contains(&p.problem) || p.problem.link_at() == Some(seq) {
                 p.acknowledged_by = Some(seq);
             }
         }
@@ -662,13 +674,21 @@ mod tests {
         let mut f = Findings::default();
         f.record(ChainProblem::Edited { seq: 3 });
         f.record(changed("aa"));
-        f.acknowledge(9, &serde_json::json!({"problems": [changed("bb")]}));
-        assert_eq!(f.listed[0].acknowledged_by, Some(9), "an entry problem before the ack");
-        assert_eq!(f.listed[1].acknowledged_by, None, "a document problem it does not list");
+        f.record(ChainProblem::Edited { seq: 4 });
+        f.acknowledge(
+            9,
+            &serde_json::json!({"problems": [changed("bb"), {"kind": "edited", "seq": 3}]}),
+        );
+        assert_eq!(f.listed[0].acknowledged_by, Some(9), "a listed entry problem");
+        assert_eq!(f.listed[1].acknowledged_by, None, "a document changed to another digest");
+        assert_eq!(f.listed[2].acknowledged_by, None, "an edit it does not list");
         f.acknowledge(10, &serde_json::json!({"problems": [changed("aa")]}));
         assert_eq!(f.listed[1].acknowledged_by, Some(10), "the document problem it lists");
-        f.record(ChainProblem::BrokenLink { seq: 11 });
-        assert_eq!(f.listed[2].acknowledged_by, None, "a problem after the last ack stays open");
+        f.record(ChainProblem::Missing { expected: 5, found: 11 });
+        f.acknowledge(11, &Value::Null);
+        assert_eq!(f.listed[3].acknowledged_by, Some(11), "the gap into the ack's own entry");
+        f.record(ChainProblem::BrokenLink { seq: 12 });
+        assert_eq!(f.listed[4].acknowledged_by, None, "a problem after the last ack stays open");
     }
 
     #[test]
