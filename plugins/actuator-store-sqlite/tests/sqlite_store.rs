@@ -497,3 +497,81 @@ async fn sqlite_specific_edges() {
     assert_eq!(store.get_rollout("a1").await.unwrap().unwrap(), same);
     assert_eq!(verify_chain(&store).await.map(|n| n > 0), Ok(true));
 }
+
+#[tokio::test]
+async fn a_removed_database_file_stops_writes_until_it_is_back() {
+    use actuator_core::store::StoreError;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    create_slot(&store, "chat").await;
+    assert!(store.readiness().await.is_empty());
+    let away = dir.path().join("away.db");
+    std::fs::rename(&path, &away).unwrap();
+    let refused = store
+        .create_slot(
+            NewSlot { name: name("other"), description: String::new(), schema: None },
+            AuditDraft::success("t", "slot.create", "other"),
+        )
+        .await;
+    assert!(
+        matches!(&refused, Err(StoreError::Unavailable(m)) if m.contains("was removed")),
+        "{refused:?}"
+    );
+    let reasons = store.readiness().await;
+    assert!(reasons.len() == 1 && reasons[0].contains("was removed"), "{reasons:?}");
+    std::fs::rename(&away, &path).unwrap();
+    append(&store, "chat", 0).await;
+    assert!(store.readiness().await.is_empty(), "ready again with the same file back");
+}
+
+#[tokio::test]
+async fn a_changed_document_blocks_writes_until_acknowledged_even_after_reopen() {
+    use actuator_core::audit::ACKNOWLEDGE_ACTION;
+    use actuator_core::store::StoreError;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    create_slot(&store, "chat").await;
+    append(&store, "chat", 0).await;
+    append(&store, "chat", 1).await;
+    assert!(store.verify_audit().await.unwrap().ok);
+    store.close().await;
+
+    let mut raw = raw_connection(&path).await;
+    sqlx::query("UPDATE versions SET document = '{\"model\":\"x\"}' WHERE version = 2")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    raw.close().await.unwrap();
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let reasons = store.readiness().await;
+    assert!(
+        reasons.len() == 1 && reasons[0].contains("version 2 of slot chat was changed"),
+        "found at open: {reasons:?}"
+    );
+    let refused = store.append_audit(AuditDraft::success("t", "x", "y")).await;
+    assert!(matches!(refused, Err(StoreError::ChainBroken(_))), "{refused:?}");
+    let report = store.verify_audit().await.unwrap();
+    assert!(!report.ok);
+    let problem = report.problem.clone().unwrap();
+    assert!(
+        matches!(&problem, ChainProblem::DocumentChanged { seq: 3, version: 2, .. }),
+        "{problem:?}"
+    );
+    store
+        .acknowledge_audit(
+            AuditDraft::success("op", ACKNOWLEDGE_ACTION, "audit")
+                .with_metadata(json!({"reason": "test", "problems": [problem]})),
+        )
+        .await
+        .unwrap();
+    append(&store, "chat", 2).await;
+    let report = store.verify_audit().await.unwrap();
+    assert!(report.ok, "{report:?}");
+    assert_eq!(report.problems[0].acknowledged_by, Some(4));
+    store.close().await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert!(store.readiness().await.is_empty(), "the acknowledgement holds after reopen");
+}
