@@ -29,7 +29,7 @@ use crate::rows::{
 /// [`DeploymentState::is_terminal`]: actuator_core::state::DeploymentState::is_terminal
 macro_rules! terminal_states {
     () => {
-        "('completed', 'rolled_back', 'failed')"
+        "('completed', 'rolled_back', 'failed', 'aborted')"
     };
 }
 
@@ -40,13 +40,22 @@ const READERS: u32 = 4;
 
 /// The embedded schema migrations, in order.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "initial schema".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_initial.sql").into_sql_str(),
-        false,
-    )])
+    Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "initial schema".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0001_initial.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            "aborted state".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0004_aborted_state.sql").into_sql_str(),
+            false,
+        ),
+    ])
 }
 
 /// A [`Store`] kept in one SQLite database file.
@@ -842,7 +851,7 @@ mod tests {
         let mut listed: Vec<_> = listed.split(", ").map(str::to_owned).collect();
         listed.sort();
         assert_eq!(listed, terminal);
-        let migration = include_str!("../migrations/0001_initial.sql");
+        let migration = include_str!("../migrations/0004_aborted_state.sql");
         assert!(
             migration.contains(concat!("WHERE state NOT IN ", terminal_states!())),
             "the migration's partial index names the same terminal states"
@@ -853,7 +862,7 @@ mod tests {
     fn the_migrations_are_embedded_in_order() {
         let m = migrator();
         let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 4]);
     }
 
     #[tokio::test]

@@ -13,7 +13,9 @@ impl Engine {
         }
         req.validate()?;
         let settings = plan::settings(&req)?;
+        plan::check_ranges(&req, &settings)?;
         let steps = plan::steps(&req, &settings)?;
+        plan::check_steps(&steps)?;
         if let Some(split) = &req.canary.traffic_split {
             serde_json::from_value::<SplitStrategy>(split.clone())
                 .map_err(|e| EngineError::Invalid(format!("canary.traffic_split: {e}")))?;
@@ -94,6 +96,7 @@ impl Engine {
             rollback: None,
             errors: Default::default(),
             outcome: None,
+            ..EngineStatus::fresh(now)
         };
         let rec = self
             .store()
@@ -124,7 +127,7 @@ impl Engine {
         }
         let actor = req.actor.clone();
         let rt: Shared =
-            Arc::new(Mutex::new(Runtime { rec, st, req, dirty: false, last_save: self.now() }));
+            Arc::new(Mutex::new(Runtime::new(rec, st, req, self.now())));
         self.inner
             .runtimes
             .write()
