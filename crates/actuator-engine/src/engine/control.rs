@@ -39,6 +39,8 @@ impl Engine {
         let Some(health) = rt.st.health.as_mut() else { return Ok(()) };
         let eval = health.look(phase_now);
         let mut view = DecisionView::from_eval(&eval);
+        // The analysis ran on the step's active time; the decision is shown at the real time.
+        view.at = now;
         // The seed's triggers, beside the analysis: absolute limits on the candidate's numbers.
         let failing = eval.explanation.comparisons.iter().any(|c| {
             c.checks.iter().any(|k| {
