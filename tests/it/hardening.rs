@@ -88,14 +88,46 @@ async fn out_of_range_requests_are_refused_and_the_daemon_keeps_working() {
     setup(&c, &d.url, "chat").await;
     let u = &d.url;
     let cases = [
-        (held_canary("chat", json!({"max_duration_secs": 10_000_000_000_000_000u64})), "canary.max_duration_secs", "2592000"),
-        (json!({"slot": "chat", "candidate": {"version": 2}, "strategy": "rolling", "settings": {"step_percent": 1e-9}}), "settings.step_percent", "0.1"),
-        (json!({"slot": "chat", "candidate": {"version": 2}, "strategy": "canary", "canary": {"phases": [{"traffic_percent": 10, "min_duration_secs": 0, "max_duration_secs": 9_000_000_000u64}]}}), "canary.phases[0].max_duration_secs", "2592000"),
-        (held_canary("chat", json!({"rollback_window_secs": 700_000})), "canary.rollback_window_secs", "604800"),
-        (json!({"slot": "chat", "candidate": {"version": 2}, "strategy": "immediate", "settings": {"watch_secs": 99_999_999u64}}), "settings.watch_secs", "2592000"),
-        (json!({"slot": "chat", "candidate": {"version": 2}, "strategy": "canary", "description": "x".repeat(5000)}), "description", "4096"),
-        (json!({"slot": "chat", "candidate": {"version": 2}, "strategy": "canary", "metadata": {"blob": "y".repeat(20_000)}}), "metadata", "16384"),
-        (json!({"slot": "chat", "candidate": {"version": 2}, "strategy": "canary", "success_criteria": {"min_sample_size": 10_000_000_000u64}}), "success_criteria.min_sample_size", "1000000000"),
+        (
+            held_canary("chat", json!({"max_duration_secs": 10_000_000_000_000_000u64})),
+            "canary.max_duration_secs",
+            "2592000",
+        ),
+        (
+            json!({"slot": "chat", "candidate": {"version": 2}, "strategy": "rolling", "settings": {"step_percent": 1e-9}}),
+            "settings.step_percent",
+            "0.1",
+        ),
+        (
+            json!({"slot": "chat", "candidate": {"version": 2}, "strategy": "canary", "canary": {"phases": [{"traffic_percent": 10, "min_duration_secs": 0, "max_duration_secs": 9_000_000_000u64}]}}),
+            "canary.phases[0].max_duration_secs",
+            "2592000",
+        ),
+        (
+            held_canary("chat", json!({"rollback_window_secs": 700_000})),
+            "canary.rollback_window_secs",
+            "604800",
+        ),
+        (
+            json!({"slot": "chat", "candidate": {"version": 2}, "strategy": "immediate", "settings": {"watch_secs": 99_999_999u64}}),
+            "settings.watch_secs",
+            "2592000",
+        ),
+        (
+            json!({"slot": "chat", "candidate": {"version": 2}, "strategy": "canary", "description": "x".repeat(5000)}),
+            "description",
+            "4096",
+        ),
+        (
+            json!({"slot": "chat", "candidate": {"version": 2}, "strategy": "canary", "metadata": {"blob": "y".repeat(20_000)}}),
+            "metadata",
+            "16384",
+        ),
+        (
+            json!({"slot": "chat", "candidate": {"version": 2}, "strategy": "canary", "success_criteria": {"min_sample_size": 10_000_000_000u64}}),
+            "success_criteria.min_sample_size",
+            "1000000000",
+        ),
     ];
     for (req, field, limit) in cases {
         let t0 = Instant::now();
@@ -129,12 +161,12 @@ async fn promote_if_no_alarm_respects_auto_promote_and_the_minimums() {
     setup(&c, u, "early").await;
     // No traffic: the phase budget (1 s) is spent with no alarm and minimums of 0 met.
     let manual = json!({"slot": "manual", "candidate": {"version": 2}, "strategy": "canary",
-        "settings": {"inconclusive": "promote_if_no_alarm"},
-        "success_criteria": {"min_sample_size": 0},
-        "canary": {"auto_promote": false, "phases": [
-            {"traffic_percent": 10, "min_samples": 0, "min_duration_secs": 0, "max_duration_secs": 1},
-            {"traffic_percent": 100, "min_samples": 0, "min_duration_secs": 0, "max_duration_secs": 1}
-        ]}});
+    "settings": {"inconclusive": "promote_if_no_alarm"},
+    "success_criteria": {"min_sample_size": 0},
+    "canary": {"auto_promote": false, "phases": [
+        {"traffic_percent": 10, "min_samples": 0, "min_duration_secs": 0, "max_duration_secs": 1},
+        {"traffic_percent": 100, "min_samples": 0, "min_duration_secs": 0, "max_duration_secs": 1}
+    ]}});
     let id = start(&c, u, manual).await["id"].as_str().unwrap().to_owned();
     let v = wait_for(&c, u, &id, "an inconclusive look", |v| {
         v["last_decision"]["kind"] == "inconclusive" || v["phase"] != 0
@@ -149,11 +181,11 @@ async fn promote_if_no_alarm_respects_auto_promote_and_the_minimums() {
 
     // Minimums not met when the budget is spent: held, never promoted.
     let early = json!({"slot": "early", "candidate": {"version": 2}, "strategy": "canary",
-        "settings": {"inconclusive": "promote_if_no_alarm"},
-        "canary": {"phases": [
-            {"traffic_percent": 10, "min_samples": 1000, "min_duration_secs": 0, "max_duration_secs": 1},
-            {"traffic_percent": 100, "min_samples": 1000, "min_duration_secs": 0, "max_duration_secs": 1}
-        ]}});
+    "settings": {"inconclusive": "promote_if_no_alarm"},
+    "canary": {"phases": [
+        {"traffic_percent": 10, "min_samples": 1000, "min_duration_secs": 0, "max_duration_secs": 1},
+        {"traffic_percent": 100, "min_samples": 1000, "min_duration_secs": 0, "max_duration_secs": 1}
+    ]}});
     let id = start(&c, u, early).await["id"].as_str().unwrap().to_owned();
     let v = wait_for(&c, u, &id, "a decision on the spent budget", |v| {
         v["state"] == "paused" || v["phase"] != 0
@@ -241,7 +273,8 @@ async fn a_completed_rollout_can_be_rolled_back_within_its_window() {
 
     // Gradual rollback after completion: the previous version is active again at once, and
     // the candidate's share steps down from 100 %.
-    let (s, v) = act(&c, u, &id, "rollback", json!({"gradual": true, "reason": "users complain"})).await;
+    let (s, v) =
+        act(&c, u, &id, "rollback", json!({"gradual": true, "reason": "users complain"})).await;
     assert_eq!(s, 200, "{v}");
     assert_eq!(v["state"], "rolling_back", "{v:#}");
     assert_eq!(v["rollback"]["after_completion"], true, "{v:#}");
@@ -259,11 +292,15 @@ async fn a_completed_rollout_can_be_rolled_back_within_its_window() {
     assert_eq!(active_version(&c, u, "chat").await, 1);
     let (_, h) = call(&c, Method::GET, &format!("{u}/v1/rollbacks"), None).await;
     assert!(
-        h["items"].as_array().unwrap().iter().any(|r| r["rollout_id"] == id.as_str()
-            && r["after_completion"] == true),
+        h["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["rollout_id"] == id.as_str() && r["after_completion"] == true),
         "{h:#}"
     );
-    let (_, audit) = call(&c, Method::GET, &format!("{u}/v1/audit?target={id}&limit=200"), None).await;
+    let (_, audit) =
+        call(&c, Method::GET, &format!("{u}/v1/audit?target={id}&limit=200"), None).await;
     assert!(
         audit["items"].as_array().unwrap().iter().any(|e| e["action"] == "rollout.rollback"
             && e["metadata"]["after_completion"] == true),
@@ -291,8 +328,7 @@ async fn a_completed_rollout_can_be_rolled_back_within_its_window() {
     assert!(b["error"]["message"].as_str().unwrap().contains(&other), "{b}");
 
     // Outside the window (0 s: no window at all).
-    let id = start(&c, u, held_canary("nowin", json!({"rollback_window_secs": 0})))
-        .await["id"]
+    let id = start(&c, u, held_canary("nowin", json!({"rollback_window_secs": 0}))).await["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -328,7 +364,11 @@ async fn abort_is_its_own_state_and_the_history_keeps_every_rollback() {
     assert!(v["rollback"].is_null(), "{v:#}");
     assert_eq!(v["share_percent"], 0.0);
     let (_, st) = call(&c, Method::GET, &format!("{u}/v1/stats"), None).await;
-    assert_eq!((st["aborted_deployments"].as_u64(), st["rollbacks"].as_u64()), (Some(1), Some(0)), "{st:#}");
+    assert_eq!(
+        (st["aborted_deployments"].as_u64(), st["rollbacks"].as_u64()),
+        (Some(1), Some(0)),
+        "{st:#}"
+    );
     assert_eq!(st["manual_rollbacks"], 0, "an abort is not a manual rollback: {st:#}");
     let list = d.cli_ok(&["rollout", "list", "--all"]);
     assert!(list.contains("aborted"), "{list}");
@@ -347,12 +387,17 @@ async fn abort_is_its_own_state_and_the_history_keeps_every_rollback() {
     assert_eq!(reasons.len(), 2, "{v:#}");
     assert!(reasons[0].contains("second") && reasons[1].contains("first"), "{reasons:?}");
     let (_, h) = call(&c, Method::GET, &format!("{u}/v1/rollbacks"), None).await;
-    let mine = h["items"].as_array().unwrap().iter().filter(|r| r["rollout_id"] == id.as_str()).count();
+    let mine =
+        h["items"].as_array().unwrap().iter().filter(|r| r["rollout_id"] == id.as_str()).count();
     assert_eq!(mine, 2, "{h:#}");
     let human = d.cli_ok(&["rollout", "history"]);
     assert!(human.contains("first regression") && human.contains("second regression"), "{human}");
     let (_, st) = call(&c, Method::GET, &format!("{u}/v1/stats"), None).await;
-    assert_eq!((st["manual_rollbacks"].as_u64(), st["aborted_deployments"].as_u64()), (Some(2), Some(0)), "{st:#}");
+    assert_eq!(
+        (st["manual_rollbacks"].as_u64(), st["aborted_deployments"].as_u64()),
+        (Some(2), Some(0)),
+        "{st:#}"
+    );
     // The counters survive a restart (they are recounted from the store).
     let mut d = d;
     d.restart();

@@ -32,6 +32,6 @@ pub use plan::{
     Step, StepKind,
 };
 pub use status::{
-    ArmView, DecisionView, EngineStatus, MAX_ERRORS, MAX_ROLLBACKS, MAX_TRANSITIONS, MetricView, RollbackState,
-    RollbackStep, RollbackView, RolloutView, Transition,
+    ArmView, DecisionView, EngineStatus, MAX_ERRORS, MAX_ROLLBACKS, MAX_TRANSITIONS, MetricView,
+    RollbackState, RollbackStep, RollbackView, RolloutView, Transition,
 };

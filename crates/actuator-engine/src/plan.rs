@@ -205,7 +205,11 @@ pub const MAX_QUALITY: f64 = 1_000_000.0;
 pub const MAX_FAILING_LOOKS: u32 = 10_000;
 
 fn out_of_range(field: &str, range: &str, got: impl std::fmt::Display) -> EngineError {
-    EngineError::OutOfRange { field: field.to_owned(), range: range.to_owned(), got: got.to_string() }
+    EngineError::OutOfRange {
+        field: field.to_owned(),
+        range: range.to_owned(),
+        got: got.to_string(),
+    }
 }
 
 fn secs_in(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), EngineError> {
@@ -246,14 +250,32 @@ fn json_len(v: &impl Serialize) -> usize {
 
 /// Checks every field of a request and of its strategy settings against its range; the
 /// error names the field and the limit. Runs before anything is written.
-pub(crate) fn check_ranges(req: &DeploymentRequest, s: &StrategySettings) -> Result<(), EngineError> {
+pub(crate) fn check_ranges(
+    req: &DeploymentRequest,
+    s: &StrategySettings,
+) -> Result<(), EngineError> {
     let c = &req.canary;
     secs_in("canary.max_duration_secs", c.max_duration_secs, 1, MAX_DURATION_SECS)?;
     secs_in("canary.rollback_window_secs", c.rollback_window_secs, 0, MAX_ROLLBACK_WINDOW_SECS)?;
     for (i, p) in c.phases.iter().enumerate() {
-        float_in(&format!("canary.phases[{i}].traffic_percent"), p.traffic_percent, MIN_SHARE_PERCENT, 100.0)?;
-        secs_in(&format!("canary.phases[{i}].min_duration_secs"), p.min_duration_secs, 0, MAX_DURATION_SECS)?;
-        secs_in(&format!("canary.phases[{i}].max_duration_secs"), p.max_duration_secs, 1, MAX_DURATION_SECS)?;
+        float_in(
+            &format!("canary.phases[{i}].traffic_percent"),
+            p.traffic_percent,
+            MIN_SHARE_PERCENT,
+            100.0,
+        )?;
+        secs_in(
+            &format!("canary.phases[{i}].min_duration_secs"),
+            p.min_duration_secs,
+            0,
+            MAX_DURATION_SECS,
+        )?;
+        secs_in(
+            &format!("canary.phases[{i}].max_duration_secs"),
+            p.max_duration_secs,
+            1,
+            MAX_DURATION_SECS,
+        )?;
         count_in(&format!("canary.phases[{i}].min_samples"), p.min_samples, 0)?;
     }
     if let Some(split) = &c.traffic_split {
@@ -292,8 +314,18 @@ pub(crate) fn check_ranges(req: &DeploymentRequest, s: &StrategySettings) -> Res
         len_at_most(&format!("settings.preview_keys[{i}]"), key.len(), MAX_NAME_BYTES, "bytes")?;
     }
     if let Some(a) = &s.preview_attribute {
-        len_at_most("settings.preview_attribute.attribute", a.attribute.len(), MAX_NAME_BYTES, "bytes")?;
-        len_at_most("settings.preview_attribute.equals", json_len(&a.equals), MAX_NAME_BYTES, "bytes")?;
+        len_at_most(
+            "settings.preview_attribute.attribute",
+            a.attribute.len(),
+            MAX_NAME_BYTES,
+            "bytes",
+        )?;
+        len_at_most(
+            "settings.preview_attribute.equals",
+            json_len(&a.equals),
+            MAX_NAME_BYTES,
+            "bytes",
+        )?;
     }
     len_at_most("settings.arms", s.arms.len(), MAX_AB_ARMS, "arms")?;
     for (i, a) in s.arms.iter().enumerate() {
@@ -302,12 +334,31 @@ pub(crate) fn check_ranges(req: &DeploymentRequest, s: &StrategySettings) -> Res
     let o = &s.overrides;
     len_at_most("settings.overrides.targeting_keys", o.targeting_keys.len(), MAX_KEYS, "keys")?;
     if let Some(k) = o.targeting_keys.keys().find(|k| k.len() > MAX_NAME_BYTES) {
-        return Err(out_of_range("settings.overrides.targeting_keys", &format!("keys of at most {MAX_NAME_BYTES} bytes"), format!("a key of {} bytes", k.len())));
+        return Err(out_of_range(
+            "settings.overrides.targeting_keys",
+            &format!("keys of at most {MAX_NAME_BYTES} bytes"),
+            format!("a key of {} bytes", k.len()),
+        ));
     }
-    len_at_most("settings.overrides.attributes", o.attributes.len(), MAX_ATTRIBUTE_OVERRIDES, "entries")?;
+    len_at_most(
+        "settings.overrides.attributes",
+        o.attributes.len(),
+        MAX_ATTRIBUTE_OVERRIDES,
+        "entries",
+    )?;
     for (i, a) in o.attributes.iter().enumerate() {
-        len_at_most(&format!("settings.overrides.attributes[{i}].attribute"), a.attribute.len(), MAX_NAME_BYTES, "bytes")?;
-        len_at_most(&format!("settings.overrides.attributes[{i}].equals"), json_len(&a.equals), MAX_NAME_BYTES, "bytes")?;
+        len_at_most(
+            &format!("settings.overrides.attributes[{i}].attribute"),
+            a.attribute.len(),
+            MAX_NAME_BYTES,
+            "bytes",
+        )?;
+        len_at_most(
+            &format!("settings.overrides.attributes[{i}].equals"),
+            json_len(&a.equals),
+            MAX_NAME_BYTES,
+            "bytes",
+        )?;
     }
     if let actuator_canary::StickinessKey::Attribute(a) = &s.stickiness {
         len_at_most("settings.stickiness.attribute", a.len(), MAX_NAME_BYTES, "bytes")?;
@@ -325,7 +376,11 @@ pub(crate) fn check_ranges(req: &DeploymentRequest, s: &StrategySettings) -> Res
     if let Some(v) = t.health_check_failures
         && !(1..=MAX_FAILING_LOOKS).contains(&v)
     {
-        return Err(out_of_range("settings.triggers.health_check_failures", &format!("1..={MAX_FAILING_LOOKS}"), v));
+        return Err(out_of_range(
+            "settings.triggers.health_check_failures",
+            &format!("1..={MAX_FAILING_LOOKS}"),
+            v,
+        ));
     }
     count_in("settings.triggers.min_requests", t.min_requests, 0)?;
     Ok(())
@@ -456,7 +511,11 @@ pub(crate) fn steps(
             // At most 100 / MIN_STEP_PERCENT steps: the bound is checked before any is built.
             let n = (100.0 / inc).ceil();
             if n > MAX_PLAN_STEPS as f64 {
-                return Err(out_of_range("the plan", &format!("at most {MAX_PLAN_STEPS} steps"), n));
+                return Err(out_of_range(
+                    "the plan",
+                    &format!("at most {MAX_PLAN_STEPS} steps"),
+                    n,
+                ));
             }
             let mut out = Vec::with_capacity(n as usize);
             let mut p: f64 = 0.0;
@@ -473,7 +532,13 @@ pub(crate) fn steps(
             out
         }
         DeploymentStrategy::Shadow => {
-            vec![step(StepKind::Shadow, 10_000, s.min_samples, s.shadow_secs, budget(s.shadow_secs))]
+            vec![step(
+                StepKind::Shadow,
+                10_000,
+                s.min_samples,
+                s.shadow_secs,
+                budget(s.shadow_secs),
+            )]
         }
         DeploymentStrategy::AbTest => {
             let mut st = step(

@@ -5,9 +5,9 @@
 use actuator_config::{ApplyRequest, ConfigManager, ConfigSettings};
 use actuator_core::testing::MemoryStore;
 use actuator_core::{
-    AppendVersion, AuditDraft, AuditEntry, AuditHead, AuditQuery, ConfigVersion,
-    DeploymentRequest, DeploymentState, NewRollout, NewSlot, NewSnapshot, Page, PageRequest,
-    RolloutFilter, RolloutRecord, RolloutUpdate, Slot, SlotName, Snapshot, Store, StoreError,
+    AppendVersion, AuditDraft, AuditEntry, AuditHead, AuditQuery, ConfigVersion, DeploymentRequest,
+    DeploymentState, NewRollout, NewSlot, NewSnapshot, Page, PageRequest, RolloutFilter,
+    RolloutRecord, RolloutUpdate, Slot, SlotName, Snapshot, Store, StoreError,
 };
 use actuator_engine::{Engine, EngineSettings, ManualAction, ManualClock, RouteSink};
 use async_trait::async_trait;
@@ -267,7 +267,13 @@ async fn paused_time_and_downtime_do_not_count_and_the_budget_respects_auto_roll
     // Downtime counts nothing: a new engine over the same store, an hour later.
     e.stop().await.unwrap();
     clock.advance(ChronoDuration::hours(1));
-    let e = Engine::with_clock(config, Arc::new(Routes), vec![], EngineSettings::default(), clock.clone());
+    let e = Engine::with_clock(
+        config,
+        Arc::new(Routes),
+        vec![],
+        EngineSettings::default(),
+        clock.clone(),
+    );
     e.start_driven().await.unwrap();
     e.run_pass().await;
     let v = e.view(&id).await.unwrap();

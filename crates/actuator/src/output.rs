@@ -379,8 +379,12 @@ pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
     if !v["rollback"].is_null() {
         let _ = writeln!(out, "rollback: {}", rollback_line(&v["rollback"]));
     }
-    let earlier: Vec<&Value> =
-        v["rollbacks"].as_array().into_iter().flatten().skip(usize::from(!v["rollback"].is_null())).collect();
+    let earlier: Vec<&Value> = v["rollbacks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .skip(usize::from(!v["rollback"].is_null()))
+        .collect();
     for rb in earlier {
         let _ = writeln!(out, "earlier rollback: {}", rollback_line(rb));
     }

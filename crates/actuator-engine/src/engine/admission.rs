@@ -126,8 +126,7 @@ impl Engine {
             *s.by_strategy.entry(req.strategy).or_default() += 1;
         }
         let actor = req.actor.clone();
-        let rt: Shared =
-            Arc::new(Mutex::new(Runtime::new(rec, st, req, self.now())));
+        let rt: Shared = Arc::new(Mutex::new(Runtime::new(rec, st, req, self.now())));
         self.inner
             .runtimes
             .write()

@@ -273,8 +273,7 @@ pub(super) fn count(s: &mut ActuatorStats, rec: &RolloutRecord) {
     let past = rec.status.get("past_rollbacks").and_then(Value::as_array);
     for rb in current.into_iter().chain(past.into_iter().flatten()) {
         // Rollouts stored before `aborted` existed recorded an abort as a rollback.
-        if rb.get("reason").and_then(|r| r.get("kind")).and_then(Value::as_str) == Some("aborted")
-        {
+        if rb.get("reason").and_then(|r| r.get("kind")).and_then(Value::as_str) == Some("aborted") {
             continue;
         }
         s.rollbacks += 1;

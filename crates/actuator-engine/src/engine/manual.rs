@@ -119,7 +119,8 @@ impl Engine {
                     && g.st.step < last
                     && g.st.steps.get(last).is_some_and(|s| s.share_bp >= 10_000);
                 if *full && !watch_last {
-                    let how = if *skip_analysis { " without the 100 % step's analysis" } else { "" };
+                    let how =
+                        if *skip_analysis { " without the 100 % step's analysis" } else { "" };
                     self.complete(&mut g, actor, &format!("promoted fully by {actor}{how}"), None)
                         .await?;
                 } else {
@@ -301,7 +302,10 @@ impl Engine {
         rt.st.route = None;
         rt.st.paused_reason = None;
         rt.st.awaiting_promotion = false;
-        let stable = rt.st.stable_version.map_or_else(|| "the stable version".into(), |v| format!("version {v}"));
+        let stable = rt
+            .st
+            .stable_version
+            .map_or_else(|| "the stable version".into(), |v| format!("version {v}"));
         rt.st.outcome = Some(format!("aborted by {actor}; {stable} serves all traffic"));
         self.commit(
             rt,
@@ -373,15 +377,14 @@ impl Engine {
             }
         }
         let (Some(activated), Some(stable)) = (st.activated_version, st.stable_version) else {
-            return Err(refuse("its completion made no version active, so there is nothing to roll back".into()));
+            return Err(refuse(
+                "its completion made no version active, so there is nothing to roll back".into(),
+            ));
         };
         for other in self.all_runtimes() {
             let g = other.lock().await;
             if g.rec.slot == rec.slot {
-                return Err(refuse(format!(
-                    "rollout {} now holds slot {}",
-                    g.rec.id, rec.slot
-                )));
+                return Err(refuse(format!("rollout {} now holds slot {}", g.rec.id, rec.slot)));
             }
         }
         let slot = self.inner.config.get_slot(&rec.slot).await?;
@@ -416,13 +419,21 @@ impl Engine {
         let mut g = shared.lock().await;
         let mode = if gradual { RollbackMode::Gradual } else { RollbackMode::Fast };
         let started = self
-            .start_rollback(&mut g, RollbackReason::Manual { reason: reason.to_owned() }, false, mode, actor)
+            .start_rollback(
+                &mut g,
+                RollbackReason::Manual { reason: reason.to_owned() },
+                false,
+                mode,
+                actor,
+            )
             .await;
         if let Err(e) = started {
             drop(g);
             self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner()).remove(id);
             return Err(match e {
-                EngineError::Store(StoreError::AlreadyExists { what }) => refuse(format!("{what} now holds the slot")),
+                EngineError::Store(StoreError::AlreadyExists { what }) => {
+                    refuse(format!("{what} now holds the slot"))
+                }
                 other => other,
             });
         }

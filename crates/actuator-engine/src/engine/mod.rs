@@ -19,9 +19,9 @@ use actuator_core::{
 use actuator_health::{Arm, Decision, HealthConfig, PhaseConfig, RolloutHealth};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use futures::FutureExt;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

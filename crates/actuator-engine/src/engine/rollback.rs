@@ -45,9 +45,7 @@ impl Engine {
                 control_requests: 0,
                 control_error_rate: None,
             }],
-            next_at: plan::secs(step_secs)
-                .and_then(|d| now.checked_add_signed(d))
-                .unwrap_or(now),
+            next_at: plan::secs(step_secs).and_then(|d| now.checked_add_signed(d)).unwrap_or(now),
             control_requests: 0,
             control_errors: 0,
             result: None,
