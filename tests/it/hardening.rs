@@ -208,16 +208,6 @@ async fn steps_have_budgets_and_the_rollout_budget_respects_auto_rollback() {
     setup(&c, u, "slow").await;
     setup(&c, u, "held").await;
 
-    // Rolling: no traffic, so the first step can never promote; its 1 s budget is spent.
-    let roll = json!({"slot": "roll", "candidate": {"version": 2}, "strategy": "rolling",
-        "settings": {"step_percent": 50, "step_secs": 0, "min_samples": 1000, "max_step_secs": 1}});
-    let id = start(&c, u, roll).await["id"].as_str().unwrap().to_owned();
-    let v = wait_for(&c, u, &id, "its step budget spent", |v| v["state"] != "monitoring").await;
-    assert_eq!(v["state"], "paused", "the default outcome is hold: {v:#}");
-    let why = v["paused_reason"].as_str().unwrap();
-    assert!(why.contains("step 0 (rolling at 50 %) spent its budget (1 s"), "{why}");
-    assert_eq!(v["share_percent"], 50.0, "held where it was: {v:#}");
-
     // The rollout budget with auto_rollback off: paused for a person, not rolled back.
     let slow = held_canary("slow", json!({"max_duration_secs": 1, "auto_rollback": false}));
     let id = start(&c, u, slow).await["id"].as_str().unwrap().to_owned();
@@ -248,6 +238,16 @@ async fn steps_have_budgets_and_the_rollout_budget_respects_auto_rollback() {
     .await;
     assert_eq!(v["state"], "monitoring", "the pause did not count toward the budget: {v:#}");
     assert!(v["active_secs"].as_f64().unwrap() < 3.0, "{v:#}");
+
+    // Rolling: no traffic, so the first step can never promote; its 1 s budget is spent.
+    let roll = json!({"slot": "roll", "candidate": {"version": 2}, "strategy": "rolling",
+        "settings": {"step_percent": 50, "step_secs": 0, "min_samples": 1000, "max_step_secs": 1}});
+    let id = start(&c, u, roll).await["id"].as_str().unwrap().to_owned();
+    let v = wait_for(&c, u, &id, "its step budget spent", |v| v["state"] != "monitoring").await;
+    assert_eq!(v["state"], "paused", "the default outcome is hold: {v:#}");
+    let why = v["paused_reason"].as_str().unwrap();
+    assert!(why.contains("step 0 (rolling at 50 %) spent its budget (1 s"), "{why}");
+    assert_eq!(v["share_percent"], 50.0, "held where it was: {v:#}");
 }
 
 /// Finding 8: `promote --full` runs the 100 % watch step; a completed rollout can be rolled
