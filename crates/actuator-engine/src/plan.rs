@@ -529,6 +529,10 @@ pub(crate) fn steps(
                     budget(s.step_secs),
                 ));
             }
+            // The last step is 100 % whatever the rounding of the sum on the way.
+            if let Some(last) = out.last_mut() {
+                last.share_bp = 10_000;
+            }
             out
         }
         DeploymentStrategy::Shadow => {
@@ -588,5 +592,60 @@ mod tests {
         );
         let r = req("canary", json!({"colour": 1}));
         assert!(settings(&r).unwrap_err().to_string().contains("colour"));
+    }
+
+    #[test]
+    fn every_step_without_a_control_has_a_budget() {
+        for (strategy, s) in [
+            ("immediate", json!({})),
+            ("rolling", json!({"step_percent": 25})),
+            ("blue_green", json!({"preview_keys": ["qa"]})),
+            ("shadow", json!({})),
+            ("ab_test", json!({})),
+            ("canary", Value::Null),
+        ] {
+            let r = req(strategy, s);
+            for st in steps(&r, &settings(&r).unwrap()).unwrap() {
+                let max = st.max_secs.expect("a budget");
+                assert!(max >= st.min_secs && max <= MAX_DURATION_SECS, "{strategy}: {st:?}");
+            }
+        }
+        let r = req("immediate", json!({"watch_secs": 7200}));
+        assert_eq!(steps(&r, &settings(&r).unwrap()).unwrap()[0].max_secs, Some(14_400));
+        let r = req("rolling", json!({"step_secs": 600, "max_step_secs": 60}));
+        let err = check_steps(&steps(&r, &settings(&r).unwrap()).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("at least the step's minimum of 600"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_fields_name_the_field_and_the_limit() {
+        let mut r = req("canary", Value::Null);
+        r.canary.max_duration_secs = 10_000_000_000_000_000;
+        let err = check_ranges(&r, &settings(&r).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("canary.max_duration_secs") && err.contains("2592000"), "{err}");
+        let r = req("rolling", json!({"step_percent": 1e-9}));
+        let err = steps(&r, &settings(&r).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("settings.step_percent") && err.contains("0.1"), "{err}");
+        let r = req(
+            "canary",
+            json!({"overrides": {"attributes": (0..101).map(|i| json!({"attribute": "t", "equals": i, "variant": "canary"})).collect::<Vec<_>>()}}),
+        );
+        let err = check_ranges(&r, &settings(&r).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("settings.overrides.attributes") && err.contains("100"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Any accepted rolling step size gives a bounded plan whose shares rise strictly
+        /// and end at 100 %.
+        #[test]
+        fn rolling_plans_are_bounded_and_rise_to_100(p in 0.1f64..=100.0) {
+            let r = req("rolling", json!({"step_percent": p}));
+            let s = steps(&r, &settings(&r).unwrap()).unwrap();
+            proptest::prop_assert!(s.len() <= MAX_PLAN_STEPS);
+            proptest::prop_assert_eq!(s.last().map(|x| x.share_bp), Some(10_000));
+            for w in s.windows(2) {
+                proptest::prop_assert!(w[0].share_bp < w[1].share_bp, "{:?}", w);
+            }
+        }
     }
 }

@@ -237,6 +237,8 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(format!("stored request: {e}")))?;
         let mut st: EngineStatus = serde_json::from_value(rec.status.clone())
             .map_err(|e| EngineError::Invalid(format!("stored status: {e}")))?;
+        // A request stored before the ranges existed is held to them before it runs again.
+        plan::check_ranges(&req, &st.settings)?;
         let now = self.now();
         st.started_at = now;
         st.step = 0;
