@@ -239,6 +239,27 @@ async fn steps_have_budgets_and_the_rollout_budget_respects_auto_rollback() {
     assert_eq!(v["state"], "monitoring", "the pause did not count toward the budget: {v:#}");
     assert!(v["active_secs"].as_f64().unwrap() < 3.0, "{v:#}");
 
+    // Downtime does not count either: stopped for longer than the budget, then restarted.
+    let before = v["active_secs"].as_f64().unwrap();
+    let mut d = d;
+    d.stop();
+    let down = Instant::now();
+    while down.elapsed() < Duration::from_secs(4) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    d.restart();
+    let u = &d.url;
+    let (_, b) = call(&c, Method::GET, &format!("{u}/v1/rollouts/{id}"), None).await;
+    // The last look persisted before the stop; wait for a newer one.
+    let loaded = b["last_decision"]["at"].as_str().unwrap().to_owned();
+    let v = wait_for(&c, u, &id, "a look after the restart", |v| {
+        v["last_decision"]["at"].as_str().is_some_and(|at| at > loaded.as_str())
+            || v["state"] != "monitoring"
+    })
+    .await;
+    assert_eq!(v["state"], "monitoring", "the downtime did not count toward the budget: {v:#}");
+    assert!(v["active_secs"].as_f64().unwrap() < before + 2.5, "{v:#}");
+
     // Rolling: no traffic, so the first step can never promote; its 1 s budget is spent.
     let roll = json!({"slot": "roll", "candidate": {"version": 2}, "strategy": "rolling",
         "settings": {"step_percent": 50, "step_secs": 0, "min_samples": 1000, "max_step_secs": 1}});
