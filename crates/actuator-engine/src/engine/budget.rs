@@ -6,14 +6,19 @@ use super::*;
 impl Engine {
     /// Advances the clocks of `rt` to `now`. Time counts while the rollout rolls out or is
     /// monitored; a paused rollout only moves its anchor. The gap since the last look is
-    /// capped at `max_tick_gap_ms`, and a rollout loaded from the store has no anchor, so
-    /// neither a frozen process nor downtime counts.
+    /// capped at `max_tick_gap_ms` (not for an engine driven from outside, whose caller moves
+    /// the clock on purpose), and a rollout loaded from the store has no anchor, so neither
+    /// a frozen process nor downtime counts.
     pub(super) fn accrue(&self, rt: &mut Runtime, now: DateTime<Utc>) {
         let prev = rt.anchor.replace(now);
         let counting =
             matches!(rt.rec.state, DeploymentState::RollingOut | DeploymentState::Monitoring);
         let Some(prev) = prev.filter(|_| counting) else { return };
-        let cap = i64::try_from(self.inner.settings.max_tick_gap_ms).unwrap_or(i64::MAX);
+        let cap = if self.inner.driven.load(Ordering::SeqCst) {
+            i64::MAX
+        } else {
+            i64::try_from(self.inner.settings.max_tick_gap_ms).unwrap_or(i64::MAX)
+        };
         let gap = now.signed_duration_since(prev).num_milliseconds().clamp(0, cap);
         let delta = u64::try_from(gap).unwrap_or(0);
         if delta > 0 {

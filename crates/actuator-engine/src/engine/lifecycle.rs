@@ -8,6 +8,7 @@ impl Engine {
     /// Loads active rollouts from the store, refreshes their routes and starts the loop.
     pub async fn start(&self) -> Result<(), EngineError> {
         self.load().await?;
+        self.inner.driven.store(false, Ordering::SeqCst);
         self.inner.stopping.store(false, Ordering::SeqCst);
         self.inner.loop_alive.store(true, Ordering::SeqCst);
         let me = self.clone();
@@ -49,6 +50,7 @@ impl Engine {
     pub async fn start_driven(&self) -> Result<(), EngineError> {
         self.load().await?;
         // The caller drives the loop: it is as alive as its caller.
+        self.inner.driven.store(true, Ordering::SeqCst);
         self.inner.loop_alive.store(true, Ordering::SeqCst);
         *lock(&self.inner.state) = ActuatorState::Running;
         Ok(())

@@ -70,8 +70,8 @@ pub struct EngineSettings {
     pub rollback_timeout_ms: u64,
     /// Largest gap between two looks at a rollout that counts fully toward its step and
     /// rollout clocks, in milliseconds (10000). A longer gap (the process was frozen, the
-    /// machine slept) counts as this much; a simulation that moves its clock in bigger steps
-    /// raises it.
+    /// machine slept) counts as this much. An engine driven from outside
+    /// ([`Engine::start_driven`]) counts every second its caller moves the clock.
     pub max_tick_gap_ms: u64,
 }
 
@@ -142,6 +142,9 @@ struct Inner {
     stopping: AtomicBool,
     /// How many times the supervisor restarted the loop.
     loop_restarts: AtomicU64,
+    /// Driven from outside ([`Engine::start_driven`]): the caller moves the clock, and every
+    /// moved second between two passes is active time.
+    driven: AtomicBool,
 }
 
 /// The rollout coordinator. Cheap to clone; all clones share one engine.
@@ -201,6 +204,7 @@ impl Engine {
                 loop_alive: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 loop_restarts: AtomicU64::new(0),
+                driven: AtomicBool::new(false),
             }),
         }
     }
