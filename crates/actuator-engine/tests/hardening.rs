@@ -335,3 +335,44 @@ async fn a_frozen_process_counts_at_most_the_tick_gap() {
     assert_eq!(v.state, DeploymentState::Monitoring, "no timeout: {v:?}");
     e.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn parallel_rollbacks_of_a_completed_rollout_settle_in_one() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let config = setup(store.clone(), &["a"]).await;
+    let settings = EngineSettings {
+        tick_ms: 10,
+        validation_secs: 0,
+        gradual_step_secs: 0,
+        ..EngineSettings::default()
+    };
+    let e = Engine::new(config, Arc::new(Routes), vec![], settings);
+    e.start().await.unwrap();
+    let id = e.deploy(held("a", json!({}))).await.unwrap().id;
+    let done =
+        e.act(&id, ManualAction::Promote { full: true, skip_analysis: true }, "op").await.unwrap();
+    assert_eq!(done.state, DeploymentState::Completed);
+    let back = |gradual| ManualAction::Rollback { reason: "late".into(), gradual };
+    let results = futures::future::join_all(
+        (0..8).map(|i| e.act(&id, back(i % 2 == 0), "op")).collect::<Vec<_>>(),
+    )
+    .await;
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 1, "{results:?}");
+    for r in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert!(matches!(r.code(), "rollback_refused" | "invalid_transition"), "{r}");
+    }
+    let mut v = e.view(&id).await.unwrap();
+    for _ in 0..500 {
+        if v.state == DeploymentState::RolledBack {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        v = e.view(&id).await.unwrap();
+    }
+    assert_eq!(v.state, DeploymentState::RolledBack, "{v:?}");
+    assert_eq!(v.rollbacks.len(), 1, "{v:?}");
+    let slot = store.get_slot(&SlotName::new("a").unwrap()).await.unwrap().unwrap();
+    assert_eq!(slot.active_version, Some(1), "the replaced version serves again");
+    e.stop().await.unwrap();
+}

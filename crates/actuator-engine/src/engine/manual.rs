@@ -413,11 +413,14 @@ impl Engine {
         rt.st.outcome = None;
         rt.st.stable_version = Some(stable);
         let shared: Shared = Arc::new(Mutex::new(rt));
-        self.inner
-            .runtimes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), shared.clone());
+        {
+            let mut map = self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner());
+            if map.contains_key(id) {
+                // Another request is already rolling it back: that one wins.
+                return Err(refuse("a rollback of it is already under way".into()));
+            }
+            map.insert(id.to_owned(), shared.clone());
+        }
         let mut g = shared.lock().await;
         let mode = if gradual { RollbackMode::Gradual } else { RollbackMode::Fast };
         let started = self
@@ -431,7 +434,11 @@ impl Engine {
             .await;
         if let Err(e) = started {
             drop(g);
-            self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner()).remove(id);
+            let mut map = self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner());
+            if map.get(id).is_some_and(|r| Arc::ptr_eq(r, &shared)) {
+                map.remove(id);
+            }
+            drop(map);
             return Err(match e {
                 EngineError::Store(StoreError::AlreadyExists { what }) => {
                     refuse(format!("{what} now holds the slot"))
