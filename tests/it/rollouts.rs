@@ -264,7 +264,7 @@ async fn overrides_and_conversation_stickiness_shape_the_split() {
     assert_eq!(s, 200);
     for _ in 0..200 {
         let (_, v) = call(&c, Method::GET, &format!("{}/v1/rollouts/{id}", d.url), None).await;
-        if v["state"] == "rolled_back" {
+        if v["state"] == "aborted" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

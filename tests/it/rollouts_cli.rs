@@ -108,6 +108,10 @@ fn every_rollout_control_works_from_the_cli() {
     d.cli_ok(&["rollout", "skip", &id]);
     let v = wait_for(&d, &id, "phase 2", |v| v["phase"] == 2 && serving(v));
     assert_eq!(v["share_percent"], 25.0, "{v:#}");
+    // --full jumps to the 100 % step, which still watches; promoting it completes.
+    d.cli_ok(&["rollout", "promote", &id, "--full"]);
+    let v = wait_for(&d, &id, "the 100 % step", |v| v["phase"] == 4 && serving(v));
+    assert_eq!(v["share_percent"], 100.0, "{v:#}");
     d.cli_ok(&["rollout", "promote", &id, "--full"]);
     wait_for(&d, &id, "completed", |v| v["state"] == "completed");
     let slot = json(&d, &["slot", "get", "chat.default"]);
@@ -150,7 +154,7 @@ fn every_rollout_control_works_from_the_cli() {
     assert!(err.contains("rollout_active"), "{err}");
 
     d.cli_ok(&["rollout", "abort", &id2]);
-    wait_for(&d, &id2, "rolled back by the abort", |v| v["state"] == "rolled_back");
+    wait_for(&d, &id2, "ended by the abort", |v| v["state"] == "aborted");
     d.cli_ok(&["rollout", "retry", &id2]);
     let v = wait_for(&d, &id2, "active again", serving);
     assert_eq!(v["phase"], 0, "a retry starts from the first phase: {v:#}");
@@ -247,7 +251,7 @@ fn status_watch_redraws_until_the_rollout_ends() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.matches("----").count() >= 2, "it redrew at least twice:\n{stdout}");
     assert!(stdout.contains("ARM") || stdout.contains("no traffic reported yet"), "{stdout}");
-    assert!(stdout.contains("the rollout ended: rolled_back"), "{stdout}");
+    assert!(stdout.contains("the rollout ended: aborted"), "{stdout}");
 
     // A finished rollout: one drawing, then the watch ends at once.
     let out = d.cli_ok(&["rollout", "status", &id, "--watch"]);

@@ -110,6 +110,9 @@ mod defaults {
     pub(super) fn max_total() -> u64 {
         24 * 3600
     }
+    pub(super) fn rollback_window() -> u64 {
+        3600
+    }
     pub(super) fn yes() -> bool {
         true
     }
@@ -213,9 +216,15 @@ pub struct CanaryConfig {
     /// Roll back automatically when the analysis says so.
     #[serde(default = "defaults::yes")]
     pub auto_rollback: bool,
-    /// The whole deployment fails over to rollback after this many seconds.
+    /// The whole deployment's budget in seconds of active time (the daemon running and the
+    /// rollout not paused). When it is spent the rollout rolls back, or pauses for a person
+    /// when `auto_rollback` is off.
     #[serde(default = "defaults::max_total")]
     pub max_duration_secs: u64,
+    /// Seconds after completion during which the rollout can still be rolled back, fast or
+    /// gradually, to the version it replaced (3600; 0 turns it off).
+    #[serde(default = "defaults::rollback_window")]
+    pub rollback_window_secs: u64,
 }
 
 impl Default for CanaryConfig {
@@ -226,6 +235,7 @@ impl Default for CanaryConfig {
             auto_promote: true,
             auto_rollback: true,
             max_duration_secs: defaults::max_total(),
+            rollback_window_secs: defaults::rollback_window(),
         }
     }
 }
@@ -470,6 +480,9 @@ pub struct ActuatorStats {
     pub successful_deployments: u64,
     /// Deployments failed or rolled back.
     pub failed_deployments: u64,
+    /// Deployments an operator aborted (not counted as failed, nor as rollbacks).
+    #[serde(default)]
+    pub aborted_deployments: u64,
     /// Deployments in progress.
     pub active_deployments: u64,
     /// Rollbacks of any kind.

@@ -3,9 +3,11 @@
 //!
 //! ```text
 //! Pending → Validating → RollingOut ⇄ Monitoring → Completed
-//!                            │  ↘ Paused ↙ │
-//!                            └→ RollingBack ←┘ → RolledBack
-//! any non-terminal state → Failed;  RolledBack | Failed → Pending (retry)
+//!                            │  ↘ Paused ↙ │           │ (within the rollback window)
+//!                            └→ RollingBack ←┘ ←───────┘
+//!                                    └→ RolledBack
+//! RollingOut | Monitoring | Paused → Aborted (an operator's abort)
+//! any non-terminal state → Failed;  RolledBack | Aborted | Failed → Pending (retry)
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -35,11 +37,14 @@ pub enum DeploymentState {
     RolledBack,
     /// The deployment could not proceed (validation failed, an internal error).
     Failed,
+    /// An operator aborted the deployment: all traffic went back to the stable config at
+    /// once, without a rollback's validation. Not counted as a rollback.
+    Aborted,
 }
 
 impl DeploymentState {
     /// Every state, in lifecycle order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Pending,
         Self::Validating,
         Self::RollingOut,
@@ -49,6 +54,7 @@ impl DeploymentState {
         Self::RollingBack,
         Self::RolledBack,
         Self::Failed,
+        Self::Aborted,
     ];
 
     /// The states reachable in one step.
@@ -57,12 +63,13 @@ impl DeploymentState {
         match self {
             Pending => &[Validating, Failed],
             Validating => &[RollingOut, Failed],
-            RollingOut => &[Monitoring, Paused, RollingBack, Failed],
-            Monitoring => &[RollingOut, Completed, Paused, RollingBack, Failed],
-            Paused => &[RollingOut, Monitoring, RollingBack, Failed],
+            RollingOut => &[Monitoring, Paused, RollingBack, Aborted, Failed],
+            Monitoring => &[RollingOut, Completed, Paused, RollingBack, Aborted, Failed],
+            Paused => &[RollingOut, Monitoring, RollingBack, Aborted, Failed],
             RollingBack => &[RolledBack, Failed],
-            RolledBack | Failed => &[Pending],
-            Completed => &[],
+            RolledBack | Aborted | Failed => &[Pending],
+            // A completed rollout may still be rolled back within its rollback window.
+            Completed => &[RollingBack],
         }
     }
 
@@ -85,9 +92,10 @@ impl DeploymentState {
         }
     }
 
-    /// Whether the deployment has ended (it may still be retried from `RolledBack`/`Failed`).
+    /// Whether the deployment has ended (it may still be retried from `RolledBack`, `Aborted`
+    /// or `Failed`, and a `Completed` one rolled back within its window).
     pub fn is_terminal(self) -> bool {
-        matches!(self, Self::Completed | Self::RolledBack | Self::Failed)
+        matches!(self, Self::Completed | Self::RolledBack | Self::Failed | Self::Aborted)
     }
 
     /// Whether the deployment holds its slot (at most one active deployment per slot).
@@ -107,6 +115,7 @@ impl DeploymentState {
             Self::RollingBack => "rolling_back",
             Self::RolledBack => "rolled_back",
             Self::Failed => "failed",
+            Self::Aborted => "aborted",
         }
     }
 
@@ -142,11 +151,23 @@ mod tests {
 
     #[test]
     fn forbidden_moves_name_the_allowed_ones() {
-        let err = Completed.transition(RollingBack).unwrap_err().to_string();
-        assert!(err.contains("completed to rolling_back"), "{err}");
-        assert!(err.contains("nothing"), "{err}");
+        let err = Completed.transition(Monitoring).unwrap_err().to_string();
+        assert!(err.contains("completed to monitoring"), "{err}");
+        assert!(err.contains("rolling_back"), "{err}");
+        let err = Aborted.transition(RollingBack).unwrap_err().to_string();
+        assert!(err.contains("aborted to rolling_back"), "{err}");
         let err = Pending.transition(Completed).unwrap_err().to_string();
         assert!(err.contains("validating, failed"), "{err}");
+    }
+
+    #[test]
+    fn abort_is_its_own_end_and_can_be_retried() {
+        for from in [RollingOut, Monitoring, Paused] {
+            assert!(from.can_transition_to(Aborted));
+        }
+        assert!(Aborted.is_terminal());
+        assert!(!RollingBack.can_transition_to(Aborted), "a rollback ends as rolled_back");
+        assert_eq!(Aborted.transition(Pending).unwrap(), Pending);
     }
 
     #[test]
@@ -163,7 +184,8 @@ mod tests {
 
     proptest! {
         /// Any sequence of requested moves leaves the machine in a state reached only through
-        /// allowed edges; completed is never left, and rolled_back is only reached via rolling_back.
+        /// allowed edges; completed is left only for a rollback, and rolled_back is only
+        /// reached via rolling_back.
         #[test]
         fn random_walks_respect_the_machine(moves in prop::collection::vec(state(), 0..64)) {
             let mut s = Pending;
@@ -174,7 +196,7 @@ mod tests {
                     Err(_) => prop_assert!(!s.can_transition_to(m)),
                 }
                 if s == RolledBack { prop_assert_eq!(prev, Some(RollingBack)); }
-                if prev == Some(Completed) { prop_assert!(false, "left completed"); }
+                if prev == Some(Completed) { prop_assert_eq!(s, RollingBack, "left completed"); }
             }
         }
     }

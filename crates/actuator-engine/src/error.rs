@@ -10,6 +10,16 @@ pub enum EngineError {
     /// The request is invalid.
     #[error("invalid rollout request: {0}")]
     Invalid(String),
+    /// A request field is outside its range.
+    #[error("{field} must be within {range}, got {got}")]
+    OutOfRange {
+        /// The field, as a path in the request (`canary.max_duration_secs`).
+        field: String,
+        /// The allowed range, for a person.
+        range: String,
+        /// What the request asked for.
+        got: String,
+    },
     /// No such rollout.
     #[error("rollout {0} does not exist")]
     UnknownRollout(String),
@@ -43,6 +53,14 @@ pub enum EngineError {
         /// Its state.
         state: String,
     },
+    /// A completed rollout cannot be rolled back.
+    #[error("cannot roll back completed rollout {id}: {detail}")]
+    RollbackRefused {
+        /// The rollout.
+        id: String,
+        /// Why, for a person.
+        detail: String,
+    },
     /// The engine is not running.
     #[error("the engine is not running")]
     NotRunning,
@@ -65,10 +83,12 @@ impl EngineError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Invalid(_) => "invalid_request",
+            Self::OutOfRange { .. } => "out_of_range",
             Self::UnknownRollout(_) => "rollout_not_found",
             Self::Limit { .. } => "rollout_limit",
             Self::SlotBusy { .. } => "rollout_active",
             Self::InvalidTransition { .. } => "invalid_transition",
+            Self::RollbackRefused { .. } => "rollback_refused",
             Self::NotRunning => "not_running",
             Self::RollbackTimeout(_) => "rollback_timeout",
             Self::Config(e) => e.code(),

@@ -24,8 +24,14 @@ pub use engine::{
 };
 pub use error::EngineError;
 pub use ingest::{IngestItemError, IngestReport, MAX_BATCH};
-pub use plan::{InconclusivePolicy, Step, StepKind};
+pub use plan::{
+    InconclusivePolicy, MAX_AB_ARMS, MAX_ACTOR_BYTES, MAX_ATTRIBUTE_OVERRIDES, MAX_COST_RATIO,
+    MAX_DESCRIPTION_BYTES, MAX_DURATION_SECS, MAX_FAILING_LOOKS, MAX_KEYS, MAX_LATENCY_MS,
+    MAX_METADATA_BYTES, MAX_NAME_BYTES, MAX_PLAN_STEPS, MAX_QUALITY, MAX_REASON_BYTES,
+    MAX_ROLLBACK_WINDOW_SECS, MAX_SAMPLES, MAX_SPLIT_BYTES, MIN_SHARE_PERCENT, MIN_STEP_PERCENT,
+    Step, StepKind,
+};
 pub use status::{
-    ArmView, DecisionView, EngineStatus, MAX_ERRORS, MAX_TRANSITIONS, MetricView, RollbackState,
-    RollbackStep, RollbackView, RolloutView, Transition,
+    ArmView, DecisionView, EngineStatus, MAX_ERRORS, MAX_ROLLBACKS, MAX_TRANSITIONS, MetricView,
+    RollbackState, RollbackStep, RollbackView, RolloutView, Transition,
 };

@@ -129,6 +129,10 @@ pub struct StrategySettings {
     pub max_samples: Option<u64>,
     /// A/B: seconds after which the test ends inconclusive.
     pub max_secs: Option<u64>,
+    /// Immediate, blue-green, rolling, shadow: seconds a step may run before its budget is
+    /// spent and the inconclusive policy applies; `None` is the larger of one hour and twice
+    /// the step's minimum duration.
+    pub max_step_secs: Option<u64>,
 }
 
 impl Default for StrategySettings {
@@ -154,8 +158,266 @@ impl Default for StrategySettings {
             traffic_percent: 100.0,
             max_samples: None,
             max_secs: None,
+            max_step_secs: None,
         }
     }
+}
+
+// ---------------------------------------------------------------- ranges
+
+/// Longest duration any request field may ask for: 30 days, in seconds.
+pub const MAX_DURATION_SECS: u64 = 30 * 24 * 3600;
+/// Longest rollback window after completion: 7 days, in seconds.
+pub const MAX_ROLLBACK_WINDOW_SECS: u64 = 7 * 24 * 3600;
+/// Largest sample count any request field may ask for.
+pub const MAX_SAMPLES: u64 = 1_000_000_000;
+/// Smallest rolling step, in percent.
+pub const MIN_STEP_PERCENT: f64 = 0.1;
+/// Most steps a plan may have.
+pub const MAX_PLAN_STEPS: usize = 1000;
+/// Smallest share of a canary phase or an A/B test, in percent (one basis point).
+pub const MIN_SHARE_PERCENT: f64 = 0.01;
+/// Longest description, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 4096;
+/// Longest actor name, in bytes.
+pub const MAX_ACTOR_BYTES: usize = 256;
+/// Longest reason of a manual rollback, in bytes.
+pub const MAX_REASON_BYTES: usize = 4096;
+/// Largest metadata object (serialised JSON), in bytes.
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+/// Largest `canary.traffic_split` object (serialised JSON), in bytes.
+pub const MAX_SPLIT_BYTES: usize = 4096;
+/// Most preview keys or pinned targeting keys.
+pub const MAX_KEYS: usize = 10_000;
+/// Most attribute overrides.
+pub const MAX_ATTRIBUTE_OVERRIDES: usize = 100;
+/// Longest key, attribute or arm name, in bytes.
+pub const MAX_NAME_BYTES: usize = 256;
+/// Most extra A/B arms.
+pub const MAX_AB_ARMS: usize = 8;
+/// Longest request timeout or latency limit, in milliseconds (one hour).
+pub const MAX_LATENCY_MS: f64 = 3_600_000.0;
+/// Largest relative cost increase a limit may allow (100 = +10,000 %).
+pub const MAX_COST_RATIO: f64 = 100.0;
+/// Largest quality limit.
+pub const MAX_QUALITY: f64 = 1_000_000.0;
+/// Most failing looks in a row a trigger may wait for.
+pub const MAX_FAILING_LOOKS: u32 = 10_000;
+
+fn out_of_range(field: &str, range: &str, got: impl std::fmt::Display) -> EngineError {
+    EngineError::OutOfRange {
+        field: field.to_owned(),
+        range: range.to_owned(),
+        got: got.to_string(),
+    }
+}
+
+fn secs_in(field: &str, v: u64, lo: u64, hi: u64) -> Result<(), EngineError> {
+    if (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(out_of_range(field, &format!("{lo}..={hi} seconds"), v))
+    }
+}
+
+fn count_in(field: &str, v: u64, lo: u64) -> Result<(), EngineError> {
+    if (lo..=MAX_SAMPLES).contains(&v) {
+        Ok(())
+    } else {
+        Err(out_of_range(field, &format!("{lo}..={MAX_SAMPLES}"), v))
+    }
+}
+
+fn float_in(field: &str, v: f64, lo: f64, hi: f64) -> Result<(), EngineError> {
+    if v.is_finite() && (lo..=hi).contains(&v) {
+        Ok(())
+    } else {
+        Err(out_of_range(field, &format!("{lo}..={hi}"), v))
+    }
+}
+
+fn len_at_most(field: &str, len: usize, max: usize, unit: &str) -> Result<(), EngineError> {
+    if len <= max {
+        Ok(())
+    } else {
+        Err(out_of_range(field, &format!("at most {max} {unit}"), format!("{len} {unit}")))
+    }
+}
+
+fn json_len(v: &impl Serialize) -> usize {
+    serde_json::to_vec(v).map_or(usize::MAX, |b| b.len())
+}
+
+/// Checks every field of a request and of its strategy settings against its range; the
+/// error names the field and the limit. Runs before anything is written.
+pub(crate) fn check_ranges(
+    req: &DeploymentRequest,
+    s: &StrategySettings,
+) -> Result<(), EngineError> {
+    let c = &req.canary;
+    secs_in("canary.max_duration_secs", c.max_duration_secs, 1, MAX_DURATION_SECS)?;
+    secs_in("canary.rollback_window_secs", c.rollback_window_secs, 0, MAX_ROLLBACK_WINDOW_SECS)?;
+    for (i, p) in c.phases.iter().enumerate() {
+        float_in(
+            &format!("canary.phases[{i}].traffic_percent"),
+            p.traffic_percent,
+            MIN_SHARE_PERCENT,
+            100.0,
+        )?;
+        secs_in(
+            &format!("canary.phases[{i}].min_duration_secs"),
+            p.min_duration_secs,
+            0,
+            MAX_DURATION_SECS,
+        )?;
+        secs_in(
+            &format!("canary.phases[{i}].max_duration_secs"),
+            p.max_duration_secs,
+            1,
+            MAX_DURATION_SECS,
+        )?;
+        count_in(&format!("canary.phases[{i}].min_samples"), p.min_samples, 0)?;
+    }
+    if let Some(split) = &c.traffic_split {
+        len_at_most("canary.traffic_split", json_len(split), MAX_SPLIT_BYTES, "bytes")?;
+    }
+    let k = &req.success_criteria;
+    count_in("success_criteria.min_sample_size", k.min_sample_size, 0)?;
+    float_in("success_criteria.max_p95_latency_ms", k.max_p95_latency_ms, 0.0, MAX_LATENCY_MS)?;
+    float_in("success_criteria.max_p99_latency_ms", k.max_p99_latency_ms, 0.0, MAX_LATENCY_MS)?;
+    float_in("success_criteria.max_cost_increase", k.max_cost_increase, 0.0, MAX_COST_RATIO)?;
+    float_in("success_criteria.min_quality", k.min_quality, 0.0, MAX_QUALITY)?;
+    len_at_most("actor", req.actor.len(), MAX_ACTOR_BYTES, "bytes")?;
+    len_at_most("description", req.description.len(), MAX_DESCRIPTION_BYTES, "bytes")?;
+    len_at_most("metadata", json_len(&req.metadata), MAX_METADATA_BYTES, "bytes")?;
+
+    float_in("settings.request_timeout_ms", s.request_timeout_ms, 1.0, MAX_LATENCY_MS)?;
+    secs_in("settings.watch_secs", s.watch_secs, 0, MAX_DURATION_SECS)?;
+    secs_in("settings.preview_secs", s.preview_secs, 0, MAX_DURATION_SECS)?;
+    secs_in("settings.post_promotion_secs", s.post_promotion_secs, 0, MAX_DURATION_SECS)?;
+    secs_in("settings.step_secs", s.step_secs, 0, MAX_DURATION_SECS)?;
+    secs_in("settings.shadow_secs", s.shadow_secs, 0, MAX_DURATION_SECS)?;
+    if let Some(m) = s.max_secs {
+        secs_in("settings.max_secs", m, 1, MAX_DURATION_SECS)?;
+    }
+    if let Some(m) = s.max_step_secs {
+        secs_in("settings.max_step_secs", m, 1, MAX_DURATION_SECS)?;
+    }
+    count_in("settings.min_samples", s.min_samples, 0)?;
+    if let Some(m) = s.max_samples {
+        count_in("settings.max_samples", m, 1)?;
+    }
+    float_in("settings.step_percent", s.step_percent, MIN_STEP_PERCENT, 100.0)?;
+    float_in("settings.traffic_percent", s.traffic_percent, MIN_SHARE_PERCENT, 100.0)?;
+    len_at_most("settings.preview_keys", s.preview_keys.len(), MAX_KEYS, "keys")?;
+    for (i, key) in s.preview_keys.iter().enumerate() {
+        len_at_most(&format!("settings.preview_keys[{i}]"), key.len(), MAX_NAME_BYTES, "bytes")?;
+    }
+    if let Some(a) = &s.preview_attribute {
+        len_at_most(
+            "settings.preview_attribute.attribute",
+            a.attribute.len(),
+            MAX_NAME_BYTES,
+            "bytes",
+        )?;
+        len_at_most(
+            "settings.preview_attribute.equals",
+            json_len(&a.equals),
+            MAX_NAME_BYTES,
+            "bytes",
+        )?;
+    }
+    len_at_most("settings.arms", s.arms.len(), MAX_AB_ARMS, "arms")?;
+    for (i, a) in s.arms.iter().enumerate() {
+        len_at_most(&format!("settings.arms[{i}].name"), a.name.len(), MAX_NAME_BYTES, "bytes")?;
+    }
+    let o = &s.overrides;
+    len_at_most("settings.overrides.targeting_keys", o.targeting_keys.len(), MAX_KEYS, "keys")?;
+    if let Some(k) = o.targeting_keys.keys().find(|k| k.len() > MAX_NAME_BYTES) {
+        return Err(out_of_range(
+            "settings.overrides.targeting_keys",
+            &format!("keys of at most {MAX_NAME_BYTES} bytes"),
+            format!("a key of {} bytes", k.len()),
+        ));
+    }
+    len_at_most(
+        "settings.overrides.attributes",
+        o.attributes.len(),
+        MAX_ATTRIBUTE_OVERRIDES,
+        "entries",
+    )?;
+    for (i, a) in o.attributes.iter().enumerate() {
+        len_at_most(
+            &format!("settings.overrides.attributes[{i}].attribute"),
+            a.attribute.len(),
+            MAX_NAME_BYTES,
+            "bytes",
+        )?;
+        len_at_most(
+            &format!("settings.overrides.attributes[{i}].equals"),
+            json_len(&a.equals),
+            MAX_NAME_BYTES,
+            "bytes",
+        )?;
+    }
+    if let actuator_canary::StickinessKey::Attribute(a) = &s.stickiness {
+        len_at_most("settings.stickiness.attribute", a.len(), MAX_NAME_BYTES, "bytes")?;
+    }
+    let t = &s.triggers;
+    if let Some(v) = t.p99_latency_ms {
+        float_in("settings.triggers.p99_latency_ms", v, 0.0, MAX_LATENCY_MS)?;
+    }
+    if let Some(v) = t.cost_increase {
+        float_in("settings.triggers.cost_increase", v, 0.0, MAX_COST_RATIO)?;
+    }
+    if let Some(v) = t.min_quality {
+        float_in("settings.triggers.min_quality", v, 0.0, MAX_QUALITY)?;
+    }
+    if let Some(v) = t.health_check_failures
+        && !(1..=MAX_FAILING_LOOKS).contains(&v)
+    {
+        return Err(out_of_range(
+            "settings.triggers.health_check_failures",
+            &format!("1..={MAX_FAILING_LOOKS}"),
+            v,
+        ));
+    }
+    count_in("settings.triggers.min_requests", t.min_requests, 0)?;
+    Ok(())
+}
+
+/// Checks a plan's steps: at most [`MAX_PLAN_STEPS`], and a maximum duration never below the
+/// step's minimum.
+pub(crate) fn check_steps(steps: &[Step]) -> Result<(), EngineError> {
+    len_at_most("the plan", steps.len(), MAX_PLAN_STEPS, "steps")?;
+    for (i, st) in steps.iter().enumerate() {
+        if let Some(max) = st.max_secs
+            && max < st.min_secs
+        {
+            return Err(out_of_range(
+                &format!("the budget of step {i}"),
+                &format!("at least the step's minimum of {} seconds", st.min_secs),
+                format!("{max} seconds"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The default budget of a step without a control: the larger of one hour and twice the
+/// step's minimum duration, within [`MAX_DURATION_SECS`].
+fn default_budget(min_secs: u64) -> u64 {
+    min_secs.saturating_mul(2).max(3600).min(MAX_DURATION_SECS.max(min_secs))
+}
+
+/// A duration in seconds as a chrono duration; `None` when it does not fit.
+pub(crate) fn secs(v: u64) -> Option<chrono::Duration> {
+    chrono::Duration::try_seconds(i64::try_from(v).ok()?)
+}
+
+/// A duration in milliseconds as a chrono duration; `None` when it does not fit.
+pub(crate) fn millis(v: u64) -> Option<chrono::Duration> {
+    chrono::Duration::try_milliseconds(i64::try_from(v).ok()?)
 }
 
 fn bp(percent: f64) -> Result<u16, EngineError> {
@@ -207,6 +469,7 @@ pub(crate) fn steps(
         max_secs,
         max_samples: None,
     };
+    let budget = |min_secs: u64| Some(s.max_step_secs.unwrap_or_else(|| default_budget(min_secs)));
     Ok(match req.strategy {
         DeploymentStrategy::Canary => req
             .canary
@@ -223,7 +486,7 @@ pub(crate) fn steps(
             })
             .collect::<Result<_, EngineError>>()?,
         DeploymentStrategy::Immediate => {
-            vec![step(StepKind::Watch, 10_000, s.min_samples, s.watch_secs, None)]
+            vec![step(StepKind::Watch, 10_000, s.min_samples, s.watch_secs, budget(s.watch_secs))]
         }
         DeploymentStrategy::BlueGreen => {
             if s.preview_keys.is_empty() && s.preview_attribute.is_none() {
@@ -232,31 +495,63 @@ pub(crate) fn steps(
                 ));
             }
             vec![
-                step(StepKind::Preview, 0, s.min_samples, s.preview_secs, None),
-                step(StepKind::Switch, 10_000, 0, s.post_promotion_secs, None),
+                step(StepKind::Preview, 0, s.min_samples, s.preview_secs, budget(s.preview_secs)),
+                step(
+                    StepKind::Switch,
+                    10_000,
+                    0,
+                    s.post_promotion_secs,
+                    budget(s.post_promotion_secs),
+                ),
             ]
         }
         DeploymentStrategy::Rolling => {
             let inc = s.step_percent;
-            if !(inc > 0.0 && inc <= 100.0) {
-                return Err(EngineError::Invalid(format!(
-                    "settings.step_percent must be in (0, 100], got {inc}"
-                )));
+            float_in("settings.step_percent", inc, MIN_STEP_PERCENT, 100.0)?;
+            // At most 100 / MIN_STEP_PERCENT steps: the bound is checked before any is built.
+            let n = (100.0 / inc).ceil();
+            if n > MAX_PLAN_STEPS as f64 {
+                return Err(out_of_range(
+                    "the plan",
+                    &format!("at most {MAX_PLAN_STEPS} steps"),
+                    n,
+                ));
             }
-            let mut out = Vec::new();
-            let mut p = 0.0;
-            while p < 100.0 {
+            let mut out = Vec::with_capacity(n as usize);
+            let mut p: f64 = 0.0;
+            while p < 100.0 && out.len() < MAX_PLAN_STEPS {
                 p = (p + inc).min(100.0);
-                out.push(step(StepKind::Rolling, bp(p)?, s.min_samples, s.step_secs, None));
+                out.push(step(
+                    StepKind::Rolling,
+                    bp(p)?,
+                    s.min_samples,
+                    s.step_secs,
+                    budget(s.step_secs),
+                ));
+            }
+            // The last step is 100 % whatever the rounding of the sum on the way.
+            if let Some(last) = out.last_mut() {
+                last.share_bp = 10_000;
             }
             out
         }
         DeploymentStrategy::Shadow => {
-            vec![step(StepKind::Shadow, 10_000, s.min_samples, s.shadow_secs, None)]
+            vec![step(
+                StepKind::Shadow,
+                10_000,
+                s.min_samples,
+                s.shadow_secs,
+                budget(s.shadow_secs),
+            )]
         }
         DeploymentStrategy::AbTest => {
-            let mut st =
-                step(StepKind::AbTest, bp(s.traffic_percent)?, s.min_samples, 0, s.max_secs);
+            let mut st = step(
+                StepKind::AbTest,
+                bp(s.traffic_percent)?,
+                s.min_samples,
+                0,
+                Some(s.max_secs.unwrap_or(7 * 24 * 3600)),
+            );
             st.max_samples = s.max_samples;
             if st.share_bp == 0 {
                 return Err(EngineError::Invalid(
@@ -297,5 +592,60 @@ mod tests {
         );
         let r = req("canary", json!({"colour": 1}));
         assert!(settings(&r).unwrap_err().to_string().contains("colour"));
+    }
+
+    #[test]
+    fn every_step_without_a_control_has_a_budget() {
+        for (strategy, s) in [
+            ("immediate", json!({})),
+            ("rolling", json!({"step_percent": 25})),
+            ("blue_green", json!({"preview_keys": ["qa"]})),
+            ("shadow", json!({})),
+            ("ab_test", json!({})),
+            ("canary", Value::Null),
+        ] {
+            let r = req(strategy, s);
+            for st in steps(&r, &settings(&r).unwrap()).unwrap() {
+                let max = st.max_secs.expect("a budget");
+                assert!(max >= st.min_secs && max <= MAX_DURATION_SECS, "{strategy}: {st:?}");
+            }
+        }
+        let r = req("immediate", json!({"watch_secs": 7200}));
+        assert_eq!(steps(&r, &settings(&r).unwrap()).unwrap()[0].max_secs, Some(14_400));
+        let r = req("rolling", json!({"step_secs": 600, "max_step_secs": 60}));
+        let err = check_steps(&steps(&r, &settings(&r).unwrap()).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("at least the step's minimum of 600"), "{err}");
+    }
+
+    #[test]
+    fn out_of_range_fields_name_the_field_and_the_limit() {
+        let mut r = req("canary", Value::Null);
+        r.canary.max_duration_secs = 10_000_000_000_000_000;
+        let err = check_ranges(&r, &settings(&r).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("canary.max_duration_secs") && err.contains("2592000"), "{err}");
+        let r = req("rolling", json!({"step_percent": 1e-9}));
+        let err = steps(&r, &settings(&r).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("settings.step_percent") && err.contains("0.1"), "{err}");
+        let r = req(
+            "canary",
+            json!({"overrides": {"attributes": (0..101).map(|i| json!({"attribute": "t", "equals": i, "variant": "canary"})).collect::<Vec<_>>()}}),
+        );
+        let err = check_ranges(&r, &settings(&r).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("settings.overrides.attributes") && err.contains("100"), "{err}");
+    }
+
+    proptest::proptest! {
+        /// Any accepted rolling step size gives a bounded plan whose shares rise strictly
+        /// and end at 100 %.
+        #[test]
+        fn rolling_plans_are_bounded_and_rise_to_100(p in 0.1f64..=100.0) {
+            let r = req("rolling", json!({"step_percent": p}));
+            let s = steps(&r, &settings(&r).unwrap()).unwrap();
+            proptest::prop_assert!(s.len() <= MAX_PLAN_STEPS);
+            proptest::prop_assert_eq!(s.last().map(|x| x.share_bp), Some(10_000));
+            for w in s.windows(2) {
+                proptest::prop_assert!(w[0].share_bp < w[1].share_bp, "{:?}", w);
+            }
+        }
     }
 }

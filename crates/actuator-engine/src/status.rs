@@ -15,6 +15,8 @@ use crate::plan::{Step, StrategySettings};
 pub const MAX_TRANSITIONS: usize = 100;
 /// Error messages kept per rollout.
 pub const MAX_ERRORS: usize = 20;
+/// Earlier rollbacks kept per rollout (a retried rollout may be rolled back again).
+pub const MAX_ROLLBACKS: usize = 20;
 
 /// One state change, kept in the rollout's bounded history.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -70,6 +72,10 @@ pub struct RollbackState {
     pub control_errors: u64,
     /// The result, once finished.
     pub result: Option<RollbackResult>,
+    /// The rollout had completed: this rollback restored the version it replaced, within the
+    /// rollback window.
+    #[serde(default)]
+    pub after_completion: bool,
 }
 
 /// The engine's state of one rollout, persisted in its record.
@@ -113,9 +119,76 @@ pub struct EngineStatus {
     pub errors: VecDeque<String>,
     /// A note on how it ended.
     pub outcome: Option<String>,
+    /// Milliseconds of active time of the rollout: the daemon running and the rollout not
+    /// paused. The rollout budget (`canary.max_duration_secs`) is spent against this.
+    #[serde(default)]
+    pub active_ms: u64,
+    /// Milliseconds of active time of the current step; the step's analysis sees this as its
+    /// elapsed time.
+    #[serde(default)]
+    pub step_active_ms: u64,
+    /// The rollout budget was spent and the rollout paused for a person; a resume continues
+    /// past the budget without pausing again.
+    #[serde(default)]
+    pub budget_held: bool,
+    /// When the rollout completed (the start of its rollback window).
+    #[serde(default)]
+    pub completed_at: Option<DateTime<Utc>>,
+    /// The version the completion made active (none when it changed nothing: a shadow
+    /// rollout, or an A/B test control won).
+    #[serde(default)]
+    pub activated_version: Option<u64>,
+    /// Earlier rollbacks of this rollout, oldest first (bounded by [`MAX_ROLLBACKS`]).
+    #[serde(default)]
+    pub past_rollbacks: VecDeque<RollbackState>,
 }
 
 impl EngineStatus {
+    /// A status with nothing in it yet, started at `now`.
+    pub(crate) fn fresh(now: DateTime<Utc>) -> Self {
+        Self {
+            started_at: now,
+            stable_version: None,
+            snapshot_id: None,
+            candidate_version: 0,
+            settings: StrategySettings::default(),
+            steps: Vec::new(),
+            step: 0,
+            step_started_at: now,
+            route: None,
+            health: None,
+            last_decision: None,
+            paused_reason: None,
+            awaiting_promotion: false,
+            failing_looks: 0,
+            transitions: VecDeque::new(),
+            rollback: None,
+            errors: VecDeque::new(),
+            outcome: None,
+            active_ms: 0,
+            step_active_ms: 0,
+            budget_held: false,
+            completed_at: None,
+            activated_version: None,
+            past_rollbacks: VecDeque::new(),
+        }
+    }
+
+    /// Moves the current rollback (if any) into the bounded history.
+    pub(crate) fn archive_rollback(&mut self) {
+        if let Some(rb) = self.rollback.take() {
+            if self.past_rollbacks.len() == MAX_ROLLBACKS {
+                self.past_rollbacks.pop_front();
+            }
+            self.past_rollbacks.push_back(rb);
+        }
+    }
+
+    /// Every rollback of the rollout, newest first.
+    pub fn all_rollbacks(&self) -> impl Iterator<Item = &RollbackState> {
+        self.rollback.iter().chain(self.past_rollbacks.iter().rev())
+    }
+
     pub(crate) fn push_transition(&mut self, t: Transition) {
         if self.transitions.len() == MAX_TRANSITIONS {
             self.transitions.pop_front();
@@ -134,6 +207,13 @@ impl EngineStatus {
     pub fn share_percent(&self) -> f64 {
         self.route.as_ref().map_or(0.0, |r| r.share.as_percent())
     }
+}
+
+/// The rollback window of a rollout, from its stored request.
+pub(crate) fn rollback_window(rec: &RolloutRecord) -> Option<chrono::Duration> {
+    let secs = serde_json::from_value::<actuator_core::DeploymentRequest>(rec.request.clone())
+        .map_or(0, |r| r.canary.rollback_window_secs);
+    crate::plan::secs(secs)
 }
 
 /// A decision, short.
@@ -284,6 +364,16 @@ pub struct RolloutView {
     pub transitions: Vec<Transition>,
     /// Rollback.
     pub rollback: Option<RollbackState>,
+    /// Every rollback of the rollout (also those before a retry), newest first.
+    pub rollbacks: Vec<RollbackState>,
+    /// Seconds of active time of the rollout (daemon running, rollout not paused).
+    pub active_secs: f64,
+    /// Seconds of active time of the current step.
+    pub phase_active_secs: f64,
+    /// When the rollout completed.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// Until when a completed rollout can still be rolled back.
+    pub rollback_window_until: Option<DateTime<Utc>>,
     /// Errors.
     pub errors: Vec<String>,
     /// How it ended.
@@ -294,6 +384,11 @@ pub struct RolloutView {
 
 impl RolloutView {
     pub(crate) fn new(rec: &RolloutRecord, st: &EngineStatus) -> Self {
+        let window_until = if rec.state == DeploymentState::Completed {
+            st.completed_at.and_then(|at| at.checked_add_signed(rollback_window(rec)?))
+        } else {
+            None
+        };
         let eval = st.health.as_ref().and_then(|h| h.last_evaluation());
         let arms = eval
             .map(|e| {
@@ -355,6 +450,11 @@ impl RolloutView {
             metrics,
             transitions: st.transitions.iter().cloned().collect(),
             rollback: st.rollback.clone(),
+            rollbacks: st.all_rollbacks().cloned().collect(),
+            active_secs: st.active_ms as f64 / 1000.0,
+            phase_active_secs: st.step_active_ms as f64 / 1000.0,
+            completed_at: st.completed_at,
+            rollback_window_until: window_until,
             errors: st.errors.iter().cloned().collect(),
             outcome: st.outcome.clone(),
             revision: rec.revision,

@@ -140,15 +140,22 @@ async fn manual_actions_follow_the_state_machine() {
         e.act(&v.id, ManualAction::Resume, "op").await.unwrap().state,
         DeploymentState::Monitoring
     );
-    let p = e.act(&v.id, ManualAction::Promote { full: false }, "op").await.unwrap();
+    let p = e
+        .act(&v.id, ManualAction::Promote { full: false, skip_analysis: false }, "op")
+        .await
+        .unwrap();
     assert_eq!((p.phase, p.share_percent), (1, 50.0));
     let a = e.act(&v.id, ManualAction::Abort, "op").await.unwrap();
-    assert_eq!(a.state, DeploymentState::RollingBack);
+    assert_eq!(a.state, DeploymentState::Aborted, "an abort ends as aborted, not rolled back");
     assert_eq!(a.share_percent, 0.0, "abort sends all traffic back at once");
-    wait_state(&e, &v.id, DeploymentState::RolledBack).await;
+    assert!(a.rollback.is_none(), "an abort is not a rollback");
+    assert_eq!((e.stats().aborted_deployments, e.stats().manual_rollbacks), (1, 0));
     let r = e.act(&v.id, ManualAction::Retry, "op").await.unwrap();
     assert_eq!((r.state, r.phase), (DeploymentState::Monitoring, 0));
-    let full = e.act(&v.id, ManualAction::Promote { full: true }, "op").await.unwrap();
+    let full = e
+        .act(&v.id, ManualAction::Promote { full: true, skip_analysis: false }, "op")
+        .await
+        .unwrap();
     assert_eq!(full.state, DeploymentState::Completed);
     let slot = store.get_slot(&SlotName::new("a").unwrap()).await.unwrap().unwrap();
     assert_eq!(slot.active_version, Some(2));

@@ -323,13 +323,17 @@ pub(crate) enum RolloutCmd {
     Promote {
         /// Rollout id.
         id: String,
-        /// Go straight to 100%: the candidate becomes the stable config.
+        /// Go straight to the 100% step, which still watches the candidate before it becomes
+        /// the stable config.
         #[arg(long)]
         full: bool,
+        /// With --full: complete at once, without the 100% step's analysis.
+        #[arg(long, requires = "full")]
+        skip_analysis: bool,
         #[command(flatten)]
         remote: Remote,
     },
-    /// Roll the candidate back.
+    /// Roll the candidate back (also a completed rollout, within its rollback window).
     Rollback {
         /// Rollout id.
         id: String,

@@ -121,9 +121,9 @@ pub(crate) fn percent(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
-/// Whether a rollout state is terminal: `completed`, `rolled_back` or `failed`.
+/// Whether a rollout state is terminal: `completed`, `rolled_back`, `failed` or `aborted`.
 pub(crate) fn is_terminal(state: &Value) -> bool {
-    matches!(state.as_str(), Some("completed" | "rolled_back" | "failed"))
+    matches!(state.as_str(), Some("completed" | "rolled_back" | "failed" | "aborted"))
 }
 
 /// One line about a rollout: `ro-1 chat.default: monitoring, phase 2/5 at 5%`.
@@ -232,6 +232,9 @@ pub(crate) fn rollback_line(rb: &Value) -> String {
     );
     if let Some(a) = rb["actor"].as_str() {
         let _ = write!(out, " by {a}");
+    }
+    if rb["after_completion"] == Value::Bool(true) {
+        out.push_str(" after completion");
     }
     if let Some(f) = rb["flip_ms"].as_f64() {
         let _ = write!(out, ", traffic back on stable in {} ms", fnum(f));
@@ -376,8 +379,24 @@ pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
     if !v["rollback"].is_null() {
         let _ = writeln!(out, "rollback: {}", rollback_line(&v["rollback"]));
     }
+    let earlier: Vec<&Value> = v["rollbacks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .skip(usize::from(!v["rollback"].is_null()))
+        .collect();
+    for rb in earlier {
+        let _ = writeln!(out, "earlier rollback: {}", rollback_line(rb));
+    }
     if let Some(o) = v["outcome"].as_str() {
         let _ = writeln!(out, "outcome: {o}");
+    }
+    if let Some(until) = v["rollback_window_until"].as_str() {
+        let _ = writeln!(
+            out,
+            "can be rolled back until {until}: `actuator rollout rollback {} [--gradual]`",
+            short(&v["id"])
+        );
     }
     let errors: Vec<&Value> = v["errors"].as_array().into_iter().flatten().collect();
     if errors.len() > ERRORS_SHOWN {

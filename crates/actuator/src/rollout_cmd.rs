@@ -65,9 +65,14 @@ pub(crate) async fn run(c: RolloutCmd) -> anyhow::Result<()> {
         RolloutCmd::Skip(r) => control(r, "skip", json!({}), "skipped the phase").await,
         RolloutCmd::Abort(r) => control(r, "abort", json!({}), "aborted").await,
         RolloutCmd::Retry(r) => control(r, "retry", json!({}), "retrying").await,
-        RolloutCmd::Promote { id, full, remote } => {
-            let said = if full { "promoted to 100%" } else { "promoted" };
-            control(RolloutId { id, remote }, "promote", json!({"full": full}), said).await
+        RolloutCmd::Promote { id, full, skip_analysis, remote } => {
+            let said = match (full, skip_analysis) {
+                (true, true) => "promoted to 100% and completed",
+                (true, false) => "promoted to the 100% step",
+                _ => "promoted",
+            };
+            let body = json!({"full": full, "skip_analysis": skip_analysis});
+            control(RolloutId { id, remote }, "promote", body, said).await
         }
         RolloutCmd::Rollback { id, gradual, reason, remote } => {
             let body = json!({"reason": reason, "gradual": gradual});
@@ -108,6 +113,7 @@ pub(crate) async fn stats(remote: &Remote) -> anyhow::Result<()> {
             ("rollouts started", "total_deployments"),
             ("  completed", "successful_deployments"),
             ("  failed or rolled back", "failed_deployments"),
+            ("  aborted", "aborted_deployments"),
             ("  active", "active_deployments"),
             ("rollbacks", "rollbacks"),
             ("  automatic", "automatic_rollbacks"),

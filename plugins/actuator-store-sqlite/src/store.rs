@@ -34,7 +34,7 @@ use crate::rows::{
 /// [`DeploymentState::is_terminal`]: actuator_core::state::DeploymentState::is_terminal
 macro_rules! terminal_states {
     () => {
-        "('completed', 'rolled_back', 'failed')"
+        "('completed', 'rolled_back', 'failed', 'aborted')"
     };
 }
 
@@ -58,6 +58,13 @@ fn migrator() -> Migrator {
             "admission and store faults".into(),
             MigrationType::Simple,
             include_str!("../migrations/0003_admission_and_faults.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            4,
+            "aborted state".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0004_aborted_state.sql").into_sql_str(),
             false,
         ),
     ])
@@ -1056,7 +1063,7 @@ mod tests {
         let mut listed: Vec<_> = listed.split(", ").map(str::to_owned).collect();
         listed.sort();
         assert_eq!(listed, terminal);
-        let migration = include_str!("../migrations/0001_initial.sql");
+        let migration = include_str!("../migrations/0004_aborted_state.sql");
         assert!(
             migration.contains(concat!("WHERE state NOT IN ", terminal_states!())),
             "the migration's partial index names the same terminal states"
@@ -1067,7 +1074,7 @@ mod tests {
     fn the_migrations_are_embedded_in_order() {
         let m = migrator();
         let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 3]);
+        assert_eq!(versions, [1, 3, 4]);
     }
 
     #[tokio::test]

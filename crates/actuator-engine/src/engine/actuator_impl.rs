@@ -90,6 +90,19 @@ impl Actuator for Engine {
             threshold: None,
             checked_at: now,
         });
+        let alive = self.loop_alive();
+        out.push(HealthCheckResult {
+            name: "control_loop".into(),
+            passed: alive,
+            message: if alive {
+                format!("the control loop runs ({} restarts)", self.loop_restarts())
+            } else {
+                "the control loop is not running: no rollout is being looked at".into()
+            },
+            value: None,
+            threshold: None,
+            checked_at: now,
+        });
         for rt in self.all_runtimes() {
             let g = rt.lock().await;
             let kind = g.st.last_decision.as_ref().map_or("none", |d| d.kind.as_str()).to_owned();

@@ -49,7 +49,9 @@ impl Engine {
         }
         req.validate()?;
         let settings = plan::settings(&req)?;
+        plan::check_ranges(&req, &settings)?;
         let steps = plan::steps(&req, &settings)?;
+        plan::check_steps(&steps)?;
         if let Some(split) = &req.canary.traffic_split {
             serde_json::from_value::<SplitStrategy>(split.clone())
                 .map_err(|e| EngineError::Invalid(format!("canary.traffic_split: {e}")))?;
@@ -137,6 +139,7 @@ impl Engine {
                 rollback: None,
                 errors: Default::default(),
                 outcome: None,
+                ..EngineStatus::fresh(now)
             };
             let created = self
                 .store()
@@ -176,8 +179,7 @@ impl Engine {
             *s.by_strategy.entry(req.strategy).or_default() += 1;
         }
         let actor = req.actor.clone();
-        let rt: Shared =
-            Arc::new(Mutex::new(Runtime { rec, st, req, dirty: false, last_save: self.now() }));
+        let rt: Shared = Arc::new(Mutex::new(Runtime::new(rec, st, req, self.now())));
         self.inner
             .runtimes
             .write()

@@ -7,6 +7,7 @@ impl Engine {
 
     pub(super) async fn tick(&self, rt: &mut Runtime) -> Result<(), EngineError> {
         let now = self.now();
+        self.accrue(rt, now);
         match rt.rec.state {
             DeploymentState::Monitoring => {
                 self.look(rt, now).await?;
@@ -29,9 +30,17 @@ impl Engine {
         rt: &mut Runtime,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
+        // The rollout budget has its own check, before the analysis and the triggers.
+        if self.check_rollout_budget(rt, now).await? {
+            return Ok(());
+        }
+        // The step's analysis sees the step's active time as its elapsed time.
+        let phase_now = Self::phase_now(rt);
         let Some(health) = rt.st.health.as_mut() else { return Ok(()) };
-        let eval = health.look(now);
+        let eval = health.look(phase_now);
         let mut view = DecisionView::from_eval(&eval);
+        // The analysis ran on the step's active time; the decision is shown at the real time.
+        view.at = now;
         // The seed's triggers, beside the analysis: absolute limits on the candidate's numbers.
         let failing = eval.explanation.comparisons.iter().any(|c| {
             c.checks.iter().any(|k| {
@@ -42,10 +51,8 @@ impl Engine {
             })
         });
         rt.st.failing_looks = if failing { rt.st.failing_looks + 1 } else { 0 };
-        let max_total = ChronoDuration::seconds(
-            i64::try_from(rt.req.canary.max_duration_secs).unwrap_or(i64::MAX / 2),
-        );
-        let input = trigger_input(&eval, rt.st.failing_looks, now - rt.st.started_at > max_total);
+        // The rollout's maximum duration is checked above as its budget.
+        let input = trigger_input(&eval, rt.st.failing_looks, false);
         let fired = rt.st.settings.triggers.evaluate(&input);
         if let Some(first) = fired.first()
             && (rt.req.canary.auto_rollback
@@ -123,33 +130,95 @@ impl Engine {
                     .await
                 }
             }
-            Decision::Inconclusive { .. } => match rt.st.settings.inconclusive {
-                InconclusivePolicy::Hold => {
-                    self.pause(rt, &format!("inconclusive: {}", view.reasons.join("; ")), "engine")
+            Decision::Inconclusive { .. } => {
+                let budget = Self::step_budget_reason(rt);
+                let detail = if view.reasons.is_empty() {
+                    budget
+                } else {
+                    format!("{budget}: {}", view.reasons.join("; "))
+                };
+                match rt.st.settings.inconclusive {
+                    InconclusivePolicy::Hold => {
+                        self.pause(
+                            rt,
+                            &format!(
+                                "inconclusive: {detail}; held for a person (promote, skip or roll back)"
+                            ),
+                            "engine",
+                        )
                         .await
+                    }
+                    InconclusivePolicy::PromoteIfNoAlarm => {
+                        let g = &eval.explanation.gates;
+                        let minimums =
+                            g.samples >= g.min_samples && g.elapsed_secs >= g.min_duration_secs;
+                        if failing || !fired.is_empty() {
+                            let alarms: Vec<String> =
+                                fired.iter().map(|f| f.message.clone()).collect();
+                            let what = if alarms.is_empty() {
+                                "a guard rail is breaching".to_owned()
+                            } else {
+                                alarms.join("; ")
+                            };
+                            self.pause(
+                                rt,
+                                &format!(
+                                    "inconclusive with an alarm ({what}): promote_if_no_alarm does not promote; {detail}"
+                                ),
+                                "engine",
+                            )
+                            .await
+                        } else if !minimums {
+                            self.pause(
+                                rt,
+                                &format!(
+                                    "inconclusive before the step's minimums were met ({} of {} requests, {} of {} s): promote_if_no_alarm does not promote; {detail}",
+                                    g.samples, g.min_samples, g.elapsed_secs, g.min_duration_secs
+                                ),
+                                "engine",
+                            )
+                            .await
+                        } else if !auto_promote {
+                            // auto_promote off always waits for a person.
+                            if !rt.st.awaiting_promotion {
+                                self.notify(
+                                    "rollout.awaiting_promotion",
+                                    Severity::Info,
+                                    "engine",
+                                    &rt.rec.id,
+                                    format!(
+                                        "rollout {} can be promoted (inconclusive, no alarm); auto_promote is off",
+                                        rt.rec.id
+                                    ),
+                                    Value::Null,
+                                );
+                            }
+                            rt.st.awaiting_promotion = true;
+                            Ok(())
+                        } else {
+                            self.advance(
+                                rt,
+                                "engine",
+                                &format!("inconclusive, no alarm, minimums met: promote ({detail})"),
+                                "rollout.promote",
+                                None,
+                            )
+                            .await
+                        }
+                    }
+                    InconclusivePolicy::Rollback => {
+                        let mode = rt.req.rollback_mode;
+                        self.start_rollback(
+                            rt,
+                            RollbackReason::Analysis { rules: vec!["inconclusive".into()] },
+                            true,
+                            mode,
+                            "engine",
+                        )
+                        .await
+                    }
                 }
-                InconclusivePolicy::PromoteIfNoAlarm => {
-                    self.advance(
-                        rt,
-                        "engine",
-                        "inconclusive, no alarm: promote",
-                        "rollout.promote",
-                        None,
-                    )
-                    .await
-                }
-                InconclusivePolicy::Rollback => {
-                    let mode = rt.req.rollback_mode;
-                    self.start_rollback(
-                        rt,
-                        RollbackReason::Analysis { rules: vec!["inconclusive".into()] },
-                        true,
-                        mode,
-                        "engine",
-                    )
-                    .await
-                }
-            },
+            }
             Decision::Halt { .. } => {
                 if changed {
                     self.pause(rt, &format!("halted: {}", view.reasons.join("; ")), "engine").await

@@ -8,17 +8,50 @@ impl Engine {
     /// Loads active rollouts from the store, refreshes their routes and starts the loop.
     pub async fn start(&self) -> Result<(), EngineError> {
         self.load().await?;
+        self.inner.driven.store(false, Ordering::SeqCst);
+        self.inner.stopping.store(false, Ordering::SeqCst);
+        self.inner.loop_alive.store(true, Ordering::SeqCst);
         let me = self.clone();
-        let handle = tokio::spawn(async move { me.run_loop().await });
+        let handle = tokio::spawn(async move { me.supervise().await });
         *lock(&self.inner.loop_task) = Some(handle);
         *lock(&self.inner.state) = ActuatorState::Running;
         Ok(())
+    }
+
+    /// Runs the control loop on its own task and starts it again, with an error in the log,
+    /// whenever it ends without a stop having been asked for (a panic outside any rollout's
+    /// look, or an unexpected return).
+    async fn supervise(&self) {
+        loop {
+            let me = self.clone();
+            self.inner.loop_alive.store(true, Ordering::SeqCst);
+            let ended = tokio::spawn(async move { me.run_loop().await }).await;
+            self.inner.loop_alive.store(false, Ordering::SeqCst);
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+            let n = self.inner.loop_restarts.fetch_add(1, Ordering::SeqCst) + 1;
+            match ended {
+                Err(e) if e.is_panic() => {
+                    tracing::error!(restarts = n, "the control loop panicked; restarting it")
+                }
+                _ => tracing::error!(restarts = n, "the control loop ended; restarting it"),
+            }
+            tokio::time::sleep(Duration::from_millis(self.inner.settings.tick_ms.clamp(10, 1000)))
+                .await;
+            if self.inner.stopping.load(Ordering::SeqCst) {
+                return;
+            }
+        }
     }
 
     /// Loads active rollouts and accepts requests, but runs no loop of its own: the caller
     /// drives the engine with [`Engine::run_pass`] (a simulation in simulated time).
     pub async fn start_driven(&self) -> Result<(), EngineError> {
         self.load().await?;
+        // The caller drives the loop: it is as alive as its caller.
+        self.inner.driven.store(true, Ordering::SeqCst);
+        self.inner.loop_alive.store(true, Ordering::SeqCst);
         *lock(&self.inner.state) = ActuatorState::Running;
         Ok(())
     }
@@ -41,13 +74,7 @@ impl Engine {
                         serde_json::from_value::<DeploymentRequest>(rec.request.clone()),
                     ) {
                         (Ok(st), Ok(req)) => {
-                            let rt = Runtime {
-                                rec: rec.clone(),
-                                st,
-                                req,
-                                dirty: false,
-                                last_save: self.now(),
-                            };
+                            let rt = Runtime::new(rec.clone(), st, req, self.now());
                             self.inner
                                 .runtimes
                                 .write()
@@ -75,6 +102,7 @@ impl Engine {
     /// Stops the loop after checkpointing every active rollout.
     pub async fn stop(&self) -> Result<(), EngineError> {
         *lock(&self.inner.state) = ActuatorState::Stopping;
+        self.inner.stopping.store(true, Ordering::SeqCst);
         self.inner.stop.notify_one();
         let handle = lock(&self.inner.loop_task).take();
         if let Some(h) = handle {
@@ -86,6 +114,7 @@ impl Engine {
                 self.checkpoint(&mut g).await;
             }
         }
+        self.inner.loop_alive.store(false, Ordering::SeqCst);
         *lock(&self.inner.state) = ActuatorState::Stopped;
         Ok(())
     }
@@ -130,12 +159,31 @@ impl Engine {
     /// One pass of the control loop: every active rollout is looked at once, and finished
     /// ones are let go. The daemon's loop calls it on each tick and after each batch of
     /// observations; a simulation calls it after moving its clock.
+    ///
+    /// Each rollout's look runs isolated: a panic, or an error that retrying cannot cure,
+    /// marks that rollout `failed` with the reason (audited and notified) and the others go
+    /// on. A store error that may pass (a conflict, the backend) is recorded and retried on
+    /// the next pass.
     pub async fn run_pass(&self) {
         for rt in self.all_runtimes() {
             let mut g = rt.lock().await;
-            if let Err(e) = self.tick(&mut g).await {
-                tracing::warn!(rollout = %g.rec.id, error = %e, "control loop step failed");
-                g.st.push_error(e.to_string());
+            match AssertUnwindSafe(self.tick(&mut g)).catch_unwind().await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) if retryable(&e) => {
+                    tracing::warn!(rollout = %g.rec.id, error = %e, "control loop step failed; retrying on the next pass");
+                    g.st.push_error(e.to_string());
+                }
+                Ok(Err(e)) => {
+                    let why = format!("the control loop could not go on: {e}");
+                    self.fail(&mut g, &why).await;
+                }
+                Err(panic) => {
+                    let why = format!(
+                        "internal error in the control loop (a panic: {})",
+                        panic_message(panic.as_ref())
+                    );
+                    self.fail(&mut g, &why).await;
+                }
             }
             let done = g.rec.state.is_terminal();
             let id = g.rec.id.clone();
@@ -145,6 +193,73 @@ impl Engine {
             }
         }
     }
+
+    /// Marks a rollout `failed` with `why`: its traffic goes back to the stable config, the
+    /// failure is audited and notified. A failure to write it is logged, and the rollout is
+    /// let go from memory (the store keeps its last state for the next start).
+    pub(super) async fn fail(&self, rt: &mut Runtime, why: &str) {
+        tracing::error!(rollout = %rt.rec.id, reason = %why, "rollout failed");
+        rt.st.push_error(why.to_owned());
+        rt.st.route = None;
+        rt.st.paused_reason = None;
+        rt.st.awaiting_promotion = false;
+        rt.st.outcome = Some(format!("failed: {why}"));
+        if rt.rec.state.is_terminal() {
+            return;
+        }
+        let written = AssertUnwindSafe(self.commit(
+            rt,
+            DeploymentState::Failed,
+            why,
+            "rollout.fail",
+            "engine",
+            None,
+            json!({"error": why}),
+        ))
+        .catch_unwind()
+        .await;
+        let ok = match written {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                tracing::error!(rollout = %rt.rec.id, error = %e, "could not record the failure");
+                false
+            }
+            Err(_) => {
+                tracing::error!(rollout = %rt.rec.id, "recording the failure panicked");
+                false
+            }
+        };
+        if ok {
+            self.finished(false);
+        } else {
+            // Let it go from memory either way: the loop never looks at it again.
+            rt.rec.state = DeploymentState::Failed;
+        }
+        self.notify(
+            "rollout.fail",
+            Severity::Critical,
+            "engine",
+            &rt.rec.id,
+            format!("rollout {} failed: {why}", rt.rec.id),
+            json!({"error": why}),
+        );
+    }
+}
+
+/// Whether an error of a look may pass by itself (retried on the next pass).
+fn retryable(e: &EngineError) -> bool {
+    matches!(
+        e,
+        EngineError::Store(StoreError::Conflict { .. } | StoreError::Backend(_))
+            | EngineError::NotRunning
+    )
+}
+
+fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| p.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "no message".into())
 }
 
 pub(super) fn count(s: &mut ActuatorStats, rec: &RolloutRecord) {
@@ -153,9 +268,16 @@ pub(super) fn count(s: &mut ActuatorStats, rec: &RolloutRecord) {
     match rec.state {
         DeploymentState::Completed => s.successful_deployments += 1,
         DeploymentState::RolledBack | DeploymentState::Failed => s.failed_deployments += 1,
+        DeploymentState::Aborted => s.aborted_deployments += 1,
         _ => s.active_deployments += 1,
     }
-    if let Some(rb) = rec.status.get("rollback").filter(|v| !v.is_null()) {
+    let current = rec.status.get("rollback").filter(|v| !v.is_null());
+    let past = rec.status.get("past_rollbacks").and_then(Value::as_array);
+    for rb in current.into_iter().chain(past.into_iter().flatten()) {
+        // Rollouts stored before `aborted` existed recorded an abort as a rollback.
+        if rb.get("reason").and_then(|r| r.get("kind")).and_then(Value::as_str) == Some("aborted") {
+            continue;
+        }
         s.rollbacks += 1;
         if rb.get("automatic").and_then(Value::as_bool).unwrap_or(false) {
             s.automatic_rollbacks += 1;

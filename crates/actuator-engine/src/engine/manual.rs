@@ -10,18 +10,23 @@ pub enum ManualAction {
     Pause,
     /// Continue after a pause.
     Resume,
-    /// Go to the next step now, or (`full`) straight to completion.
+    /// Go to the next step now, or (`full`) straight to 100 %.
     Promote {
-        /// Complete the rollout at once.
+        /// Jump to the plan's 100 % step, which still watches the candidate; when there is
+        /// none (or the rollout is already there), complete.
         full: bool,
+        /// With `full`: complete at once, without the 100 % step's analysis.
+        #[serde(default)]
+        skip_analysis: bool,
     },
     /// Leave the current step without its analysis.
     Skip,
-    /// Stop and send all traffic back to stable.
+    /// Stop and send all traffic back to stable at once; the rollout ends `aborted`.
     Abort,
     /// Start an aborted, rolled-back or failed rollout again.
     Retry,
-    /// Roll back with a reason.
+    /// Roll back with a reason: an active rollout, or a completed one within its rollback
+    /// window (the version it replaced becomes active again).
     Rollback {
         /// Why.
         reason: String,
@@ -57,6 +62,18 @@ impl Engine {
         if let ManualAction::Retry = action {
             return self.retry(id, actor).await;
         }
+        if let ManualAction::Rollback { reason, gradual } = &action {
+            if reason.len() > plan::MAX_REASON_BYTES {
+                return Err(EngineError::OutOfRange {
+                    field: "reason".into(),
+                    range: format!("at most {} bytes", plan::MAX_REASON_BYTES),
+                    got: format!("{} bytes", reason.len()),
+                });
+            }
+            if self.runtime(id).is_none() {
+                return self.rollback_completed(id, reason, *gradual, actor).await;
+            }
+        }
         let rt = self.runtime(id).ok_or_else(|| self.missing_or_inactive(id, action.name()))?;
         let mut g = rt.lock().await;
         let state = g.rec.state;
@@ -78,6 +95,8 @@ impl Engine {
                     return Err(bad());
                 }
                 g.st.paused_reason = None;
+                // The clocks start again from now: the pause never counts.
+                g.anchor = Some(self.now());
                 self.commit(
                     &mut g,
                     Monitoring,
@@ -89,12 +108,20 @@ impl Engine {
                 )
                 .await?;
             }
-            ManualAction::Promote { full } => {
+            ManualAction::Promote { full, skip_analysis } => {
                 if !matches!(state, Monitoring | Paused) {
                     return Err(bad());
                 }
-                if *full {
-                    self.complete(&mut g, actor, &format!("promoted fully by {actor}"), None)
+                let last = g.st.steps.len().saturating_sub(1);
+                let watch_last = *full
+                    && !*skip_analysis
+                    && g.rec.strategy != DeploymentStrategy::AbTest
+                    && g.st.step < last
+                    && g.st.steps.get(last).is_some_and(|s| s.share_bp >= 10_000);
+                if *full && !watch_last {
+                    let how =
+                        if *skip_analysis { " without the 100 % step's analysis" } else { "" };
+                    self.complete(&mut g, actor, &format!("promoted fully by {actor}{how}"), None)
                         .await?;
                 } else {
                     if state == Paused {
@@ -109,14 +136,12 @@ impl Engine {
                         )
                         .await?;
                     }
-                    self.advance(
-                        &mut g,
-                        actor,
-                        &format!("promoted by {actor}"),
-                        "rollout.promote",
-                        None,
-                    )
-                    .await?;
+                    let (next, why) = if watch_last {
+                        (last, format!("promoted to 100 % by {actor}; the 100 % step watches"))
+                    } else {
+                        (g.st.step + 1, format!("promoted by {actor}"))
+                    };
+                    self.advance_to(&mut g, next, actor, &why, "rollout.promote", None).await?;
                 }
             }
             ManualAction::Skip => {
@@ -149,14 +174,7 @@ impl Engine {
                 if !matches!(state, RollingOut | Monitoring | Paused) {
                     return Err(bad());
                 }
-                self.start_rollback(
-                    &mut g,
-                    RollbackReason::Aborted,
-                    false,
-                    RollbackMode::Fast,
-                    actor,
-                )
-                .await?;
+                self.abort(&mut g, actor).await?;
             }
             ManualAction::Rollback { reason, gradual } => {
                 if !matches!(state, RollingOut | Monitoring | Paused) {
@@ -198,7 +216,10 @@ impl Engine {
             .get_rollout(id)
             .await?
             .ok_or_else(|| EngineError::UnknownRollout(id.into()))?;
-        if !matches!(rec.state, DeploymentState::RolledBack | DeploymentState::Failed) {
+        if !matches!(
+            rec.state,
+            DeploymentState::RolledBack | DeploymentState::Failed | DeploymentState::Aborted
+        ) {
             return Err(EngineError::InvalidTransition {
                 action: "retry".into(),
                 id: id.into(),
@@ -216,6 +237,8 @@ impl Engine {
             .map_err(|e| EngineError::Invalid(format!("stored request: {e}")))?;
         let mut st: EngineStatus = serde_json::from_value(rec.status.clone())
             .map_err(|e| EngineError::Invalid(format!("stored status: {e}")))?;
+        // A request stored before the ranges existed is held to them before it runs again.
+        plan::check_ranges(&req, &st.settings)?;
         let now = self.now();
         st.started_at = now;
         st.step = 0;
@@ -225,14 +248,25 @@ impl Engine {
         st.last_decision = None;
         st.paused_reason = None;
         st.awaiting_promotion = false;
-        st.rollback = None;
+        // Earlier rollbacks stay in the rollout's bounded history.
+        st.archive_rollback();
         st.outcome = None;
-        let mut rt = Runtime { rec, st, req, dirty: false, last_save: self.now() };
+        st.active_ms = 0;
+        st.step_active_ms = 0;
+        st.budget_held = false;
+        st.completed_at = None;
+        st.activated_version = None;
+        let was_aborted = rec.state == DeploymentState::Aborted;
+        let mut rt = Runtime::new(rec, st, req, self.now());
         self.readmit(&mut rt, actor).await?;
         {
             let mut s = lock(&self.inner.stats);
             s.active_deployments += 1;
-            s.failed_deployments = s.failed_deployments.saturating_sub(1);
+            if was_aborted {
+                s.aborted_deployments = s.aborted_deployments.saturating_sub(1);
+            } else {
+                s.failed_deployments = s.failed_deployments.saturating_sub(1);
+            }
         }
         let shared: Shared = Arc::new(Mutex::new(rt));
         self.inner
@@ -291,5 +325,164 @@ impl Engine {
                 Err(e) => return Err(super::admission::admission_error(&rt.rec.slot, e)),
             }
         }
+    }
+
+    /// Ends an active rollout as `aborted`: all traffic goes back to the stable config in the
+    /// same write, with no rollback validation; not counted as a rollback.
+    pub(super) async fn abort(&self, rt: &mut Runtime, actor: &str) -> Result<(), EngineError> {
+        rt.st.route = None;
+        rt.st.paused_reason = None;
+        rt.st.awaiting_promotion = false;
+        let stable = rt
+            .st
+            .stable_version
+            .map_or_else(|| "the stable version".into(), |v| format!("version {v}"));
+        rt.st.outcome = Some(format!("aborted by {actor}; {stable} serves all traffic"));
+        self.commit(
+            rt,
+            DeploymentState::Aborted,
+            &format!("aborted by {actor}"),
+            "rollout.abort",
+            actor,
+            None,
+            Value::Null,
+        )
+        .await?;
+        {
+            let mut s = lock(&self.inner.stats);
+            s.active_deployments = s.active_deployments.saturating_sub(1);
+            s.aborted_deployments += 1;
+        }
+        self.notify(
+            "rollout.abort",
+            Severity::Warning,
+            actor,
+            &rt.rec.id,
+            format!("rollout {} of {} aborted by {actor}", rt.rec.id, rt.rec.slot),
+            Value::Null,
+        );
+        Ok(())
+    }
+
+    /// Rolls a completed rollout back within its rollback window: the version it replaced is
+    /// made active again and the candidate's share goes to 0 at once (fast) or steps down
+    /// from 100 % with the restored version as control (gradual). Refused once the window
+    /// has closed, when another rollout holds the slot, or when a later change replaced the
+    /// version the rollout made active.
+    async fn rollback_completed(
+        &self,
+        id: &str,
+        reason: &str,
+        gradual: bool,
+        actor: &str,
+    ) -> Result<RolloutView, EngineError> {
+        let rec = self
+            .store()
+            .get_rollout(id)
+            .await?
+            .ok_or_else(|| EngineError::UnknownRollout(id.into()))?;
+        if rec.state != DeploymentState::Completed {
+            return Err(EngineError::InvalidTransition {
+                action: "rollback".into(),
+                id: id.into(),
+                state: rec.state.to_string(),
+            });
+        }
+        let req: DeploymentRequest = serde_json::from_value(rec.request.clone())
+            .map_err(|e| EngineError::Invalid(format!("stored request: {e}")))?;
+        let st: EngineStatus = serde_json::from_value(rec.status.clone())
+            .map_err(|e| EngineError::Invalid(format!("stored status: {e}")))?;
+        let refuse = |detail: String| EngineError::RollbackRefused { id: id.into(), detail };
+        let now = self.now();
+        let window = req.canary.rollback_window_secs;
+        let Some(done_at) = st.completed_at else {
+            return Err(refuse("it completed before rollback windows were recorded".into()));
+        };
+        let until = plan::secs(window).and_then(|d| done_at.checked_add_signed(d));
+        match until {
+            Some(u) if window > 0 && now <= u => {}
+            _ => {
+                return Err(refuse(format!(
+                    "its rollback window of {window} s (canary.rollback_window_secs) after completion at {done_at} has closed"
+                )));
+            }
+        }
+        let (Some(activated), Some(stable)) = (st.activated_version, st.stable_version) else {
+            return Err(refuse(
+                "its completion made no version active, so there is nothing to roll back".into(),
+            ));
+        };
+        for other in self.all_runtimes() {
+            let g = other.lock().await;
+            if g.rec.slot == rec.slot {
+                return Err(refuse(format!("rollout {} now holds slot {}", g.rec.id, rec.slot)));
+            }
+        }
+        let slot = self.inner.config.get_slot(&rec.slot).await?;
+        if slot.active_version != Some(activated) {
+            return Err(refuse(format!(
+                "version {activated} is no longer the active version of slot {} (now {}): a later change replaced it",
+                rec.slot,
+                slot.active_version.map_or_else(|| "none".into(), |v| v.to_string())
+            )));
+        }
+        let mut rt = Runtime::new(rec, st, req, now);
+        let cand = self.versioned(&rt.rec.slot, activated).await?;
+        let phase = u32::try_from(rt.st.step).unwrap_or(u32::MAX);
+        let mut route = Rollout::canary(&rt.rec.id, cand)
+            .with_share(share(10_000))
+            .with_phase(phase)
+            .with_stickiness(rt.st.settings.stickiness.clone());
+        if let Some(split) = &rt.req.canary.traffic_split
+            && let Ok(s) = serde_json::from_value::<SplitStrategy>(split.clone())
+        {
+            route = route.with_strategy(s);
+        }
+        rt.st.route = Some(route);
+        rt.st.outcome = None;
+        rt.st.stable_version = Some(stable);
+        let shared: Shared = Arc::new(Mutex::new(rt));
+        {
+            let mut map = self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner());
+            if map.contains_key(id) {
+                // Another request is already rolling it back: that one wins.
+                return Err(refuse("a rollback of it is already under way".into()));
+            }
+            map.insert(id.to_owned(), shared.clone());
+        }
+        let mut g = shared.lock().await;
+        let mode = if gradual { RollbackMode::Gradual } else { RollbackMode::Fast };
+        let started = self
+            .start_rollback(
+                &mut g,
+                RollbackReason::Manual { reason: reason.to_owned() },
+                false,
+                mode,
+                actor,
+            )
+            .await;
+        if let Err(e) = started {
+            drop(g);
+            let mut map = self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner());
+            if map.get(id).is_some_and(|r| Arc::ptr_eq(r, &shared)) {
+                map.remove(id);
+            }
+            drop(map);
+            return Err(match e {
+                EngineError::Store(StoreError::AlreadyExists { what }) => {
+                    refuse(format!("{what} now holds the slot"))
+                }
+                other => other,
+            });
+        }
+        {
+            let mut s = lock(&self.inner.stats);
+            s.successful_deployments = s.successful_deployments.saturating_sub(1);
+            s.active_deployments += 1;
+        }
+        let view = RolloutView::new(&g.rec, &g.st);
+        drop(g);
+        self.wake();
+        Ok(view)
     }
 }

@@ -5,6 +5,7 @@
 //! decides), `steps` (entering, advancing and completing steps), `rollback` (fast and gradual
 //! rollback), `manual` (operator actions), `persist` (commits and checkpoints), `reading`
 //! (views and history), `actuator_impl` (the seed's `Actuator` trait) and `clock`.
+//! `budget` holds the clocks of active time and the step and rollout budgets.
 
 use actuator_canary::{Rollout, Share, SplitStrategy, Variant, VersionedConfig};
 use actuator_config::{ApplyRequest, ConfigManager};
@@ -17,10 +18,13 @@ use actuator_core::{
 };
 use actuator_health::{Arm, Decision, HealthConfig, PhaseConfig, RolloutHealth};
 use async_trait::async_trait;
-use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use chrono::{DateTime, Utc};
+use futures::FutureExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify};
@@ -33,6 +37,7 @@ use crate::status::{
 
 mod actuator_impl;
 mod admission;
+mod budget;
 mod clock;
 mod control;
 mod lifecycle;
@@ -63,6 +68,11 @@ pub struct EngineSettings {
     pub validation_min_samples: u64,
     /// Milliseconds a rollback step may take before it is reported as timed out (10000).
     pub rollback_timeout_ms: u64,
+    /// Largest gap between two looks at a rollout that counts fully toward its step and
+    /// rollout clocks, in milliseconds (10000). A longer gap (the process was frozen, the
+    /// machine slept) counts as this much. An engine driven from outside
+    /// ([`Engine::start_driven`]) counts every second its caller moves the clock.
+    pub max_tick_gap_ms: u64,
 }
 
 impl Default for EngineSettings {
@@ -75,6 +85,7 @@ impl Default for EngineSettings {
             validation_secs: 30,
             validation_min_samples: 50,
             rollback_timeout_ms: 10_000,
+            max_tick_gap_ms: 10_000,
         }
     }
 }
@@ -94,6 +105,20 @@ pub(crate) struct Runtime {
     pub(crate) req: DeploymentRequest,
     pub(crate) dirty: bool,
     pub(crate) last_save: DateTime<Utc>,
+    /// When the rollout's clocks were last advanced; `None` after a load, so downtime never
+    /// counts.
+    pub(crate) anchor: Option<DateTime<Utc>>,
+}
+
+impl Runtime {
+    pub(crate) fn new(
+        rec: RolloutRecord,
+        st: EngineStatus,
+        req: DeploymentRequest,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self { rec, st, req, dirty: false, last_save: now, anchor: None }
+    }
 }
 
 pub(crate) type Shared = Arc<Mutex<Runtime>>;
@@ -111,6 +136,15 @@ struct Inner {
     stats: StdMutex<ActuatorStats>,
     loop_task: StdMutex<Option<tokio::task::JoinHandle<()>>>,
     clock: Arc<dyn Clock>,
+    /// The control loop's task is running (or the engine is driven from outside).
+    loop_alive: AtomicBool,
+    /// A stop was asked for: the supervisor does not restart the loop.
+    stopping: AtomicBool,
+    /// How many times the supervisor restarted the loop.
+    loop_restarts: AtomicU64,
+    /// Driven from outside ([`Engine::start_driven`]): the caller moves the clock, and every
+    /// moved second between two passes is active time.
+    driven: AtomicBool,
 }
 
 /// The rollout coordinator. Cheap to clone; all clones share one engine.
@@ -167,6 +201,10 @@ impl Engine {
                 stats: StdMutex::default(),
                 loop_task: StdMutex::new(None),
                 clock,
+                loop_alive: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
+                loop_restarts: AtomicU64::new(0),
+                driven: AtomicBool::new(false),
             }),
         }
     }
@@ -174,6 +212,17 @@ impl Engine {
     /// The time on the engine's clock.
     pub fn now(&self) -> DateTime<Utc> {
         self.inner.clock.now()
+    }
+
+    /// Whether the control loop runs: its task is alive (or the engine is driven from outside
+    /// with [`Engine::run_pass`]). `/readyz` fails when it is not.
+    pub fn loop_alive(&self) -> bool {
+        self.inner.loop_alive.load(Ordering::SeqCst)
+    }
+
+    /// How many times the supervisor restarted a control loop that ended unexpectedly.
+    pub fn loop_restarts(&self) -> u64 {
+        self.inner.loop_restarts.load(Ordering::SeqCst)
     }
 
     /// The settings.

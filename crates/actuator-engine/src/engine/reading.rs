@@ -75,22 +75,33 @@ impl Engine {
         Ok(Page { items, next_cursor: p.next_cursor })
     }
 
-    /// Rollback history, newest first. A page filters one page of rollouts, so it may hold
-    /// fewer than `limit` items; follow `next_cursor` to the end.
+    /// Rollback history, newest first: every rollback of every rollout (a retried rollout
+    /// keeps its earlier ones, up to [`crate::MAX_ROLLBACKS`]). A page covers one page of
+    /// rollouts, so it may hold fewer or more than `limit` items; follow `next_cursor` to the
+    /// end.
     pub async fn rollbacks(&self, page: PageRequest) -> Result<Page<RollbackView>, EngineError> {
         let p = self.store().list_rollouts(RolloutFilter::default(), page).await?;
-        let items = p
-            .items
-            .into_iter()
-            .filter_map(|rec| {
-                let st = serde_json::from_value::<EngineStatus>(rec.status).ok()?;
-                Some(RollbackView {
-                    rollout_id: rec.id,
+        let mut items = Vec::new();
+        for rec in p.items {
+            let st = match self.runtime(&rec.id) {
+                Some(rt) => rt.lock().await.st.clone(),
+                None => match serde_json::from_value::<EngineStatus>(rec.status) {
+                    Ok(st) => st,
+                    Err(_) => continue,
+                },
+            };
+            for rb in st.all_rollbacks() {
+                // Rollouts stored before `aborted` existed recorded an abort as a rollback.
+                if matches!(rb.reason, RollbackReason::Aborted) {
+                    continue;
+                }
+                items.push(RollbackView {
+                    rollout_id: rec.id.clone(),
                     slot: rec.slot.to_string(),
-                    rollback: st.rollback?,
-                })
-            })
-            .collect();
+                    rollback: rb.clone(),
+                });
+            }
+        }
         Ok(Page { items, next_cursor: p.next_cursor })
     }
 

@@ -15,6 +15,11 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let decided = Instant::now();
         let now = self.now();
+        // A completed rollout rolled back within its window: the version it replaced becomes
+        // active again in the same write, and the candidate's share steps down from there.
+        let after_completion = rt.rec.state == DeploymentState::Completed;
+        let activate = if after_completion { rt.st.stable_version } else { None };
+        rt.st.archive_rollback();
         let current = rt.st.route.as_ref().map_or(0, |r| r.share.basis_points());
         let mut remaining: Vec<u16> = match mode {
             RollbackMode::Fast => vec![0],
@@ -40,10 +45,11 @@ impl Engine {
                 control_requests: 0,
                 control_error_rate: None,
             }],
-            next_at: now + ChronoDuration::seconds(i64::try_from(step_secs).unwrap_or(0)),
+            next_at: plan::secs(step_secs).and_then(|d| now.checked_add_signed(d)).unwrap_or(now),
             control_requests: 0,
             control_errors: 0,
             result: None,
+            after_completion,
         });
         if let Some(r) = rt.st.route.as_mut() {
             r.share = share(first);
@@ -68,8 +74,8 @@ impl Engine {
             &why,
             action,
             actor,
-            None,
-            json!({"automatic": automatic, "mode": mode, "rollback_reason": reason}),
+            activate,
+            json!({"automatic": automatic, "mode": mode, "rollback_reason": reason, "after_completion": after_completion}),
         );
         match tokio::time::timeout(limit, fut).await {
             Ok(r) => r?,
@@ -141,7 +147,7 @@ impl Engine {
             } else {
                 self.inner.settings.gradual_step_secs
             };
-            rb.next_at = now + ChronoDuration::seconds(i64::try_from(secs).unwrap_or(0));
+            rb.next_at = plan::secs(secs).and_then(|d| now.checked_add_signed(d)).unwrap_or(now);
             rb.control_requests = 0;
             rb.control_errors = 0;
             if let Some(r) = rt.st.route.as_mut() {
@@ -187,7 +193,7 @@ impl Engine {
             restored_version: rt.st.stable_version,
             mode: rb.mode,
             reason: rb.reason.clone(),
-            duration_ms: (now - rb.decided_at).num_milliseconds() as f64,
+            duration_ms: now.signed_duration_since(rb.decided_at).num_milliseconds().max(0) as f64,
             validated,
             error: None,
             completed_at: now,

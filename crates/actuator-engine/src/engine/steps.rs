@@ -35,8 +35,10 @@ pub(super) fn phase_config(step: &Step, st: &EngineStatus) -> PhaseConfig {
             PhaseConfig::rolling(if frac > 0.0 { frac } else { 1.0 })
         }
     };
-    base.min(step.min_samples, i64::try_from(step.min_secs).unwrap_or(i64::MAX))
-        .max(step.max_samples, step.max_secs.and_then(|s| i64::try_from(s).ok()))
+    // Requests are range-checked at deploy; a rollout stored before the checks is held to
+    // them here, so no duration reaches the analysis that its clock arithmetic cannot hold.
+    let cap = |s: u64| i64::try_from(s.min(plan::MAX_DURATION_SECS)).unwrap_or(0);
+    base.min(step.min_samples, cap(step.min_secs)).max(step.max_samples, step.max_secs.map(cap))
 }
 
 /// Names of the A/B arms other than control: `b` for the candidate, then the extra arms.
@@ -57,6 +59,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         rt.st.step = i;
         rt.st.step_started_at = now;
+        rt.st.step_active_ms = 0;
+        rt.anchor = Some(now);
         let route = self.route_for(rt, i).await?;
         route
             .validate()
@@ -145,9 +149,22 @@ impl Engine {
         action: &str,
         winner: Option<Arm>,
     ) -> Result<(), EngineError> {
+        let next = rt.st.step + 1;
+        self.advance_to(rt, next, actor, reason, action, winner).await
+    }
+
+    /// Moves to step `next`, or completes when there is none.
+    pub(super) async fn advance_to(
+        &self,
+        rt: &mut Runtime,
+        next: usize,
+        actor: &str,
+        reason: &str,
+        action: &str,
+        winner: Option<Arm>,
+    ) -> Result<(), EngineError> {
         rt.st.awaiting_promotion = false;
         rt.st.paused_reason = None;
-        let next = rt.st.step + 1;
         if next >= rt.st.steps.len() || rt.rec.strategy == DeploymentStrategy::AbTest {
             return self.complete(rt, actor, reason, winner).await;
         }
@@ -216,6 +233,8 @@ impl Engine {
         };
         rt.st.route = None;
         rt.st.outcome = Some(outcome.clone());
+        rt.st.completed_at = Some(self.now());
+        rt.st.activated_version = activate;
         // A paused rollout resumes into monitoring first: the machine completes from there.
         if rt.rec.state == DeploymentState::Paused || rt.rec.state == DeploymentState::RollingOut {
             self.commit(

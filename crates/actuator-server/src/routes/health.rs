@@ -17,8 +17,17 @@ async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// The store answers and can take writes.
+/// The store answers and can take writes, and the control loop runs.
 async fn readyz(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
+    if let Some(engine) = st.engine()
+        && !engine.loop_alive()
+    {
+        return Err(ApiError::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the rollout control loop is not running: no rollout is being looked at",
+        ));
+    }
     let head = st.store().audit_head().await.map_err(|e| {
         ApiError::new(
             axum::http::StatusCode::SERVICE_UNAVAILABLE,

@@ -38,6 +38,8 @@ impl From<EngineError> for ApiError {
             EngineError::Config(c) => return c.into(),
             EngineError::Store(s) => return s.into(),
             EngineError::Invalid(_) | EngineError::Core(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            EngineError::OutOfRange { .. } => StatusCode::BAD_REQUEST,
+            EngineError::RollbackRefused { .. } => StatusCode::CONFLICT,
             EngineError::UnknownRollout(_) => StatusCode::NOT_FOUND,
             EngineError::Limit { .. }
             | EngineError::SlotBusy { .. }
@@ -113,6 +115,8 @@ struct ActBody {
     #[serde(default)]
     full: bool,
     #[serde(default)]
+    skip_analysis: bool,
+    #[serde(default)]
     gradual: bool,
     #[serde(default)]
     reason: String,
@@ -138,7 +142,7 @@ async fn act(
     let action = match action.as_str() {
         "pause" => ManualAction::Pause,
         "resume" => ManualAction::Resume,
-        "promote" => ManualAction::Promote { full: b.full },
+        "promote" => ManualAction::Promote { full: b.full, skip_analysis: b.skip_analysis },
         "skip" => ManualAction::Skip,
         "abort" => ManualAction::Abort,
         "retry" => ManualAction::Retry,
