@@ -3,7 +3,7 @@
 
 use actuator_health::{
     AnalysisMode, Arm, CheckStatus, Decision, HaltReason, HealthConfig, HealthError,
-    MarginOverrides, Observation, Outcome, PhaseConfig, PrimaryMetric, QualityUpdate,
+    MarginOverrides, MetricVerdict, Observation, Outcome, PhaseConfig, PrimaryMetric, QualityUpdate,
     RecordOutcome, RolloutHealth, RuleKind,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
@@ -148,7 +148,8 @@ fn equal_canary_is_promoted_only_after_min_samples() {
     assert_eq!(d, Decision::Promote { arm: Arm::Canary }, "after {n} canary requests");
     assert!(n >= 2000, "promoted at {n} < min_samples");
     let ev = h.last_evaluation().expect("looked");
-    assert!(ev.explanation.comparisons[0].metrics.iter().all(|m| m.non_inferior));
+    assert!(ev.explanation.comparisons[0].metrics.iter().all(|m| !m.blocking
+        && matches!(m.verdict, MetricVerdict::NonInferior | MetricVerdict::NotRequired)));
     assert!(ev.explanation.gates.elapsed_secs >= 600);
 }
 
@@ -378,7 +379,7 @@ fn ab_test_picks_the_faster_arm() {
 }
 
 #[test]
-fn no_control_mode_uses_absolute_guard_rails() {
+fn no_control_without_baseline_uses_absolute_slo_guards() {
     let mut bad = RolloutHealth::new(
         "r1",
         "",
@@ -408,7 +409,7 @@ fn no_control_mode_uses_absolute_guard_rails() {
     }
     let Decision::Rollback { rules, .. } = bad_d else { panic!("{bad_d:?}") };
     assert!(
-        rules.iter().any(|r| r.metric == "error_rate" && r.kind == RuleKind::CriticalGuardRail),
+        rules.iter().any(|r| r.metric == "slo:error_rate<=0.01" && r.kind == RuleKind::SloGuard),
         "{rules:?}"
     );
     let healthy = ArmModel { error_rate: 0.001, median_ms: 200.0, sigma: 0.3 };
@@ -441,8 +442,8 @@ fn sample_ratio_mismatch_halts() {
 }
 
 #[test]
-fn guard_rails_compare_against_control_not_just_thresholds() {
-    // p95 is above 1000 ms in BOTH arms: the guard rail watches but does not fire.
+fn slo_guards_compare_against_control_not_just_thresholds() {
+    // p95 is above 1000 ms in BOTH arms: the guard reports that the stable breaks it too.
     let mut h = monitor(PhaseConfig::canary(0.5));
     let mut rng = Rng(31);
     let slow = ArmModel { error_rate: 0.0, median_ms: 900.0, sigma: 0.6 };
@@ -452,10 +453,11 @@ fn guard_rails_compare_against_control_not_just_thresholds() {
     let p95 = ev.explanation.comparisons[0]
         .checks
         .iter()
-        .find(|c| c.check == "p95_latency")
+        .find(|c| c.check == "slo:p95<=1000ms")
         .expect("check");
-    assert_eq!(p95.status, CheckStatus::Watch);
-    assert_eq!(ev.explanation.comparisons[0].checks.len(), 8);
+    assert_eq!(p95.status, CheckStatus::StableBreaks);
+    assert!(p95.stable_breaks && p95.note.as_deref().unwrap_or("").contains("stable breaks"));
+    assert_eq!(ev.explanation.comparisons[0].checks.len(), 6);
 }
 
 #[test]

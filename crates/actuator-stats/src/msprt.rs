@@ -206,6 +206,62 @@ impl HalfNormalMixture {
     }
 }
 
+impl HalfNormalMixture {
+    /// Projection for a pooled (information-weighted) estimate: the total number `n′` of
+    /// current-stage units at which `θ̂ + d(V(n′)) < δ`, where the earlier stages' information
+    /// `info_earlier` stays fixed and the current stage's `info_current` (at `n` units) grows
+    /// in proportion: `V(n′) = 1/(info_earlier + info_current·n′/n)`. This is statistics.md
+    /// §5.8's `d(V·n/n′) = δ − θ̂` for a stratified estimate. `None` when θ̂ ≥ δ, when there is
+    /// no current information, or beyond 10¹⁵ units.
+    pub fn projected_n_pooled(
+        &self,
+        theta: f64,
+        info_earlier: f64,
+        info_current: f64,
+        n: u64,
+        margin: f64,
+        alpha: f64,
+    ) -> Option<u64> {
+        let gap = margin - theta;
+        let ok = gap > 0.0
+            && n > 0
+            && info_current > 0.0
+            && info_current.is_finite()
+            && info_earlier >= 0.0
+            && info_earlier.is_finite();
+        if !ok {
+            return None;
+        }
+        let n0 = n as f64;
+        let width = |np: f64| {
+            self.half_width(1.0 / (info_earlier + info_current * np / n0), alpha).ok()
+        };
+        if width(n0)? < gap {
+            return Some(n);
+        }
+        let (mut lo, mut hi) = (n0, n0 * 2.0);
+        while width(hi)? >= gap {
+            lo = hi;
+            hi *= 2.0;
+            if hi > 1e15 {
+                return None;
+            }
+        }
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if width(mid)? >= gap {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+            if hi - lo < 0.5 {
+                break;
+            }
+        }
+        Some(hi.ceil() as u64)
+    }
+}
+
 /// A closed interval `[lower, upper]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
