@@ -384,6 +384,15 @@ fn ratio(name: &str, v: f64) -> Result<()> {
 }
 
 impl SloGuard {
+    /// Checks the threshold and margin against the kind's range (`quality_range` bounds a
+    /// quality threshold).
+    ///
+    /// # Errors
+    /// [`HealthError::InvalidConfig`] naming the guard.
+    pub fn check(&self, quality_range: (f64, f64)) -> Result<()> {
+        self.validate(0, quality_range)
+    }
+
     fn validate(&self, i: usize, quality_range: (f64, f64)) -> Result<()> {
         let name = format!("slo_guards.guards[{i}]");
         let t = self.threshold;

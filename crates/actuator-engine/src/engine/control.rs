@@ -32,20 +32,12 @@ impl Engine {
         let Some(health) = rt.st.health.as_mut() else { return Ok(()) };
         let eval = health.look(now);
         let mut view = DecisionView::from_eval(&eval);
-        // The seed's triggers, beside the analysis: absolute limits on the candidate's numbers.
-        let failing = eval.explanation.comparisons.iter().any(|c| {
-            c.checks.iter().any(|k| {
-                matches!(
-                    k.status,
-                    actuator_health::CheckStatus::Breach | actuator_health::CheckStatus::Critical
-                )
-            })
-        });
-        rt.st.failing_looks = if failing { rt.st.failing_looks + 1 } else { 0 };
+        // The seed's numeric triggers are SLO guards inside the analysis's budget (see
+        // `health_config`); only the maximum-duration trigger is checked here.
         let max_total = ChronoDuration::seconds(
             i64::try_from(rt.req.canary.max_duration_secs).unwrap_or(i64::MAX / 2),
         );
-        let input = trigger_input(&eval, rt.st.failing_looks, now - rt.st.started_at > max_total);
+        let input = trigger_input(now - rt.st.started_at > max_total);
         let fired = rt.st.settings.triggers.evaluate(&input);
         if let Some(first) = fired.first()
             && (rt.req.canary.auto_rollback
@@ -56,11 +48,6 @@ impl Engine {
             view.reasons = fired.iter().map(|f| f.message.clone()).collect();
             rt.st.last_decision = Some(view);
             let reason = match first.kind {
-                actuator_rollback::TriggerKind::ErrorRate => RollbackReason::HighErrorRate,
-                actuator_rollback::TriggerKind::Latency => RollbackReason::HighLatency,
-                actuator_rollback::TriggerKind::Quality => RollbackReason::QualityDegradation,
-                actuator_rollback::TriggerKind::Cost => RollbackReason::CostOverrun,
-                actuator_rollback::TriggerKind::HealthChecks => RollbackReason::HealthCheckFailed,
                 actuator_rollback::TriggerKind::Timeout => RollbackReason::Timeout,
             };
             let mode = rt.req.rollback_mode;
@@ -123,7 +110,7 @@ impl Engine {
                     .await
                 }
             }
-            Decision::Inconclusive { .. } => match rt.st.settings.inconclusive {
+            Decision::Inconclusive { .. } => match super::steps::inconclusive_policy(rt) {
                 InconclusivePolicy::Hold => {
                     self.pause(rt, &format!("inconclusive: {}", view.reasons.join("; ")), "engine")
                         .await
@@ -182,26 +169,7 @@ impl Engine {
     }
 }
 
-/// The numbers the seed's triggers look at: the worst treatment arm of the evaluation.
-fn trigger_input(
-    eval: &actuator_health::Evaluation,
-    failing_looks: u32,
-    past_max: bool,
-) -> actuator_rollback::TriggerInput {
-    let arms = &eval.explanation.arms;
-    let control = arms.iter().find(|a| a.arm == Arm::Control);
-    let worst = arms
-        .iter()
-        .filter(|a| a.arm != Arm::Control)
-        .max_by(|a, b| a.error_rate.unwrap_or(0.0).total_cmp(&b.error_rate.unwrap_or(0.0)));
-    actuator_rollback::TriggerInput {
-        requests: worst.map_or(0, |a| a.requests),
-        error_rate: worst.and_then(|a| a.error_rate),
-        p99_latency_ms: worst.and_then(|a| a.p99_ms),
-        mean_quality: worst.and_then(|a| a.mean_quality),
-        mean_cost: worst.and_then(|a| a.mean_cost),
-        control_mean_cost: control.and_then(|a| a.mean_cost),
-        consecutive_failures: failing_looks,
-        past_max_duration: past_max,
-    }
+/// What the remaining trigger (maximum duration) looks at.
+const fn trigger_input(past_max: bool) -> actuator_rollback::TriggerInput {
+    actuator_rollback::TriggerInput { past_max_duration: past_max }
 }
