@@ -764,3 +764,53 @@ impl PhaseConfig {
         self.shares.iter().find(|s| &s.arm == arm).map(|s| s.share)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_roles_by_share_and_their_margins() {
+        let cfg = HealthConfig::default();
+        assert_eq!(PhaseConfig::canary(0.01).role, StageRole::Smoke);
+        assert_eq!(PhaseConfig::canary(0.05).role, StageRole::Smoke);
+        assert_eq!(PhaseConfig::canary(0.25).role, StageRole::Prove);
+        assert_eq!(PhaseConfig::rolling(1.0).role, StageRole::Watch);
+        let smoke = PhaseConfig::canary(0.01).resolved_margins(&cfg);
+        // errors: +1 pp or ×2, whichever is coarser
+        assert!((smoke.errors_at(0.003) - 0.01).abs() < 1e-12);
+        assert!((smoke.errors_at(0.05) - 0.05).abs() < 1e-12);
+        assert!((smoke.latency_ln - 1.2f64.ln()).abs() < 1e-12);
+        assert_eq!(PhaseConfig::canary(0.01).unreachable_policy(), UnreachablePolicy::Ignore);
+        let prove = PhaseConfig::canary(0.25).resolved_margins(&cfg);
+        assert!((prove.errors_at(0.05) - 0.005).abs() < 1e-12);
+        assert!((prove.latency_ln - 1.1f64.ln()).abs() < 1e-12);
+        assert!((prove.cost_rel - 0.05).abs() < 1e-12);
+        assert_eq!(PhaseConfig::canary(0.25).unreachable_policy(), UnreachablePolicy::Block);
+        let overridden = PhaseConfig::canary(0.25)
+            .margins(MarginOverrides { errors_ratio: Some(1.5), ..MarginOverrides::default() })
+            .resolved_margins(&cfg);
+        assert!((overridden.errors_at(0.02) - 0.01).abs() < 1e-12);
+    }
+
+    #[test]
+    fn default_weights_follow_the_specification_and_guards_are_checked() {
+        let cfg = HealthConfig::default();
+        assert_eq!(
+            (cfg.errors.weight, cfg.latency.weight, cfg.latency_tail.weight, cfg.cost.weight),
+            (0.4, 0.2, 0.2, 0.1)
+        );
+        cfg.validate().unwrap();
+        let mut dup = cfg.clone();
+        let g = dup.slo_guards.guards[0];
+        dup.slo_guards.guards.push(g);
+        assert!(dup.validate().unwrap_err().to_string().contains("repeats"));
+        let mut bad = cfg;
+        bad.slo_guards.guards[0].threshold = 1.5;
+        assert!(bad.validate().unwrap_err().to_string().contains("slo_guards.guards[0].threshold"));
+        let mut set = SloGuardConfig::seed();
+        let n = set.guards.len();
+        set.add(SloGuard { kind: GuardKind::ErrorRate, threshold: 0.01, margin: 0.005 });
+        assert_eq!(set.guards.len(), n, "same key is not added twice");
+    }
+}

@@ -281,3 +281,118 @@ fn quality_parts(
         enough: true,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// α of one of the six default guards: 0.05 · 0.1 / 6.
+    const ALPHA_G: f64 = 0.05 * 0.1 / 6.0;
+
+    fn arm(errors: u64, requests: u64) -> ArmStats {
+        let mut s = ArmStats::new(&[], 20, 0.005, 2048).unwrap();
+        s.requests = requests;
+        s.errors = errors;
+        s.ok = requests - errors;
+        s
+    }
+
+    fn error_guard() -> SloGuard {
+        SloGuard { kind: GuardKind::ErrorRate, threshold: 0.01, margin: 0.005 }
+    }
+
+    fn input<'a>(t: &'a ArmStats, r: Option<&'a ArmStats>) -> GuardInput<'a> {
+        GuardInput {
+            canary: t,
+            reference: r,
+            canary_exceedance: None,
+            reference_exceedance: None,
+            burn_in: 20,
+            frozen: false,
+        }
+    }
+
+    #[test]
+    fn error_guard_golden() {
+        // Golden values from canary_sim.py: V under the margin null as in `promo_err`,
+        // `msprt_log_lr1(θ̂ − δ, V, tau2_from_mde(δ, α_g))` = 3.539285725681431 and the lower
+        // bound θ̂ − upper_cs_halfwidth(V, τ², α_g) = −0.0016410987815806098 for 60/2000 vs
+        // 20/2000, δ = 0.005, α_g = 0.05·0.1/6. The canary is beyond 1% with confidence
+        // (0.02 − halfwidth = 0.0107 > 0), so the term counts in full.
+        let (t, c) = (arm(60, 2000), arm(20, 2000));
+        let g = evaluate(&error_guard(), ALPHA_G, 0.2, &input(&t, Some(&c)));
+        assert!((g.log_e - 3.539_285_725_681_431).abs() < 1e-6, "{}", g.log_e);
+        let b = g.report.confidence_bound.unwrap();
+        assert!((b - -0.001_641_098_781_580_61).abs() < 1e-7, "{b}");
+        assert_eq!(g.report.status, CheckStatus::Watch, "beyond 1% but not yet significant");
+        assert!(!g.report.stable_breaks);
+        assert_eq!(g.key, "slo:error_rate<=0.01");
+    }
+
+    #[test]
+    fn a_threshold_the_stable_breaks_is_not_blamed_on_the_canary() {
+        // 30/2000 vs 28/2000, both above 1%: canary_sim.py gives log e_b = −1.0893117179943501.
+        let (t, c) = (arm(30, 2000), arm(28, 2000));
+        let g = evaluate(&error_guard(), ALPHA_G, 0.2, &input(&t, Some(&c)));
+        assert_eq!(g.report.status, CheckStatus::StableBreaks);
+        assert!(g.report.note.unwrap().contains("the stable breaks this too"));
+        assert!((g.log_e - -1.089_311_717_994_350_1).abs() < 1e-6, "{}", g.log_e);
+    }
+
+    #[test]
+    fn without_a_reference_the_threshold_itself_is_tested() {
+        let t = arm(200, 1000);
+        let g = evaluate(&error_guard(), ALPHA_G, 0.2, &input(&t, None));
+        assert_eq!(g.report.status, CheckStatus::Breach);
+        assert!(g.log_e > (1.0 / ALPHA_G).ln());
+        let quiet = arm(5, 1000);
+        let g = evaluate(&error_guard(), ALPHA_G, 0.2, &input(&quiet, None));
+        assert_eq!(g.report.status, CheckStatus::Pass);
+    }
+
+    #[test]
+    fn an_empty_reference_gives_no_evidence() {
+        let (t, c) = (arm(500, 1000), arm(0, 0));
+        let g = evaluate(&error_guard(), ALPHA_G, 0.2, &input(&t, Some(&c)));
+        assert_eq!(g.log_e, 0.0);
+        assert_ne!(g.report.status, CheckStatus::Breach);
+    }
+
+    proptest! {
+        /// A guard never counts evidence when canary and reference have identical statistics.
+        #[test]
+        fn identical_statistics_never_give_guard_evidence(
+            n in 1u64..200_000,
+            frac in 0.0f64..1.0,
+            q_n in 2u64..5000,
+            q_mean in 1.0f64..5.0,
+            q_sd in 0.0f64..2.0,
+            cost_mean in 0.0001f64..1.0,
+            cost_sd in 0.0f64..1.0,
+        ) {
+            let x = ((n as f64) * frac).floor() as u64;
+            let mut t = arm(x, n);
+            let qn = q_n as f64;
+            t.quality = RunningStats::from_sums(q_n, q_mean * qn, (q_sd * q_sd + q_mean * q_mean) * qn).unwrap();
+            t.cost = RunningStats::from_sums(q_n, cost_mean * qn, (cost_sd * cost_sd + cost_mean * cost_mean) * qn).unwrap();
+            let c = t.clone();
+            let guards = [
+                error_guard(),
+                SloGuard { kind: GuardKind::SuccessRate, threshold: 0.99, margin: 0.005 },
+                SloGuard { kind: GuardKind::CostIncrease, threshold: 0.10, margin: 0.0 },
+                SloGuard { kind: GuardKind::Quality, threshold: 3.5, margin: 0.1 },
+            ];
+            for g in &guards {
+                let e = evaluate(g, ALPHA_G, 0.2, &input(&t, Some(&c)));
+                prop_assert!(e.log_e <= 1e-12, "{:?}: {}", g.kind, e.log_e);
+                prop_assert_ne!(e.report.status, CheckStatus::Breach);
+            }
+            let ce = ExceedanceCounter::from_counts(1000.0, x, n).unwrap();
+            let lat = SloGuard { kind: GuardKind::Latency { quantile: 0.95 }, threshold: 1000.0, margin: 0.01 };
+            let inp = GuardInput { canary_exceedance: Some(ce), reference_exceedance: Some(ce), ..input(&t, Some(&c)) };
+            let e = evaluate(&lat, ALPHA_G, 0.2, &inp);
+            prop_assert!(e.log_e <= 1e-12, "latency: {}", e.log_e);
+        }
+    }
+}

@@ -208,4 +208,19 @@ mod tests {
         assert!(EvidenceLedger::new(0.05, &[("a".into(), 1.0), ("a".into(), 1.0)]).is_err());
         assert!(EvidenceLedger::new(0.05, &[("a".into(), -1.0)]).is_err());
     }
+
+    #[test]
+    fn absorbed_evidence_continues_the_product() {
+        let mut early = ledger();
+        early.set_current("errors", 3f64.ln()).unwrap();
+        early.close_phase();
+        early.set_current("errors", 2f64.ln()).unwrap();
+        early.close_phase();
+        let mut later = ledger();
+        assert!(later.absorb(&early).is_empty());
+        later.set_current("errors", 5f64.ln()).unwrap();
+        assert!((later.entry("errors").unwrap().log_e() - 30f64.ln()).abs() < 1e-12);
+        let other = EvidenceLedger::new(0.05, &[("gone".into(), 1.0)]).unwrap();
+        assert_eq!(later.absorb(&other), vec!["gone".to_string()]);
+    }
 }

@@ -381,6 +381,21 @@ mod tests {
         assert_eq!(mix.projected_n(Estimate::new(0.01, 1e-5).unwrap(), 10, 0.005, 0.05), None);
     }
 
+    #[test]
+    fn pooled_projection_golden() {
+        // canary_sim.py: bisection on upper_cs_halfwidth(1/(I_e + I_c·n'/n), tau2_from_mde(0.005))
+        // for θ̂ = 0.001, I_e = 1/4e-6, I_c = 1/2e-5 at n = 1000, δ = 0.005: n' = 4881.8.
+        let mix = HalfNormalMixture::for_mde(0.005, 0.05, 0.2).unwrap();
+        let n = mix.projected_n_pooled(0.001, 1.0 / 4e-6, 1.0 / 2e-5, 1000, 0.005, 0.05).unwrap();
+        assert!((4881..=4883).contains(&n), "{n}");
+        // Without earlier stages it is the plain projection.
+        let est = Estimate::new(0.001, 2e-5).unwrap();
+        let a = mix.projected_n(est, 1000, 0.005, 0.05).unwrap();
+        let b = mix.projected_n_pooled(0.001, 0.0, 1.0 / 2e-5, 1000, 0.005, 0.05).unwrap();
+        assert!(a.abs_diff(b) <= 1, "{a} vs {b}");
+        assert_eq!(mix.projected_n_pooled(0.006, 0.0, 1e5, 1000, 0.005, 0.05), None);
+    }
+
     /// splitmix64 + Box–Muller, for reproducible coverage checks.
     fn normals(seed: u64, n: usize) -> Vec<f64> {
         let mut x = seed;
