@@ -662,4 +662,54 @@ mod tests {
         r.canary.phases = vec![];
         assert!(r.validate().unwrap_err().to_string().contains("1 to 20 phases"));
     }
+
+    #[test]
+    fn phases_take_role_defaults_and_old_requests_still_parse() {
+        let r = req(serde_json::json!({
+            "slot": "chat", "candidate": {"version": 1}, "strategy": "canary",
+            "canary": {"phases": [{"traffic_percent": 1, "min_samples": 10}]}
+        }))
+        .unwrap();
+        r.validate().unwrap();
+        assert_eq!(r.canary.phases[0].effective_role(), PhaseRole::Smoke);
+        assert_eq!(r.canary.phases[0].margins, PhaseMargins::default());
+        let d = CanaryConfig::default();
+        let roles: Vec<PhaseRole> = d.phases.iter().map(CanaryPhase::effective_role).collect();
+        assert_eq!(
+            roles,
+            [
+                PhaseRole::Smoke,
+                PhaseRole::Smoke,
+                PhaseRole::Prove,
+                PhaseRole::Prove,
+                PhaseRole::Watch
+            ]
+        );
+        assert_eq!(d.phases[0].min_samples, 500);
+        assert_eq!(d.phases[2].min_duration_secs, 1800);
+    }
+
+    #[test]
+    fn phase_analysis_fields_are_range_checked() {
+        let base =
+            serde_json::json!({"slot": "chat", "candidate": {"version": 1}, "strategy": "canary"});
+        let with = |phase: Value| {
+            let mut j = base.clone();
+            j["canary"] = serde_json::json!({"phases": [phase]});
+            req(j).unwrap().validate()
+        };
+        let e = with(serde_json::json!({"traffic_percent": 5, "margins": {"latency_ratio": 0.9}}));
+        assert!(e.unwrap_err().to_string().contains("margins.latency_ratio"));
+        let e = with(serde_json::json!({"traffic_percent": 5, "role": "watch"}));
+        assert!(e.unwrap_err().to_string().contains("role watch"));
+        let e = with(serde_json::json!({"traffic_percent": 100, "role": "prove"}));
+        assert!(e.unwrap_err().to_string().contains("needs a control"));
+        with(serde_json::json!({"traffic_percent": 5, "role": "prove", "unreachable": "ignore",
+            "on_inconclusive": "promote_if_no_alarm", "margins": {"errors_abs": 0.02, "errors_ratio": 2}}))
+        .unwrap();
+        let mut j = base.clone();
+        j["canary"] =
+            serde_json::json!({"phases": [{"traffic_percent": 5, "margins": {"colour": 1}}]});
+        assert!(req(j).is_err());
+    }
 }

@@ -739,7 +739,9 @@ impl PhaseConfig {
     pub fn resolved_margins(&self, cfg: &HealthConfig) -> ResolvedMargins {
         let o = self.margins;
         let (errors_abs, errors_ratio, lat, cost, quality, tail_at_mde) = match self.role {
-            StageRole::Smoke => (0.01_f64.max(cfg.errors.promote_margin_abs), Some(2.0), 1.2, 1.2, 0.25, true),
+            StageRole::Smoke => {
+                (0.01_f64.max(cfg.errors.promote_margin_abs), Some(2.0), 1.2, 1.2, 0.25, true)
+            }
             StageRole::Prove | StageRole::Watch => (
                 cfg.errors.promote_margin_abs,
                 None,

@@ -22,8 +22,7 @@ use serde::{Deserialize, Serialize};
 use crate::aggregate::{ArmStats, Clean};
 use crate::baseline::{Baseline, Handover};
 use crate::config::{
-    AnalysisMode, GuardKind, HealthConfig, PhaseConfig, PrimaryMetric, StageRole,
-    UnreachablePolicy,
+    AnalysisMode, GuardKind, HealthConfig, PhaseConfig, PrimaryMetric, StageRole, UnreachablePolicy,
 };
 use crate::decision::{
     ArmComparison, ArmSummary, BenefitReport, CheckReport, CheckStatus, ClassicalReport, Decision,
@@ -520,8 +519,12 @@ impl RolloutHealth {
         self.baseline = handover.baseline;
         let config = self.phase.config.clone();
         let reference = self.baseline.as_ref().map(|b| b.stable.clone());
-        self.phase =
-            self.build_phase(handover.next_phase, config, self.phase.started_at, reference.as_ref())?;
+        self.phase = self.build_phase(
+            handover.next_phase,
+            config,
+            self.phase.started_at,
+            reference.as_ref(),
+        )?;
         Ok(self)
     }
 
@@ -708,7 +711,6 @@ impl RolloutHealth {
         }
         report
     }
-
 
     fn alpha_m(&self, ti: usize, key: &str) -> f64 {
         self.treatments[ti].ledger.alpha_for(key).unwrap_or(self.config.alpha_rollback_total)
@@ -1055,7 +1057,6 @@ impl RolloutHealth {
         })
     }
 
-
     fn summaries(&self) -> Vec<ArmSummary> {
         self.arms
             .iter()
@@ -1142,7 +1143,6 @@ impl RolloutHealth {
         }
         None
     }
-
 
     /// Evaluates the rollout at time `now` and returns the decision with its explanation.
     ///
@@ -1292,9 +1292,9 @@ impl RolloutHealth {
         let entry = &t.ledger.entries()[mi];
         let alpha = entry.weight * t.ledger.alpha_total();
         let pooled = t.strat[mi].combined_with(e.promo);
-        let lower = pooled.zip(e.lower_mix).and_then(|(p, m)| {
-            m.half_width(p.variance, alpha).ok().and_then(|d| fin(p.theta - d))
-        });
+        let lower = pooled
+            .zip(e.lower_mix)
+            .and_then(|(p, m)| m.half_width(p.variance, alpha).ok().and_then(|d| fin(p.theta - d)));
         let upper = pooled.zip(e.promo_mix).and_then(|(p, m)| {
             m.half_width(p.variance, self.config.alpha_promote).ok().and_then(|d| fin(p.theta + d))
         });
@@ -1305,7 +1305,8 @@ impl RolloutHealth {
         };
         let mut additional = None;
         if !non_inferior
-            && let (Some(p), Some(cur), Some(mix), Some(d)) = (pooled, e.promo, e.promo_mix, e.margin)
+            && let (Some(p), Some(cur), Some(mix), Some(d)) =
+                (pooled, e.promo, e.promo_mix, e.margin)
             && cur.variance > 0.0
             && e.units > 0
         {
@@ -1589,7 +1590,11 @@ fn rollback_rules(comp: &ArmComparison) -> Vec<FiredRule> {
             .max_by(|a, b| a.0.total_cmp(&b.0));
         if let Some((_, name, value)) = metric_top {
             rules.push(FiredRule {
-                kind: if name.starts_with("slo:") { RuleKind::SloGuard } else { RuleKind::Sequential },
+                kind: if name.starts_with("slo:") {
+                    RuleKind::SloGuard
+                } else {
+                    RuleKind::Sequential
+                },
                 metric: name.to_string(),
                 value,
                 threshold: Some(comp.log_threshold.exp()),
@@ -1625,7 +1630,12 @@ struct Projection {
 
 /// Canary requests the phase's budget still allows: the smaller of the request budget and
 /// the time budget at the current rate. `None` when the phase has no budget.
-fn remaining_budget(pc: &PhaseConfig, samples: u64, elapsed: i64, rate: Option<f64>) -> Option<f64> {
+fn remaining_budget(
+    pc: &PhaseConfig,
+    samples: u64,
+    elapsed: i64,
+    rate: Option<f64>,
+) -> Option<f64> {
     let by_samples = pc.max_samples.map(|m| m.saturating_sub(samples) as f64);
     let by_time = pc.max_duration_secs.map(|m| {
         let left = m.saturating_sub(elapsed).max(0) as f64;

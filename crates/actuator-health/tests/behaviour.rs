@@ -3,8 +3,8 @@
 
 use actuator_health::{
     AnalysisMode, Arm, CheckStatus, Decision, HaltReason, HealthConfig, HealthError,
-    MarginOverrides, MetricVerdict, Observation, Outcome, PhaseConfig, PrimaryMetric, QualityUpdate,
-    RecordOutcome, RolloutHealth, RuleKind, StageRole,
+    MarginOverrides, MetricVerdict, Observation, Outcome, PhaseConfig, PrimaryMetric,
+    QualityUpdate, RecordOutcome, RolloutHealth, RuleKind, StageRole,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
@@ -659,7 +659,10 @@ fn full_step_rolls_back_doubled_errors_against_the_frozen_baseline() {
     let worse = ArmModel { error_rate: 0.04, ..BASE };
     let d = run_alone(&mut h, &mut rng, worse, 100, t0() + Duration::hours(1));
     let Decision::Rollback { rules, .. } = d else { panic!("expected rollback, got {d:?}") };
-    assert!(rules.iter().any(|r| r.metric == "errors" || r.metric.starts_with("slo:")), "{rules:?}");
+    assert!(
+        rules.iter().any(|r| r.metric == "errors" || r.metric.starts_with("slo:")),
+        "{rules:?}"
+    );
 }
 
 #[test]
@@ -743,9 +746,11 @@ fn unreachable_metric_is_ignored_in_a_smoke_stage_and_blocks_a_prove_stage() {
     // 600 canary requests of budget cannot show errors non-inferior at +0.5 pp (prove) or
     // at +1 pp; latency and cost can. Smoke (ignore) promotes, prove (block) ends inconclusive.
     let phase = |role| {
-        PhaseConfig::canary(0.5).role(role).min(500, 0).max(Some(600), None).margins(
-            MarginOverrides { errors_abs: Some(0.005), ..MarginOverrides::default() },
-        )
+        PhaseConfig::canary(0.5)
+            .role(role)
+            .min(500, 0)
+            .max(Some(600), None)
+            .margins(MarginOverrides { errors_abs: Some(0.005), ..MarginOverrides::default() })
     };
     let mut smoke = monitor(phase(StageRole::Smoke));
     let (d, _) = run(&mut smoke, &mut Rng(13), 0.5, BASE, BASE, 10);

@@ -37,7 +37,9 @@ impl ExceedanceCounter {
     /// when `exceed > n`.
     pub fn from_counts(threshold: f64, exceed: u64, n: u64) -> Result<Self> {
         if exceed > n {
-            return Err(StatsError::InconsistentCounts(format!("{exceed} exceedances in {n} values")));
+            return Err(StatsError::InconsistentCounts(format!(
+                "{exceed} exceedances in {n} values"
+            )));
         }
         Ok(Self { threshold: check_positive("threshold", threshold)?, n, exceed })
     }

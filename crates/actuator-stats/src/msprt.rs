@@ -233,9 +233,8 @@ impl HalfNormalMixture {
             return None;
         }
         let n0 = n as f64;
-        let width = |np: f64| {
-            self.half_width(1.0 / (info_earlier + info_current * np / n0), alpha).ok()
-        };
+        let width =
+            |np: f64| self.half_width(1.0 / (info_earlier + info_current * np / n0), alpha).ok();
         if width(n0)? < gap {
             return Some(n);
         }

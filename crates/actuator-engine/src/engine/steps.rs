@@ -19,9 +19,8 @@ pub(super) fn health_config(
         ..HealthConfig::default()
     };
     let seed = actuator_health::SloGuardConfig::seed();
-    let margin_of = |kind: GuardKind| {
-        seed.guards.iter().find(|g| g.kind == kind).map_or(0.005, |g| g.margin)
-    };
+    let margin_of =
+        |kind: GuardKind| seed.guards.iter().find(|g| g.kind == kind).map_or(0.005, |g| g.margin);
     let p95 = GuardKind::Latency { quantile: 0.95 };
     let p99 = GuardKind::Latency { quantile: 0.99 };
     let mut guards = vec![
