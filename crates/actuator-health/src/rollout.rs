@@ -952,8 +952,13 @@ impl RolloutHealth {
                 }
             }
             _ => {
-                let mut e =
-                    empty(METRIC_QUALITY, "fewer scores than clt_burn_in in one arm", q_optional);
+                // Below clt_burn_in judged scores per arm quality cannot be tested yet; unless
+                // it is required, it does not hold promotion until there are enough.
+                let mut e = empty(
+                    METRIC_QUALITY,
+                    "fewer judged scores than clt_burn_in in one arm",
+                    q_optional || !cfg.quality.required_for_promotion,
+                );
                 e.units = pair.map_or(0, |(t, _)| t.quality.count());
                 e
             }
