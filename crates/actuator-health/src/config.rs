@@ -279,8 +279,10 @@ pub struct HealthConfig {
     /// Quality test.
     pub quality: QualityMetricConfig,
     /// SLO guards (the seed's checks and triggers), inside the rollback budget.
+    #[serde(default = "SloGuardConfig::seed")]
     pub slo_guards: SloGuardConfig,
     /// Requests per arm (canary and control) before any promotion; gates promotion only.
+    #[serde(default = "default_min_sample_size")]
     pub min_sample_size: u64,
     /// Catastrophic guard.
     pub hard_guard: HardGuardConfig,
@@ -299,6 +301,10 @@ pub struct HealthConfig {
     pub sketch_relative_accuracy: f64,
     /// Maximum bins per sketch.
     pub sketch_max_bins: u32,
+}
+
+const fn default_min_sample_size() -> u64 {
+    100
 }
 
 impl Default for HealthConfig {

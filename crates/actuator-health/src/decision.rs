@@ -61,7 +61,8 @@ pub enum RuleKind {
     Sequential,
     /// The weighted e-average reached 1/α_total and this SLO guard is significant by itself:
     /// the canary is beyond the threshold and confidently worse than the reference by its
-    /// margin (inside the same budget).
+    /// margin (inside the same budget). Records of the former guard rails read as this.
+    #[serde(alias = "guard_rail", alias = "critical_guard_rail")]
     SloGuard,
     /// The catastrophic hard guard (e.g. ≥ 50% errors over ≥ 20 requests), outside the budget.
     Catastrophic,
@@ -114,13 +115,14 @@ pub enum HaltReason {
 }
 
 /// Where one metric stands on the way to promotion.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MetricVerdict {
     /// The upper bound is below the margin.
     NonInferior,
     /// Not yet non-inferior; the projection says it can get there within the stage budget
     /// (or the stage has no budget).
+    #[default]
     Pending,
     /// Not yet non-inferior and the projection needs more than the stage's remaining budget.
     Unreachable,
@@ -208,6 +210,7 @@ pub struct MetricReport {
     /// are centred on it, so the interval always contains it.
     pub estimate: Option<f64>,
     /// This stage's own estimate (the one the stage's e-value is computed from).
+    #[serde(default)]
     pub phase_estimate: Option<f64>,
     /// Always-valid lower bound of the pooled estimate (rollback side, level α_m).
     pub lower: Option<f64>,
@@ -228,13 +231,17 @@ pub struct MetricReport {
     /// `upper < margin`.
     pub non_inferior: bool,
     /// Where the metric stands on the way to promotion.
+    #[serde(default)]
     pub verdict: MetricVerdict,
     /// Whether it holds promotion in this stage.
+    #[serde(default)]
     pub blocking: bool,
     /// Further canary requests until the upper bound would fall below the margin if the
     /// estimate stayed where it is (statistics.md §5.8); `None` when beyond the margin.
+    #[serde(default)]
     pub additional_requests: Option<u64>,
     /// The same in seconds at the current canary traffic.
+    #[serde(default)]
     pub eta_secs: Option<f64>,
     /// Why a number is missing, or what threshold was used.
     pub note: Option<String>,
@@ -250,6 +257,7 @@ pub enum CheckStatus {
     Watch,
     /// Beyond the threshold with confidence and confidently worse than the reference by the
     /// margin: the guard's e-value alone reaches 1/α_guard.
+    #[serde(alias = "critical")]
     Breach,
     /// The canary is beyond the threshold, and so is the stable: not blamed on the canary.
     StableBreaks,
@@ -277,12 +285,16 @@ pub struct CheckReport {
     pub status: CheckStatus,
     /// ln of the guard's term in the e-average (capped at 0 while the canary is not beyond
     /// the threshold with confidence).
+    #[serde(default)]
     pub log_e: f64,
     /// The guard's share of α_total.
+    #[serde(default)]
     pub alpha: f64,
     /// The stable breaks the threshold too.
+    #[serde(default)]
     pub stable_breaks: bool,
     /// The reference used, and "the stable breaks this too" when it does.
+    #[serde(default)]
     pub note: Option<String>,
 }
 
