@@ -1642,9 +1642,10 @@ fn remaining_budget(
     rate: Option<f64>,
 ) -> Option<f64> {
     let by_samples = pc.max_samples.map(|m| m.saturating_sub(samples) as f64);
-    let by_time = pc.max_duration_secs.map(|m| {
+    // Without a measured rate the time budget in requests is unknown, not zero.
+    let by_time = pc.max_duration_secs.zip(rate).map(|(m, r)| {
         let left = m.saturating_sub(elapsed).max(0) as f64;
-        rate.map_or(0.0, |r| left * r)
+        left * r
     });
     match (by_samples, by_time) {
         (Some(a), Some(b)) => Some(a.min(b)),

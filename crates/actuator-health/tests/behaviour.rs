@@ -836,3 +836,28 @@ mod decision_properties {
         }
     }
 }
+
+#[test]
+fn an_unknown_traffic_rate_never_makes_a_metric_unreachable() {
+    // All requests arrive before the first look at elapsed 0 s: the time budget in requests
+    // is unknown, so nothing may be waved through as "unreachable" in a smoke stage.
+    let phase =
+        PhaseConfig::canary(0.5).role(StageRole::Smoke).min(200, 0).max(None, Some(3600)).margins(
+            MarginOverrides {
+                errors_abs: Some(0.002),
+                errors_ratio: Some(1.01),
+                ..MarginOverrides::default()
+            },
+        );
+    let mut h = monitor(phase);
+    let mut rng = Rng(15);
+    let clean = ArmModel { error_rate: 0.0, ..BASE };
+    for i in 0..600u64 {
+        let arm = if i % 2 == 0 { Arm::Canary } else { Arm::Control };
+        h.record(&obs(&mut rng, i, arm, clean)).expect("valid");
+    }
+    let ev = h.look(t0());
+    let errors = ev.explanation.comparisons[0].metrics.iter().find(|m| m.metric == "errors");
+    assert_ne!(errors.map(|m| m.verdict), Some(MetricVerdict::Unreachable), "{errors:?}");
+    assert_ne!(ev.decision, Decision::Promote { arm: Arm::Canary });
+}
