@@ -381,6 +381,11 @@ pub struct Explanation {
     /// What keeps the rollout in its stage (the longest-projected item), when something does.
     #[serde(default)]
     pub holding: Option<Holding>,
+    /// Rollback delays in force at this look, each with its reason (burn-in of the
+    /// normal-approximation tests, tail tests waiting for a frozen threshold). The error test,
+    /// the SLO guards on rates and the catastrophic guard have none.
+    #[serde(default)]
+    pub delays: Vec<String>,
 }
 
 /// A decision with its explanation.

@@ -1179,8 +1179,14 @@ impl RolloutHealth {
         let projection = Projection { rate, remaining, policy: pc.unreachable_policy() };
 
         let mut comparisons = Vec::new();
+        let mut delays: Vec<String> = Vec::new();
         for ti in 0..self.treatments.len() {
             let evals = self.evaluate_metrics(ti);
+            for d in self.burn_in_delays(&evals) {
+                if !delays.contains(&d) {
+                    delays.push(d);
+                }
+            }
             let guard_evals = self.guard_evals(ti);
             for e in &evals {
                 // keys were registered at construction; a failure here would be a bug, so ignore
@@ -1261,6 +1267,7 @@ impl RolloutHealth {
             gates,
             role: pc.role,
             holding,
+            delays,
         };
         let record = HealthRecord {
             at: now,
@@ -1281,6 +1288,29 @@ impl RolloutHealth {
         let evaluation = Evaluation { decision, explanation };
         self.last = Some(evaluation.clone());
         evaluation
+    }
+
+    /// The rollback delays in force at this look, with their reason: metrics whose test
+    /// waits for `clt_burn_in` values per arm, and tail tests without a frozen threshold.
+    fn burn_in_delays(&self, evals: &[MetricEval]) -> Vec<String> {
+        let burn = self.config.clt_burn_in.max(2);
+        let mut out = Vec::new();
+        for e in evals.iter().filter(|e| e.key != METRIC_ERRORS && e.harm.is_none()) {
+            let no_threshold =
+                self.phase.tail.iter().any(|t| t.key == e.key && t.threshold_ms.is_none());
+            if no_threshold {
+                out.push(format!(
+                    "{}: no rollback evidence in this phase; its threshold must be frozen from data the phase does not test (a previous phase or baseline_tail_thresholds_ms)",
+                    e.key
+                ));
+            } else if e.units < burn && !e.optional {
+                out.push(format!(
+                    "{}: no rollback evidence until {burn} values per arm (clt_burn_in); the plug-in variance of fewer values is unreliable",
+                    e.key
+                ));
+            }
+        }
+        out
     }
 
     /// One metric's report: the pooled estimate with the pooled confidence sequence around

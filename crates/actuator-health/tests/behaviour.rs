@@ -861,3 +861,25 @@ fn an_unknown_traffic_rate_never_makes_a_metric_unreachable() {
     assert_ne!(errors.map(|m| m.verdict), Some(MetricVerdict::Unreachable), "{errors:?}");
     assert_ne!(ev.decision, Decision::Promote { arm: Arm::Canary });
 }
+
+#[test]
+fn remaining_rollback_delays_are_listed_with_their_reason() {
+    let mut h = monitor(PhaseConfig::canary(0.5));
+    let mut rng = Rng(16);
+    for i in 0..20u64 {
+        let arm = if i % 2 == 0 { Arm::Canary } else { Arm::Control };
+        h.record(&obs(&mut rng, i, arm, BASE)).expect("valid");
+    }
+    let ev = h.look(t0());
+    let delays = ev.explanation.delays.join("\n");
+    assert!(delays.contains("latency: no rollback evidence until 20 values"), "{delays}");
+    assert!(delays.contains("tail:q0.95") && delays.contains("frozen"), "{delays}");
+    assert!(!delays.contains("errors"), "the error test has no burn-in: {delays}");
+    let _ = run(&mut h, &mut rng, 0.5, BASE, BASE, 2);
+    let ev = h.last_evaluation().expect("looked");
+    assert!(
+        !ev.explanation.delays.iter().any(|d| d.starts_with("latency")),
+        "{:?}",
+        ev.explanation.delays
+    );
+}
