@@ -4,6 +4,7 @@ mod bad_input;
 mod chaos;
 mod cli;
 mod crash;
+mod decisions;
 mod hardening;
 mod observations;
 mod ofrep;

@@ -83,17 +83,157 @@ pub struct CanaryPhase {
     /// After this many seconds the phase's analysis is inconclusive.
     #[serde(default = "defaults::max_duration")]
     pub max_duration_secs: u64,
+    /// What the phase is for; `None`: smoke below 10%, prove below 100%, watch at 100%.
+    #[serde(default)]
+    pub role: Option<PhaseRole>,
+    /// Promotion margins of the phase; unset fields take the role's defaults.
+    #[serde(default)]
+    pub margins: PhaseMargins,
+    /// What a metric that cannot reach a verdict within the phase's budget does to promotion;
+    /// `None`: `ignore` for smoke and watch phases, `block` for prove phases.
+    #[serde(default)]
+    pub unreachable: Option<UnreachableMetric>,
+    /// What the phase does when its budget is spent without a decision; `None`: the
+    /// rollout's `settings.inconclusive`.
+    #[serde(default)]
+    pub on_inconclusive: Option<PhaseInconclusive>,
+}
+
+/// What a canary phase is for (docs/statistics.md, "Stages with roles").
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseRole {
+    /// Catch crashes and large regressions with coarse margins.
+    Smoke,
+    /// Prove fine non-inferiority.
+    Prove,
+    /// No control (the 100% phase): watch against the stable's frozen numbers.
+    Watch,
+}
+
+impl PhaseRole {
+    /// The role a phase at `traffic_percent` gets when none is given.
+    pub fn for_percent(traffic_percent: f64) -> Self {
+        if traffic_percent >= 100.0 {
+            Self::Watch
+        } else if traffic_percent < 10.0 {
+            Self::Smoke
+        } else {
+            Self::Prove
+        }
+    }
+}
+
+/// Promotion margins of one phase. Each is optional; unset ones take the role's default
+/// (smoke: errors +1 pp or ×2, latency ×1.2, cost ×1.2; prove: errors +0.5 pp, latency ×1.1,
+/// cost ×1.05, quality −0.1).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PhaseMargins {
+    /// Absolute error-rate margin, in (0, 1).
+    pub errors_abs: Option<f64>,
+    /// Error-rate margin as a ratio of the control's rate, in (1, 100].
+    pub errors_ratio: Option<f64>,
+    /// Latency margin as a ratio of geometric means, in (1, 10].
+    pub latency_ratio: Option<f64>,
+    /// Cost margin as a ratio of mean costs, in (1, 10].
+    pub cost_ratio: Option<f64>,
+    /// Quality margin in score points, in (0, 4].
+    pub quality_abs: Option<f64>,
+}
+
+/// What a metric that cannot reach a verdict within the phase's budget does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnreachableMetric {
+    /// It holds the phase.
+    Block,
+    /// It is reported and does not hold the phase (unless its estimate is beyond the margin).
+    Ignore,
+}
+
+/// What an inconclusive phase does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PhaseInconclusive {
+    /// Pause and alert.
+    Hold,
+    /// Promote, provided no alarm fired.
+    PromoteIfNoAlarm,
+    /// Roll back.
+    Rollback,
 }
 
 impl CanaryPhase {
-    /// A phase at `traffic_percent` with the default duration and sample limits.
+    /// A phase at `traffic_percent` with the defaults of its role (statistics.md §5.8):
+    /// below 10% (smoke) 500 canary requests and 10 min at 1%, 1,000 and 15 min at 5%, at
+    /// most 2 h / 4 h; 25–50% (prove) 1,000 requests, 30 min, at most 8 h; 100% (watch)
+    /// 1,000 requests, 10 min, at most 1 h.
     pub fn at(traffic_percent: f64) -> Self {
+        let (min_samples, min_duration_secs, max_duration_secs) =
+            match PhaseRole::for_percent(traffic_percent) {
+                PhaseRole::Smoke if traffic_percent < 2.0 => (500, 600, 2 * 3600),
+                PhaseRole::Smoke => (1000, 900, 4 * 3600),
+                PhaseRole::Prove => (1000, 1800, 8 * 3600),
+                PhaseRole::Watch => (1000, 600, 3600),
+            };
         Self {
             traffic_percent,
-            min_duration_secs: defaults::min_duration(),
-            min_samples: defaults::min_samples(),
-            max_duration_secs: defaults::max_duration(),
+            min_duration_secs,
+            min_samples,
+            max_duration_secs,
+            role: None,
+            margins: PhaseMargins::default(),
+            unreachable: None,
+            on_inconclusive: None,
         }
+    }
+
+    /// The phase's role: the one given, or the default for its share.
+    pub fn effective_role(&self) -> PhaseRole {
+        self.role.unwrap_or_else(|| PhaseRole::for_percent(self.traffic_percent))
+    }
+
+    /// Checks the analysis fields of phase `i` (role, margins): every margin in its range,
+    /// the watch role exactly at 100%.
+    ///
+    /// # Errors
+    /// [`CoreError::InvalidRequest`] naming the field and the range.
+    pub fn validate_analysis(&self, i: usize) -> Result<(), CoreError> {
+        let full = self.traffic_percent >= 100.0;
+        match (self.role, full) {
+            (Some(PhaseRole::Watch), false) => {
+                return Err(CoreError::InvalidRequest(format!(
+                    "phase {i}: role watch is for the 100% phase only; phases below 100% compare with control (smoke or prove)"
+                )));
+            }
+            (Some(r @ (PhaseRole::Smoke | PhaseRole::Prove)), true) => {
+                return Err(CoreError::InvalidRequest(format!(
+                    "phase {i}: role {r:?} needs a control, and the 100% phase has none; use watch or leave role unset"
+                )));
+            }
+            _ => {}
+        }
+        let m = &self.margins;
+        let checks: [(&str, Option<f64>, f64, f64, bool); 5] = [
+            ("errors_abs", m.errors_abs, 0.0, 1.0, false),
+            ("errors_ratio", m.errors_ratio, 1.0, 100.0, true),
+            ("latency_ratio", m.latency_ratio, 1.0, 10.0, true),
+            ("cost_ratio", m.cost_ratio, 1.0, 10.0, true),
+            ("quality_abs", m.quality_abs, 0.0, 4.0, true),
+        ];
+        for (name, v, lo, hi, hi_inclusive) in checks {
+            if let Some(v) = v {
+                let ok = v.is_finite() && v > lo && (v < hi || (hi_inclusive && v == hi));
+                if !ok {
+                    let close = if hi_inclusive { ']' } else { ')' };
+                    return Err(CoreError::InvalidRequest(format!(
+                        "phase {i}: margins.{name} must be in ({lo}, {hi}{close}, got {v}"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -319,6 +459,9 @@ impl DeploymentRequest {
     /// manager validates against the slot).
     pub fn validate(&self) -> Result<(), CoreError> {
         self.canary.validate()?;
+        for (i, p) in self.canary.phases.iter().enumerate() {
+            p.validate_analysis(i)?;
+        }
         self.success_criteria.validate()?;
         if self.actor.trim().is_empty() {
             return Err(CoreError::InvalidRequest("actor must not be empty".into()));
@@ -531,5 +674,55 @@ mod tests {
         assert!(r.validate().unwrap_err().to_string().contains("rise strictly"));
         r.canary.phases = vec![];
         assert!(r.validate().unwrap_err().to_string().contains("1 to 20 phases"));
+    }
+
+    #[test]
+    fn phases_take_role_defaults_and_old_requests_still_parse() {
+        let r = req(serde_json::json!({
+            "slot": "chat", "candidate": {"version": 1}, "strategy": "canary",
+            "canary": {"phases": [{"traffic_percent": 1, "min_samples": 10}]}
+        }))
+        .unwrap();
+        r.validate().unwrap();
+        assert_eq!(r.canary.phases[0].effective_role(), PhaseRole::Smoke);
+        assert_eq!(r.canary.phases[0].margins, PhaseMargins::default());
+        let d = CanaryConfig::default();
+        let roles: Vec<PhaseRole> = d.phases.iter().map(CanaryPhase::effective_role).collect();
+        assert_eq!(
+            roles,
+            [
+                PhaseRole::Smoke,
+                PhaseRole::Smoke,
+                PhaseRole::Prove,
+                PhaseRole::Prove,
+                PhaseRole::Watch
+            ]
+        );
+        assert_eq!(d.phases[0].min_samples, 500);
+        assert_eq!(d.phases[2].min_duration_secs, 1800);
+    }
+
+    #[test]
+    fn phase_analysis_fields_are_range_checked() {
+        let base =
+            serde_json::json!({"slot": "chat", "candidate": {"version": 1}, "strategy": "canary"});
+        let with = |phase: Value| {
+            let mut j = base.clone();
+            j["canary"] = serde_json::json!({"phases": [phase]});
+            req(j).unwrap().validate()
+        };
+        let e = with(serde_json::json!({"traffic_percent": 5, "margins": {"latency_ratio": 0.9}}));
+        assert!(e.unwrap_err().to_string().contains("margins.latency_ratio"));
+        let e = with(serde_json::json!({"traffic_percent": 5, "role": "watch"}));
+        assert!(e.unwrap_err().to_string().contains("role watch"));
+        let e = with(serde_json::json!({"traffic_percent": 100, "role": "prove"}));
+        assert!(e.unwrap_err().to_string().contains("needs a control"));
+        with(serde_json::json!({"traffic_percent": 5, "role": "prove", "unreachable": "ignore",
+            "on_inconclusive": "promote_if_no_alarm", "margins": {"errors_abs": 0.02, "errors_ratio": 2}}))
+        .unwrap();
+        let mut j = base.clone();
+        j["canary"] =
+            serde_json::json!({"phases": [{"traffic_percent": 5, "margins": {"colour": 1}}]});
+        assert!(req(j).is_err());
     }
 }

@@ -108,9 +108,6 @@ pub struct EngineStatus {
     pub paused_reason: Option<String>,
     /// Whether the analysis said promote while auto-promotion is off.
     pub awaiting_promotion: bool,
-    /// Looks in a row with a failing guard-rail check.
-    #[serde(default)]
-    pub failing_looks: u32,
     /// Bounded transition history.
     pub transitions: VecDeque<Transition>,
     /// The rollback, if one happened.
@@ -160,7 +157,6 @@ impl EngineStatus {
             last_decision: None,
             paused_reason: None,
             awaiting_promotion: false,
-            failing_looks: 0,
             transitions: VecDeque::new(),
             rollback: None,
             errors: VecDeque::new(),
@@ -225,29 +221,40 @@ pub struct DecisionView {
     pub rule: String,
     /// When.
     pub at: DateTime<Utc>,
-    /// The rules that fired or the gates that hold, with their numbers.
+    /// The rules that fired or what holds the stage, with their numbers.
     pub reasons: Vec<String>,
+    /// What holds the rollout in its stage: a metric (`errors`, `latency`, ...),
+    /// `min_samples`, `min_duration` or `halt`; `None` when nothing does.
+    #[serde(default)]
+    pub holding: Option<String>,
+    /// Further canary requests until the holding item is decided, when projectable.
+    #[serde(default)]
+    pub projected_requests: Option<u64>,
+    /// Seconds until then at the current canary traffic, when projectable.
+    #[serde(default)]
+    pub projected_secs: Option<f64>,
 }
 
 impl DecisionView {
     pub(crate) fn from_eval(e: &Evaluation) -> Self {
-        let reasons = match &e.decision {
+        let holding = e.explanation.holding.as_ref();
+        let mut reasons: Vec<String> = match &e.decision {
             Decision::Rollback { rules, .. } => rules.iter().map(|r| r.message.clone()).collect(),
             Decision::Inconclusive { needed } => needed
                 .iter()
-                .map(|n| {
-                    format!(
-                        "{} on {}: about {} more requests needed",
-                        n.metric,
-                        n.arm,
-                        n.additional_requests.map_or("?".into(), |x| x.to_string())
-                    )
+                .map(|n| match n.additional_requests {
+                    Some(x) => format!(
+                        "{} on {}: about {x} more canary requests needed at the current estimate",
+                        n.metric, n.arm
+                    ),
+                    None => format!(
+                        "{} on {}: the estimate is at or beyond the margin, so more requests will not show non-inferiority unless it improves",
+                        n.metric, n.arm
+                    ),
                 })
                 .collect(),
             Decision::Halt { reason } => vec![serde_json::to_string(reason).unwrap_or_default()],
-            Decision::Promote { arm } => {
-                vec![format!("{arm} is non-inferior on every metric and the gates are met")]
-            }
+            Decision::Promote { .. } => vec![e.explanation.rule.clone()],
             Decision::Continue => {
                 let g = &e.explanation.gates;
                 vec![format!(
@@ -256,11 +263,19 @@ impl DecisionView {
                 )]
             }
         };
+        if let Some(h) = holding
+            && !matches!(e.decision, Decision::Halt { .. })
+        {
+            reasons.push(format!("holding: {}", h.reason));
+        }
         Self {
             kind: e.decision.kind().to_owned(),
             rule: e.explanation.rule.clone(),
             at: e.explanation.at,
             reasons,
+            holding: holding.map(|h| h.what.clone()),
+            projected_requests: holding.and_then(|h| h.additional_requests),
+            projected_secs: holding.and_then(|h| h.eta_secs),
         }
     }
 }
@@ -295,8 +310,12 @@ pub struct MetricView {
     pub arm: String,
     /// The metric.
     pub metric: String,
-    /// Estimated difference (candidate worse is positive).
+    /// Estimated difference (candidate worse is positive), pooled over the stages so far;
+    /// `lower` and `upper` are centred on it.
     pub estimate: Option<f64>,
+    /// This stage's own estimate.
+    #[serde(default)]
+    pub phase_estimate: Option<f64>,
     /// Lower bound.
     pub lower: Option<f64>,
     /// Upper bound.
@@ -309,6 +328,19 @@ pub struct MetricView {
     pub significant: bool,
     /// ln of the e-value carried over the whole rollout.
     pub log_e_total: f64,
+    /// Where the metric stands: `non_inferior`, `pending`, `unreachable`, `beyond_margin`,
+    /// `not_required`.
+    #[serde(default)]
+    pub verdict: Option<actuator_health::MetricVerdict>,
+    /// Whether it holds promotion in this stage.
+    #[serde(default)]
+    pub blocking: bool,
+    /// Further canary requests to show non-inferiority at the current estimate.
+    #[serde(default)]
+    pub additional_requests: Option<u64>,
+    /// The same in seconds at the current canary traffic.
+    #[serde(default)]
+    pub eta_secs: Option<f64>,
 }
 
 /// A rollback as listed in the history.
@@ -419,12 +451,17 @@ impl RolloutView {
                             arm: c.arm.label().to_owned(),
                             metric: m.metric.clone(),
                             estimate: m.estimate,
+                            phase_estimate: m.phase_estimate,
                             lower: m.lower,
                             upper: m.upper,
                             margin: m.margin,
                             non_inferior: m.non_inferior,
                             significant: m.significant,
                             log_e_total: m.log_e_total,
+                            verdict: Some(m.verdict),
+                            blocking: m.blocking,
+                            additional_requests: m.additional_requests,
+                            eta_secs: m.eta_secs,
                         })
                     })
                     .collect()

@@ -122,45 +122,117 @@ pub struct QualityMetricConfig {
     pub required_for_promotion: bool,
 }
 
-/// The seed's eight checks, kept as absolute guard rails.
-///
-/// A check *breaches* when the canary's own number violates the threshold **and** the canary
-/// is worse than control beyond `margin` with always-valid confidence (level `alpha`). Without
-/// a control, the second condition becomes "worse than the threshold itself with confidence".
-/// `consecutive_failures` breaching looks roll back; a *critical* breach (`critical_factor`
-/// times the threshold) rolls back at once.
+/// What an SLO guard watches.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct GuardRailConfig {
-    /// Turn all guard rails on or off.
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum GuardKind {
+    /// Error events (errors + timeouts) per request must stay at or below `threshold`.
+    ErrorRate,
+    /// Successful requests per request must stay at or above `threshold`.
+    SuccessRate,
+    /// The `quantile` of latency must stay at or below `threshold` ms; tested as "the share
+    /// of requests above `threshold` ms stays at or below 1 − `quantile`".
+    Latency {
+        /// The quantile (0.95 for p95).
+        quantile: f64,
+    },
+    /// Mean cost per request must not rise more than `threshold` (0.10 = +10%) over the
+    /// reference (control, or the frozen baseline).
+    CostIncrease,
+    /// Mean quality score must stay at or above `threshold`.
+    Quality,
+}
+
+/// One SLO guard: an absolute threshold of the seed's checks, tested with anytime-valid
+/// confidence inside the rollback budget.
+///
+/// The guard's e-value counts towards a rollback only when the canary is beyond `threshold`
+/// with anytime-valid confidence **and**, where a reference exists (control, or the stable's
+/// numbers frozen from the last compared phase), the canary is confidently worse than the
+/// reference by more than `margin`. A threshold the stable itself breaks is reported as such.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct SloGuard {
+    /// What is watched.
+    #[serde(flatten)]
+    pub kind: GuardKind,
+    /// The threshold (a rate, ms, a relative increase, or score points by kind).
+    pub threshold: f64,
+    /// How much worse than the reference the canary must be (absolute rate, share of
+    /// requests above the latency threshold, or score points; unused for cost, whose
+    /// threshold is already relative to the reference).
+    pub margin: f64,
+}
+
+impl SloGuard {
+    /// The guard's name in reports and in the ledger (`slo:error_rate<=0.01`, ...).
+    pub fn key(&self) -> String {
+        match self.kind {
+            GuardKind::ErrorRate => format!("slo:error_rate<={}", self.threshold),
+            GuardKind::SuccessRate => format!("slo:success_rate>={}", self.threshold),
+            GuardKind::Latency { quantile } => {
+                format!("slo:p{}<={}ms", quantile_label(quantile), self.threshold)
+            }
+            GuardKind::CostIncrease => format!("slo:cost_increase<={}", self.threshold),
+            GuardKind::Quality => format!("slo:quality>={}", self.threshold),
+        }
+    }
+}
+
+fn quantile_label(q: f64) -> String {
+    let pct = q * 100.0;
+    if (pct - pct.round()).abs() < 1e-9 { format!("{pct:.0}") } else { format!("{pct}") }
+}
+
+/// The SLO guards and the share of the rollback budget they spend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SloGuardConfig {
+    /// Turn all SLO guards on or off.
     pub enabled: bool,
-    /// Minimum success rate (ok / requests).
-    pub min_success_rate: f64,
-    /// Maximum error rate (errors + timeouts).
-    pub max_error_rate: f64,
-    /// Maximum p95 latency (ms).
-    pub max_p95_ms: f64,
-    /// Maximum p99 latency (ms).
-    pub max_p99_ms: f64,
-    /// Maximum relative cost increase over control (0.10 = +10%).
-    pub max_cost_increase: f64,
-    /// Minimum mean quality.
-    pub min_quality: f64,
-    /// Minimum canary (and control) sample size; gates promotion, never rollback.
-    pub min_sample_size: u64,
-    /// Breaching looks in a row before a rollback.
-    pub consecutive_failures: u32,
-    /// A breach this many times beyond the threshold is critical (immediate rollback).
-    pub critical_factor: f64,
-    /// Level of the always-valid confirmation.
-    pub alpha: f64,
-    /// Comparative margin for success and error rates (absolute).
-    pub rate_margin: f64,
-    /// Comparative margin on the exceedance of the p95 threshold (absolute).
-    pub p95_exceedance_margin: f64,
-    /// Comparative margin on the exceedance of the p99 threshold (absolute).
-    pub p99_exceedance_margin: f64,
-    /// Comparative margin for quality (points).
-    pub quality_margin: f64,
+    /// Share of α_total carved out for the guards (split equally among them); the
+    /// comparative metrics share the rest by their weights.
+    pub weight: f64,
+    /// The guards (at most 16).
+    pub guards: Vec<SloGuard>,
+}
+
+impl SloGuardConfig {
+    /// The seed's checks with the seed's thresholds: errors ≤ 1%, success ≥ 99%, p95 ≤ 1000
+    /// ms, p99 ≤ 2000 ms, cost ≤ +10% over the reference, quality ≥ 3.5.
+    pub fn seed() -> Self {
+        Self {
+            enabled: true,
+            weight: 0.1,
+            guards: vec![
+                SloGuard { kind: GuardKind::ErrorRate, threshold: 0.01, margin: 0.005 },
+                SloGuard { kind: GuardKind::SuccessRate, threshold: 0.99, margin: 0.005 },
+                SloGuard {
+                    kind: GuardKind::Latency { quantile: 0.95 },
+                    threshold: 1000.0,
+                    margin: 0.01,
+                },
+                SloGuard {
+                    kind: GuardKind::Latency { quantile: 0.99 },
+                    threshold: 2000.0,
+                    margin: 0.005,
+                },
+                SloGuard { kind: GuardKind::CostIncrease, threshold: 0.10, margin: 0.0 },
+                SloGuard { kind: GuardKind::Quality, threshold: 3.5, margin: 0.1 },
+            ],
+        }
+    }
+
+    /// Adds `guard` unless a guard with the same key exists.
+    pub fn add(&mut self, guard: SloGuard) {
+        let key = guard.key();
+        if !self.guards.iter().any(|g| g.key() == key) {
+            self.guards.push(guard);
+        }
+    }
+
+    /// The guards that take part (none when disabled or given no weight).
+    pub fn active(&self) -> &[SloGuard] {
+        if self.enabled && self.weight > 0.0 { &self.guards } else { &[] }
+    }
 }
 
 /// Catastrophic hard guard: not statistical, for disasters.
@@ -206,8 +278,12 @@ pub struct HealthConfig {
     pub cost: CostMetricConfig,
     /// Quality test.
     pub quality: QualityMetricConfig,
-    /// Guard rails (the seed's checks).
-    pub guard_rails: GuardRailConfig,
+    /// SLO guards (the seed's checks and triggers), inside the rollback budget.
+    #[serde(default = "SloGuardConfig::seed")]
+    pub slo_guards: SloGuardConfig,
+    /// Requests per arm (canary and control) before any promotion; gates promotion only.
+    #[serde(default = "default_min_sample_size")]
+    pub min_sample_size: u64,
     /// Catastrophic guard.
     pub hard_guard: HardGuardConfig,
     /// SRM and missing-data guards.
@@ -227,6 +303,10 @@ pub struct HealthConfig {
     pub sketch_max_bins: u32,
 }
 
+const fn default_min_sample_size() -> u64 {
+    100
+}
+
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
@@ -235,19 +315,19 @@ impl Default for HealthConfig {
             alpha_ab: 0.05,
             power_for_tau: 0.8,
             errors: ErrorMetricConfig {
-                weight: 0.5,
+                weight: 0.4,
                 mde_ratio: 2.0,
                 tolerance_ratio: 1.0,
                 mde_abs: 0.01,
                 promote_margin_abs: 0.005,
             },
             latency: LatencyMetricConfig {
-                weight: 0.15,
+                weight: 0.2,
                 mde_ratio: 1.2,
                 promote_margin_ratio: 1.10,
             },
             latency_tail: TailMetricConfig {
-                weight: 0.15,
+                weight: 0.2,
                 quantiles: vec![0.95, 0.99],
                 mde_abs: vec![0.04, 0.01],
                 promote_margin_abs: vec![0.02, 0.005],
@@ -267,23 +347,8 @@ impl Default for HealthConfig {
                 promote_margin_abs: 0.1,
                 required_for_promotion: false,
             },
-            guard_rails: GuardRailConfig {
-                enabled: true,
-                min_success_rate: 0.99,
-                max_error_rate: 0.01,
-                max_p95_ms: 1000.0,
-                max_p99_ms: 2000.0,
-                max_cost_increase: 0.10,
-                min_quality: 3.5,
-                min_sample_size: 100,
-                consecutive_failures: 3,
-                critical_factor: 2.0,
-                alpha: 0.01,
-                rate_margin: 0.005,
-                p95_exceedance_margin: 0.01,
-                p99_exceedance_margin: 0.005,
-                quality_margin: 0.1,
-            },
+            slo_guards: SloGuardConfig::seed(),
+            min_sample_size: 100,
             hard_guard: HardGuardConfig { enabled: true, error_rate: 0.5, min_requests: 20 },
             srm: SrmConfig { enabled: true, alpha: 0.001, missing_data_min_expected: 50 },
             clt_burn_in: 20,
@@ -321,6 +386,49 @@ fn ratio(name: &str, v: f64) -> Result<()> {
         Ok(())
     } else {
         Err(bad(format!("{name} = {v}; use a ratio above 1 (1.1 = +10%)")))
+    }
+}
+
+impl SloGuard {
+    /// Checks the threshold and margin against the kind's range (`quality_range` bounds a
+    /// quality threshold).
+    ///
+    /// # Errors
+    /// [`HealthError::InvalidConfig`] naming the guard.
+    pub fn check(&self, quality_range: (f64, f64)) -> Result<()> {
+        self.validate(0, quality_range)
+    }
+
+    fn validate(&self, i: usize, quality_range: (f64, f64)) -> Result<()> {
+        let name = format!("slo_guards.guards[{i}]");
+        let t = self.threshold;
+        let ok = match self.kind {
+            GuardKind::ErrorRate | GuardKind::SuccessRate => t.is_finite() && t > 0.0 && t < 1.0,
+            GuardKind::Latency { quantile } => {
+                prob(&format!("{name}.quantile"), quantile)?;
+                t.is_finite() && t > 0.0
+            }
+            GuardKind::CostIncrease => t.is_finite() && t > 0.0 && t <= 100.0,
+            GuardKind::Quality => t.is_finite() && t >= quality_range.0 && t <= quality_range.1,
+        };
+        if !ok {
+            return Err(bad(format!(
+                "{name}.threshold = {t} is out of range for {:?} (rates in (0, 1), latency in ms > 0, cost increase in (0, 100], quality inside quality.range)",
+                self.kind
+            )));
+        }
+        let m = self.margin;
+        let margin_ok = match self.kind {
+            GuardKind::CostIncrease => m.is_finite() && m >= 0.0,
+            GuardKind::Quality => m.is_finite() && m > 0.0,
+            _ => m.is_finite() && m > 0.0 && m < 1.0,
+        };
+        if !margin_ok {
+            return Err(bad(format!(
+                "{name}.margin = {m}; use a value in (0, 1) for rates and latency shares, > 0 for quality"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -380,24 +488,19 @@ impl HealthConfig {
         }
         pos("quality.mde_abs", self.quality.mde_abs)?;
         pos("quality.promote_margin_abs", self.quality.promote_margin_abs)?;
-        let g = &self.guard_rails;
-        prob("guard_rails.min_success_rate", g.min_success_rate)?;
-        prob("guard_rails.max_error_rate", g.max_error_rate)?;
-        pos("guard_rails.max_p95_ms", g.max_p95_ms)?;
-        pos("guard_rails.max_p99_ms", g.max_p99_ms)?;
-        pos("guard_rails.max_cost_increase", g.max_cost_increase)?;
-        if !(g.min_quality.is_finite() && g.min_quality >= lo && g.min_quality <= hi) {
-            return Err(bad("guard_rails.min_quality must lie inside quality.range"));
+        let g = &self.slo_guards;
+        if !(g.weight.is_finite() && g.weight >= 0.0 && g.weight < 1.0) {
+            return Err(bad(format!("slo_guards.weight = {}; use a value in [0, 1)", g.weight)));
         }
-        if g.consecutive_failures == 0 {
-            return Err(bad("guard_rails.consecutive_failures must be at least 1"));
+        if g.guards.len() > 16 {
+            return Err(bad("slo_guards.guards: use at most 16 guards"));
         }
-        ratio("guard_rails.critical_factor", g.critical_factor)?;
-        prob("guard_rails.alpha", g.alpha)?;
-        prob("guard_rails.rate_margin", g.rate_margin)?;
-        prob("guard_rails.p95_exceedance_margin", g.p95_exceedance_margin)?;
-        prob("guard_rails.p99_exceedance_margin", g.p99_exceedance_margin)?;
-        pos("guard_rails.quality_margin", g.quality_margin)?;
+        for (i, s) in g.guards.iter().enumerate() {
+            s.validate(i, self.quality.range)?;
+            if g.guards[..i].iter().any(|o| o.key() == s.key()) {
+                return Err(bad(format!("slo_guards.guards[{i}] repeats the guard {}", s.key())));
+            }
+        }
         prob("hard_guard.error_rate", self.hard_guard.error_rate)?;
         if !(1..=128).contains(&self.hard_guard.min_requests) {
             return Err(bad("hard_guard.min_requests must be between 1 and 128"));
@@ -429,17 +532,103 @@ pub struct ArmShare {
     pub share: f64,
 }
 
-/// Per-phase overrides of the promotion margins (statistics.md §5.8).
+/// What a stage is for (statistics.md §5.8).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageRole {
+    /// Small shares (below 10%): catch crashes and large regressions. Coarse promotion
+    /// margins (errors +1 pp or ×2, latency ×1.2, cost ×1.2, tails at their MDE); quality is
+    /// never required; a metric that cannot reach a verdict within the stage's budget does
+    /// not block (policy `ignore`).
+    Smoke,
+    /// Larger shares: prove fine non-inferiority (errors +0.5 pp, latency ×1.1, cost +5%,
+    /// quality −0.1, tails at their configured margins); a metric that cannot reach a verdict
+    /// within the budget blocks (policy `block`).
+    #[default]
+    Prove,
+    /// No concurrent control (the 100% step, rolling, immediate, blue-green): watch for
+    /// regressions against the stable's frozen numbers (or absolute SLOs) and pass once the
+    /// minimums are met without an alarm. Nothing is proven here; it was proven on the way up.
+    Watch,
+}
+
+impl StageRole {
+    /// The default role of a canary stage at `share` of traffic: smoke below 10%, prove
+    /// below 100%, watch at 100%.
+    pub fn for_share(share: f64) -> Self {
+        if share >= 1.0 {
+            Self::Watch
+        } else if share < 0.10 {
+            Self::Smoke
+        } else {
+            Self::Prove
+        }
+    }
+
+    /// The default policy for metrics that cannot reach a verdict within the stage's budget.
+    pub const fn default_unreachable(self) -> UnreachablePolicy {
+        match self {
+            Self::Smoke | Self::Watch => UnreachablePolicy::Ignore,
+            Self::Prove => UnreachablePolicy::Block,
+        }
+    }
+}
+
+/// What a metric that cannot reach a verdict within the stage's budget does to promotion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnreachablePolicy {
+    /// It holds the stage (the stage ends inconclusive when its budget is spent).
+    #[default]
+    Block,
+    /// It is reported as unreachable and does not hold the stage, provided its estimate is
+    /// below the margin (a metric whose estimate is at or beyond its margin always holds).
+    Ignore,
+}
+
+/// Per-phase overrides of the promotion margins (statistics.md §5.8). `None` takes the
+/// stage role's default.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 pub struct MarginOverrides {
     /// Error-rate margin (absolute).
     pub errors_abs: Option<f64>,
+    /// Error-rate margin as a ratio of the control's rate (2.0 = ×2); the margin used is the
+    /// larger of the absolute and the relative one.
+    #[serde(default)]
+    pub errors_ratio: Option<f64>,
     /// Latency margin (ratio).
     pub latency_ratio: Option<f64>,
     /// Cost margin (ratio).
     pub cost_ratio: Option<f64>,
     /// Quality margin (points).
     pub quality_abs: Option<f64>,
+}
+
+/// The promotion margins a stage uses, resolved from its role, the configuration and the
+/// overrides, each on its test's scale.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ResolvedMargins {
+    /// Absolute error-rate margin.
+    pub errors_abs: f64,
+    /// Relative error-rate margin (ratio), if any.
+    pub errors_ratio: Option<f64>,
+    /// ln of the latency ratio.
+    pub latency_ln: f64,
+    /// Relative cost margin (0.05 = +5%).
+    pub cost_rel: f64,
+    /// Quality margin in points.
+    pub quality_abs: f64,
+    /// Tail margins are raised to the tail MDEs (smoke stages).
+    pub tail_at_mde: bool,
+}
+
+impl ResolvedMargins {
+    /// The error-rate margin at a control rate of `control_rate`: the larger of the absolute
+    /// margin and `(ratio − 1) × control_rate`.
+    pub fn errors_at(&self, control_rate: f64) -> f64 {
+        let rel = self.errors_ratio.map_or(0.0, |r| (r - 1.0) * control_rate.max(0.0));
+        self.errors_abs.max(rel)
+    }
 }
 
 /// One phase of the rollout.
@@ -460,6 +649,13 @@ pub struct PhaseConfig {
     /// Tail thresholds (ms), one per configured quantile, for phases with no previous control
     /// sketch (e.g. from a pre-rollout baseline window). Ignored when a previous phase exists.
     pub baseline_tail_thresholds_ms: Option<Vec<f64>>,
+    /// What the stage is for.
+    #[serde(default)]
+    pub role: StageRole,
+    /// What a metric that cannot reach a verdict within the budget does; `None` takes the
+    /// role's default.
+    #[serde(default)]
+    pub unreachable: Option<UnreachablePolicy>,
 }
 
 impl PhaseConfig {
@@ -472,15 +668,19 @@ impl PhaseConfig {
             max_duration_secs: None,
             margins: MarginOverrides::default(),
             baseline_tail_thresholds_ms: None,
+            role: StageRole::Prove,
+            unreachable: None,
         }
     }
 
-    /// A canary phase with canary share `share` (control gets the rest).
+    /// A canary phase with canary share `share` (control gets the rest), with the role
+    /// [`StageRole::for_share`] gives.
     pub fn canary(share: f64) -> Self {
         Self::with_shares(vec![
             ArmShare { arm: Arm::Control, share: 1.0 - share },
             ArmShare { arm: Arm::Canary, share },
         ])
+        .role(StageRole::for_share(share))
     }
 
     /// A shadow phase (control and shadow, no shares).
@@ -491,9 +691,9 @@ impl PhaseConfig {
         ])
     }
 
-    /// A rolling (no-control) phase at `share` of traffic.
+    /// A rolling (no-control) phase at `share` of traffic (role [`StageRole::Watch`]).
     pub fn rolling(share: f64) -> Self {
-        Self::with_shares(vec![ArmShare { arm: Arm::Canary, share }])
+        Self::with_shares(vec![ArmShare { arm: Arm::Canary, share }]).role(StageRole::Watch)
     }
 
     /// An A/B phase: `control_share` for control, the named arms share the rest equally.
@@ -522,8 +722,103 @@ impl PhaseConfig {
         self
     }
 
+    /// Sets the stage role.
+    #[must_use]
+    pub const fn role(mut self, role: StageRole) -> Self {
+        self.role = role;
+        self
+    }
+
+    /// Sets the margin overrides.
+    #[must_use]
+    pub const fn margins(mut self, margins: MarginOverrides) -> Self {
+        self.margins = margins;
+        self
+    }
+
+    /// The policy for metrics that cannot reach a verdict within the budget.
+    pub fn unreachable_policy(&self) -> UnreachablePolicy {
+        self.unreachable.unwrap_or_else(|| self.role.default_unreachable())
+    }
+
+    /// The promotion margins of this stage.
+    pub fn resolved_margins(&self, cfg: &HealthConfig) -> ResolvedMargins {
+        let o = self.margins;
+        let (errors_abs, errors_ratio, lat, cost, quality, tail_at_mde) = match self.role {
+            StageRole::Smoke => {
+                (0.01_f64.max(cfg.errors.promote_margin_abs), Some(2.0), 1.2, 1.2, 0.25, true)
+            }
+            StageRole::Prove | StageRole::Watch => (
+                cfg.errors.promote_margin_abs,
+                None,
+                cfg.latency.promote_margin_ratio,
+                cfg.cost.promote_margin_ratio,
+                cfg.quality.promote_margin_abs,
+                false,
+            ),
+        };
+        ResolvedMargins {
+            errors_abs: o.errors_abs.unwrap_or(errors_abs),
+            errors_ratio: o.errors_ratio.or(errors_ratio),
+            latency_ln: o.latency_ratio.unwrap_or(lat).ln(),
+            cost_rel: o.cost_ratio.unwrap_or(cost) - 1.0,
+            quality_abs: o.quality_abs.unwrap_or(quality),
+            tail_at_mde,
+        }
+    }
+
     /// The share of `arm`, if present.
     pub fn share_of(&self, arm: &Arm) -> Option<f64> {
         self.shares.iter().find(|s| &s.arm == arm).map(|s| s.share)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stage_roles_by_share_and_their_margins() {
+        let cfg = HealthConfig::default();
+        assert_eq!(PhaseConfig::canary(0.01).role, StageRole::Smoke);
+        assert_eq!(PhaseConfig::canary(0.05).role, StageRole::Smoke);
+        assert_eq!(PhaseConfig::canary(0.25).role, StageRole::Prove);
+        assert_eq!(PhaseConfig::rolling(1.0).role, StageRole::Watch);
+        let smoke = PhaseConfig::canary(0.01).resolved_margins(&cfg);
+        // errors: +1 pp or ×2, whichever is coarser
+        assert!((smoke.errors_at(0.003) - 0.01).abs() < 1e-12);
+        assert!((smoke.errors_at(0.05) - 0.05).abs() < 1e-12);
+        assert!((smoke.latency_ln - 1.2f64.ln()).abs() < 1e-12);
+        assert_eq!(PhaseConfig::canary(0.01).unreachable_policy(), UnreachablePolicy::Ignore);
+        let prove = PhaseConfig::canary(0.25).resolved_margins(&cfg);
+        assert!((prove.errors_at(0.05) - 0.005).abs() < 1e-12);
+        assert!((prove.latency_ln - 1.1f64.ln()).abs() < 1e-12);
+        assert!((prove.cost_rel - 0.05).abs() < 1e-12);
+        assert_eq!(PhaseConfig::canary(0.25).unreachable_policy(), UnreachablePolicy::Block);
+        let overridden = PhaseConfig::canary(0.25)
+            .margins(MarginOverrides { errors_ratio: Some(1.5), ..MarginOverrides::default() })
+            .resolved_margins(&cfg);
+        assert!((overridden.errors_at(0.02) - 0.01).abs() < 1e-12);
+    }
+
+    #[test]
+    fn default_weights_follow_the_specification_and_guards_are_checked() {
+        let cfg = HealthConfig::default();
+        assert_eq!(
+            (cfg.errors.weight, cfg.latency.weight, cfg.latency_tail.weight, cfg.cost.weight),
+            (0.4, 0.2, 0.2, 0.1)
+        );
+        cfg.validate().unwrap();
+        let mut dup = cfg.clone();
+        let g = dup.slo_guards.guards[0];
+        dup.slo_guards.guards.push(g);
+        assert!(dup.validate().unwrap_err().to_string().contains("repeats"));
+        let mut bad = cfg;
+        bad.slo_guards.guards[0].threshold = 1.5;
+        assert!(bad.validate().unwrap_err().to_string().contains("slo_guards.guards[0].threshold"));
+        let mut set = SloGuardConfig::seed();
+        let n = set.guards.len();
+        set.add(SloGuard { kind: GuardKind::ErrorRate, threshold: 0.01, margin: 0.005 });
+        assert_eq!(set.guards.len(), n, "same key is not added twice");
     }
 }

@@ -11,8 +11,11 @@ use crate::observation::Arm;
 pub enum Decision {
     /// Keep watching.
     Continue,
-    /// Promote `arm`: non-inferior on every metric and the phase minimums are met (canary,
-    /// shadow, rolling), or `arm` won the A/B test on the primary metric.
+    /// Promote `arm`: non-inferior on every metric that holds the stage and the phase
+    /// minimums are met (canary, shadow), the watch passed without an alarm (no control), or
+    /// `arm` won the A/B test: better on the primary metric and non-inferior on every other
+    /// metric. In an A/B test `arm` may be [`Arm::Control`]: every other arm is confidently
+    /// worse on the primary metric, so the stable config stays.
     Promote {
         /// The arm to promote.
         arm: Arm,
@@ -53,13 +56,15 @@ impl Decision {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RuleKind {
-    /// The weighted e-average reached 1/α_total (anytime-valid, one budget).
+    /// The weighted e-average reached 1/α_total (anytime-valid, one budget); the rule names
+    /// a comparative metric.
     Sequential,
-    /// A guard rail breached for `consecutive_failures` looks in a row.
-    GuardRail,
-    /// A guard rail breached critically (beyond `critical_factor` × threshold).
-    CriticalGuardRail,
-    /// The catastrophic hard guard (e.g. ≥ 50% errors over ≥ 20 requests).
+    /// The weighted e-average reached 1/α_total and this SLO guard is significant by itself:
+    /// the canary is beyond the threshold and confidently worse than the reference by its
+    /// margin (inside the same budget). Records of the former guard rails read as this.
+    #[serde(alias = "guard_rail", alias = "critical_guard_rail")]
+    SloGuard,
+    /// The catastrophic hard guard (e.g. ≥ 50% errors over ≥ 20 requests), outside the budget.
     Catastrophic,
 }
 
@@ -107,6 +112,40 @@ pub enum HaltReason {
         /// Judged requests per arm.
         judged: Vec<(Arm, u64)>,
     },
+}
+
+/// Where one metric stands on the way to promotion.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MetricVerdict {
+    /// The upper bound is below the margin.
+    NonInferior,
+    /// Not yet non-inferior; the projection says it can get there within the stage budget
+    /// (or the stage has no budget).
+    #[default]
+    Pending,
+    /// Not yet non-inferior and the projection needs more than the stage's remaining budget.
+    Unreachable,
+    /// The estimate is at or beyond the margin: more data will not show non-inferiority
+    /// unless the estimate improves.
+    BeyondMargin,
+    /// Not required in this stage (no data by design, quality in a smoke stage, the watch).
+    NotRequired,
+}
+
+/// What keeps the rollout in its stage, with a projection at the current traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Holding {
+    /// The metric (`errors`, `latency`, ...), or `min_samples`, `min_duration`, `halt`.
+    pub what: String,
+    /// The treatment arm, for metrics.
+    pub arm: Option<Arm>,
+    /// For a person: why it holds and what would release it.
+    pub reason: String,
+    /// Further canary requests to a decision, when it can be projected.
+    pub additional_requests: Option<u64>,
+    /// Seconds to a decision at the current canary traffic, when it can be projected.
+    pub eta_secs: Option<f64>,
 }
 
 /// Projection of the canary requests still needed to show non-inferiority on one metric.
@@ -165,12 +204,17 @@ pub struct ArmSummary {
 pub struct MetricReport {
     /// Metric name (`errors`, `latency`, `tail:q0.95`, `tail:slo:1000ms`, `cost`, `quality`).
     pub metric: String,
-    /// Estimate in the harm direction (canary − control; control − canary for quality),
-    /// on the test's scale (absolute rate, ln ratio, relative change, points).
+    /// Pooled estimate in the harm direction (canary − control; control − canary for
+    /// quality), information-weighted across the stages so far (statistics.md §5.2), on the
+    /// test's scale (absolute rate, ln ratio, relative change, points). `lower` and `upper`
+    /// are centred on it, so the interval always contains it.
     pub estimate: Option<f64>,
-    /// Always-valid lower bound (rollback side, level α_m).
+    /// This stage's own estimate (the one the stage's e-value is computed from).
+    #[serde(default)]
+    pub phase_estimate: Option<f64>,
+    /// Always-valid lower bound of the pooled estimate (rollback side, level α_m).
     pub lower: Option<f64>,
-    /// Always-valid upper bound (promotion side, level α_promote, stratified over phases).
+    /// Always-valid upper bound of the pooled estimate (promotion side, level α_promote).
     pub upper: Option<f64>,
     /// ln e of the current phase.
     pub log_e_phase: f64,
@@ -186,6 +230,19 @@ pub struct MetricReport {
     pub margin: Option<f64>,
     /// `upper < margin`.
     pub non_inferior: bool,
+    /// Where the metric stands on the way to promotion.
+    #[serde(default)]
+    pub verdict: MetricVerdict,
+    /// Whether it holds promotion in this stage.
+    #[serde(default)]
+    pub blocking: bool,
+    /// Further canary requests until the upper bound would fall below the margin if the
+    /// estimate stayed where it is (statistics.md §5.8); `None` when beyond the margin.
+    #[serde(default)]
+    pub additional_requests: Option<u64>,
+    /// The same in seconds at the current canary traffic.
+    #[serde(default)]
+    pub eta_secs: Option<f64>,
     /// Why a number is missing, or what threshold was used.
     pub note: Option<String>,
 }
@@ -196,36 +253,49 @@ pub struct MetricReport {
 pub enum CheckStatus {
     /// Within the threshold.
     Pass,
-    /// Beyond the threshold, but not confidently worse than control (or the threshold).
+    /// Beyond the threshold, but not confidently worse than the reference (or the threshold).
     Watch,
-    /// Beyond the threshold and confidently worse.
+    /// Beyond the threshold with confidence and confidently worse than the reference by the
+    /// margin: the guard's e-value alone reaches 1/α_guard.
+    #[serde(alias = "critical")]
     Breach,
-    /// Beyond `critical_factor` × threshold and confidently worse.
-    Critical,
-    /// Not enough data in this phase (gates promotion only).
+    /// The canary is beyond the threshold, and so is the stable: not blamed on the canary.
+    StableBreaks,
+    /// Not enough data in this phase yet.
     Insufficient,
     /// Not applicable (e.g. no cost reported, no control for cost).
     NotEvaluated,
 }
 
-/// One guard-rail check.
+/// One SLO guard at one look.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CheckReport {
-    /// Check name (`success_rate`, `error_rate`, `p95_latency`, `p99_latency`, `quality`,
-    /// `cost_increase`, `sample_size`, `statistical_significance`).
+    /// Guard name (`slo:error_rate<=0.01`, `slo:p99<=2000ms`, ...).
     pub check: String,
-    /// Canary value.
+    /// Canary value (rate, quantile in ms, relative cost change, mean score).
     pub value: Option<f64>,
-    /// Control value, when there is a control.
+    /// The reference's value (control, or the frozen baseline), when there is one.
     pub control_value: Option<f64>,
     /// Threshold.
     pub threshold: f64,
-    /// Always-valid lower bound of how much worse the canary is than the reference.
+    /// Always-valid lower bound of how much worse the canary is than the reference (or the
+    /// threshold, without a reference).
     pub confidence_bound: Option<f64>,
     /// Status.
     pub status: CheckStatus,
-    /// Breaching looks in a row.
-    pub consecutive: u32,
+    /// ln of the guard's term in the e-average (capped at 0 while the canary is not beyond
+    /// the threshold with confidence).
+    #[serde(default)]
+    pub log_e: f64,
+    /// The guard's share of α_total.
+    #[serde(default)]
+    pub alpha: f64,
+    /// The stable breaks the threshold too.
+    #[serde(default)]
+    pub stable_breaks: bool,
+    /// The reference used, and "the stable breaks this too" when it does.
+    #[serde(default)]
+    pub note: Option<String>,
 }
 
 /// Classical fixed-sample statistics, for reports only (not valid under repeated looks).
@@ -263,7 +333,7 @@ pub struct ArmComparison {
     pub p_value: f64,
     /// Per-metric evidence.
     pub metrics: Vec<MetricReport>,
-    /// Guard rails.
+    /// SLO guards.
     pub checks: Vec<CheckReport>,
     /// Classical statistics for the report.
     pub classical: ClassicalReport,
@@ -305,6 +375,17 @@ pub struct Explanation {
     pub srm_log_e: Option<f64>,
     /// Promotion gates.
     pub gates: Gates,
+    /// The role of the current stage.
+    #[serde(default)]
+    pub role: crate::config::StageRole,
+    /// What keeps the rollout in its stage (the longest-projected item), when something does.
+    #[serde(default)]
+    pub holding: Option<Holding>,
+    /// Rollback delays in force at this look, each with its reason (burn-in of the
+    /// normal-approximation tests, tail tests waiting for a frozen threshold). The error test,
+    /// the SLO guards on rates and the catastrophic guard have none.
+    #[serde(default)]
+    pub delays: Vec<String>,
 }
 
 /// A decision with its explanation.

@@ -1,29 +1,37 @@
 //! [`RolloutHealth`]: the health monitor of one rollout.
+//!
+//! Recording (validation, de-duplication, the catastrophic guard, late quality scores) and
+//! the data-quality halt stay in this file; the SLO guards are in `guards.rs`, the frozen
+//! baseline in `baseline.rs`, stage roles and margins in `config.rs`.
 
 use std::collections::VecDeque;
 
 use actuator_stats::classical::{two_proportion_z_test, welch_t_test};
 use actuator_stats::estimate::{
-    mean_difference, mean_vs_reference, proportion_difference_pooled,
-    proportion_difference_under_margin, proportion_vs_reference, relative_mean_difference,
+    mean_difference, proportion_difference_pooled, proportion_difference_under_margin,
+    relative_mean_difference,
 };
 use actuator_stats::{
-    CondBinomConfig, ConditionalBinomial, Estimate, EvidenceLedger, ExceedanceTest,
-    HalfNormalMixture, RatioDirection, RunningInterval, Stratified, freeze_threshold,
+    CondBinomConfig, ConditionalBinomial, Estimate, EvidenceLedger, ExceedanceCounter,
+    ExceedanceTest, HalfNormalMixture, RatioDirection, Stratified, freeze_threshold,
     p_value_from_log_e, srm_log_e,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::aggregate::{ArmStats, Clean};
-use crate::config::{AnalysisMode, HealthConfig, PhaseConfig, PrimaryMetric};
+use crate::baseline::{Baseline, Handover};
+use crate::config::{
+    AnalysisMode, GuardKind, HealthConfig, PhaseConfig, PrimaryMetric, StageRole, UnreachablePolicy,
+};
 use crate::decision::{
     ArmComparison, ArmSummary, BenefitReport, CheckReport, CheckStatus, ClassicalReport, Decision,
-    Evaluation, Explanation, FiredRule, Gates, HaltReason, HealthRecord, MetricReport,
-    ProjectedNeed, RuleKind,
+    Evaluation, Explanation, FiredRule, Gates, HaltReason, HealthRecord, Holding, MetricReport,
+    MetricVerdict, ProjectedNeed, RuleKind,
 };
 use crate::dedup::{DedupEntry, RequestDedup, request_key};
 use crate::error::{HealthError, Result};
+use crate::guards::{self, GuardEval, GuardInput};
 use crate::observation::{
     Arm, Observation, Outcome, QualityUpdate, check_non_negative, check_quality, check_request_id,
     invalid,
@@ -33,9 +41,6 @@ const METRIC_ERRORS: &str = "errors";
 const METRIC_LATENCY: &str = "latency";
 const METRIC_COST: &str = "cost";
 const METRIC_QUALITY: &str = "quality";
-/// Guard-rail checks that count consecutive breaches, in report order.
-const GUARD_CHECKS: [&str; 6] =
-    ["success_rate", "error_rate", "p95_latency", "p99_latency", "quality", "cost_increase"];
 
 /// What happened to one recorded item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,6 +72,9 @@ struct TailTest {
     key: String,
     /// Threshold frozen for this phase (ms), `None` when none is known yet.
     threshold_ms: Option<f64>,
+    /// The quantile it was frozen at (`None` for fixed SLO thresholds).
+    #[serde(default)]
+    quantile: Option<f64>,
     mde_abs: f64,
     margin: f64,
 }
@@ -88,14 +96,15 @@ struct PhaseState {
     /// Parallel to `RolloutHealth::arms`.
     stats: Vec<ArmStats>,
     tail: Vec<TailTest>,
-    /// Exceedance index of the guard-rail p95 and p99 thresholds in `ArmStats::exceedance`.
-    guard_exceedance: [usize; 2],
+    /// Per active SLO guard: index of its latency threshold in `ArmStats::exceedance`.
+    #[serde(default)]
+    guard_exceedance: Vec<Option<usize>>,
+    /// The frozen baseline's exceedance at each of this phase's thresholds (phases without a
+    /// control that follow a compared phase).
+    #[serde(default)]
+    baseline_exceedance: Vec<Option<ExceedanceCounter>>,
     /// Latched catastrophic-guard rule per arm.
     tripped: Vec<Option<FiredRule>>,
-    /// Per treatment, per guard check: breaching looks in a row.
-    consecutive: Vec<[u32; 6]>,
-    /// Per treatment, per ledger metric: running intersection of the reported interval.
-    intervals: Vec<Vec<RunningInterval>>,
     srm_max_log_e: f64,
 }
 
@@ -108,8 +117,11 @@ struct MetricEval {
     promo: Option<Estimate>,
     promo_mix: Option<HalfNormalMixture>,
     margin: Option<f64>,
-    /// The metric cannot block promotion (no data by design, or no frozen threshold yet).
+    /// The metric cannot block promotion (no data by design, no frozen threshold yet, or not
+    /// required in this stage).
     optional: bool,
+    /// Values of the metric in the current phase (requests, latencies, judged scores...).
+    units: u64,
     note: Option<String>,
 }
 
@@ -131,6 +143,9 @@ pub struct RolloutHealth {
     control: Option<usize>,
     treatments: Vec<TreatmentState>,
     phase: PhaseState,
+    /// The stable's numbers frozen from the last compared phase (no-control monitors only).
+    #[serde(default)]
+    baseline: Option<Baseline>,
     dedup: RequestDedup,
     history: VecDeque<HealthRecord>,
     last: Option<Evaluation>,
@@ -139,6 +154,9 @@ pub struct RolloutHealth {
 
 impl RolloutHealth {
     /// A monitor for `rollout_id` on `slot` (empty slot accepts any), starting `first_phase` at `now`.
+    ///
+    /// With several treatment arms (A/B) each arm's ledger gets α_total / k, so the whole
+    /// test stays inside one budget.
     ///
     /// # Errors
     /// [`HealthError::InvalidConfig`] when the configuration, the mode or the phase is invalid.
@@ -160,12 +178,13 @@ impl RolloutHealth {
         let treatments_idx: Vec<usize> = (0..arms.len()).filter(|&i| Some(i) != control).collect();
         check_mode_arms(&mode, &arms)?;
         let weights = ledger_weights(&config);
+        let alpha_arm = config.alpha_rollback_total / treatments_idx.len().max(1) as f64;
         let treatments = treatments_idx
             .iter()
             .map(|&arm| {
                 Ok(TreatmentState {
                     arm,
-                    ledger: EvidenceLedger::new(config.alpha_rollback_total, &weights)?,
+                    ledger: EvidenceLedger::new(alpha_arm, &weights)?,
                     strat: vec![Stratified::new(); weights.len()],
                     benefit_carried_log_e: 0.0,
                 })
@@ -186,12 +205,12 @@ impl RolloutHealth {
                 started_at: now,
                 stats: Vec::new(),
                 tail: Vec::new(),
-                guard_exceedance: [0, 1],
+                guard_exceedance: Vec::new(),
+                baseline_exceedance: Vec::new(),
                 tripped: Vec::new(),
-                consecutive: Vec::new(),
-                intervals: Vec::new(),
                 srm_max_log_e: 0.0,
             },
+            baseline: None,
             dedup,
             history: VecDeque::new(),
             last: None,
@@ -236,6 +255,11 @@ impl RolloutHealth {
         self.arms.iter().position(|a| a == arm).map(|i| &self.phase.stats[i])
     }
 
+    /// The frozen baseline a no-control monitor compares with, if any.
+    pub const fn baseline(&self) -> Option<&Baseline> {
+        self.baseline.as_ref()
+    }
+
     /// Retries ignored so far.
     pub const fn duplicates(&self) -> u64 {
         self.duplicates
@@ -263,33 +287,35 @@ impl RolloutHealth {
     pub fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
             + self.phase.stats.iter().map(ArmStats::approx_bytes).sum::<usize>()
+            + self.baseline.as_ref().map_or(0, |b| b.stable.approx_bytes())
             + self.dedup.approx_bytes()
             + self.history.len() * (std::mem::size_of::<HealthRecord>() + 256)
             + self.treatments.len() * 1024
     }
 
+    /// Builds phase `index`. `reference` is the arm whose sketch freezes the tail thresholds
+    /// (the control of the ending phase, or the frozen baseline).
     fn build_phase(
         &self,
         index: u32,
         config: PhaseConfig,
         now: DateTime<Utc>,
-        previous: Option<&PhaseState>,
+        reference: Option<&ArmStats>,
     ) -> Result<PhaseState> {
         self.check_phase(&config)?;
         let t = &self.config.latency_tail;
         let mut tail = Vec::new();
         for (i, q) in t.quantiles.iter().enumerate() {
-            let from_previous = previous
-                .zip(self.control)
-                .and_then(|(p, c)| freeze_threshold(&p.stats[c].latency_sketch, *q));
+            let from_previous = reference.and_then(|p| freeze_threshold(&p.latency_sketch, *q));
             let baseline =
                 config.baseline_tail_thresholds_ms.as_ref().and_then(|v| v.get(i).copied());
             let threshold_ms = from_previous
-                .or(if previous.is_none() { baseline } else { None })
+                .or(if reference.is_none() { baseline } else { None })
                 .filter(|x| *x > 0.0 && x.is_finite());
             tail.push(TailTest {
                 key: format!("tail:q{q}"),
                 threshold_ms,
+                quantile: Some(*q),
                 mde_abs: t.mde_abs[i],
                 margin: t.promote_margin_abs[i],
             });
@@ -298,14 +324,47 @@ impl RolloutHealth {
             tail.push(TailTest {
                 key: format!("tail:slo:{}ms", s.threshold_ms),
                 threshold_ms: Some(s.threshold_ms),
+                quantile: None,
                 mde_abs: s.mde_abs,
                 margin: s.promote_margin_abs,
             });
         }
         let mut thresholds: Vec<f64> = tail.iter().filter_map(|x| x.threshold_ms).collect();
-        let guard_exceedance = [thresholds.len(), thresholds.len() + 1];
-        thresholds.push(self.config.guard_rails.max_p95_ms);
-        thresholds.push(self.config.guard_rails.max_p99_ms);
+        let n_tail_thresholds = thresholds.len();
+        let mut guard_exceedance = Vec::new();
+        for g in self.config.slo_guards.active() {
+            if let GuardKind::Latency { .. } = g.kind {
+                guard_exceedance.push(Some(thresholds.len()));
+                thresholds.push(g.threshold);
+            } else {
+                guard_exceedance.push(None);
+            }
+        }
+        // Without a control, the frozen baseline stands in: its exceedance at the tail
+        // thresholds frozen from its own sketch is (1 − q) by construction; at the fixed SLO
+        // thresholds its counters are reused when it had them.
+        let baseline_exceedance = match (&self.baseline, self.control) {
+            (Some(b), None) => {
+                let n = b.stable.latency_sketch.count();
+                let mut out = Vec::new();
+                let frozen = tail.iter().filter(|x| x.threshold_ms.is_some());
+                for tt in frozen {
+                    let thr = tt.threshold_ms.unwrap_or(f64::NAN);
+                    out.push(match tt.quantile {
+                        Some(q) => {
+                            let exceed = ((1.0 - q) * n as f64).round() as u64;
+                            ExceedanceCounter::from_counts(thr, exceed.min(n), n).ok()
+                        }
+                        None => b.stable.exceedance.iter().find(|c| c.threshold() == thr).copied(),
+                    });
+                }
+                for thr in &thresholds[n_tail_thresholds..] {
+                    out.push(b.stable.exceedance.iter().find(|c| c.threshold() == *thr).copied());
+                }
+                out
+            }
+            _ => Vec::new(),
+        };
         let window = self.config.hard_guard.min_requests as usize;
         let stats = self
             .arms
@@ -319,7 +378,6 @@ impl RolloutHealth {
                 )
             })
             .collect::<Result<Vec<_>>>()?;
-        let n_metrics = ledger_weights(&self.config).len();
         Ok(PhaseState {
             index,
             config,
@@ -327,9 +385,8 @@ impl RolloutHealth {
             stats,
             tail,
             guard_exceedance,
+            baseline_exceedance,
             tripped: vec![None; self.arms.len()],
-            consecutive: vec![[0; 6]; self.treatments.len()],
-            intervals: vec![vec![RunningInterval::new(); n_metrics]; self.treatments.len()],
             srm_max_log_e: 0.0,
         })
     }
@@ -361,7 +418,10 @@ impl RolloutHealth {
                 return bad(format!("margin override {v} must be above 0"));
             }
         }
-        for v in [p.margins.latency_ratio, p.margins.cost_ratio].into_iter().flatten() {
+        for v in [p.margins.latency_ratio, p.margins.cost_ratio, p.margins.errors_ratio]
+            .into_iter()
+            .flatten()
+        {
             if !(v.is_finite() && v > 1.0) {
                 return bad(format!("ratio margin override {v} must be above 1"));
             }
@@ -378,29 +438,94 @@ impl RolloutHealth {
     }
 
     /// Ends the current phase and starts `next` at `now`: evidence is frozen and carried
-    /// (multiplied), tail thresholds are frozen from the control's sketch of the ending phase,
-    /// and fresh statistics start. On error nothing changes.
+    /// (multiplied), tail thresholds are frozen from the control's sketch of the ending phase
+    /// (or the frozen baseline without a control), and fresh statistics start. On error
+    /// nothing changes.
     ///
     /// # Errors
     /// [`HealthError::InvalidConfig`] when the phase does not list the rollout's arms or its
     /// shares are invalid.
     pub fn start_phase(&mut self, next: PhaseConfig, now: DateTime<Utc>) -> Result<()> {
-        let phase = self.build_phase(self.phase.index + 1, next, now, Some(&self.phase))?;
+        let reference = match self.control {
+            Some(c) => Some(&self.phase.stats[c]),
+            None => self.baseline.as_ref().map(|b| &b.stable),
+        };
+        let phase = self.build_phase(self.phase.index + 1, next, now, reference)?;
         for ti in 0..self.treatments.len() {
-            let evals = self.evaluate_metrics(ti);
-            let benefit = self.benefit_log_e(ti).map(|(l, _)| l);
-            let t = &mut self.treatments[ti];
-            for (mi, e) in evals.iter().enumerate() {
-                t.ledger.set_current(&e.key, e.log_e)?;
-                if let Some(p) = e.promo {
-                    t.strat[mi].add(p);
-                }
-            }
-            t.ledger.close_phase();
-            t.benefit_carried_log_e += benefit.unwrap_or(0.0);
+            self.close_treatment_phase(ti);
         }
         self.phase = phase;
         Ok(())
+    }
+
+    /// Freezes treatment `ti`'s current evidence into its ledger and its promotion-side
+    /// estimates into the stratified pools.
+    fn close_treatment_phase(&mut self, ti: usize) {
+        let evals = self.evaluate_metrics(ti);
+        let guard_evals = self.guard_evals(ti);
+        let benefit = self.benefit_log_e(ti).map(|(l, _)| l);
+        let t = &mut self.treatments[ti];
+        for (mi, e) in evals.iter().enumerate() {
+            // keys were registered at construction
+            let _ = t.ledger.set_current(&e.key, e.log_e);
+            if let Some(p) = e.promo {
+                t.strat[mi].add(p);
+            }
+        }
+        for g in &guard_evals {
+            let _ = t.ledger.set_current(&g.key, g.log_e);
+        }
+        t.ledger.close_phase();
+        t.benefit_carried_log_e += benefit.unwrap_or(0.0);
+    }
+
+    /// What the monitor of a stage without a control needs from this one: the stable's
+    /// numbers frozen from the current phase (when it has control traffic; otherwise the
+    /// baseline this monitor already holds) and the evidence ledger of the first treatment
+    /// with the current phase closed. This monitor is not changed.
+    pub fn handover(&self) -> Handover {
+        let mut me = self.clone();
+        let ledger = if me.treatments.is_empty() {
+            None
+        } else {
+            me.close_treatment_phase(0);
+            Some(me.treatments[0].ledger.clone())
+        };
+        let baseline = match self.control {
+            Some(c) if self.phase.stats[c].requests > 0 => {
+                Some(Baseline { phase: self.phase.index, stable: self.phase.stats[c].clone() })
+            }
+            _ => self.baseline.clone(),
+        };
+        Handover { baseline, ledger, next_phase: self.phase.index + 1 }
+    }
+
+    /// Continues a rollout in this (no-control) monitor after `handover`: the evidence
+    /// carried so far is multiplied onto this monitor's ledger (one budget for the whole
+    /// rollout) and the comparisons use the frozen baseline. Call it on a fresh monitor,
+    /// before any observation.
+    ///
+    /// # Errors
+    /// [`HealthError::InvalidConfig`] when this monitor has a control arm.
+    pub fn with_handover(mut self, handover: Handover) -> Result<Self> {
+        if self.control.is_some() {
+            return Err(HealthError::InvalidConfig(
+                "a handover continues a rollout in a monitor without a control".into(),
+            ));
+        }
+        if let (Some(l), Some(t)) = (&handover.ledger, self.treatments.first_mut()) {
+            t.ledger.absorb(l);
+        }
+        self.baseline = handover.baseline;
+        let config = self.phase.config.clone();
+        let reference = self.baseline.as_ref().map(|b| b.stable.clone());
+        self.phase = self.build_phase(
+            handover.next_phase,
+            config,
+            self.phase.started_at,
+            reference.as_ref(),
+        )?;
+        Ok(self)
     }
 
     fn arm_index(&self, arm: &Arm, request_id: &str) -> Result<usize> {
@@ -595,9 +720,22 @@ impl RolloutHealth {
         HalfNormalMixture::for_mde(mde, alpha, 1.0 - self.config.power_for_tau).ok()
     }
 
+    /// The treatment's statistics and the reference's: control in this phase, or the
+    /// frozen baseline when the stage has no control.
     fn pair(&self, ti: usize) -> Option<(&ArmStats, &ArmStats)> {
-        let c = self.control?;
-        Some((&self.phase.stats[self.treatments[ti].arm], &self.phase.stats[c]))
+        let t = &self.phase.stats[self.treatments[ti].arm];
+        match self.control {
+            Some(c) => Some((t, &self.phase.stats[c])),
+            None => self.baseline.as_ref().map(|b| (t, &b.stable)),
+        }
+    }
+
+    /// The reference's exceedance counter at threshold index `idx` of this phase.
+    fn reference_exceedance(&self, idx: usize) -> Option<ExceedanceCounter> {
+        match self.control {
+            Some(c) => self.phase.stats[c].exceedance.get(idx).copied(),
+            None => self.phase.baseline_exceedance.get(idx).copied().flatten(),
+        }
     }
 
     /// Share of the treatment among (treatment + control) in the current phase.
@@ -611,7 +749,10 @@ impl RolloutHealth {
 
     fn evaluate_metrics(&self, ti: usize) -> Vec<MetricEval> {
         let cfg = &self.config;
-        let margins = self.phase.config.margins;
+        let margins = self.phase.config.resolved_margins(cfg);
+        let role = self.phase.config.role;
+        // Against a frozen baseline, time has passed: test "worse by more than the margin".
+        let frozen = self.control.is_none();
         let burn = cfg.clt_burn_in.max(2);
         let beta = 1.0 - cfg.power_for_tau;
         let mut out = Vec::new();
@@ -625,19 +766,29 @@ impl RolloutHealth {
             promo_mix: None,
             margin: None,
             optional,
+            units: 0,
             note: Some(note.to_string()),
         };
 
         // errors
-        let delta = margins.errors_abs.unwrap_or(cfg.errors.promote_margin_abs);
         let a_err = self.alpha_m(ti, METRIC_ERRORS);
         out.push(match pair {
             Some((t, c)) if t.requests > 0 && c.requests > 0 => {
+                let control_rate = (c.error_events() as f64 + 0.5) / (c.requests as f64 + 1.0);
+                let delta = margins.errors_at(control_rate);
                 let harm = proportion_difference_pooled(
                     t.error_events(),
                     t.requests,
                     c.error_events(),
                     c.requests,
+                )
+                .ok();
+                let promo = proportion_difference_under_margin(
+                    t.error_events(),
+                    t.requests,
+                    c.error_events(),
+                    c.requests,
+                    delta,
                 )
                 .ok();
                 let lower_mix = self.mixture(cfg.errors.mde_abs, a_err);
@@ -654,6 +805,7 @@ impl RolloutHealth {
                             .and_then(|e| e.log_e_with(t.error_events(), c.error_events(), pi))
                             .unwrap_or(0.0)
                     }
+                    None if frozen => promo.zip(lower_mix).map_or(0.0, |(h, m)| m.log_e(h, delta)),
                     None => harm.zip(lower_mix).map_or(0.0, |(h, m)| m.log_e(h, 0.0)),
                 };
                 MetricEval {
@@ -661,39 +813,35 @@ impl RolloutHealth {
                     log_e,
                     harm,
                     lower_mix,
-                    promo: proportion_difference_under_margin(
-                        t.error_events(),
-                        t.requests,
-                        c.error_events(),
-                        c.requests,
-                        delta,
-                    )
-                    .ok(),
+                    promo,
                     promo_mix: self.mixture(delta, cfg.alpha_promote),
                     margin: Some(delta),
                     optional: false,
-                    note: None,
+                    units: t.requests,
+                    note: Some(format!("absolute error-rate difference; margin {delta:.4}")),
                 }
             }
             _ => empty(METRIC_ERRORS, "no requests in one arm yet", false),
         });
 
         // latency (mean of ln latency)
-        let lat_margin = margins.latency_ratio.unwrap_or(cfg.latency.promote_margin_ratio).ln();
+        let lat_margin = margins.latency_ln;
         let a_lat = self.alpha_m(ti, METRIC_LATENCY);
         out.push(match pair {
             Some((t, c)) if t.log_latency.count() >= burn && c.log_latency.count() >= burn => {
                 let est = mean_difference(&t.log_latency, &c.log_latency).ok();
                 let mix = self.mixture(cfg.latency.mde_ratio.ln(), a_lat);
+                let theta0 = if frozen { lat_margin } else { 0.0 };
                 MetricEval {
                     key: METRIC_LATENCY.into(),
-                    log_e: est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, 0.0)),
+                    log_e: est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, theta0)),
                     harm: est,
                     lower_mix: mix,
                     promo: est,
                     promo_mix: self.mixture(lat_margin, cfg.alpha_promote),
                     margin: Some(lat_margin),
                     optional: false,
+                    units: t.log_latency.count(),
                     note: Some("ln ratio of geometric means".into()),
                 }
             }
@@ -714,24 +862,32 @@ impl RolloutHealth {
             let idx = counter;
             counter += 1;
             let a = self.alpha_m(ti, &tt.key);
-            out.push(match pair {
-                Some((t, c))
-                    if t.exceedance[idx].counts().1 >= burn
-                        && c.exceedance[idx].counts().1 >= burn =>
-                {
-                    let (te, ce) = (&t.exceedance[idx], &c.exceedance[idx]);
+            let margin = if margins.tail_at_mde { tt.margin.max(tt.mde_abs) } else { tt.margin };
+            let te = pair.and_then(|(t, _)| t.exceedance.get(idx).copied());
+            let ce = self.reference_exceedance(idx);
+            out.push(match (te, ce) {
+                (Some(te), Some(ce)) if te.counts().1 >= burn && ce.counts().1 >= burn => {
                     match ExceedanceTest::new(tt.mde_abs, a, beta) {
-                        Ok(test) => MetricEval {
-                            key: tt.key.clone(),
-                            log_e: test.log_e(te, ce),
-                            harm: test.estimate(te, ce).ok(),
-                            lower_mix: Some(*test.mixture()),
-                            promo: test.estimate_under_margin(te, ce, tt.margin).ok(),
-                            promo_mix: self.mixture(tt.margin, cfg.alpha_promote),
-                            margin: Some(tt.margin),
-                            optional: false,
-                            note: Some(format!("share of requests above {threshold:.1} ms")),
-                        },
+                        Ok(test) => {
+                            let promo = test.estimate_under_margin(&te, &ce, margin).ok();
+                            let log_e = if frozen {
+                                promo.map_or(0.0, |p| test.mixture().log_e(p, margin))
+                            } else {
+                                test.log_e(&te, &ce)
+                            };
+                            MetricEval {
+                                key: tt.key.clone(),
+                                log_e,
+                                harm: test.estimate(&te, &ce).ok(),
+                                lower_mix: Some(*test.mixture()),
+                                promo,
+                                promo_mix: self.mixture(margin, cfg.alpha_promote),
+                                margin: Some(margin),
+                                optional: false,
+                                units: te.counts().1,
+                                note: Some(format!("share of requests above {threshold:.1} ms")),
+                            }
+                        }
                         Err(_) => empty(&tt.key, "invalid tail configuration", true),
                     }
                 }
@@ -740,7 +896,7 @@ impl RolloutHealth {
         }
 
         // cost (relative difference of means)
-        let cost_margin = margins.cost_ratio.unwrap_or(cfg.cost.promote_margin_ratio) - 1.0;
+        let cost_margin = margins.cost_rel;
         let a_cost = self.alpha_m(ti, METRIC_COST);
         out.push(match pair {
             Some((t, c)) if t.cost.count() == 0 && c.cost.count() == 0 => {
@@ -749,7 +905,8 @@ impl RolloutHealth {
             Some((t, c)) if t.cost.count() >= burn && c.cost.count() >= burn => {
                 let est = relative_mean_difference(&t.cost, &c.cost).ok();
                 let mix = self.mixture(cfg.cost.mde_ratio - 1.0, a_cost);
-                let theta0 = cfg.cost.tolerance_ratio - 1.0;
+                let tolerance = cfg.cost.tolerance_ratio - 1.0;
+                let theta0 = if frozen { tolerance.max(cost_margin) } else { tolerance };
                 MetricEval {
                     key: METRIC_COST.into(),
                     log_e: est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, theta0)),
@@ -759,6 +916,7 @@ impl RolloutHealth {
                     promo_mix: self.mixture(cost_margin, cfg.alpha_promote),
                     margin: Some(cost_margin),
                     optional: false,
+                    units: t.cost.count(),
                     note: Some("relative change of mean cost".into()),
                 }
             }
@@ -766,30 +924,72 @@ impl RolloutHealth {
         });
 
         // quality (harm = lower): control − canary
-        let q_margin = margins.quality_abs.unwrap_or(cfg.quality.promote_margin_abs);
+        let q_margin = margins.quality_abs;
         let a_q = self.alpha_m(ti, METRIC_QUALITY);
+        // A smoke stage never waits for judged scores: quality is not required there.
+        let q_optional = role == StageRole::Smoke;
         out.push(match pair {
-            Some((t, c)) if t.quality.count() == 0 && c.quality.count() == 0 => {
-                empty(METRIC_QUALITY, "no quality scores yet", !cfg.quality.required_for_promotion)
-            }
+            Some((t, c)) if t.quality.count() == 0 && c.quality.count() == 0 => empty(
+                METRIC_QUALITY,
+                "no quality scores yet",
+                q_optional || !cfg.quality.required_for_promotion,
+            ),
             Some((t, c)) if t.quality.count() >= burn && c.quality.count() >= burn => {
                 let est = mean_difference(&c.quality, &t.quality).ok();
                 let mix = self.mixture(cfg.quality.mde_abs, a_q);
+                let theta0 = if frozen { q_margin } else { 0.0 };
                 MetricEval {
                     key: METRIC_QUALITY.into(),
-                    log_e: est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, 0.0)),
+                    log_e: est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, theta0)),
                     harm: est,
                     lower_mix: mix,
                     promo: est,
                     promo_mix: self.mixture(q_margin, cfg.alpha_promote),
                     margin: Some(q_margin),
-                    optional: false,
+                    optional: q_optional,
+                    units: t.quality.count(),
                     note: Some("control minus canary mean score".into()),
                 }
             }
-            _ => empty(METRIC_QUALITY, "fewer scores than clt_burn_in in one arm", false),
+            _ => {
+                // Below clt_burn_in judged scores per arm quality cannot be tested yet; unless
+                // it is required, it does not hold promotion until there are enough.
+                let mut e = empty(
+                    METRIC_QUALITY,
+                    "fewer judged scores than clt_burn_in in one arm",
+                    q_optional || !cfg.quality.required_for_promotion,
+                );
+                e.units = pair.map_or(0, |(t, _)| t.quality.count());
+                e
+            }
         });
         out
+    }
+
+    /// The SLO guards of treatment `ti` against its reference (control, the frozen baseline,
+    /// or, with neither, the thresholds themselves).
+    fn guard_evals(&self, ti: usize) -> Vec<GuardEval> {
+        let beta = 1.0 - self.config.power_for_tau;
+        let t = &self.phase.stats[self.treatments[ti].arm];
+        let reference = self.pair(ti).map(|(_, r)| r);
+        self.config
+            .slo_guards
+            .active()
+            .iter()
+            .enumerate()
+            .map(|(gi, g)| {
+                let idx = self.phase.guard_exceedance.get(gi).copied().flatten();
+                let inp = GuardInput {
+                    canary: t,
+                    reference,
+                    canary_exceedance: idx.and_then(|i| t.exceedance.get(i).copied()),
+                    reference_exceedance: idx.and_then(|i| self.reference_exceedance(i)),
+                    burn_in: self.config.clt_burn_in.max(2),
+                    frozen: self.control.is_none(),
+                };
+                guards::evaluate(g, self.alpha_m(ti, &g.key()), beta, &inp)
+            })
+            .collect()
     }
 
     /// A/B: ln e (current phase) that the arm is better on the primary metric, and the
@@ -860,222 +1060,6 @@ impl RolloutHealth {
             }
             _ => (0.0, None),
         })
-    }
-
-    /// Guard rails of treatment `ti` (or the canary without control), without consecutive counts.
-    fn guard_checks(&self, ti: usize, combined_log_e: f64) -> Vec<CheckReport> {
-        let g = self.config.guard_rails;
-        let beta = 1.0 - self.config.power_for_tau;
-        let t = &self.phase.stats[self.treatments[ti].arm];
-        let c = self.control.map(|i| &self.phase.stats[i]);
-        let burn = self.config.clt_burn_in.max(2);
-        let lower = |est: Option<Estimate>, mde: f64| -> Option<f64> {
-            let e = est?;
-            let m = HalfNormalMixture::for_mde(mde, g.alpha, beta).ok()?;
-            fin(e.theta - m.half_width(e.variance, g.alpha).ok()?)
-        };
-        let status =
-            |abs_bad: bool, critical: bool, bound: Option<f64>, reference: f64| -> CheckStatus {
-                if !abs_bad {
-                    CheckStatus::Pass
-                } else if bound.is_some_and(|b| b > reference) {
-                    if critical { CheckStatus::Critical } else { CheckStatus::Breach }
-                } else {
-                    CheckStatus::Watch
-                }
-            };
-        let report = |check: &str,
-                      value: Option<f64>,
-                      control_value: Option<f64>,
-                      threshold: f64,
-                      bound: Option<f64>,
-                      st: CheckStatus| CheckReport {
-            check: check.into(),
-            value: value.and_then(fin),
-            control_value: control_value.and_then(fin),
-            threshold,
-            confidence_bound: bound,
-            status: st,
-            consecutive: 0,
-        };
-        let mut out = Vec::new();
-        let n = t.requests;
-        let fails = |s: &ArmStats| s.requests - s.ok;
-
-        // 1. success rate (harm quantity: failure share = 1 - success)
-        {
-            let thr = g.min_success_rate;
-            let v = t.success_rate();
-            let (bound, reference) = match c {
-                Some(c) if c.requests > 0 && n > 0 => (
-                    lower(
-                        proportion_difference_under_margin(
-                            fails(t),
-                            n,
-                            fails(c),
-                            c.requests,
-                            g.rate_margin,
-                        )
-                        .ok(),
-                        g.rate_margin,
-                    ),
-                    g.rate_margin,
-                ),
-                None if n > 0 => {
-                    (lower(proportion_vs_reference(fails(t), n, 1.0 - thr).ok(), 1.0 - thr), 0.0)
-                }
-                _ => (None, 0.0),
-            };
-            let st = match v {
-                None => CheckStatus::Insufficient,
-                Some(s) => {
-                    status(s < thr, 1.0 - s > g.critical_factor * (1.0 - thr), bound, reference)
-                }
-            };
-            out.push(report("success_rate", v, c.and_then(ArmStats::success_rate), thr, bound, st));
-        }
-        // 2. error rate
-        {
-            let thr = g.max_error_rate;
-            let v = t.error_rate();
-            let (bound, reference) = match c {
-                Some(c) if c.requests > 0 && n > 0 => (
-                    lower(
-                        proportion_difference_under_margin(
-                            t.error_events(),
-                            n,
-                            c.error_events(),
-                            c.requests,
-                            g.rate_margin,
-                        )
-                        .ok(),
-                        g.rate_margin,
-                    ),
-                    g.rate_margin,
-                ),
-                None if n > 0 => {
-                    (lower(proportion_vs_reference(t.error_events(), n, thr).ok(), thr), 0.0)
-                }
-                _ => (None, 0.0),
-            };
-            let st = match v {
-                None => CheckStatus::Insufficient,
-                Some(p) => status(p > thr, p > g.critical_factor * thr, bound, reference),
-            };
-            out.push(report("error_rate", v, c.and_then(ArmStats::error_rate), thr, bound, st));
-        }
-        // 3./4. p95 and p99 latency, confirmed on the exceedance of the threshold
-        for (k, (name, q, thr, margin, tail)) in [
-            ("p95_latency", 0.95, g.max_p95_ms, g.p95_exceedance_margin, 0.05),
-            ("p99_latency", 0.99, g.max_p99_ms, g.p99_exceedance_margin, 0.01),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            let idx = self.phase.guard_exceedance[k];
-            let v = t.latency_sketch.quantile(q);
-            let (te, tn) = t.exceedance[idx].counts();
-            let (bound, reference) = match c {
-                Some(c) if c.exceedance[idx].counts().1 > 0 && tn > 0 => {
-                    let (ce, cn) = c.exceedance[idx].counts();
-                    (
-                        lower(
-                            proportion_difference_under_margin(te, tn, ce, cn, margin).ok(),
-                            margin,
-                        ),
-                        margin,
-                    )
-                }
-                None if tn > 0 => (lower(proportion_vs_reference(te, tn, tail).ok(), tail), 0.0),
-                _ => (None, 0.0),
-            };
-            let st = match v {
-                None => CheckStatus::Insufficient,
-                Some(p) => status(p > thr, p > g.critical_factor * thr, bound, reference),
-            };
-            out.push(report(name, v, c.and_then(|c| c.latency_sketch.quantile(q)), thr, bound, st));
-        }
-        // 5. quality (harm = below min_quality)
-        {
-            let thr = g.min_quality;
-            let hi = self.config.quality.range.1;
-            let v = t.quality.mean();
-            let (bound, reference) = match c {
-                Some(c) if t.quality.count() >= burn && c.quality.count() >= burn => (
-                    lower(mean_difference(&c.quality, &t.quality).ok(), g.quality_margin),
-                    g.quality_margin,
-                ),
-                None if t.quality.count() >= burn => (
-                    lower(
-                        mean_vs_reference(&t.quality, thr).ok().map(Estimate::flipped),
-                        g.quality_margin,
-                    ),
-                    0.0,
-                ),
-                _ => (None, 0.0),
-            };
-            let st = match v {
-                None => CheckStatus::NotEvaluated,
-                Some(q) => {
-                    status(q < thr, hi - q > g.critical_factor * (hi - thr), bound, reference)
-                }
-            };
-            out.push(report("quality", v, c.and_then(|c| c.quality.mean()), thr, bound, st));
-        }
-        // 6. cost increase over control
-        {
-            let thr = g.max_cost_increase;
-            let est = match c {
-                Some(c) if t.cost.count() >= burn && c.cost.count() >= burn => {
-                    relative_mean_difference(&t.cost, &c.cost).ok()
-                }
-                _ => None,
-            };
-            let bound = lower(est, thr);
-            let st = match est {
-                None => CheckStatus::NotEvaluated,
-                Some(e) => status(e.theta > thr, e.theta > g.critical_factor * thr, bound, thr),
-            };
-            out.push(report("cost_increase", est.map(|e| e.theta), None, thr, bound, st));
-        }
-        // 7. sample size (gates promotion only)
-        {
-            let size = c.map_or(n, |c| n.min(c.requests));
-            let st = if size >= g.min_sample_size {
-                CheckStatus::Pass
-            } else {
-                CheckStatus::Insufficient
-            };
-            out.push(report(
-                "sample_size",
-                Some(size as f64),
-                c.map(|c| c.requests as f64),
-                g.min_sample_size as f64,
-                None,
-                st,
-            ));
-        }
-        // 8. statistical significance (the sequential rule; reported here as a check)
-        {
-            let thr = 1.0 / self.config.alpha_rollback_total;
-            let st =
-                if combined_log_e >= thr.ln() { CheckStatus::Breach } else { CheckStatus::Pass };
-            let st = if self.control.is_none() { CheckStatus::NotEvaluated } else { st };
-            out.push(report(
-                "statistical_significance",
-                Some(combined_log_e.exp().min(1e300)),
-                None,
-                thr,
-                None,
-                st,
-            ));
-        }
-        if !g.enabled {
-            for r in out.iter_mut().take(GUARD_CHECKS.len()) {
-                r.status = CheckStatus::NotEvaluated;
-            }
-        }
-        out
     }
 
     fn summaries(&self) -> Vec<ArmSummary> {
@@ -1167,83 +1151,60 @@ impl RolloutHealth {
 
     /// Evaluates the rollout at time `now` and returns the decision with its explanation.
     ///
-    /// Order: catastrophic guard → halt (SRM, missing data) → rollback (sequential evidence,
-    /// guard rails) → promotion → inconclusive (phase budget spent) → continue. The minimum
-    /// samples and duration gate promotion only, never rollback.
+    /// Order: catastrophic guard → rollback (the weighted e-average of the comparative
+    /// metrics and the SLO guards: one budget) → halt (SRM, missing data; never ahead of a
+    /// rollback) → A/B control wins → promotion → inconclusive (phase budget spent) →
+    /// continue. The minimum samples and duration gate promotion only, never rollback.
     pub fn look(&mut self, now: DateTime<Utc>) -> Evaluation {
         let elapsed = (now - self.phase.started_at).num_seconds().max(0);
         let pc = self.phase.config.clone();
         let samples =
             self.treatments.iter().map(|t| self.phase.stats[t.arm].requests).min().unwrap_or(0);
+        let control_samples = self.control.map(|c| self.phase.stats[c].requests);
+        let min_samples = pc.min_samples.max(self.config.min_sample_size);
         let budget_spent = pc.max_samples.is_some_and(|m| samples >= m)
             || pc.max_duration_secs.is_some_and(|m| elapsed >= m);
         let gates = Gates {
             samples,
-            min_samples: pc.min_samples,
+            min_samples,
             elapsed_secs: elapsed,
             min_duration_secs: pc.min_duration_secs,
             budget_spent,
         };
-        let gates_met = samples >= pc.min_samples && elapsed >= pc.min_duration_secs;
+        let gates_met = samples >= min_samples
+            && control_samples.is_none_or(|c| c >= self.config.min_sample_size)
+            && elapsed >= pc.min_duration_secs;
+        let rate = (elapsed > 0 && samples > 0).then(|| samples as f64 / elapsed as f64);
+        let remaining = remaining_budget(&pc, samples, elapsed, rate);
+        let projection = Projection { rate, remaining, policy: pc.unreachable_policy() };
 
         let mut comparisons = Vec::new();
+        let mut delays: Vec<String> = Vec::new();
         for ti in 0..self.treatments.len() {
             let evals = self.evaluate_metrics(ti);
+            for d in self.burn_in_delays(&evals) {
+                if !delays.contains(&d) {
+                    delays.push(d);
+                }
+            }
+            let guard_evals = self.guard_evals(ti);
             for e in &evals {
                 // keys were registered at construction; a failure here would be a bug, so ignore
                 let _ = self.treatments[ti].ledger.set_current(&e.key, e.log_e);
             }
+            for g in &guard_evals {
+                let _ = self.treatments[ti].ledger.set_current(&g.key, g.log_e);
+            }
             let verdict = self.treatments[ti].ledger.verdict();
-            let mut checks = self.guard_checks(ti, verdict.combined_log_e);
-            for (k, r) in checks.iter_mut().take(GUARD_CHECKS.len()).enumerate() {
-                let c = &mut self.phase.consecutive[ti][k];
-                *c = if matches!(r.status, CheckStatus::Breach | CheckStatus::Critical) {
-                    c.saturating_add(1)
-                } else {
-                    0
-                };
-                r.consecutive = *c;
-            }
-            let mut metrics = Vec::new();
-            for (mi, e) in evals.iter().enumerate() {
-                let entry = self.treatments[ti].ledger.entries()[mi].clone();
-                let lower = e.harm.zip(e.lower_mix).and_then(|(h, m)| {
-                    m.half_width(h.variance, entry.weight * self.config.alpha_rollback_total)
-                        .ok()
-                        .map(|d| h.theta - d)
-                });
-                let strat = self.treatments[ti].strat[mi].combined_with(e.promo);
-                let upper = strat.zip(e.promo_mix).and_then(|(s, m)| {
-                    m.half_width(s.variance, self.config.alpha_promote).ok().map(|d| s.theta + d)
-                });
-                let iv = &mut self.phase.intervals[ti][mi];
-                iv.update(actuator_stats::Interval {
-                    lower: lower.unwrap_or(f64::NEG_INFINITY),
-                    upper: upper.unwrap_or(f64::INFINITY),
-                });
-                let (lo, up) = (fin(iv.lower()), fin(iv.upper()));
-                let non_inferior = match (up, e.margin) {
-                    (Some(u), Some(d)) => u < d,
-                    _ => e.optional,
-                };
-                let alpha = entry.weight * self.config.alpha_rollback_total;
-                metrics.push(MetricReport {
-                    metric: e.key.clone(),
-                    estimate: e.harm.map(|h| h.theta).and_then(fin),
-                    lower: lo,
-                    upper: up,
-                    log_e_phase: e.log_e,
-                    log_e_total: entry.log_e(),
-                    weight: entry.weight,
-                    alpha,
-                    significant: entry.log_e() >= (1.0 / alpha).ln(),
-                    margin: e.margin,
-                    non_inferior,
-                    note: e.note.clone(),
-                });
-            }
-            let classical = match self.pair(ti) {
-                Some((t, c)) => ClassicalReport {
+            let requests = self.phase.stats[self.treatments[ti].arm].requests;
+            let metrics = evals
+                .iter()
+                .enumerate()
+                .map(|(mi, e)| self.metric_report(ti, mi, e, requests, &projection))
+                .collect();
+            let checks: Vec<CheckReport> = guard_evals.into_iter().map(|g| g.report).collect();
+            let classical = match (self.control, self.pair(ti)) {
+                (Some(_), Some((t, c))) => ClassicalReport {
                     errors: two_proportion_z_test(
                         t.error_events(),
                         t.requests,
@@ -1254,7 +1215,7 @@ impl RolloutHealth {
                     .ok(),
                     log_latency: welch_t_test(&t.log_latency, &c.log_latency, 0.95).ok(),
                 },
-                None => ClassicalReport { errors: None, log_latency: None },
+                _ => ClassicalReport { errors: None, log_latency: None },
             };
             let benefit = self.benefit_log_e(ti).map(|(cur, improvement)| {
                 let k = self.treatments.len() as f64;
@@ -1281,6 +1242,19 @@ impl RolloutHealth {
         }
 
         let (decision, rule) = self.decide(&comparisons, gates_met, budget_spent);
+        let holding = match decision {
+            Decision::Continue | Decision::Inconclusive { .. } => {
+                holding(&comparisons, &gates, rate, gates_met)
+            }
+            Decision::Halt { .. } => Some(Holding {
+                what: "halt".into(),
+                arm: None,
+                reason: rule.clone(),
+                additional_requests: None,
+                eta_secs: None,
+            }),
+            Decision::Promote { .. } | Decision::Rollback { .. } => None,
+        };
         let explanation = Explanation {
             rollout_id: self.rollout_id.clone(),
             phase: self.phase.index,
@@ -1291,6 +1265,9 @@ impl RolloutHealth {
             srm_log_e: (self.control.is_some() && !matches!(self.mode, AnalysisMode::Shadow))
                 .then_some(self.phase.srm_max_log_e),
             gates,
+            role: pc.role,
+            holding,
+            delays,
         };
         let record = HealthRecord {
             at: now,
@@ -1313,13 +1290,123 @@ impl RolloutHealth {
         evaluation
     }
 
+    /// The rollback delays in force at this look, with their reason: metrics whose test
+    /// waits for `clt_burn_in` values per arm, and tail tests without a frozen threshold.
+    fn burn_in_delays(&self, evals: &[MetricEval]) -> Vec<String> {
+        let burn = self.config.clt_burn_in.max(2);
+        let mut out = Vec::new();
+        for e in evals.iter().filter(|e| e.key != METRIC_ERRORS && e.harm.is_none()) {
+            let no_threshold =
+                self.phase.tail.iter().any(|t| t.key == e.key && t.threshold_ms.is_none());
+            if no_threshold {
+                out.push(format!(
+                    "{}: no rollback evidence in this phase; its threshold must be frozen from data the phase does not test (a previous phase or baseline_tail_thresholds_ms)",
+                    e.key
+                ));
+            } else if e.units < burn && !e.optional {
+                out.push(format!(
+                    "{}: no rollback evidence until {burn} values per arm (clt_burn_in); the plug-in variance of fewer values is unreliable",
+                    e.key
+                ));
+            }
+        }
+        out
+    }
+
+    /// One metric's report: the pooled estimate with the pooled confidence sequence around
+    /// it, and where the metric stands on the way to promotion.
+    fn metric_report(
+        &self,
+        ti: usize,
+        mi: usize,
+        e: &MetricEval,
+        requests: u64,
+        projection: &Projection,
+    ) -> MetricReport {
+        let t = &self.treatments[ti];
+        let entry = &t.ledger.entries()[mi];
+        let alpha = entry.weight * t.ledger.alpha_total();
+        let pooled = t.strat[mi].combined_with(e.promo);
+        let lower = pooled
+            .zip(e.lower_mix)
+            .and_then(|(p, m)| m.half_width(p.variance, alpha).ok().and_then(|d| fin(p.theta - d)));
+        let upper = pooled.zip(e.promo_mix).and_then(|(p, m)| {
+            m.half_width(p.variance, self.config.alpha_promote).ok().and_then(|d| fin(p.theta + d))
+        });
+        let estimate = pooled.map(|p| p.theta).and_then(fin);
+        let non_inferior = match (upper, e.margin) {
+            (Some(u), Some(d)) => u < d,
+            _ => false,
+        };
+        let mut additional = None;
+        if !non_inferior
+            && let (Some(p), Some(cur), Some(mix), Some(d)) =
+                (pooled, e.promo, e.promo_mix, e.margin)
+            && cur.variance > 0.0
+            && e.units > 0
+        {
+            let info_earlier = t.strat[mi].information();
+            additional = mix
+                .projected_n_pooled(
+                    p.theta,
+                    info_earlier,
+                    1.0 / cur.variance,
+                    e.units,
+                    d,
+                    self.config.alpha_promote,
+                )
+                .map(|total| {
+                    let units = total.saturating_sub(e.units) as f64;
+                    // convert the metric's units (judged scores, latencies) to canary requests
+                    (units * requests.max(e.units) as f64 / e.units as f64).ceil() as u64
+                });
+        }
+        let eta_secs = additional.zip(projection.rate).map(|(n, r)| n as f64 / r);
+        let watch = self.phase.config.role == StageRole::Watch;
+        let verdict = if non_inferior {
+            MetricVerdict::NonInferior
+        } else if e.optional || watch {
+            MetricVerdict::NotRequired
+        } else if estimate.zip(e.margin).is_some_and(|(x, d)| x >= d) {
+            MetricVerdict::BeyondMargin
+        } else if additional.zip(projection.remaining).is_some_and(|(n, r)| n as f64 > r) {
+            MetricVerdict::Unreachable
+        } else {
+            MetricVerdict::Pending
+        };
+        let blocking = match verdict {
+            MetricVerdict::Pending | MetricVerdict::BeyondMargin => true,
+            MetricVerdict::Unreachable => projection.policy == UnreachablePolicy::Block,
+            MetricVerdict::NonInferior | MetricVerdict::NotRequired => false,
+        };
+        MetricReport {
+            metric: e.key.clone(),
+            estimate,
+            phase_estimate: e.harm.map(|h| h.theta).and_then(fin),
+            lower,
+            upper,
+            log_e_phase: e.log_e,
+            log_e_total: entry.log_e(),
+            weight: entry.weight,
+            alpha,
+            significant: entry.log_e() >= (1.0 / alpha).ln(),
+            margin: e.margin,
+            non_inferior,
+            verdict,
+            blocking,
+            additional_requests: additional,
+            eta_secs,
+            note: e.note.clone(),
+        }
+    }
+
     fn decide(
         &mut self,
         comparisons: &[ArmComparison],
         gates_met: bool,
         budget_spent: bool,
     ) -> (Decision, String) {
-        // 1. catastrophic guard
+        // 1. catastrophic guard (outside the budget)
         for t in &self.treatments {
             if let Some(rule) = &self.phase.tripped[t.arm] {
                 let msg = rule.message.clone();
@@ -1329,7 +1416,33 @@ impl RolloutHealth {
                 );
             }
         }
-        // 2. data quality
+        // 2. rollback: one budget for every comparative metric and SLO guard
+        let primary = match self.mode {
+            AnalysisMode::AbTest { primary } => Some(primary_key(primary)),
+            _ => None,
+        };
+        let mut lost: Vec<&Arm> = Vec::new();
+        for comp in comparisons {
+            if comp.combined_log_e < comp.log_threshold {
+                continue;
+            }
+            let rules = rollback_rules(comp);
+            // A/B: an arm confidently worse on the primary metric alone has lost the test;
+            // that is not a harm to roll back for (control or another arm may still win).
+            if let Some(pk) = primary
+                && rules.iter().all(|r| r.metric == pk && r.kind == RuleKind::Sequential)
+            {
+                lost.push(&comp.arm);
+                continue;
+            }
+            let msg = format!(
+                "rollback {}: {}",
+                comp.arm,
+                rules.iter().map(|r| r.metric.as_str()).collect::<Vec<_>>().join(", ")
+            );
+            return (Decision::Rollback { arm: comp.arm.clone(), rules }, msg);
+        }
+        // 3. data quality (after rollback: a halt must never keep a worse canary serving)
         if let Some(reason) = self.halt_reason() {
             let msg = match &reason {
                 HaltReason::SampleRatioMismatch { log_e_value, .. } => {
@@ -1348,100 +1461,30 @@ impl RolloutHealth {
             };
             return (Decision::Halt { reason }, msg);
         }
-        // 3. rollback
-        for comp in comparisons {
-            let mut rules = Vec::new();
-            if comp.combined_log_e >= comp.log_threshold {
-                let mut named = false;
-                for m in comp.metrics.iter().filter(|m| m.significant) {
-                    named = true;
-                    rules.push(FiredRule {
-                        kind: RuleKind::Sequential,
-                        metric: m.metric.clone(),
-                        value: m.estimate,
-                        threshold: Some(1.0 / m.alpha),
-                        log_e_value: Some(m.log_e_total),
-                        message: format!(
-                            "{} worse than control: e-value {:.1} >= 1/alpha_m = {:.0} (estimate {}, always-valid lower bound {})",
-                            m.metric,
-                            m.log_e_total.exp(),
-                            1.0 / m.alpha,
-                            fmt_opt(m.estimate),
-                            fmt_opt(m.lower)
-                        ),
-                    });
-                }
-                if !named
-                    && let Some(m) = comp.metrics.iter().max_by(|a, b| {
-                        (a.weight.ln() + a.log_e_total).total_cmp(&(b.weight.ln() + b.log_e_total))
-                    })
-                {
-                    rules.push(FiredRule {
-                        kind: RuleKind::Sequential,
-                        metric: m.metric.clone(),
-                        value: m.estimate,
-                        threshold: Some(comp.log_threshold.exp()),
-                        log_e_value: Some(comp.combined_log_e),
-                        message: format!(
-                            "weighted e-average {:.1} >= {:.0}; largest contribution from {}",
-                            comp.combined_log_e.exp(),
-                            comp.log_threshold.exp(),
-                            m.metric
-                        ),
-                    });
-                }
-            }
-            let need = self.config.guard_rails.consecutive_failures;
-            for c in comp.checks.iter().take(GUARD_CHECKS.len()) {
-                let kind = match c.status {
-                    CheckStatus::Critical => RuleKind::CriticalGuardRail,
-                    CheckStatus::Breach if c.consecutive >= need => RuleKind::GuardRail,
-                    _ => continue,
-                };
-                rules.push(FiredRule {
-                    kind,
-                    metric: c.check.clone(),
-                    value: c.value,
-                    threshold: Some(c.threshold),
-                    log_e_value: None,
-                    message: format!(
-                        "guard rail {}: canary {} vs threshold {} (control {}, confidence bound {}, {} breaching looks)",
-                        c.check,
-                        fmt_opt(c.value),
-                        c.threshold,
-                        fmt_opt(c.control_value),
-                        fmt_opt(c.confidence_bound),
-                        c.consecutive
-                    ),
-                });
-            }
-            if !rules.is_empty() {
-                let msg = format!(
-                    "rollback {}: {}",
-                    comp.arm,
-                    rules.iter().map(|r| r.metric.as_str()).collect::<Vec<_>>().join(", ")
-                );
-                return (Decision::Rollback { arm: comp.arm.clone(), rules }, msg);
-            }
+        // 4. A/B: control wins when every arm is confidently worse on the primary metric
+        if let Some(pk) = primary
+            && !comparisons.is_empty()
+            && lost.len() == comparisons.len()
+        {
+            return (
+                Decision::Promote { arm: Arm::Control },
+                format!(
+                    "control wins: every arm is confidently worse than control on the primary metric ({pk}); the stable config stays"
+                ),
+            );
         }
-        // 4. promotion
-        let healthy = |comp: &ArmComparison| {
-            comp.checks
-                .iter()
-                .take(GUARD_CHECKS.len())
-                .all(|c| !matches!(c.status, CheckStatus::Breach | CheckStatus::Critical))
-                && comp
-                    .checks
-                    .iter()
-                    .any(|c| c.check == "sample_size" && c.status == CheckStatus::Pass)
-        };
+        // 5. promotion
         if gates_met {
             match self.mode {
                 AnalysisMode::AbTest { .. } => {
                     let winner = comparisons
                         .iter()
                         .filter(|c| {
-                            healthy(c)
+                            !lost.contains(&&c.arm)
+                                && c.checks.iter().all(|k| k.status != CheckStatus::Breach)
+                                && c.metrics.iter().all(|m| {
+                                    m.non_inferior || m.verdict == MetricVerdict::NotRequired
+                                })
                                 && c.benefit
                                     .as_ref()
                                     .is_some_and(|b| b.log_e_value >= b.log_threshold)
@@ -1452,78 +1495,329 @@ impl RolloutHealth {
                             ia.total_cmp(&ib)
                         });
                     if let Some(w) = winner {
-                        let msg =
-                            format!("promote {}: better than control on the primary metric", w.arm);
+                        let msg = format!(
+                            "promote {}: better than control on the primary metric and non-inferior on every other metric",
+                            w.arm
+                        );
                         return (Decision::Promote { arm: w.arm.clone() }, msg);
                     }
                 }
                 AnalysisMode::NoControl => {
-                    if let Some(comp) = comparisons.first()
-                        && comp.checks.iter().take(GUARD_CHECKS.len()).all(|c| {
-                            matches!(c.status, CheckStatus::Pass | CheckStatus::NotEvaluated)
-                        })
-                        && healthy(comp)
-                    {
+                    if let Some(comp) = comparisons.first() {
+                        let against = if self.baseline.is_some() {
+                            "the stable's frozen numbers"
+                        } else {
+                            "the absolute SLO thresholds"
+                        };
                         return (
                             Decision::Promote { arm: comp.arm.clone() },
-                            "promote: guard rails pass and the phase minimums are met".into(),
+                            format!(
+                                "promote: the watch met its minimums without an alarm (compared with {against})"
+                            ),
                         );
                     }
                 }
                 AnalysisMode::Canary | AnalysisMode::Shadow => {
                     if let Some(comp) = comparisons.first()
-                        && healthy(comp)
-                        && comp.metrics.iter().all(|m| m.non_inferior)
+                        && comp.metrics.iter().all(|m| !m.blocking)
                     {
-                        let msg = format!(
-                            "promote {}: every metric's upper bound is below its margin and the phase minimums are met",
-                            comp.arm
-                        );
+                        let unreachable: Vec<&str> = comp
+                            .metrics
+                            .iter()
+                            .filter(|m| m.verdict == MetricVerdict::Unreachable)
+                            .map(|m| m.metric.as_str())
+                            .collect();
+                        let msg = if unreachable.is_empty() {
+                            format!(
+                                "promote {}: every required metric's upper bound is below its margin and the phase minimums are met",
+                                comp.arm
+                            )
+                        } else {
+                            format!(
+                                "promote {}: every other required metric is non-inferior and the minimums are met; {} cannot reach a verdict within this {:?} stage's budget and its policy is ignore",
+                                comp.arm,
+                                unreachable.join(", "),
+                                self.phase.config.role
+                            )
+                        };
                         return (Decision::Promote { arm: comp.arm.clone() }, msg);
                     }
                 }
             }
         }
-        // 5. inconclusive
+        // 6. inconclusive
         if budget_spent {
-            let mut needed = Vec::new();
-            for (ti, comp) in comparisons.iter().enumerate() {
-                let n = self.phase.stats[self.treatments[ti].arm].requests;
-                let evals = self.evaluate_metrics(ti);
-                for (mi, m) in comp.metrics.iter().enumerate().filter(|(_, m)| !m.non_inferior) {
-                    let e = &evals[mi];
-                    let strat = self.treatments[ti].strat[mi].combined_with(e.promo);
-                    let additional = match (strat, e.promo_mix, m.margin) {
-                        (Some(s), Some(mix), Some(d)) => mix
-                            .projected_n(s, n.max(1), d, self.config.alpha_promote)
-                            .map(|p| p.saturating_sub(n)),
-                        _ => None,
-                    };
-                    needed.push(ProjectedNeed {
+            let needed = comparisons
+                .iter()
+                .flat_map(|comp| {
+                    comp.metrics.iter().filter(|m| m.blocking).map(|m| ProjectedNeed {
                         metric: m.metric.clone(),
                         arm: comp.arm.clone(),
-                        additional_requests: additional,
-                    });
-                }
-            }
+                        additional_requests: m.additional_requests,
+                    })
+                })
+                .collect();
             return (
                 Decision::Inconclusive { needed },
                 "inconclusive: phase budget spent without a decision".into(),
             );
         }
-        let why = if gates_met {
-            "continue: not yet non-inferior on every metric"
+        let why = if !lost.is_empty() {
+            format!(
+                "continue: {} confidently worse than control on the primary metric; waiting for the other arms",
+                lost.iter().map(|a| a.label()).collect::<Vec<_>>().join(", ")
+            )
+        } else if gates_met {
+            "continue: a required metric is not yet non-inferior".into()
         } else {
-            "continue: phase minimums not met yet"
+            "continue: phase minimums not met yet".into()
         };
-        (Decision::Continue, why.into())
+        (Decision::Continue, why)
     }
+}
+
+/// The rules behind a rejection of the weighted e-average: every metric and SLO guard
+/// significant by itself, or else the largest contribution.
+fn rollback_rules(comp: &ArmComparison) -> Vec<FiredRule> {
+    let mut rules = Vec::new();
+    for m in comp.metrics.iter().filter(|m| m.significant) {
+        rules.push(FiredRule {
+            kind: RuleKind::Sequential,
+            metric: m.metric.clone(),
+            value: m.phase_estimate,
+            threshold: Some(1.0 / m.alpha),
+            log_e_value: Some(m.log_e_total),
+            message: format!(
+                "{} worse than control: e-value {:.1} >= 1/alpha_m = {:.0} (estimate {}, always-valid lower bound {})",
+                m.metric,
+                m.log_e_total.exp(),
+                1.0 / m.alpha,
+                fmt_opt(m.estimate),
+                fmt_opt(m.lower)
+            ),
+        });
+    }
+    for c in comp.checks.iter().filter(|c| c.status == CheckStatus::Breach) {
+        rules.push(FiredRule {
+            kind: RuleKind::SloGuard,
+            metric: c.check.clone(),
+            value: c.value,
+            threshold: Some(c.threshold),
+            log_e_value: Some(c.log_e),
+            message: format!(
+                "SLO guard {}: canary {} beyond {} with confidence and worse than the reference ({}) by more than its margin (e-value {:.1} >= 1/alpha_guard = {:.0}){}",
+                c.check,
+                fmt_opt(c.value),
+                c.threshold,
+                fmt_opt(c.control_value),
+                c.log_e.exp(),
+                1.0 / c.alpha,
+                if c.stable_breaks { "; the stable breaks this threshold too" } else { "" }
+            ),
+        });
+    }
+    if rules.is_empty() {
+        let metric_top = comp
+            .metrics
+            .iter()
+            .map(|m| (m.weight.ln() + m.log_e_total, m.metric.as_str(), m.phase_estimate))
+            .chain(comp.checks.iter().map(|c| (c.log_e, c.check.as_str(), c.value)))
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        if let Some((_, name, value)) = metric_top {
+            rules.push(FiredRule {
+                kind: if name.starts_with("slo:") {
+                    RuleKind::SloGuard
+                } else {
+                    RuleKind::Sequential
+                },
+                metric: name.to_string(),
+                value,
+                threshold: Some(comp.log_threshold.exp()),
+                log_e_value: Some(comp.combined_log_e),
+                message: format!(
+                    "weighted e-average {:.1} >= {:.0}; largest contribution from {name}",
+                    comp.combined_log_e.exp(),
+                    comp.log_threshold.exp(),
+                ),
+            });
+        }
+    }
+    rules
+}
+
+const fn primary_key(p: PrimaryMetric) -> &'static str {
+    match p {
+        PrimaryMetric::ErrorRate => METRIC_ERRORS,
+        PrimaryMetric::Latency => METRIC_LATENCY,
+        PrimaryMetric::Cost => METRIC_COST,
+        PrimaryMetric::Quality => METRIC_QUALITY,
+    }
+}
+
+/// Inputs of the promotion projections at one look.
+struct Projection {
+    /// Canary requests per second in this phase.
+    rate: Option<f64>,
+    /// Canary requests the phase budget still allows (`None`: no budget).
+    remaining: Option<f64>,
+    policy: UnreachablePolicy,
+}
+
+/// Canary requests the phase's budget still allows: the smaller of the request budget and
+/// the time budget at the current rate. `None` when the phase has no budget.
+fn remaining_budget(
+    pc: &PhaseConfig,
+    samples: u64,
+    elapsed: i64,
+    rate: Option<f64>,
+) -> Option<f64> {
+    let by_samples = pc.max_samples.map(|m| m.saturating_sub(samples) as f64);
+    // Without a measured rate the time budget in requests is unknown, not zero.
+    let by_time = pc.max_duration_secs.zip(rate).map(|(m, r)| {
+        let left = m.saturating_sub(elapsed).max(0) as f64;
+        left * r
+    });
+    match (by_samples, by_time) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
+/// Seconds as a short duration for people.
+pub(crate) fn fmt_secs(s: f64) -> String {
+    if !s.is_finite() {
+        "an unbounded time".into()
+    } else if s < 90.0 {
+        format!("{s:.0} s")
+    } else if s < 5400.0 {
+        format!("{:.0} min", s / 60.0)
+    } else {
+        format!("{:.1} h", s / 3600.0)
+    }
+}
+
+/// What keeps the stage: the unmet minimum or the blocking metric with the longest
+/// projection (a metric beyond its margin first).
+fn holding(
+    comparisons: &[ArmComparison],
+    gates: &Gates,
+    rate: Option<f64>,
+    gates_met: bool,
+) -> Option<Holding> {
+    let mut items: Vec<(f64, Holding)> = Vec::new();
+    let at_rate = |n: u64| rate.map(|r| n as f64 / r);
+    let traffic = |eta: Option<f64>| {
+        eta.map_or_else(
+            || "no canary traffic measured yet, so no time can be projected".to_string(),
+            |s| format!("about {} at the current canary traffic", fmt_secs(s)),
+        )
+    };
+    if !gates_met {
+        if gates.samples < gates.min_samples {
+            let n = gates.min_samples - gates.samples;
+            let eta = at_rate(n);
+            items.push((
+                eta.unwrap_or(f64::INFINITY),
+                Holding {
+                    what: "min_samples".into(),
+                    arm: None,
+                    reason: format!(
+                        "minimum samples: {} of {} requests per arm ({n} more, {})",
+                        gates.samples,
+                        gates.min_samples,
+                        traffic(eta)
+                    ),
+                    additional_requests: Some(n),
+                    eta_secs: eta,
+                },
+            ));
+        }
+        if gates.elapsed_secs < gates.min_duration_secs {
+            let left = (gates.min_duration_secs - gates.elapsed_secs) as f64;
+            items.push((
+                left,
+                Holding {
+                    what: "min_duration".into(),
+                    arm: None,
+                    reason: format!(
+                        "minimum duration: {} of {} s ({} left)",
+                        gates.elapsed_secs,
+                        gates.min_duration_secs,
+                        fmt_secs(left)
+                    ),
+                    additional_requests: None,
+                    eta_secs: Some(left),
+                },
+            ));
+        }
+    }
+    for comp in comparisons {
+        for m in comp.metrics.iter().filter(|m| m.blocking) {
+            let (key, reason) = match m.verdict {
+                MetricVerdict::BeyondMargin => (
+                    f64::MAX,
+                    format!(
+                        "{} on {}: the estimate {} is at or beyond the margin {}; it holds until the estimate improves, and the stage ends inconclusive when its budget is spent",
+                        m.metric,
+                        comp.arm,
+                        fmt_opt(m.estimate),
+                        fmt_opt(m.margin)
+                    ),
+                ),
+                MetricVerdict::Unreachable => (
+                    m.eta_secs.unwrap_or(f64::INFINITY),
+                    format!(
+                        "{} on {}: about {} more canary requests ({}) to show non-inferiority, more than the stage's remaining budget; the stage's policy is block",
+                        m.metric,
+                        comp.arm,
+                        m.additional_requests.map_or_else(|| "many".into(), |n| n.to_string()),
+                        traffic(m.eta_secs)
+                    ),
+                ),
+                _ => match m.additional_requests {
+                    Some(n) => (
+                        m.eta_secs.unwrap_or(f64::INFINITY),
+                        format!(
+                            "{} on {}: about {n} more canary requests ({}) to show non-inferiority at margin {} if the estimate stays at {}",
+                            m.metric,
+                            comp.arm,
+                            traffic(m.eta_secs),
+                            fmt_opt(m.margin),
+                            fmt_opt(m.estimate)
+                        ),
+                    ),
+                    None => (
+                        f64::INFINITY,
+                        format!(
+                            "{} on {}: waiting for data ({})",
+                            m.metric,
+                            comp.arm,
+                            m.note.clone().unwrap_or_default()
+                        ),
+                    ),
+                },
+            };
+            items.push((
+                key,
+                Holding {
+                    what: m.metric.clone(),
+                    arm: Some(comp.arm.clone()),
+                    reason,
+                    additional_requests: m.additional_requests,
+                    eta_secs: m.eta_secs,
+                },
+            ));
+        }
+    }
+    items.into_iter().max_by(|a, b| a.0.total_cmp(&b.0)).map(|(_, h)| h)
 }
 
 fn fmt_opt(v: Option<f64>) -> String {
     v.map_or_else(|| "n/a".into(), |x| format!("{x:.4}"))
 }
 
+/// Ledger entries: the comparative metrics share `1 − w_guards` by their weights, the SLO
+/// guards share `w_guards` equally.
 fn ledger_weights(cfg: &HealthConfig) -> Vec<(String, f64)> {
     let t = &cfg.latency_tail;
     let n_tail = t.quantiles.len() + t.slo_thresholds.len();
@@ -1539,6 +1833,17 @@ fn ledger_weights(cfg: &HealthConfig) -> Vec<(String, f64)> {
     }
     w.push((METRIC_COST.to_string(), cfg.cost.weight));
     w.push((METRIC_QUALITY.to_string(), cfg.quality.weight));
+    let guards = cfg.slo_guards.active();
+    if !guards.is_empty() && cfg.slo_guards.weight > 0.0 {
+        let total: f64 = w.iter().map(|(_, x)| x).sum();
+        for (_, x) in &mut w {
+            *x *= (1.0 - cfg.slo_guards.weight) / total;
+        }
+        let each = cfg.slo_guards.weight / guards.len() as f64;
+        for g in guards {
+            w.push((g.key(), each));
+        }
+    }
     w
 }
 

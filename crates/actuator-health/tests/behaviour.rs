@@ -3,8 +3,8 @@
 
 use actuator_health::{
     AnalysisMode, Arm, CheckStatus, Decision, HaltReason, HealthConfig, HealthError,
-    MarginOverrides, Observation, Outcome, PhaseConfig, PrimaryMetric, QualityUpdate,
-    RecordOutcome, RolloutHealth, RuleKind,
+    MarginOverrides, MetricVerdict, Observation, Outcome, PhaseConfig, PrimaryMetric,
+    QualityUpdate, RecordOutcome, RolloutHealth, RuleKind, StageRole,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
@@ -148,7 +148,8 @@ fn equal_canary_is_promoted_only_after_min_samples() {
     assert_eq!(d, Decision::Promote { arm: Arm::Canary }, "after {n} canary requests");
     assert!(n >= 2000, "promoted at {n} < min_samples");
     let ev = h.last_evaluation().expect("looked");
-    assert!(ev.explanation.comparisons[0].metrics.iter().all(|m| m.non_inferior));
+    assert!(ev.explanation.comparisons[0].metrics.iter().all(|m| !m.blocking
+        && matches!(m.verdict, MetricVerdict::NonInferior | MetricVerdict::NotRequired)));
     assert!(ev.explanation.gates.elapsed_secs >= 600);
 }
 
@@ -378,7 +379,7 @@ fn ab_test_picks_the_faster_arm() {
 }
 
 #[test]
-fn no_control_mode_uses_absolute_guard_rails() {
+fn no_control_without_baseline_uses_absolute_slo_guards() {
     let mut bad = RolloutHealth::new(
         "r1",
         "",
@@ -408,7 +409,7 @@ fn no_control_mode_uses_absolute_guard_rails() {
     }
     let Decision::Rollback { rules, .. } = bad_d else { panic!("{bad_d:?}") };
     assert!(
-        rules.iter().any(|r| r.metric == "error_rate" && r.kind == RuleKind::CriticalGuardRail),
+        rules.iter().any(|r| r.metric == "slo:error_rate<=0.01" && r.kind == RuleKind::SloGuard),
         "{rules:?}"
     );
     let healthy = ArmModel { error_rate: 0.001, median_ms: 200.0, sigma: 0.3 };
@@ -441,8 +442,8 @@ fn sample_ratio_mismatch_halts() {
 }
 
 #[test]
-fn guard_rails_compare_against_control_not_just_thresholds() {
-    // p95 is above 1000 ms in BOTH arms: the guard rail watches but does not fire.
+fn slo_guards_compare_against_control_not_just_thresholds() {
+    // p95 is above 1000 ms in BOTH arms: the guard reports that the stable breaks it too.
     let mut h = monitor(PhaseConfig::canary(0.5));
     let mut rng = Rng(31);
     let slow = ArmModel { error_rate: 0.0, median_ms: 900.0, sigma: 0.6 };
@@ -452,10 +453,11 @@ fn guard_rails_compare_against_control_not_just_thresholds() {
     let p95 = ev.explanation.comparisons[0]
         .checks
         .iter()
-        .find(|c| c.check == "p95_latency")
+        .find(|c| c.check == "slo:p95<=1000ms")
         .expect("check");
-    assert_eq!(p95.status, CheckStatus::Watch);
-    assert_eq!(ev.explanation.comparisons[0].checks.len(), 8);
+    assert_eq!(p95.status, CheckStatus::StableBreaks);
+    assert!(p95.stable_breaks && p95.note.as_deref().unwrap_or("").contains("stable breaks"));
+    assert_eq!(ev.explanation.comparisons[0].checks.len(), 6);
 }
 
 #[test]
@@ -585,5 +587,299 @@ fn reserved_or_duplicate_arm_names_are_rejected() {
     assert!(
         RolloutHealth::new("r1", "", AnalysisMode::Canary, cfg, PhaseConfig::canary(1.5), t0())
             .is_err()
+    );
+}
+
+/// Feeds only canary requests (no-control stages), one look per `per_look` requests, one
+/// minute apart; returns the first non-continue decision.
+fn run_alone(
+    h: &mut RolloutHealth,
+    rng: &mut Rng,
+    canary: ArmModel,
+    looks: u64,
+    start: DateTime<Utc>,
+) -> Decision {
+    for look in 1..=looks {
+        for i in 0..100 {
+            h.record(&obs(rng, (1 << 50) + look * 1000 + i, Arm::Canary, canary)).expect("valid");
+        }
+        let d = h.look(start + Duration::minutes(i64::try_from(look).expect("small"))).decision;
+        if d != Decision::Continue {
+            return d;
+        }
+    }
+    Decision::Continue
+}
+
+/// A monitor that went through a healthy 50% phase and hands over to the 100% step.
+fn full_step(stable: ArmModel, rng: &mut Rng) -> (RolloutHealth, f64) {
+    let mut h = monitor(PhaseConfig::canary(0.5).min(1_000_000, 0));
+    let _ = run(&mut h, rng, 0.5, stable, stable, 30);
+    let carried = h.log_e_value(&Arm::Canary, "errors").expect("metric");
+    let handover = h.handover();
+    let watch = RolloutHealth::new(
+        "r1",
+        "assistant.model",
+        AnalysisMode::NoControl,
+        HealthConfig::default(),
+        PhaseConfig::rolling(1.0).min(2000, 600),
+        t0() + Duration::hours(1),
+    )
+    .expect("valid")
+    .with_handover(handover)
+    .expect("no control");
+    (watch, carried)
+}
+
+#[test]
+fn full_step_keeps_the_budget_and_passes_a_healthy_candidate_whose_stable_p99_is_above_two_seconds()
+{
+    // Stable and candidate alike: median 900 ms, σ = 0.9, so p99 ≈ 7.3 s (above the 2 s SLO).
+    let slow = ArmModel { error_rate: 0.01, median_ms: 900.0, sigma: 0.9 };
+    let mut rng = Rng(41);
+    let (mut h, carried) = full_step(slow, &mut rng);
+    assert!(h.baseline().is_some_and(|b| b.requests() > 0));
+    let now_carried = h.log_e_value(&Arm::Canary, "errors").expect("metric");
+    assert!((now_carried - carried).abs() < 1e-9, "evidence continues: {now_carried} vs {carried}");
+    let d = run_alone(&mut h, &mut rng, slow, 40, t0() + Duration::hours(1));
+    assert_eq!(d, Decision::Promote { arm: Arm::Canary });
+    let ev = h.last_evaluation().expect("looked");
+    let p99 = ev.explanation.comparisons[0]
+        .checks
+        .iter()
+        .find(|c| c.check == "slo:p99<=2000ms")
+        .expect("guard");
+    assert!(p99.stable_breaks, "{p99:?}");
+}
+
+#[test]
+fn full_step_rolls_back_doubled_errors_against_the_frozen_baseline() {
+    let mut rng = Rng(43);
+    let (mut h, _) = full_step(BASE, &mut rng);
+    let worse = ArmModel { error_rate: 0.04, ..BASE };
+    let d = run_alone(&mut h, &mut rng, worse, 100, t0() + Duration::hours(1));
+    let Decision::Rollback { rules, .. } = d else { panic!("expected rollback, got {d:?}") };
+    assert!(
+        rules.iter().any(|r| r.metric == "errors" || r.metric.starts_with("slo:")),
+        "{rules:?}"
+    );
+}
+
+#[test]
+fn a_data_quality_halt_never_holds_back_a_rollback() {
+    // Assignment is skewed (SRM) and the canary is much worse: the rollback wins.
+    let mut h = monitor(PhaseConfig::canary(0.5));
+    let mut rng = Rng(5);
+    let bad = ArmModel { error_rate: 0.15, ..BASE };
+    for i in 0..4000u64 {
+        let (arm, m) = if i % 10 < 3 { (Arm::Canary, bad) } else { (Arm::Control, BASE) };
+        h.record(&obs(&mut rng, i, arm, m)).expect("valid");
+    }
+    let d = h.look(t0()).decision;
+    assert!(matches!(d, Decision::Rollback { .. }), "{d:?}");
+}
+
+fn ab(primary: PrimaryMetric) -> RolloutHealth {
+    RolloutHealth::new(
+        "r1",
+        "",
+        AnalysisMode::AbTest { primary },
+        HealthConfig::default(),
+        PhaseConfig::ab(0.5, &["b"]).min(500, 0),
+        t0(),
+    )
+    .expect("valid")
+}
+
+fn run_ab(h: &mut RolloutHealth, rng: &mut Rng, b: ArmModel, n: u64) -> Decision {
+    for i in 0..n {
+        let (arm, m) = if i % 2 == 0 { (Arm::Control, BASE) } else { (Arm::Named("b".into()), b) };
+        h.record(&obs(rng, i, arm, m)).expect("valid");
+        if i % 200 == 199 {
+            let d = h.look(t0()).decision;
+            if d != Decision::Continue {
+                return d;
+            }
+        }
+    }
+    Decision::Continue
+}
+
+#[test]
+fn ab_control_wins_when_the_arm_is_worse_on_the_primary_metric() {
+    let mut h = ab(PrimaryMetric::Latency);
+    let slower = ArmModel { median_ms: 520.0, ..BASE };
+    let d = run_ab(&mut h, &mut Rng(9), slower, 40_000);
+    assert_eq!(d, Decision::Promote { arm: Arm::Control });
+    let rule = &h.last_evaluation().expect("looked").explanation.rule;
+    assert!(rule.contains("control wins"), "{rule}");
+}
+
+#[test]
+fn ab_winner_must_be_non_inferior_on_every_other_metric() {
+    // Faster (the primary metric) but with four times the errors: never declared the winner.
+    let mut h = ab(PrimaryMetric::Latency);
+    let fast_but_failing = ArmModel { median_ms: 300.0, error_rate: 0.04, ..BASE };
+    let d = run_ab(&mut h, &mut Rng(10), fast_but_failing, 40_000);
+    assert_ne!(d, Decision::Promote { arm: Arm::Named("b".into()) });
+    for rec in h.history() {
+        assert_ne!(rec.decision, Decision::Promote { arm: Arm::Named("b".into()) });
+    }
+}
+
+#[test]
+fn smoke_stage_uses_coarse_margins_and_does_not_wait_for_quality() {
+    let mut h = monitor(PhaseConfig::canary(0.05).min(500, 0));
+    let mut rng = Rng(12);
+    let _ = run(&mut h, &mut rng, 0.05, BASE, BASE, 3);
+    let ev = h.last_evaluation().expect("looked");
+    assert_eq!(ev.explanation.role, StageRole::Smoke);
+    let m = &ev.explanation.comparisons[0].metrics;
+    let errors = m.iter().find(|x| x.metric == "errors").expect("errors");
+    assert!(errors.margin.is_some_and(|d| d >= 0.01), "{errors:?}");
+    let quality = m.iter().find(|x| x.metric == "quality").expect("quality");
+    assert!(!quality.blocking, "{quality:?}");
+}
+
+#[test]
+fn unreachable_metric_is_ignored_in_a_smoke_stage_and_blocks_a_prove_stage() {
+    // 600 canary requests of budget cannot show errors non-inferior at +0.5 pp (prove) or
+    // at +1 pp; latency and cost can. Smoke (ignore) promotes, prove (block) ends inconclusive.
+    let phase = |role| {
+        PhaseConfig::canary(0.5)
+            .role(role)
+            .min(500, 0)
+            .max(Some(600), None)
+            .margins(MarginOverrides { errors_abs: Some(0.005), ..MarginOverrides::default() })
+    };
+    let mut smoke = monitor(phase(StageRole::Smoke));
+    let (d, _) = run(&mut smoke, &mut Rng(13), 0.5, BASE, BASE, 10);
+    assert_eq!(d, Decision::Promote { arm: Arm::Canary });
+    let ev = smoke.last_evaluation().expect("looked");
+    let errors = ev.explanation.comparisons[0].metrics.iter().find(|m| m.metric == "errors");
+    assert_eq!(errors.map(|m| m.verdict), Some(MetricVerdict::Unreachable));
+    assert!(ev.explanation.rule.contains("cannot reach a verdict"), "{}", ev.explanation.rule);
+    let mut prove = monitor(phase(StageRole::Prove));
+    let (d, _) = run(&mut prove, &mut Rng(13), 0.5, BASE, BASE, 10);
+    assert!(matches!(d, Decision::Inconclusive { .. }), "{d:?}");
+}
+
+#[test]
+fn every_look_states_what_holds_the_stage_with_a_projection() {
+    let mut h = monitor(PhaseConfig::canary(0.25).min(1000, 0));
+    let mut rng = Rng(14);
+    // no traffic yet: still a reason, never a bare "?"
+    let ev = h.look(t0());
+    let hold = ev.explanation.holding.expect("something holds");
+    assert!(!hold.reason.contains('?') && !hold.reason.is_empty(), "{hold:?}");
+    let _ = run(&mut h, &mut rng, 0.25, BASE, BASE, 12);
+    let ev = h.last_evaluation().expect("looked");
+    if ev.decision == Decision::Continue {
+        let hold = ev.explanation.holding.as_ref().expect("something holds");
+        assert!(hold.eta_secs.is_some() || hold.what == "min_samples", "{hold:?}");
+        assert!(hold.reason.contains("canary"), "{hold:?}");
+    }
+    let errors = ev.explanation.comparisons[0].metrics.iter().find(|m| m.metric == "errors");
+    let errors = errors.expect("errors");
+    if !errors.non_inferior {
+        assert!(errors.additional_requests.is_some(), "{errors:?}");
+    }
+}
+
+mod decision_properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(12))]
+
+        /// The reported interval always contains the reported (pooled) estimate, across
+        /// phases with different shares.
+        #[test]
+        fn reported_interval_contains_its_estimate(seed in 0u64..10_000, worse in 0.0f64..0.02) {
+            let mut h = monitor(PhaseConfig::canary(0.05).min(1_000_000, 0));
+            let mut rng = Rng(seed);
+            let canary = ArmModel { error_rate: 0.01 + worse, ..BASE };
+            for (k, share) in [0.05, 0.25, 0.5].into_iter().enumerate() {
+                if k > 0 {
+                    h.start_phase(PhaseConfig::canary(share).min(1_000_000, 0), t0()).expect("phase");
+                }
+                for _ in 0..4 {
+                    let _ = run(&mut h, &mut rng, share, canary, BASE, 1);
+                    let ev = h.last_evaluation().expect("looked");
+                    for m in &ev.explanation.comparisons[0].metrics {
+                        if let (Some(l), Some(e), Some(u)) = (m.lower, m.estimate, m.upper) {
+                            prop_assert!(l <= e && e <= u, "{}: {l} {e} {u}", m.metric);
+                        }
+                    }
+                }
+            }
+        }
+
+        /// Identical canary and control (the same outcome, latency, cost and score served
+        /// to both) never roll back and never breach an SLO guard.
+        #[test]
+        fn identical_arms_never_roll_back(seed in 0u64..10_000) {
+            let mut h = monitor(PhaseConfig::canary(0.5).min(1_000_000, 0));
+            let mut rng = Rng(seed);
+            for look in 0..20u64 {
+                for i in 0..100u64 {
+                    let o = obs(&mut rng, look * 1000 + i, Arm::Canary, ArmModel { error_rate: 0.03, ..BASE });
+                    let c = Observation { request_id: format!("{}-c", o.request_id), arm: Arm::Control, ..o.clone() };
+                    h.record(&o).expect("valid");
+                    h.record(&c).expect("valid");
+                }
+                let ev = h.look(t0() + Duration::minutes(i64::try_from(look).expect("small")));
+                prop_assert!(!matches!(ev.decision, Decision::Rollback { .. }), "{:?}", ev.decision);
+                prop_assert!(ev.explanation.comparisons[0].checks.iter().all(|c| c.status != CheckStatus::Breach));
+            }
+        }
+    }
+}
+
+#[test]
+fn an_unknown_traffic_rate_never_makes_a_metric_unreachable() {
+    // All requests arrive before the first look at elapsed 0 s: the time budget in requests
+    // is unknown, so nothing may be waved through as "unreachable" in a smoke stage.
+    let phase =
+        PhaseConfig::canary(0.5).role(StageRole::Smoke).min(200, 0).max(None, Some(3600)).margins(
+            MarginOverrides {
+                errors_abs: Some(0.002),
+                errors_ratio: Some(1.01),
+                ..MarginOverrides::default()
+            },
+        );
+    let mut h = monitor(phase);
+    let mut rng = Rng(15);
+    let clean = ArmModel { error_rate: 0.0, ..BASE };
+    for i in 0..600u64 {
+        let arm = if i % 2 == 0 { Arm::Canary } else { Arm::Control };
+        h.record(&obs(&mut rng, i, arm, clean)).expect("valid");
+    }
+    let ev = h.look(t0());
+    let errors = ev.explanation.comparisons[0].metrics.iter().find(|m| m.metric == "errors");
+    assert_ne!(errors.map(|m| m.verdict), Some(MetricVerdict::Unreachable), "{errors:?}");
+    assert_ne!(ev.decision, Decision::Promote { arm: Arm::Canary });
+}
+
+#[test]
+fn remaining_rollback_delays_are_listed_with_their_reason() {
+    let mut h = monitor(PhaseConfig::canary(0.5));
+    let mut rng = Rng(16);
+    for i in 0..20u64 {
+        let arm = if i % 2 == 0 { Arm::Canary } else { Arm::Control };
+        h.record(&obs(&mut rng, i, arm, BASE)).expect("valid");
+    }
+    let ev = h.look(t0());
+    let delays = ev.explanation.delays.join("\n");
+    assert!(delays.contains("latency: no rollback evidence until 20 values"), "{delays}");
+    assert!(delays.contains("tail:q0.95") && delays.contains("frozen"), "{delays}");
+    assert!(!delays.contains("errors"), "the error test has no burn-in: {delays}");
+    let _ = run(&mut h, &mut rng, 0.5, BASE, BASE, 2);
+    let ev = h.last_evaluation().expect("looked");
+    assert!(
+        !ev.explanation.delays.iter().any(|d| d.starts_with("latency")),
+        "{:?}",
+        ev.explanation.delays
     );
 }

@@ -1,6 +1,7 @@
-//! Rollback policy, pure and synchronous: when to roll back outside the sequential analysis
-//! (the seed's automatic triggers), how a gradual rollback steps traffic down, and whether the
-//! stable config is healthy again afterwards.
+//! Rollback policy, pure and synchronous: the seed's automatic triggers as request settings
+//! (their numeric limits become SLO guards inside the analysis's one budget; only the
+//! maximum-duration trigger is checked here), how a gradual rollback steps traffic down, and
+//! whether the stable config is healthy again afterwards.
 //!
 //! The rollout engine (`actuator-engine`) executes what this crate decides: it persists each
 //! step before the routing table changes.
@@ -20,26 +21,34 @@ pub fn gradual_plan(current_bp: u16) -> Vec<u16> {
     plan
 }
 
-/// The seed's automatic rollback triggers: absolute limits on the candidate's own numbers,
-/// checked beside the sequential analysis. Each is optional (`null` turns it off).
+/// The seed's automatic rollback triggers, as request settings.
+///
+/// The numeric limits (`error_rate`, `p99_latency_ms`, `min_quality`, `cost_increase`) are
+/// no longer checked on the candidate's own point estimates: the engine turns each into an
+/// SLO guard of the health analysis, inside the one false-rollback budget. A guard fires only
+/// when the candidate is beyond the limit with anytime-valid confidence and confidently worse
+/// than its reference (control, or the stable's numbers frozen from the last compared phase);
+/// a limit the stable breaks too is reported as such. `null` turns a limit off. Only
+/// `max_duration` is evaluated here, by [`RollbackTriggers::evaluate`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RollbackTriggers {
-    /// Roll back when the candidate's error rate is above this (0.05).
+    /// SLO guard: the candidate's error rate must stay at or below this (0.05).
     pub error_rate: Option<f64>,
-    /// Roll back when the candidate's p99 latency is above this many ms (2000).
+    /// SLO guard: the candidate's p99 latency must stay at or below this many ms (2000).
     pub p99_latency_ms: Option<f64>,
-    /// Roll back when the candidate's mean quality is below this (3.5).
+    /// SLO guard: the candidate's mean quality must stay at or above this (3.5).
     pub min_quality: Option<f64>,
-    /// Roll back when the candidate's mean cost exceeds control's by more than this
+    /// SLO guard: the candidate's mean cost may exceed the reference's by at most this
     /// fraction (0.20 = +20 %).
     pub cost_increase: Option<f64>,
-    /// Roll back after this many failing health checks in a row (3).
+    /// Accepted so that older requests parse; it has no effect. Counting failing looks was
+    /// a rule outside the budget; every SLO guard now acts at its first anytime-valid breach.
     pub health_check_failures: Option<u32>,
     /// Roll back when the rollout runs past its maximum duration (true).
     pub max_duration: bool,
-    /// Candidate requests needed before the numeric triggers may fire (200): below that, a
-    /// handful of slow or failed requests would trip them by chance.
+    /// Accepted so that older requests parse; it has no effect. Minimums gate promotion
+    /// only; the anytime-valid guards need no burn-in to stay inside the budget.
     pub min_requests: u64,
 }
 
@@ -58,22 +67,8 @@ impl Default for RollbackTriggers {
 }
 
 /// What the triggers look at.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TriggerInput {
-    /// Candidate requests in the current step.
-    pub requests: u64,
-    /// Candidate error rate.
-    pub error_rate: Option<f64>,
-    /// Candidate p99 latency (ms).
-    pub p99_latency_ms: Option<f64>,
-    /// Candidate mean quality.
-    pub mean_quality: Option<f64>,
-    /// Candidate mean cost.
-    pub mean_cost: Option<f64>,
-    /// Control mean cost, when there is a control.
-    pub control_mean_cost: Option<f64>,
-    /// Failing health checks in a row.
-    pub consecutive_failures: u32,
     /// Whether the rollout is past its maximum duration.
     pub past_max_duration: bool,
 }
@@ -82,16 +77,6 @@ pub struct TriggerInput {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TriggerKind {
-    /// Error rate above its limit.
-    ErrorRate,
-    /// p99 latency above its limit.
-    Latency,
-    /// Quality below its limit.
-    Quality,
-    /// Cost increase above its limit.
-    Cost,
-    /// Health checks failing in a row.
-    HealthChecks,
     /// Maximum duration exceeded.
     Timeout,
 }
@@ -109,29 +94,79 @@ pub struct FiredTrigger {
     pub message: String,
 }
 
+/// One trigger limit as an SLO guard for the health analysis (the engine maps it onto
+/// `actuator_health::SloGuard`).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind")]
+pub enum TriggerGuard {
+    /// Error rate at most `limit`.
+    ErrorRate {
+        /// The limit.
+        limit: f64,
+    },
+    /// p99 latency at most `limit_ms`.
+    P99Latency {
+        /// The limit (ms).
+        limit_ms: f64,
+    },
+    /// Mean quality at least `limit`.
+    MinQuality {
+        /// The limit.
+        limit: f64,
+    },
+    /// Mean cost at most `limit` above the reference (0.20 = +20 %).
+    CostIncrease {
+        /// The limit.
+        limit: f64,
+    },
+}
+
 impl RollbackTriggers {
-    /// Checks the limits: rates in 0–1, latencies and ratios non-negative.
+    /// Checks the limits: the error rate strictly inside (0, 1), latency and cost limits
+    /// positive, quality non-negative; the field and the range are named.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(e) = self.error_rate
-            && !(0.0..=1.0).contains(&e)
+            && !(e.is_finite() && e > 0.0 && e < 1.0)
         {
-            return Err(format!("triggers.error_rate must be within 0–1, got {e}"));
+            return Err(format!("triggers.error_rate must be strictly between 0 and 1, got {e}"));
         }
         for (name, v) in [
             ("triggers.p99_latency_ms", self.p99_latency_ms),
-            ("triggers.min_quality", self.min_quality),
             ("triggers.cost_increase", self.cost_increase),
         ] {
             if let Some(v) = v
-                && !(v.is_finite() && v >= 0.0)
+                && !(v.is_finite() && v > 0.0 && v <= 1e9)
             {
-                return Err(format!("{name} must be a non-negative number, got {v}"));
+                return Err(format!("{name} must be a positive number up to 1e9, got {v}"));
             }
+        }
+        if let Some(v) = self.min_quality
+            && !(v.is_finite() && (0.0..=1e6).contains(&v))
+        {
+            return Err(format!("triggers.min_quality must be within 0–1e6, got {v}"));
         }
         Ok(())
     }
 
-    /// Every trigger that fires on `input`.
+    /// The numeric limits that are set, as SLO guards for the analysis.
+    pub fn guards(&self) -> Vec<TriggerGuard> {
+        let mut out = Vec::new();
+        if let Some(limit) = self.error_rate {
+            out.push(TriggerGuard::ErrorRate { limit });
+        }
+        if let Some(limit_ms) = self.p99_latency_ms {
+            out.push(TriggerGuard::P99Latency { limit_ms });
+        }
+        if let Some(limit) = self.min_quality {
+            out.push(TriggerGuard::MinQuality { limit });
+        }
+        if let Some(limit) = self.cost_increase {
+            out.push(TriggerGuard::CostIncrease { limit });
+        }
+        out
+    }
+
+    /// Every trigger that fires on `input`: only the maximum duration is checked here.
     pub fn evaluate(&self, input: &TriggerInput) -> Vec<FiredTrigger> {
         let mut out = Vec::new();
         if self.max_duration && input.past_max_duration {
@@ -141,70 +176,6 @@ impl RollbackTriggers {
                 limit: 0.0,
                 message: "the rollout ran past its maximum duration".into(),
             });
-        }
-        if let Some(limit) = self.health_check_failures
-            && input.consecutive_failures >= limit
-        {
-            out.push(FiredTrigger {
-                kind: TriggerKind::HealthChecks,
-                value: f64::from(input.consecutive_failures),
-                limit: f64::from(limit),
-                message: format!(
-                    "{} health checks failed in a row (limit {limit})",
-                    input.consecutive_failures
-                ),
-            });
-        }
-        if input.requests < self.min_requests {
-            return out;
-        }
-        if let (Some(limit), Some(v)) = (self.error_rate, input.error_rate)
-            && v > limit
-        {
-            out.push(FiredTrigger {
-                kind: TriggerKind::ErrorRate,
-                value: v,
-                limit,
-                message: format!("error rate {:.2} % is above {:.2} %", v * 100.0, limit * 100.0),
-            });
-        }
-        if let (Some(limit), Some(v)) = (self.p99_latency_ms, input.p99_latency_ms)
-            && v > limit
-        {
-            out.push(FiredTrigger {
-                kind: TriggerKind::Latency,
-                value: v,
-                limit,
-                message: format!("p99 latency {v:.0} ms is above {limit:.0} ms"),
-            });
-        }
-        if let (Some(limit), Some(v)) = (self.min_quality, input.mean_quality)
-            && v < limit
-        {
-            out.push(FiredTrigger {
-                kind: TriggerKind::Quality,
-                value: v,
-                limit,
-                message: format!("mean quality {v:.2} is below {limit:.2}"),
-            });
-        }
-        if let (Some(limit), Some(c), Some(base)) =
-            (self.cost_increase, input.mean_cost, input.control_mean_cost)
-            && base > 0.0
-        {
-            let inc = c / base - 1.0;
-            if inc > limit {
-                out.push(FiredTrigger {
-                    kind: TriggerKind::Cost,
-                    value: inc,
-                    limit,
-                    message: format!(
-                        "cost per request is {:.1} % above control (limit {:.1} %)",
-                        inc * 100.0,
-                        limit * 100.0
-                    ),
-                });
-            }
         }
         out
     }
@@ -259,64 +230,40 @@ mod tests {
         }
     }
 
-    fn input() -> TriggerInput {
-        TriggerInput {
-            requests: 1000,
-            error_rate: Some(0.01),
-            p99_latency_ms: Some(900.0),
-            mean_quality: Some(4.2),
-            mean_cost: Some(0.002),
-            control_mean_cost: Some(0.002),
-            consecutive_failures: 0,
-            past_max_duration: false,
-        }
+    #[test]
+    fn numeric_limits_become_guards_and_only_the_duration_fires_here() {
+        let t = RollbackTriggers::default();
+        assert_eq!(
+            t.guards(),
+            [
+                TriggerGuard::ErrorRate { limit: 0.05 },
+                TriggerGuard::P99Latency { limit_ms: 2000.0 },
+                TriggerGuard::MinQuality { limit: 3.5 },
+                TriggerGuard::CostIncrease { limit: 0.20 },
+            ]
+        );
+        assert!(t.evaluate(&TriggerInput { past_max_duration: false }).is_empty());
+        let fired = t.evaluate(&TriggerInput { past_max_duration: true });
+        assert_eq!(fired.iter().map(|f| f.kind).collect::<Vec<_>>(), [TriggerKind::Timeout]);
+        let off = RollbackTriggers { max_duration: false, ..t };
+        assert!(off.evaluate(&TriggerInput { past_max_duration: true }).is_empty());
     }
 
     #[test]
-    fn seed_defaults_fire_on_the_seed_limits() {
-        let t = RollbackTriggers::default();
-        assert!(t.evaluate(&input()).is_empty());
-        let kinds =
-            |i: TriggerInput| t.evaluate(&i).into_iter().map(|f| f.kind).collect::<Vec<_>>();
-        assert_eq!(
-            kinds(TriggerInput { error_rate: Some(0.06), ..input() }),
-            [TriggerKind::ErrorRate]
-        );
-        assert_eq!(
-            kinds(TriggerInput { p99_latency_ms: Some(2100.0), ..input() }),
-            [TriggerKind::Latency]
-        );
-        assert_eq!(
-            kinds(TriggerInput { mean_quality: Some(3.4), ..input() }),
-            [TriggerKind::Quality]
-        );
-        assert_eq!(kinds(TriggerInput { mean_cost: Some(0.0025), ..input() }), [TriggerKind::Cost]);
-        assert_eq!(
-            kinds(TriggerInput { consecutive_failures: 3, ..input() }),
-            [TriggerKind::HealthChecks]
-        );
-        assert_eq!(
-            kinds(TriggerInput { past_max_duration: true, ..input() }),
-            [TriggerKind::Timeout]
-        );
-    }
-
-    #[test]
-    fn numeric_triggers_wait_for_enough_requests_and_can_be_turned_off() {
-        let t = RollbackTriggers::default();
-        assert!(
-            t.evaluate(&TriggerInput { requests: 50, error_rate: Some(0.5), ..input() }).is_empty()
-        );
+    fn limits_can_be_turned_off_and_are_range_checked() {
         let off: RollbackTriggers =
-            serde_json::from_value(serde_json::json!({"error_rate": null})).unwrap();
-        assert!(off.evaluate(&TriggerInput { error_rate: Some(0.5), ..input() }).is_empty());
+            serde_json::from_value(serde_json::json!({"error_rate": null, "min_requests": 50}))
+                .unwrap();
+        assert!(!off.guards().iter().any(|g| matches!(g, TriggerGuard::ErrorRate { .. })));
         assert!(
             serde_json::from_value::<RollbackTriggers>(serde_json::json!({"eror_rate": 1}))
                 .is_err()
         );
-        assert!(
-            RollbackTriggers { error_rate: Some(2.0), ..Default::default() }.validate().is_err()
-        );
+        let e = RollbackTriggers { error_rate: Some(2.0), ..Default::default() }.validate();
+        assert!(e.unwrap_err().contains("triggers.error_rate"));
+        let e = RollbackTriggers { p99_latency_ms: Some(-1.0), ..Default::default() }.validate();
+        assert!(e.unwrap_err().contains("triggers.p99_latency_ms"));
+        RollbackTriggers::default().validate().unwrap();
     }
 
     #[test]

@@ -129,6 +129,22 @@ impl EvidenceLedger {
         }
     }
 
+    /// Continues the evidence of `earlier` (a ledger of the same rollout whose phases are
+    /// closed): for every metric of the same name, its product of phase e-values is
+    /// multiplied onto this ledger's carried product. Optional continuation keeps the product
+    /// an e-process, so the budget of `earlier` and this ledger is one. Returns the names
+    /// that had no counterpart (their evidence is dropped, which can only lower E).
+    pub fn absorb(&mut self, earlier: &Self) -> Vec<String> {
+        let mut missing = Vec::new();
+        for o in &earlier.entries {
+            match self.entries.iter_mut().find(|e| e.name == o.name) {
+                Some(e) => e.carried_log_e += o.log_e(),
+                None => missing.push(o.name.clone()),
+            }
+        }
+        missing
+    }
+
     /// ln Σ_m w_m E_m.
     pub fn combined_log_e(&self) -> f64 {
         let terms: Vec<f64> = self.entries.iter().map(|e| e.weight.ln() + e.log_e()).collect();
@@ -191,5 +207,20 @@ mod tests {
         assert!(l.set_current("nope", 1.0).is_err());
         assert!(EvidenceLedger::new(0.05, &[("a".into(), 1.0), ("a".into(), 1.0)]).is_err());
         assert!(EvidenceLedger::new(0.05, &[("a".into(), -1.0)]).is_err());
+    }
+
+    #[test]
+    fn absorbed_evidence_continues_the_product() {
+        let mut early = ledger();
+        early.set_current("errors", 3f64.ln()).unwrap();
+        early.close_phase();
+        early.set_current("errors", 2f64.ln()).unwrap();
+        early.close_phase();
+        let mut later = ledger();
+        assert!(later.absorb(&early).is_empty());
+        later.set_current("errors", 5f64.ln()).unwrap();
+        assert!((later.entry("errors").unwrap().log_e() - 30f64.ln()).abs() < 1e-12);
+        let other = EvidenceLedger::new(0.05, &[("gone".into(), 1.0)]).unwrap();
+        assert_eq!(later.absorb(&other), vec!["gone".to_string()]);
     }
 }

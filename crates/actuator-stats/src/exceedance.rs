@@ -29,6 +29,21 @@ impl ExceedanceCounter {
         Ok(Self { threshold: check_positive("threshold", threshold)?, n: 0, exceed: 0 })
     }
 
+    /// A counter that has already seen `n` values, `exceed` of them above `threshold` (for a
+    /// reference frozen from a sketch: a quantile threshold q has `exceed ≈ (1 − q)·n`).
+    ///
+    /// # Errors
+    /// [`StatsError::NotPositive`] for a bad threshold, [`StatsError::InconsistentCounts`]
+    /// when `exceed > n`.
+    pub fn from_counts(threshold: f64, exceed: u64, n: u64) -> Result<Self> {
+        if exceed > n {
+            return Err(StatsError::InconsistentCounts(format!(
+                "{exceed} exceedances in {n} values"
+            )));
+        }
+        Ok(Self { threshold: check_positive("threshold", threshold)?, n, exceed })
+    }
+
     /// Records one value (counts it as exceeding when `value > threshold`).
     ///
     /// # Errors

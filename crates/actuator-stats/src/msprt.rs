@@ -206,6 +206,61 @@ impl HalfNormalMixture {
     }
 }
 
+impl HalfNormalMixture {
+    /// Projection for a pooled (information-weighted) estimate: the total number `n′` of
+    /// current-stage units at which `θ̂ + d(V(n′)) < δ`, where the earlier stages' information
+    /// `info_earlier` stays fixed and the current stage's `info_current` (at `n` units) grows
+    /// in proportion: `V(n′) = 1/(info_earlier + info_current·n′/n)`. This is statistics.md
+    /// §5.8's `d(V·n/n′) = δ − θ̂` for a stratified estimate. `None` when θ̂ ≥ δ, when there is
+    /// no current information, or beyond 10¹⁵ units.
+    pub fn projected_n_pooled(
+        &self,
+        theta: f64,
+        info_earlier: f64,
+        info_current: f64,
+        n: u64,
+        margin: f64,
+        alpha: f64,
+    ) -> Option<u64> {
+        let gap = margin - theta;
+        let ok = gap > 0.0
+            && n > 0
+            && info_current > 0.0
+            && info_current.is_finite()
+            && info_earlier >= 0.0
+            && info_earlier.is_finite();
+        if !ok {
+            return None;
+        }
+        let n0 = n as f64;
+        let width =
+            |np: f64| self.half_width(1.0 / (info_earlier + info_current * np / n0), alpha).ok();
+        if width(n0)? < gap {
+            return Some(n);
+        }
+        let (mut lo, mut hi) = (n0, n0 * 2.0);
+        while width(hi)? >= gap {
+            lo = hi;
+            hi *= 2.0;
+            if hi > 1e15 {
+                return None;
+            }
+        }
+        for _ in 0..200 {
+            let mid = 0.5 * (lo + hi);
+            if width(mid)? >= gap {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+            if hi - lo < 0.5 {
+                break;
+            }
+        }
+        Some(hi.ceil() as u64)
+    }
+}
+
 /// A closed interval `[lower, upper]`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Interval {
@@ -323,6 +378,21 @@ mod tests {
         let w = mix.half_width(1e-5 * 2000.0 / n as f64, 0.05).unwrap();
         assert!(w < 0.005 && w > 0.0049, "{w}");
         assert_eq!(mix.projected_n(Estimate::new(0.01, 1e-5).unwrap(), 10, 0.005, 0.05), None);
+    }
+
+    #[test]
+    fn pooled_projection_golden() {
+        // canary_sim.py: bisection on upper_cs_halfwidth(1/(I_e + I_c·n'/n), tau2_from_mde(0.005))
+        // for θ̂ = 0.001, I_e = 1/4e-6, I_c = 1/2e-5 at n = 1000, δ = 0.005: n' = 4881.8.
+        let mix = HalfNormalMixture::for_mde(0.005, 0.05, 0.2).unwrap();
+        let n = mix.projected_n_pooled(0.001, 1.0 / 4e-6, 1.0 / 2e-5, 1000, 0.005, 0.05).unwrap();
+        assert!((4881..=4883).contains(&n), "{n}");
+        // Without earlier stages it is the plain projection.
+        let est = Estimate::new(0.001, 2e-5).unwrap();
+        let a = mix.projected_n(est, 1000, 0.005, 0.05).unwrap();
+        let b = mix.projected_n_pooled(0.001, 0.0, 1.0 / 2e-5, 1000, 0.005, 0.05).unwrap();
+        assert!(a.abs_diff(b) <= 1, "{a} vs {b}");
+        assert_eq!(mix.projected_n_pooled(0.006, 0.0, 1e5, 1000, 0.005, 0.05), None);
     }
 
     /// splitmix64 + Box–Muller, for reproducible coverage checks.

@@ -134,7 +134,6 @@ impl Engine {
                 last_decision: None,
                 paused_reason: None,
                 awaiting_promotion: false,
-                failing_looks: 0,
                 transitions: Default::default(),
                 rollback: None,
                 errors: Default::default(),
@@ -222,12 +221,12 @@ impl Engine {
                 } else {
                     plan::analysis_mode(rt.rec.strategy, &rt.st.settings)
                 };
-                let first = phase_config(first_step, &rt.st);
+                let first = phase_config(&rt.req, first_step, 0, &rt.st);
                 match RolloutHealth::new(
                     rt.rec.id.clone(),
                     rt.rec.slot.to_string(),
                     mode,
-                    health_config(&rt.req, rt.st.settings.request_timeout_ms),
+                    health_config(&rt.req, &rt.st.settings),
                     first,
                     now,
                 ) {

@@ -60,6 +60,9 @@ impl Engine {
                 rule: format!("budget: {why}"),
                 at: now,
                 reasons: vec![why],
+                holding: None,
+                projected_requests: None,
+                projected_secs: None,
             });
             let mode = rt.req.rollback_mode;
             self.start_rollback(rt, RollbackReason::Timeout, true, mode, "engine").await?;
@@ -73,6 +76,9 @@ impl Engine {
                 rule: format!("budget: {why}"),
                 at: now,
                 reasons: vec![reason.clone()],
+                holding: Some("rollout_budget".into()),
+                projected_requests: None,
+                projected_secs: None,
             });
             self.pause(rt, &reason, "engine").await?;
         }

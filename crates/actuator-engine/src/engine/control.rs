@@ -41,18 +41,13 @@ impl Engine {
         let mut view = DecisionView::from_eval(&eval);
         // The analysis ran on the step's active time; the decision is shown at the real time.
         view.at = now;
-        // The seed's triggers, beside the analysis: absolute limits on the candidate's numbers.
+        // Guard rails breaching now: promote_if_no_alarm never promotes over one.
         let failing = eval.explanation.comparisons.iter().any(|c| {
-            c.checks.iter().any(|k| {
-                matches!(
-                    k.status,
-                    actuator_health::CheckStatus::Breach | actuator_health::CheckStatus::Critical
-                )
-            })
+            c.checks.iter().any(|k| matches!(k.status, actuator_health::CheckStatus::Breach))
         });
-        rt.st.failing_looks = if failing { rt.st.failing_looks + 1 } else { 0 };
-        // The rollout's maximum duration is checked above as its budget.
-        let input = trigger_input(&eval, rt.st.failing_looks, false);
+        // The seed's numeric triggers are SLO guards inside the analysis's budget (see
+        // `health_config`); the rollout's maximum duration is checked above as its budget.
+        let input = trigger_input(false);
         let fired = rt.st.settings.triggers.evaluate(&input);
         if let Some(first) = fired.first()
             && (rt.req.canary.auto_rollback
@@ -63,11 +58,6 @@ impl Engine {
             view.reasons = fired.iter().map(|f| f.message.clone()).collect();
             rt.st.last_decision = Some(view);
             let reason = match first.kind {
-                actuator_rollback::TriggerKind::ErrorRate => RollbackReason::HighErrorRate,
-                actuator_rollback::TriggerKind::Latency => RollbackReason::HighLatency,
-                actuator_rollback::TriggerKind::Quality => RollbackReason::QualityDegradation,
-                actuator_rollback::TriggerKind::Cost => RollbackReason::CostOverrun,
-                actuator_rollback::TriggerKind::HealthChecks => RollbackReason::HealthCheckFailed,
                 actuator_rollback::TriggerKind::Timeout => RollbackReason::Timeout,
             };
             let mode = rt.req.rollback_mode;
@@ -137,7 +127,7 @@ impl Engine {
                 } else {
                     format!("{budget}: {}", view.reasons.join("; "))
                 };
-                match rt.st.settings.inconclusive {
+                match super::steps::inconclusive_policy(rt) {
                     InconclusivePolicy::Hold => {
                         self.pause(
                             rt,
@@ -251,26 +241,7 @@ impl Engine {
     }
 }
 
-/// The numbers the seed's triggers look at: the worst treatment arm of the evaluation.
-fn trigger_input(
-    eval: &actuator_health::Evaluation,
-    failing_looks: u32,
-    past_max: bool,
-) -> actuator_rollback::TriggerInput {
-    let arms = &eval.explanation.arms;
-    let control = arms.iter().find(|a| a.arm == Arm::Control);
-    let worst = arms
-        .iter()
-        .filter(|a| a.arm != Arm::Control)
-        .max_by(|a, b| a.error_rate.unwrap_or(0.0).total_cmp(&b.error_rate.unwrap_or(0.0)));
-    actuator_rollback::TriggerInput {
-        requests: worst.map_or(0, |a| a.requests),
-        error_rate: worst.and_then(|a| a.error_rate),
-        p99_latency_ms: worst.and_then(|a| a.p99_ms),
-        mean_quality: worst.and_then(|a| a.mean_quality),
-        mean_cost: worst.and_then(|a| a.mean_cost),
-        control_mean_cost: control.and_then(|a| a.mean_cost),
-        consecutive_failures: failing_looks,
-        past_max_duration: past_max,
-    }
+/// What the remaining trigger (maximum duration) looks at.
+const fn trigger_input(past_max: bool) -> actuator_rollback::TriggerInput {
+    actuator_rollback::TriggerInput { past_max_duration: past_max }
 }

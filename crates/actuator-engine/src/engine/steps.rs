@@ -2,25 +2,63 @@
 
 use super::*;
 
-pub(super) fn health_config(req: &DeploymentRequest, timeout_ms: f64) -> HealthConfig {
+/// The health configuration of a request: the false-rollback budget, and the seed's checks
+/// (success criteria) and triggers as SLO guards inside that budget. A limit that cannot be
+/// tested (an error rate of 0 or 1, a quality limit outside the score range) is left out.
+pub(super) fn health_config(
+    req: &DeploymentRequest,
+    s: &crate::plan::StrategySettings,
+) -> HealthConfig {
+    use actuator_health::{GuardKind, SloGuard};
+    use actuator_rollback::TriggerGuard;
     let c = &req.success_criteria;
     let mut h = HealthConfig {
         alpha_rollback_total: c.alpha,
-        timeout_ms: Some(timeout_ms),
+        timeout_ms: Some(s.request_timeout_ms),
+        min_sample_size: c.min_sample_size,
         ..HealthConfig::default()
     };
-    let g = &mut h.guard_rails;
-    g.min_success_rate = c.min_success_rate;
-    g.max_error_rate = c.max_error_rate;
-    g.max_p95_ms = c.max_p95_latency_ms;
-    g.max_p99_ms = c.max_p99_latency_ms;
-    g.max_cost_increase = c.max_cost_increase;
-    g.min_quality = c.min_quality;
-    g.min_sample_size = c.min_sample_size;
+    let seed = actuator_health::SloGuardConfig::seed();
+    let margin_of =
+        |kind: GuardKind| seed.guards.iter().find(|g| g.kind == kind).map_or(0.005, |g| g.margin);
+    let p95 = GuardKind::Latency { quantile: 0.95 };
+    let p99 = GuardKind::Latency { quantile: 0.99 };
+    let mut guards = vec![
+        (GuardKind::ErrorRate, c.max_error_rate),
+        (GuardKind::SuccessRate, c.min_success_rate),
+        (p95, c.max_p95_latency_ms),
+        (p99, c.max_p99_latency_ms),
+        (GuardKind::CostIncrease, c.max_cost_increase),
+        (GuardKind::Quality, c.min_quality),
+    ];
+    for t in s.triggers.guards() {
+        guards.push(match t {
+            TriggerGuard::ErrorRate { limit } => (GuardKind::ErrorRate, limit),
+            TriggerGuard::P99Latency { limit_ms } => (p99, limit_ms),
+            TriggerGuard::MinQuality { limit } => (GuardKind::Quality, limit),
+            TriggerGuard::CostIncrease { limit } => (GuardKind::CostIncrease, limit),
+        });
+    }
+    h.slo_guards.guards.clear();
+    for (kind, threshold) in guards {
+        let g = SloGuard { kind, threshold, margin: margin_of(kind) };
+        if g.check(h.quality.range).is_ok() {
+            h.slo_guards.add(g);
+        }
+    }
     h
 }
 
-pub(super) fn phase_config(step: &Step, st: &EngineStatus) -> PhaseConfig {
+/// The analysis phase of step `i`: shares by step kind, the step's minimums and budget, and
+/// for canary phases the role, margins and unreachable-metric policy of the request's phase.
+pub(super) fn phase_config(
+    req: &DeploymentRequest,
+    step: &Step,
+    i: usize,
+    st: &EngineStatus,
+) -> PhaseConfig {
+    use actuator_core::{PhaseRole, UnreachableMetric};
+    use actuator_health::{MarginOverrides, StageRole, UnreachablePolicy};
     let frac = f64::from(step.share_bp) / 10_000.0;
     let base = match step.kind {
         StepKind::Canary if step.share_bp >= 10_000 => PhaseConfig::rolling(1.0),
@@ -38,7 +76,45 @@ pub(super) fn phase_config(step: &Step, st: &EngineStatus) -> PhaseConfig {
     // Requests are range-checked at deploy; a rollout stored before the checks is held to
     // them here, so no duration reaches the analysis that its clock arithmetic cannot hold.
     let cap = |s: u64| i64::try_from(s.min(plan::MAX_DURATION_SECS)).unwrap_or(0);
-    base.min(step.min_samples, cap(step.min_secs)).max(step.max_samples, step.max_secs.map(cap))
+    let mut cfg = base
+        .min(step.min_samples, cap(step.min_secs))
+        .max(step.max_samples, step.max_secs.map(cap));
+    if step.kind == StepKind::Canary
+        && let Some(p) = req.canary.phases.get(i)
+    {
+        cfg.role = match p.effective_role() {
+            PhaseRole::Smoke => StageRole::Smoke,
+            PhaseRole::Prove => StageRole::Prove,
+            PhaseRole::Watch => StageRole::Watch,
+        };
+        let m = p.margins;
+        cfg.margins = MarginOverrides {
+            errors_abs: m.errors_abs,
+            errors_ratio: m.errors_ratio,
+            latency_ratio: m.latency_ratio,
+            cost_ratio: m.cost_ratio,
+            quality_abs: m.quality_abs,
+        };
+        cfg.unreachable = p.unreachable.map(|u| match u {
+            UnreachableMetric::Block => UnreachablePolicy::Block,
+            UnreachableMetric::Ignore => UnreachablePolicy::Ignore,
+        });
+    }
+    cfg
+}
+
+/// What an inconclusive step does: the request phase's own policy, else the rollout's.
+pub(super) fn inconclusive_policy(rt: &Runtime) -> InconclusivePolicy {
+    use actuator_core::PhaseInconclusive;
+    let own = (rt.rec.strategy == DeploymentStrategy::Canary)
+        .then(|| rt.req.canary.phases.get(rt.st.step).and_then(|p| p.on_inconclusive))
+        .flatten();
+    match own {
+        Some(PhaseInconclusive::Hold) => InconclusivePolicy::Hold,
+        Some(PhaseInconclusive::PromoteIfNoAlarm) => InconclusivePolicy::PromoteIfNoAlarm,
+        Some(PhaseInconclusive::Rollback) => InconclusivePolicy::Rollback,
+        None => rt.st.settings.inconclusive,
+    }
 }
 
 /// Names of the A/B arms other than control: `b` for the candidate, then the extra arms.
@@ -169,21 +245,26 @@ impl Engine {
             return self.complete(rt, actor, reason, winner).await;
         }
         let now = self.now();
-        let cfg = phase_config(&rt.st.steps[next], &rt.st);
+        let cfg = phase_config(&rt.req, &rt.st.steps[next], next, &rt.st);
         let full_canary =
             rt.st.steps[next].kind == StepKind::Canary && rt.st.steps[next].share_bp >= 10_000;
         if full_canary {
-            // At 100 % there is no control left to compare with: the step watches the guard
-            // rails on the candidate's own numbers (the comparison was decided on the way up).
-            let h = RolloutHealth::new(
+            // At 100 % there is no control left: the step compares the candidate with the
+            // stable's numbers frozen from the last compared phase, and its evidence continues
+            // the rollout's one budget (the handover carries both).
+            let handover = rt.st.health.as_ref().map(RolloutHealth::handover);
+            let mut h = RolloutHealth::new(
                 rt.rec.id.clone(),
                 rt.rec.slot.to_string(),
                 actuator_health::AnalysisMode::NoControl,
-                health_config(&rt.req, rt.st.settings.request_timeout_ms),
+                health_config(&rt.req, &rt.st.settings),
                 cfg,
                 now,
             )
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
+            if let Some(ho) = handover {
+                h = h.with_handover(ho).map_err(|e| EngineError::Invalid(e.to_string()))?;
+            }
             rt.st.health = Some(h);
         } else if let Some(h) = rt.st.health.as_mut() {
             h.start_phase(cfg, now).map_err(|e| EngineError::Invalid(e.to_string()))?;
