@@ -517,22 +517,34 @@ pub(crate) fn steps(
                     n,
                 ));
             }
-            let mut out = Vec::with_capacity(n as usize);
-            let mut p: f64 = 0.0;
-            while p < 100.0 && out.len() < MAX_PLAN_STEPS {
-                p = (p + inc).min(100.0);
+            let mut out: Vec<Step> = Vec::with_capacity(n as usize);
+            // Step k is at k·inc percent, rounded to basis points; a share that rounds to the
+            // previous one or to 100 % is merged, so shares rise strictly and end at 100 %.
+            let mut k = 1.0;
+            while out.len() < MAX_PLAN_STEPS {
+                let share = bp((k * inc).min(100.0))?;
+                k += 1.0;
+                if out.last().is_some_and(|l| l.share_bp >= share) {
+                    continue;
+                }
+                if share >= 10_000 {
+                    break;
+                }
                 out.push(step(
                     StepKind::Rolling,
-                    bp(p)?,
+                    share,
                     s.min_samples,
                     s.step_secs,
                     budget(s.step_secs),
                 ));
             }
-            // The last step is 100 % whatever the rounding of the sum on the way.
-            if let Some(last) = out.last_mut() {
-                last.share_bp = 10_000;
-            }
+            out.push(step(
+                StepKind::Rolling,
+                10_000,
+                s.min_samples,
+                s.step_secs,
+                budget(s.step_secs),
+            ));
             out
         }
         DeploymentStrategy::Shadow => {
