@@ -4,6 +4,7 @@ mod bad_input;
 mod chaos;
 mod cli;
 mod crash;
+mod durable_ingest;
 mod observations;
 mod ofrep;
 mod rollouts;

@@ -27,6 +27,6 @@ pub use plugin::{
 };
 pub use state::DeploymentState;
 pub use store::{
-    AppendVersion, AuditQuery, NewRollout, NewSnapshot, Page, PageRequest, RolloutFilter,
-    RolloutRecord, RolloutUpdate, Store, StoreError,
+    AppendVersion, AuditQuery, NewObservationBatch, NewRollout, NewSnapshot, ObservationBatch,
+    Page, PageRequest, RolloutFilter, RolloutRecord, RolloutUpdate, Store, StoreError,
 };

@@ -10,6 +10,7 @@
 //! `actuator.db` in the host's data directory.
 
 mod factory;
+mod observations;
 mod rows;
 mod store;
 
