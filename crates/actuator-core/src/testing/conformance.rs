@@ -513,7 +513,8 @@ fn seqs(batches: &[ObservationBatch]) -> Vec<u64> {
 pub async fn observation_batches(store: &dyn Store) {
     monitored_rollout(store, "a", "chat").await;
     monitored_rollout(store, "b", "search").await;
-    let batch = |r: &str, n: u64| NewObservationBatch { rollout_id: r.into(), items: json!({"n": n}) };
+    let batch =
+        |r: &str, n: u64| NewObservationBatch { rollout_id: r.into(), items: json!({"n": n}) };
     let empty = store.append_observation_batches(vec![]).await;
     assert!(matches!(empty, Err(StoreError::Invalid(_))), "batches: empty append, got {empty:?}");
     let first = store.append_observation_batches(vec![batch("a", 1), batch("b", 2)]).await.unwrap();
@@ -551,7 +552,8 @@ pub async fn observation_batches(store: &dyn Store) {
 pub async fn observation_checkpoints(store: &dyn Store) {
     let r = monitored_rollout(store, "a", "chat").await;
     monitored_rollout(store, "b", "search").await;
-    let batch = |r: &str, n: u64| NewObservationBatch { rollout_id: r.into(), items: json!({"n": n}) };
+    let batch =
+        |r: &str, n: u64| NewObservationBatch { rollout_id: r.into(), items: json!({"n": n}) };
     let s = store
         .append_observation_batches(vec![batch("a", 1), batch("a", 2), batch("b", 3)])
         .await

@@ -455,8 +455,7 @@ impl Store for MemoryStore {
             return Err(StoreError::Invalid("an append needs at least one batch".into()));
         }
         let mut g = self.lock();
-        if let Some(b) = batches.iter().find(|b| !g.rollouts.iter().any(|r| r.id == b.rollout_id))
-        {
+        if let Some(b) = batches.iter().find(|b| !g.rollouts.iter().any(|r| r.id == b.rollout_id)) {
             return Err(StoreError::NotFound { what: format!("rollout {}", b.rollout_id) });
         }
         let now = Utc::now();

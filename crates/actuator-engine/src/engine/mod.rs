@@ -63,6 +63,23 @@ pub struct EngineSettings {
     pub validation_min_samples: u64,
     /// Milliseconds a rollback step may take before it is reported as timed out (10000).
     pub rollback_timeout_ms: u64,
+    /// When an observation batch is acknowledged (`batch`).
+    pub durability: Durability,
+}
+
+/// When an observation batch is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// After the batch is on disk: appended to the store in one transaction before the
+    /// answer, folded into the evidence, and replayed on start if no checkpoint holds it yet.
+    /// A crash loses no acknowledged observation.
+    #[default]
+    Batch,
+    /// Before it is on disk: the batch is only folded into the in-memory evidence, which is
+    /// saved every `checkpoint_ms`. A crash loses up to `checkpoint_ms` of acknowledged
+    /// observations; ingestion costs no store write.
+    Checkpoint,
 }
 
 impl Default for EngineSettings {
@@ -75,6 +92,7 @@ impl Default for EngineSettings {
             validation_secs: 30,
             validation_min_samples: 50,
             rollback_timeout_ms: 10_000,
+            durability: Durability::Batch,
         }
     }
 }
@@ -111,6 +129,8 @@ struct Inner {
     stats: StdMutex<ActuatorStats>,
     loop_task: StdMutex<Option<tokio::task::JoinHandle<()>>>,
     clock: Arc<dyn Clock>,
+    /// Per active rollout: how far its evidence has folded in the durable batches.
+    cursors: StdMutex<HashMap<String, persist::Cursor>>,
 }
 
 /// The rollout coordinator. Cheap to clone; all clones share one engine.
@@ -167,6 +187,7 @@ impl Engine {
                 stats: StdMutex::default(),
                 loop_task: StdMutex::new(None),
                 clock,
+                cursors: StdMutex::default(),
             }),
         }
     }
@@ -181,7 +202,7 @@ impl Engine {
         &self.inner.settings
     }
 
-    pub(super) fn store(&self) -> &Arc<dyn Store> {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 
