@@ -221,8 +221,9 @@ pub struct RolloutFilter {
 pub struct NewObservationBatch {
     /// The rollout the observations belong to; it must exist.
     pub rollout_id: String,
-    /// The items, in the engine's own JSON form (the store keeps them as they are).
-    pub items: Value,
+    /// The items: a document the engine wrote (JSON text), opaque to the store, which keeps
+    /// it byte for byte.
+    pub items: String,
 }
 
 /// A durable batch of observations, not yet folded into a saved checkpoint.
@@ -234,7 +235,7 @@ pub struct ObservationBatch {
     /// The rollout.
     pub rollout_id: String,
     /// The items, exactly as appended.
-    pub items: Value,
+    pub items: String,
     /// When the batch was appended.
     pub created_at: DateTime<Utc>,
 }

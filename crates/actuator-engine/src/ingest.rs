@@ -138,8 +138,8 @@ struct StoredBatch {
 const BATCH_FORMAT: u32 = 1;
 
 /// Reads back the entries of a stored batch.
-pub(crate) fn decode_batch(items: Value) -> Result<Vec<Entry>, String> {
-    let b: StoredBatch = serde_json::from_value(items).map_err(|e| e.to_string())?;
+pub(crate) fn decode_batch(items: &str) -> Result<Vec<Entry>, String> {
+    let b: StoredBatch = serde_json::from_str(items).map_err(|e| e.to_string())?;
     if b.v != BATCH_FORMAT {
         return Err(format!("unknown observation batch format {}", b.v));
     }
@@ -393,7 +393,7 @@ impl Engine {
             }
             let mut batches = Vec::new();
             for (g, p) in locked.iter().filter(|(_, p)| !p.entries.is_empty()) {
-                let items = serde_json::to_value(BatchDoc { v: BATCH_FORMAT, items: &p.entries })
+                let items = serde_json::to_string(&BatchDoc { v: BATCH_FORMAT, items: &p.entries })
                     .map_err(|e| EngineError::Invalid(format!("observation batch: {e}")))?;
                 batches.push(NewObservationBatch { rollout_id: g.rec.id.clone(), items });
             }

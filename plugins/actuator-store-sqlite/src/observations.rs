@@ -17,7 +17,7 @@ fn batch(row: &SqliteRow) -> Result<ObservationBatch, StoreError> {
     Ok(ObservationBatch {
         seq: c.u64("seq")?,
         rollout_id: c.text("rollout")?,
-        items: c.json("items")?,
+        items: c.text("items")?,
         created_at: c.ts("created_at")?,
     })
 }
@@ -30,16 +30,12 @@ impl SqliteStore {
         if batches.is_empty() {
             return Err(StoreError::Invalid("an append needs at least one batch".into()));
         }
-        let encoded = batches
-            .iter()
-            .map(|b| to_json(&b.items).map(|t| (b.rollout_id.as_str(), t)))
-            .collect::<Result<Vec<_>, _>>()?;
         let now = fmt_ts(truncate_to_micros(Utc::now()));
         let mut tx = self.begin_write().await?;
-        let mut seqs = Vec::with_capacity(encoded.len());
-        for (rollout, items) in encoded {
+        let mut seqs = Vec::with_capacity(batches.len());
+        for NewObservationBatch { rollout_id: rollout, items } in batches {
             let exists = sqlx::query("SELECT 1 FROM rollouts WHERE id = ?1")
-                .bind(rollout)
+                .bind(&rollout)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(backend("reading a rollout"))?;
@@ -51,7 +47,7 @@ impl SqliteStore {
                 "INSERT INTO observation_batches (rollout, items, created_at) \
                  VALUES (?1, ?2, ?3) RETURNING seq",
             )
-            .bind(rollout)
+            .bind(&rollout)
             .bind(items)
             .bind(&now)
             .fetch_one(&mut *tx)
@@ -202,7 +198,7 @@ mod tests {
         let seqs = store
             .append_observation_batches(vec![NewObservationBatch {
                 rollout_id: "r".into(),
-                items: json!({"items": [1, 2.5, "x"]}),
+                items: r#"{"items": [1, 2.5, "x"]}"#.into(),
             }])
             .await
             .unwrap();
@@ -211,6 +207,6 @@ mod tests {
         let got = again.list_observation_batches("r", 0, 10).await.unwrap();
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].seq, seqs[0]);
-        assert_eq!(got[0].items, json!({"items": [1, 2.5, "x"]}));
+        assert_eq!(got[0].items, r#"{"items": [1, 2.5, "x"]}"#);
     }
 }

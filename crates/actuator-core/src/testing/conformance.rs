@@ -513,8 +513,10 @@ fn seqs(batches: &[ObservationBatch]) -> Vec<u64> {
 pub async fn observation_batches(store: &dyn Store) {
     monitored_rollout(store, "a", "chat").await;
     monitored_rollout(store, "b", "search").await;
-    let batch =
-        |r: &str, n: u64| NewObservationBatch { rollout_id: r.into(), items: json!({"n": n}) };
+    let batch = |r: &str, n: u64| NewObservationBatch {
+        rollout_id: r.into(),
+        items: format!("{{\"n\": {n}}}"),
+    };
     let empty = store.append_observation_batches(vec![]).await;
     assert!(matches!(empty, Err(StoreError::Invalid(_))), "batches: empty append, got {empty:?}");
     let first = store.append_observation_batches(vec![batch("a", 1), batch("b", 2)]).await.unwrap();
@@ -529,7 +531,7 @@ pub async fn observation_batches(store: &dyn Store) {
     assert!(third > first[1], "batches: later appends get higher numbers");
     let a = store.list_observation_batches("a", 0, 10).await.unwrap();
     assert_eq!(seqs(&a), [first[0], third], "batches: the failed append kept nothing");
-    assert_eq!(a[0].items, json!({"n": 1}), "batches: items read back as appended");
+    assert_eq!(a[0].items, "{\"n\": 1}", "batches: items read back byte for byte");
     assert_eq!(a[0].rollout_id, "a");
     assert_eq!(seqs(&store.list_observation_batches("a", first[0], 10).await.unwrap()), [third]);
     assert_eq!(seqs(&store.list_observation_batches("a", 0, 1).await.unwrap()), [first[0]]);
@@ -552,8 +554,10 @@ pub async fn observation_batches(store: &dyn Store) {
 pub async fn observation_checkpoints(store: &dyn Store) {
     let r = monitored_rollout(store, "a", "chat").await;
     monitored_rollout(store, "b", "search").await;
-    let batch =
-        |r: &str, n: u64| NewObservationBatch { rollout_id: r.into(), items: json!({"n": n}) };
+    let batch = |r: &str, n: u64| NewObservationBatch {
+        rollout_id: r.into(),
+        items: format!("{{\"n\": {n}}}"),
+    };
     let s = store
         .append_observation_batches(vec![batch("a", 1), batch("a", 2), batch("b", 3)])
         .await

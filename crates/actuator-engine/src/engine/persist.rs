@@ -69,7 +69,7 @@ impl Engine {
                 self.store().list_observation_batches(&rt.rec.id, c.folded, REPLAY_PAGE).await?;
             let full = page.len() >= REPLAY_PAGE as usize;
             for b in page {
-                match crate::ingest::decode_batch(b.items) {
+                match crate::ingest::decode_batch(&b.items) {
                     Ok(entries) => {
                         crate::ingest::fold(rt, entries);
                     }
