@@ -428,3 +428,97 @@ impl Engine {
         Ok(report)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arm() -> impl Strategy<Value = Arm> {
+        prop_oneof![
+            Just(Arm::Control),
+            Just(Arm::Canary),
+            Just(Arm::Shadow),
+            "[a-zA-Z0-9 _-]{1,12}".prop_map(Arm::Named),
+        ]
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            Just(Outcome::Ok),
+            Just(Outcome::Error),
+            Just(Outcome::Timeout),
+            Just(Outcome::Refused)
+        ]
+    }
+
+    fn finite() -> impl Strategy<Value = Option<f64>> {
+        proptest::option::of(
+            proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO,
+        )
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        let obs =
+            (".{0,20}", arm(), outcome(), finite(), finite(), any::<u64>(), finite(), finite())
+                .prop_map(|(id, arm, outcome, lat, ttft, tokens, cost, quality)| {
+                    let mut o = Observation::new("ro-1", id, arm, outcome);
+                    o.latency_ms = lat;
+                    o.ttft_ms = ttft;
+                    o.tokens_in = tokens;
+                    o.tokens_out = tokens / 3;
+                    o.cost = cost;
+                    o.quality = quality;
+                    Entry::Obs(o)
+                });
+        let quality = (".{0,20}", proptest::option::of(arm()), proptest::num::f64::NORMAL)
+            .prop_map(|(id, arm, score)| {
+                Entry::Quality(QualityUpdate {
+                    rollout_id: "ro-1".into(),
+                    request_id: id,
+                    arm,
+                    score,
+                })
+            });
+        prop_oneof![obs, quality]
+    }
+
+    fn same(a: &Entry, b: &Entry) -> bool {
+        match (a, b) {
+            (Entry::Obs(x), Entry::Obs(y)) => x == y,
+            (Entry::Quality(x), Entry::Quality(y)) => x == y,
+            _ => false,
+        }
+    }
+
+    proptest! {
+        /// A replayed batch must count exactly as it did live: every entry the plan keeps
+        /// (finite numbers only) reads back from its stored form unchanged, bit for bit.
+        #[test]
+        fn stored_batches_read_back_exactly(entries in proptest::collection::vec(entry(), 0..20)) {
+            prop_assert!(entries.iter().all(|e| super::finite(e).is_ok()));
+            let text = serde_json::to_string(&BatchDoc { v: BATCH_FORMAT, items: &entries }).unwrap();
+            let back = decode_batch(&text).unwrap();
+            prop_assert_eq!(back.len(), entries.len());
+            for (a, b) in entries.iter().zip(&back) {
+                prop_assert!(same(a, b), "{:?} came back as {:?}", a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_json_cannot_carry_are_refused_by_name() {
+        let mut o = Observation::new("ro-1", "r", Arm::Canary, Outcome::Ok);
+        o.ttft_ms = Some(f64::NEG_INFINITY);
+        let e = super::finite(&Entry::Obs(o)).unwrap_err();
+        assert!(e.contains("ttft_ms"), "{e}");
+        let q = QualityUpdate {
+            rollout_id: "ro-1".into(),
+            request_id: "r".into(),
+            arm: None,
+            score: f64::NAN,
+        };
+        assert!(super::finite(&Entry::Quality(q)).unwrap_err().contains("quality"));
+        assert!(decode_batch(r#"{"v": 2, "items": []}"#).unwrap_err().contains("format 2"));
+    }
+}
