@@ -30,6 +30,7 @@ pub use plugin::{
 };
 pub use state::DeploymentState;
 pub use store::{
-    Admission, AppendVersion, AuditQuery, NewRollout, NewSnapshot, Page, PageRequest,
-    RolloutFilter, RolloutRecord, RolloutUpdate, Store, StoreError,
+    Admission, AppendVersion, AuditQuery, NewObservationBatch, NewRollout, NewSnapshot,
+    ObservationBatch, Page, PageRequest, RolloutFilter, RolloutRecord, RolloutUpdate, Store,
+    StoreError,
 };

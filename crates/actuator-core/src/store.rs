@@ -317,6 +317,30 @@ pub struct RolloutFilter {
     pub slot: Option<SlotName>,
 }
 
+/// A batch of observations of one rollout to make durable before it is acknowledged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewObservationBatch {
+    /// The rollout the observations belong to; it must exist.
+    pub rollout_id: String,
+    /// The items: a document the engine wrote (JSON text), opaque to the store, which keeps
+    /// it byte for byte.
+    pub items: String,
+}
+
+/// A durable batch of observations, not yet folded into a saved checkpoint.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ObservationBatch {
+    /// The batch's sequence number: unique in the store, rising with every append, never
+    /// reused (not even after the batch is deleted).
+    pub seq: u64,
+    /// The rollout.
+    pub rollout_id: String,
+    /// The items, exactly as appended.
+    pub items: String,
+    /// When the batch was appended.
+    pub created_at: DateTime<Utc>,
+}
+
 /// Durable storage for the actuator. Implementations live in plugins (SQLite, PostgreSQL);
 /// all of them pass the conformance suite in `actuator_core::testing::conformance`.
 #[async_trait]
@@ -437,4 +461,45 @@ pub trait Store: Send + Sync + 'static {
         update: RolloutUpdate,
         audit: AuditDraft,
     ) -> Result<RolloutRecord, StoreError>;
+
+    /// Appends observation batches, all in one transaction, and returns their sequence
+    /// numbers in the order given.
+    ///
+    /// Durability contract: when this returns `Ok`, every batch is on stable storage and
+    /// survives a crash of the process or the machine; when it returns an error, none of them
+    /// was kept. Sequence numbers rise with every call and are never reused, even after the
+    /// batches holding them were deleted, so "every batch after sequence `n`" is exactly what a
+    /// checkpoint that folded up to `n` has not seen. Fails with [`StoreError::NotFound`] (and
+    /// keeps nothing) when a batch names a rollout that does not exist, and with
+    /// [`StoreError::Invalid`] when `batches` is empty.
+    async fn append_observation_batches(
+        &self,
+        batches: Vec<NewObservationBatch>,
+    ) -> Result<Vec<u64>, StoreError>;
+    /// Lists the durable batches of `rollout_id` with a sequence number above `after`,
+    /// ascending, at most `limit` (1 to [`PageRequest::MAX_LIMIT`]) of them.
+    async fn list_observation_batches(
+        &self,
+        rollout_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<ObservationBatch>, StoreError>;
+    /// A checkpoint: saves a rollout's engine state like [`Store::save_rollout_status`] (same
+    /// revision rule, no audit entry) and, in the same transaction, deletes the rollout's
+    /// batches with a sequence number up to `folded_through`, the highest batch the saved
+    /// state has folded in. Either both happen or neither; on a conflict nothing changes.
+    async fn checkpoint_rollout(
+        &self,
+        id: &str,
+        expected_revision: u64,
+        status: Value,
+        folded_through: u64,
+    ) -> Result<RolloutRecord, StoreError>;
+    /// Deletes the batches of `rollout_id` with a sequence number up to `through` (already
+    /// folded into state saved by another write, e.g. a transition) and returns how many.
+    async fn prune_observation_batches(
+        &self,
+        rollout_id: &str,
+        through: u64,
+    ) -> Result<u64, StoreError>;
 }

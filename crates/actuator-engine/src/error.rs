@@ -76,6 +76,11 @@ pub enum EngineError {
     /// The store.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// An observation batch could not be made durable: nothing of it was kept.
+    #[error(
+        "the store could not persist the observation batch, so none of it was kept; retry the whole batch: {0}"
+    )]
+    NotDurable(StoreError),
 }
 
 impl EngineError {
@@ -98,6 +103,7 @@ impl EngineError {
             Self::Store(StoreError::AlreadyExists { .. }) => "already_exists",
             Self::Store(StoreError::Invalid(_)) => "invalid_request",
             Self::Store(_) => "store_error",
+            Self::NotDurable(_) => "store_unavailable",
         }
     }
 }

@@ -1,13 +1,23 @@
-//! Ingestion of request outcomes: parsed per item, grouped per rollout, recorded under each
-//! rollout's own lock.
+//! Ingestion of request outcomes: parsed per item, grouped per rollout, made durable, then
+//! recorded under each rollout's own lock.
+//!
+//! A batch goes through three stages. *Plan*: under the locks of the rollouts it names, each
+//! item is rejected (unknown rollout, a state that takes no observations, a non-finite
+//! number), counted without effect (an outcome of an earlier step), or kept as an [`Entry`].
+//! *Append* (`engine.durability = "batch"`): the entries of every rollout are written to the
+//! store in one transaction; if that fails, nothing of the batch is kept and the caller gets
+//! [`EngineError::NotDurable`]. *Fold*: the entries are recorded into the evidence. Replay
+//! on start folds the same entries through the same [`fold`], so a replayed batch counts
+//! exactly as it did when it was acknowledged.
 
-use actuator_core::DeploymentState;
+use actuator_core::{DeploymentState, NewObservationBatch};
 use actuator_health::{AnalysisMode, Arm, Observation, Outcome, QualityUpdate};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
 
-use crate::engine::Engine;
+use crate::engine::{Durability, Engine, Runtime};
+use crate::error::EngineError;
 
 /// Most items in one batch.
 pub const MAX_BATCH: usize = 10_000;
@@ -101,15 +111,203 @@ fn parse(v: Value) -> Result<(String, Item), String> {
     }
 }
 
+/// One item that changes a rollout's evidence, as kept in a durable batch.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Entry {
+    /// An outcome.
+    Obs(Observation),
+    /// A late quality score.
+    Quality(QualityUpdate),
+}
+
+/// The stored form of a batch of one rollout.
+#[derive(Serialize)]
+struct BatchDoc<'a> {
+    /// Format version.
+    v: u32,
+    items: &'a [Entry],
+}
+
+#[derive(Deserialize)]
+struct StoredBatch {
+    v: u32,
+    items: Vec<Entry>,
+}
+
+const BATCH_FORMAT: u32 = 1;
+
+/// Reads back the entries of a stored batch.
+pub(crate) fn decode_batch(items: &str) -> Result<Vec<Entry>, String> {
+    let b: StoredBatch = serde_json::from_str(items).map_err(|e| e.to_string())?;
+    if b.v != BATCH_FORMAT {
+        return Err(format!("unknown observation batch format {}", b.v));
+    }
+    Ok(b.items)
+}
+
+/// What folding a batch did; `errors` are positions in the batch's entries.
+#[derive(Debug, Default)]
+pub(crate) struct Folded {
+    pub(crate) accepted: u64,
+    pub(crate) duplicates: u64,
+    pub(crate) errors: Vec<(usize, String)>,
+}
+
+/// Records `entries` into the evidence of `rt`. Deterministic given the rollout's state, so
+/// that a replayed batch counts as it did live: quality scores first, in order, then the
+/// outcomes as one batch.
+pub(crate) fn fold(rt: &mut Runtime, entries: Vec<Entry>) -> Folded {
+    let mut out = Folded::default();
+    if entries.is_empty() {
+        return out;
+    }
+    match rt.rec.state {
+        DeploymentState::RollingOut | DeploymentState::Monitoring | DeploymentState::Paused => {
+            let Some(health) = rt.st.health.as_mut() else { return out };
+            let mut obs = Vec::new();
+            let mut pos = Vec::new();
+            for (i, e) in entries.into_iter().enumerate() {
+                match e {
+                    Entry::Obs(o) => {
+                        pos.push(i);
+                        obs.push(o);
+                    }
+                    Entry::Quality(q) => match health.record_quality(&q) {
+                        Ok(_) => out.accepted += 1,
+                        Err(e) => out.errors.push((i, e.to_string())),
+                    },
+                }
+            }
+            let r = health.record_batch(&obs);
+            out.accepted += r.recorded;
+            out.duplicates += r.duplicates;
+            out.errors.extend(r.errors.into_iter().map(|(i, e)| (pos[i], e)));
+        }
+        DeploymentState::RollingBack => {
+            // During a rollback only the stable config's health matters: count it.
+            let Some(rb) = rt.st.rollback.as_mut() else { return out };
+            for e in entries {
+                if let Entry::Obs(o) = &e
+                    && o.arm == Arm::Control
+                {
+                    rb.control_requests += 1;
+                    rb.control_errors += u64::from(o.outcome.is_error());
+                }
+                out.accepted += 1;
+            }
+        }
+        _ => return out,
+    }
+    rt.dirty = true;
+    out
+}
+
+/// A stored batch must replay exactly as it was recorded: a number JSON cannot carry (NaN,
+/// infinity, which an in-process caller can pass) is refused up front.
+fn finite(entry: &Entry) -> Result<(), String> {
+    let fields: Vec<(&str, Option<f64>)> = match entry {
+        Entry::Obs(o) => vec![
+            ("latency_ms", o.latency_ms),
+            ("ttft_ms", o.ttft_ms),
+            ("cost", o.cost),
+            ("quality", o.quality),
+        ],
+        Entry::Quality(q) => vec![("quality", Some(q.score))],
+    };
+    match fields.into_iter().find(|(_, v)| v.is_some_and(|v| !v.is_finite())) {
+        Some((name, Some(v))) => Err(format!("{name} must be a finite number, got {v}")),
+        _ => Ok(()),
+    }
+}
+
+/// The entries of one rollout's share of a batch, with the batch index of each.
+struct Planned {
+    entries: Vec<Entry>,
+    index: Vec<usize>,
+}
+
+/// Decides, under the rollout's lock, what each item of the group does.
+fn plan(
+    rt: &Runtime,
+    rollout: &str,
+    group: Vec<(usize, Item)>,
+    report: &mut IngestReport,
+) -> Planned {
+    fn keep(p: &mut Planned, report: &mut IngestReport, index: usize, e: Entry) {
+        match finite(&e) {
+            Ok(()) => {
+                p.entries.push(e);
+                p.index.push(index);
+            }
+            Err(error) => report.results.push(IngestItemError { index, error }),
+        }
+    }
+    let mut p = Planned { entries: Vec::new(), index: Vec::new() };
+    match rt.rec.state {
+        DeploymentState::RollingOut | DeploymentState::Monitoring | DeploymentState::Paused => {
+            let Some(health) = rt.st.health.as_ref() else { return p };
+            let no_control = matches!(health.mode(), AnalysisMode::NoControl);
+            let step = u32::try_from(rt.st.step).unwrap_or(u32::MAX);
+            for (index, item) in group {
+                match item {
+                    Item::Obs(_, Some(phase)) if phase != step => {
+                        report.accepted += 1;
+                        report.stale += 1;
+                    }
+                    Item::Obs(o, _) if no_control && o.arm == Arm::Control => report.accepted += 1,
+                    Item::Obs(o, _) => keep(&mut p, report, index, Entry::Obs(o)),
+                    Item::Quality(q) => keep(&mut p, report, index, Entry::Quality(q)),
+                }
+            }
+        }
+        DeploymentState::RollingBack => {
+            if rt.st.rollback.is_none() {
+                return p;
+            }
+            for (index, item) in group {
+                match item {
+                    Item::Obs(o, _) if o.arm == Arm::Control => {
+                        keep(&mut p, report, index, Entry::Obs(o))
+                    }
+                    Item::Obs(..) | Item::Quality(_) => report.accepted += 1,
+                }
+            }
+        }
+        other => {
+            for (index, _) in group {
+                report.results.push(IngestItemError {
+                    index,
+                    error: format!("rollout {rollout} is {other}; it takes no observations"),
+                });
+            }
+        }
+    }
+    p
+}
+
 impl Engine {
     /// Records a batch of outcomes. Valid items are kept; invalid ones are reported by index.
-    pub async fn ingest(&self, items: Vec<Value>) -> IngestReport {
+    ///
+    /// With `engine.durability = "batch"` (the default) the kept items are on disk when this
+    /// returns `Ok`.
+    ///
+    /// # Errors
+    /// [`EngineError::NotDurable`] when the store could not persist the batch: nothing of it
+    /// was kept, and the whole batch can be sent again.
+    pub async fn ingest(&self, items: Vec<Value>) -> Result<IngestReport, EngineError> {
         self.ingest_parsed(items.into_iter().map(Ok).collect()).await
     }
 
     /// Like [`Engine::ingest`], for items some of which already failed to parse (an NDJSON
     /// line that is not JSON): those are reported at their index with their error.
-    pub async fn ingest_parsed(&self, items: Vec<Result<Value, String>>) -> IngestReport {
+    ///
+    /// # Errors
+    /// As [`Engine::ingest`].
+    pub async fn ingest_parsed(
+        &self,
+        items: Vec<Result<Value, String>>,
+    ) -> Result<IngestReport, EngineError> {
         let mut report = IngestReport::default();
         if items.len() > MAX_BATCH {
             report.rejected = items.len() as u64;
@@ -120,15 +318,34 @@ impl Engine {
                     items.len()
                 ),
             });
-            return report;
+            return Ok(report);
         }
         let parsed = items.into_iter().map(|v| v.and_then(parse)).collect();
         self.ingest_items(parsed, report).await
     }
 
     /// Records outcomes reported in-process by an application that embeds the engine (no
-    /// JSON on the way): the same rules as [`Engine::ingest`].
-    pub async fn report(&self, observations: Vec<Observation>) -> IngestReport {
+    /// JSON on the way): the same rules, and the same durability, as [`Engine::ingest`].
+    ///
+    /// # Errors
+    /// As [`Engine::ingest`].
+    pub async fn report(
+        &self,
+        observations: Vec<Observation>,
+    ) -> Result<IngestReport, EngineError> {
+        if observations.len() > MAX_BATCH {
+            return Ok(IngestReport {
+                rejected: observations.len() as u64,
+                results: vec![IngestItemError {
+                    index: 0,
+                    error: format!(
+                        "a batch holds at most {MAX_BATCH} items, got {}; split it",
+                        observations.len()
+                    ),
+                }],
+                ..IngestReport::default()
+            });
+        }
         let items = observations
             .into_iter()
             .map(|o| Ok((o.rollout_id.clone(), Item::Obs(o, None))))
@@ -140,7 +357,7 @@ impl Engine {
         &self,
         items: Vec<Result<(String, Item), String>>,
         mut report: IngestReport,
-    ) -> IngestReport {
+    ) -> Result<IngestReport, EngineError> {
         let mut groups: BTreeMap<String, Vec<(usize, Item)>> = BTreeMap::new();
         for (index, v) in items.into_iter().enumerate() {
             match v {
@@ -148,6 +365,10 @@ impl Engine {
                 Err(error) => report.results.push(IngestItemError { index, error }),
             }
         }
+        // The rollouts of the batch are locked together, in id order (the map's order, so two
+        // batches never wait for each other in a cycle), from the plan to the fold: a
+        // checkpoint never sees a batch appended but not yet folded.
+        let mut locked = Vec::new();
         for (rollout, group) in groups {
             let Some(rt) = self.runtime(&rollout) else {
                 for (index, _) in group {
@@ -158,76 +379,146 @@ impl Engine {
                 }
                 continue;
             };
-            let mut g = rt.lock().await;
-            let state = g.rec.state;
-            let no_control =
-                g.st.health.as_ref().is_some_and(|h| matches!(h.mode(), AnalysisMode::NoControl));
-            let step = u32::try_from(g.st.step).unwrap_or(u32::MAX);
-            match state {
-                DeploymentState::RollingOut
-                | DeploymentState::Monitoring
-                | DeploymentState::Paused => {
-                    let Some(health) = g.st.health.as_mut() else { continue };
-                    let mut obs = Vec::new();
-                    let mut idx = Vec::new();
-                    for (index, item) in group {
-                        match item {
-                            Item::Obs(_, Some(p)) if p != step => {
-                                report.accepted += 1;
-                                report.stale += 1;
-                            }
-                            Item::Obs(o, _) if no_control && o.arm == Arm::Control => {
-                                report.accepted += 1
-                            }
-                            Item::Obs(o, _) => {
-                                idx.push(index);
-                                obs.push(o);
-                            }
-                            Item::Quality(q) => match health.record_quality(&q) {
-                                Ok(_) => report.accepted += 1,
-                                Err(e) => report
-                                    .results
-                                    .push(IngestItemError { index, error: e.to_string() }),
-                            },
-                        }
-                    }
-                    let r = health.record_batch(&obs);
-                    report.accepted += r.recorded;
-                    report.duplicates += r.duplicates;
-                    for (i, e) in r.errors {
-                        report.results.push(IngestItemError { index: idx[i], error: e });
-                    }
-                }
-                DeploymentState::RollingBack => {
-                    // During a rollback only the stable config's health matters: count it.
-                    let Some(rb) = g.st.rollback.as_mut() else { continue };
-                    for (_, item) in group {
-                        match item {
-                            Item::Obs(o, _) if o.arm == Arm::Control => {
-                                rb.control_requests += 1;
-                                rb.control_errors += u64::from(o.outcome.is_error());
-                                report.accepted += 1;
-                            }
-                            Item::Obs(..) | Item::Quality(_) => report.accepted += 1,
-                        }
-                    }
-                }
-                other => {
-                    for (index, _) in group {
-                        report.results.push(IngestItemError {
-                            index,
-                            error: format!(
-                                "rollout {rollout} is {other}; it takes no observations"
-                            ),
-                        });
-                    }
+            let g = rt.lock_owned().await;
+            let planned = plan(&g, &rollout, group, &mut report);
+            locked.push((g, planned));
+        }
+        let durable = self.settings().durability == Durability::Batch;
+        let mut seqs = Vec::new();
+        if durable {
+            for (g, p) in &mut locked {
+                if !p.entries.is_empty() && self.cursor(g).needs_replay {
+                    self.replay(g).await.map_err(EngineError::NotDurable)?;
                 }
             }
-            g.dirty = true;
+            let mut batches = Vec::new();
+            for (g, p) in locked.iter().filter(|(_, p)| !p.entries.is_empty()) {
+                let items = serde_json::to_string(&BatchDoc { v: BATCH_FORMAT, items: &p.entries })
+                    .map_err(|e| EngineError::Invalid(format!("observation batch: {e}")))?;
+                batches.push(NewObservationBatch { rollout_id: g.rec.id.clone(), items });
+            }
+            if !batches.is_empty() {
+                seqs = self
+                    .store()
+                    .append_observation_batches(batches)
+                    .await
+                    .map_err(EngineError::NotDurable)?;
+            }
+        }
+        let mut seqs = seqs.into_iter();
+        for (mut g, p) in locked {
+            if p.entries.is_empty() {
+                continue;
+            }
+            let r = fold(&mut g, p.entries);
+            report.accepted += r.accepted;
+            report.duplicates += r.duplicates;
+            for (i, error) in r.errors {
+                report.results.push(IngestItemError { index: p.index[i], error });
+            }
+            if durable && let Some(seq) = seqs.next() {
+                let mut c = self.cursor(&g);
+                c.folded = c.folded.max(seq);
+                self.set_cursor(&g, c);
+            }
         }
         report.results.sort_by_key(|e| e.index);
         report.rejected = report.results.len() as u64;
         self.wake();
-        report
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn arm() -> impl Strategy<Value = Arm> {
+        prop_oneof![
+            Just(Arm::Control),
+            Just(Arm::Canary),
+            Just(Arm::Shadow),
+            "[a-zA-Z0-9 _-]{1,12}".prop_map(Arm::Named),
+        ]
+    }
+
+    fn outcome() -> impl Strategy<Value = Outcome> {
+        prop_oneof![
+            Just(Outcome::Ok),
+            Just(Outcome::Error),
+            Just(Outcome::Timeout),
+            Just(Outcome::Refused)
+        ]
+    }
+
+    fn finite() -> impl Strategy<Value = Option<f64>> {
+        proptest::option::of(
+            proptest::num::f64::NORMAL | proptest::num::f64::SUBNORMAL | proptest::num::f64::ZERO,
+        )
+    }
+
+    fn entry() -> impl Strategy<Value = Entry> {
+        let obs =
+            (".{0,20}", arm(), outcome(), finite(), finite(), any::<u64>(), finite(), finite())
+                .prop_map(|(id, arm, outcome, lat, ttft, tokens, cost, quality)| {
+                    let mut o = Observation::new("ro-1", id, arm, outcome);
+                    o.latency_ms = lat;
+                    o.ttft_ms = ttft;
+                    o.tokens_in = tokens;
+                    o.tokens_out = tokens / 3;
+                    o.cost = cost;
+                    o.quality = quality;
+                    Entry::Obs(o)
+                });
+        let quality = (".{0,20}", proptest::option::of(arm()), proptest::num::f64::NORMAL)
+            .prop_map(|(id, arm, score)| {
+                Entry::Quality(QualityUpdate {
+                    rollout_id: "ro-1".into(),
+                    request_id: id,
+                    arm,
+                    score,
+                })
+            });
+        prop_oneof![obs, quality]
+    }
+
+    fn same(a: &Entry, b: &Entry) -> bool {
+        match (a, b) {
+            (Entry::Obs(x), Entry::Obs(y)) => x == y,
+            (Entry::Quality(x), Entry::Quality(y)) => x == y,
+            _ => false,
+        }
+    }
+
+    proptest! {
+        /// A replayed batch must count exactly as it did live: every entry the plan keeps
+        /// (finite numbers only) reads back from its stored form unchanged, bit for bit.
+        #[test]
+        fn stored_batches_read_back_exactly(entries in proptest::collection::vec(entry(), 0..20)) {
+            prop_assert!(entries.iter().all(|e| super::finite(e).is_ok()));
+            let text = serde_json::to_string(&BatchDoc { v: BATCH_FORMAT, items: &entries }).unwrap();
+            let back = decode_batch(&text).unwrap();
+            prop_assert_eq!(back.len(), entries.len());
+            for (a, b) in entries.iter().zip(&back) {
+                prop_assert!(same(a, b), "{:?} came back as {:?}", a, b);
+            }
+        }
+    }
+
+    #[test]
+    fn numbers_json_cannot_carry_are_refused_by_name() {
+        let mut o = Observation::new("ro-1", "r", Arm::Canary, Outcome::Ok);
+        o.ttft_ms = Some(f64::NEG_INFINITY);
+        let e = super::finite(&Entry::Obs(o)).unwrap_err();
+        assert!(e.contains("ttft_ms"), "{e}");
+        let q = QualityUpdate {
+            rollout_id: "ro-1".into(),
+            request_id: "r".into(),
+            arm: None,
+            score: f64::NAN,
+        };
+        assert!(super::finite(&Entry::Quality(q)).unwrap_err().contains("quality"));
+        assert!(decode_batch(r#"{"v": 2, "items": []}"#).unwrap_err().contains("format 2"));
     }
 }

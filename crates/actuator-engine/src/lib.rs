@@ -12,6 +12,11 @@
 //! out. The routing table is rebuilt from what the store holds (the `route` field of a
 //! rollout's status), so a restarted daemon serves exactly what was last persisted and
 //! resumes each rollout where it was.
+//!
+//! **Acknowledge after durable.** An observation batch is appended to the store in one
+//! transaction before it is acknowledged (unless `engine.durability = "checkpoint"`), then
+//! folded into the in-memory evidence; a checkpoint saves the evidence with the highest batch
+//! it holds and deletes the batches it folded, and a start replays the batches after it.
 
 mod engine;
 mod error;
@@ -20,7 +25,7 @@ mod plan;
 mod status;
 
 pub use engine::{
-    Clock, Engine, EngineSettings, ManualAction, ManualClock, RouteSink, SystemClock,
+    Clock, Durability, Engine, EngineSettings, ManualAction, ManualClock, RouteSink, SystemClock,
 };
 pub use error::EngineError;
 pub use ingest::{IngestItemError, IngestReport, MAX_BATCH};

@@ -227,7 +227,7 @@ async fn in_process_reports_survive_a_restart() {
             Observation::new(v.id.clone(), format!("r{i}"), arm, Outcome::Ok).latency(200.0)
         })
         .collect();
-    let rep = e.report(obs).await;
+    let rep = e.report(obs).await.unwrap();
     assert_eq!((rep.accepted, rep.rejected), (200, 0), "{rep:?}");
     tokio::time::sleep(Duration::from_millis(50)).await;
     let before = e.view(&v.id).await.unwrap();

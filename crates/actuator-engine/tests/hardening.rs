@@ -3,13 +3,13 @@
 //! clock, over the in-memory store).
 
 use actuator_config::{ApplyRequest, ConfigManager, ConfigSettings};
-use actuator_core::AuditReport;
 use actuator_core::testing::MemoryStore;
 use actuator_core::{
     AppendVersion, AuditDraft, AuditEntry, AuditHead, AuditQuery, ConfigVersion, DeploymentRequest,
     DeploymentState, NewRollout, NewSlot, NewSnapshot, Page, PageRequest, RolloutFilter,
     RolloutRecord, RolloutUpdate, Slot, SlotName, Snapshot, Store, StoreError,
 };
+use actuator_core::{AuditReport, NewObservationBatch, ObservationBatch};
 use actuator_engine::{Engine, EngineSettings, ManualAction, ManualClock, RouteSink};
 use async_trait::async_trait;
 use chrono::{Duration as ChronoDuration, Utc};
@@ -131,6 +131,37 @@ impl Store for PanicsOn {
     ) -> Result<RolloutRecord, StoreError> {
         assert!(id != self.rollout, "checkpoint of {id} hit a bug");
         self.inner.save_rollout_status(id, expected_revision, status).await
+    }
+    async fn append_observation_batches(
+        &self,
+        batches: Vec<NewObservationBatch>,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.inner.append_observation_batches(batches).await
+    }
+    async fn list_observation_batches(
+        &self,
+        rollout_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<ObservationBatch>, StoreError> {
+        self.inner.list_observation_batches(rollout_id, after, limit).await
+    }
+    async fn checkpoint_rollout(
+        &self,
+        id: &str,
+        expected_revision: u64,
+        status: Value,
+        folded_through: u64,
+    ) -> Result<RolloutRecord, StoreError> {
+        assert!(id != self.rollout, "injected bug: checkpoint of {id}");
+        self.inner.checkpoint_rollout(id, expected_revision, status, folded_through).await
+    }
+    async fn prune_observation_batches(
+        &self,
+        rollout_id: &str,
+        through: u64,
+    ) -> Result<u64, StoreError> {
+        self.inner.prune_observation_batches(rollout_id, through).await
     }
     async fn update_rollout(
         &self,

@@ -63,6 +63,17 @@ pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState>
         notifiers,
         settings.engine.clone(),
     );
+    match settings.engine.durability {
+        actuator_engine::Durability::Batch => tracing::info!(
+            durability = "batch",
+            "an observation batch is on disk before it is acknowledged"
+        ),
+        actuator_engine::Durability::Checkpoint => tracing::warn!(
+            durability = "checkpoint",
+            checkpoint_ms = settings.engine.checkpoint_ms,
+            "observations are acknowledged before they are durable: a crash loses up to checkpoint_ms of them"
+        ),
+    }
     engine.start().await.context("resuming the rollouts in the store")?;
     state.attach_engine(engine);
     Ok(state)

@@ -23,7 +23,9 @@ pub(crate) struct Settings {
     pub(crate) notifiers: Vec<PluginChoice>,
     /// Versioning limits.
     pub(crate) config: ConfigSettings,
-    /// The rollout engine.
+    /// The rollout engine, including `engine.durability`: `"batch"` (the default: an
+    /// observation batch is on disk before its 2xx) or `"checkpoint"` (acknowledged before it
+    /// is durable; a crash loses up to `engine.checkpoint_ms` of outcomes).
     pub(crate) engine: actuator_engine::EngineSettings,
     /// Logging.
     pub(crate) log: LogSettings,
@@ -127,5 +129,23 @@ mod tests {
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.config.snapshot_retention, 7);
         assert_eq!(s.notifiers[0].plugin, "log");
+    }
+
+    #[test]
+    fn durability_is_batch_unless_the_operator_opts_into_the_checkpoint_window() {
+        use actuator_engine::Durability;
+        assert_eq!(Settings::default().engine.durability, Durability::Batch);
+        let s: Settings = toml::from_str("[engine]\ncheckpoint_ms = 500").unwrap();
+        assert_eq!(s.engine.durability, Durability::Batch);
+        let s: Settings = toml::from_str("[engine]\ndurability = \"checkpoint\"").unwrap();
+        assert_eq!(s.engine.durability, Durability::Checkpoint);
+        let s: Settings = toml::from_str("[engine]\ndurability = \"batch\"").unwrap();
+        assert_eq!(s.engine.durability, Durability::Batch);
+        let err = toml::from_str::<Settings>("[engine]\ndurability = \"never\"").unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("never") && msg.contains("batch") && msg.contains("checkpoint"),
+            "{msg}"
+        );
     }
 }

@@ -11,6 +11,7 @@
 
 mod factory;
 mod faults;
+mod observations;
 mod rows;
 mod store;
 

@@ -11,8 +11,9 @@ use actuator_core::audit::{
 };
 use actuator_core::config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
 use actuator_core::store::{
-    Admission, AppendVersion, AuditQuery, NewRollout, NewSnapshot, Page, PageRequest,
-    RolloutFilter, RolloutRecord, RolloutUpdate, Store, StoreError,
+    Admission, AppendVersion, AuditQuery, NewObservationBatch, NewRollout, NewSnapshot,
+    ObservationBatch, Page, PageRequest, RolloutFilter, RolloutRecord, RolloutUpdate, Store,
+    StoreError,
 };
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -51,6 +52,13 @@ fn migrator() -> Migrator {
             "initial schema".into(),
             MigrationType::Simple,
             include_str!("../migrations/0001_initial.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "observation batches".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0002_observation_batches.sql").into_sql_str(),
             false,
         ),
         Migration::new(
@@ -189,6 +197,11 @@ impl SqliteStore {
         self.reader.close().await;
     }
 
+    /// The pool of read connections.
+    pub(crate) fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
     async fn migrate(pool: &SqlitePool) -> Result<(), StoreError> {
         migrator()
             .run(pool)
@@ -258,7 +271,7 @@ impl SqliteStore {
 
     /// Starts a write transaction, taking the database's write lock at once so two writers
     /// never deadlock upgrading read locks.
-    async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
+    pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Sqlite>, StoreError> {
         self.writer.begin_with("BEGIN IMMEDIATE").await.map_err(backend("beginning a write"))
     }
 }
@@ -980,6 +993,42 @@ impl Store for SqliteStore {
         })
         .await
     }
+
+    // Observation batches: see `observations.rs`.
+
+    async fn append_observation_batches(
+        &self,
+        batches: Vec<NewObservationBatch>,
+    ) -> Result<Vec<u64>, StoreError> {
+        self.guarded(false, self.append_batches(batches)).await
+    }
+
+    async fn list_observation_batches(
+        &self,
+        rollout_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<ObservationBatch>, StoreError> {
+        self.list_batches(rollout_id, after, limit).await
+    }
+
+    async fn checkpoint_rollout(
+        &self,
+        id: &str,
+        expected_revision: u64,
+        status: serde_json::Value,
+        folded_through: u64,
+    ) -> Result<RolloutRecord, StoreError> {
+        self.guarded(false, self.checkpoint(id, expected_revision, status, folded_through)).await
+    }
+
+    async fn prune_observation_batches(
+        &self,
+        rollout_id: &str,
+        through: u64,
+    ) -> Result<u64, StoreError> {
+        self.guarded(false, self.prune_batches(rollout_id, through)).await
+    }
 }
 
 /// Refuses a direct activation while a rollout holds `slot`.
@@ -1074,7 +1123,7 @@ mod tests {
     fn the_migrations_are_embedded_in_order() {
         let m = migrator();
         let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4]);
     }
 
     #[tokio::test]

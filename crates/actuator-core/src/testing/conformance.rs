@@ -73,6 +73,8 @@ where
     rollouts(make().await.as_ref()).await;
     rollout_retry(make().await.as_ref()).await;
     rollout_checkpoints(make().await.as_ref()).await;
+    observation_batches(make().await.as_ref()).await;
+    observation_checkpoints(make().await.as_ref()).await;
     racing_appends(make().await).await;
     racing_rollout_updates(make().await).await;
     admission_limit(make().await.as_ref()).await;
@@ -491,6 +493,115 @@ pub async fn rollout_checkpoints(store: &dyn Store) {
     assert_eq!(got.status, json!({"n": 1}), "checkpoints: read back");
     let missing = store.save_rollout_status("nope", 1, json!({})).await;
     assert!(matches!(missing, Err(StoreError::NotFound { .. })));
+}
+
+async fn monitored_rollout(store: &dyn Store, id: &str, slot_name: &str) -> RolloutRecord {
+    slot(store, slot_name).await;
+    append(store, slot_name, 0, true).await.unwrap();
+    store
+        .create_rollout(
+            NewRollout {
+                id: id.into(),
+                slot: name(slot_name),
+                strategy: DeploymentStrategy::Canary,
+                state: DeploymentState::Monitoring,
+                request: json!({}),
+                status: json!({"n": 0}),
+                admission: Admission::default(),
+            },
+            draft("rollout.start", id),
+        )
+        .await
+        .unwrap()
+}
+
+fn seqs(batches: &[ObservationBatch]) -> Vec<u64> {
+    batches.iter().map(|b| b.seq).collect()
+}
+
+/// Observation batches: appended all or none, sequence numbers rising, listed per rollout
+/// in order with pages, pruned per rollout.
+pub async fn observation_batches(store: &dyn Store) {
+    monitored_rollout(store, "a", "chat").await;
+    monitored_rollout(store, "b", "search").await;
+    let batch = |r: &str, n: u64| NewObservationBatch {
+        rollout_id: r.into(),
+        items: format!("{{\"n\": {n}}}"),
+    };
+    let empty = store.append_observation_batches(vec![]).await;
+    assert!(matches!(empty, Err(StoreError::Invalid(_))), "batches: empty append, got {empty:?}");
+    let first = store.append_observation_batches(vec![batch("a", 1), batch("b", 2)]).await.unwrap();
+    assert_eq!(first.len(), 2);
+    assert!(first[0] < first[1], "batches: sequence numbers rise in the order given: {first:?}");
+    let unknown = store.append_observation_batches(vec![batch("a", 9), batch("nope", 9)]).await;
+    assert!(
+        matches!(unknown, Err(StoreError::NotFound { .. })),
+        "batches: unknown rollout refused, got {unknown:?}"
+    );
+    let third = store.append_observation_batches(vec![batch("a", 3)]).await.unwrap()[0];
+    assert!(third > first[1], "batches: later appends get higher numbers");
+    let a = store.list_observation_batches("a", 0, 10).await.unwrap();
+    assert_eq!(seqs(&a), [first[0], third], "batches: the failed append kept nothing");
+    assert_eq!(a[0].items, "{\"n\": 1}", "batches: items read back byte for byte");
+    assert_eq!(a[0].rollout_id, "a");
+    assert_eq!(seqs(&store.list_observation_batches("a", first[0], 10).await.unwrap()), [third]);
+    assert_eq!(seqs(&store.list_observation_batches("a", 0, 1).await.unwrap()), [first[0]]);
+    assert_eq!(seqs(&store.list_observation_batches("b", 0, 10).await.unwrap()), [first[1]]);
+    assert!(store.list_observation_batches("nope", 0, 10).await.unwrap().is_empty());
+    let bad = store.list_observation_batches("a", 0, 0).await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "batches: limit 0, got {bad:?}");
+    assert_eq!(store.prune_observation_batches("b", first[1]).await.unwrap(), 1);
+    assert_eq!(store.prune_observation_batches("b", first[1]).await.unwrap(), 0);
+    assert!(store.list_observation_batches("b", 0, 10).await.unwrap().is_empty());
+    assert_eq!(
+        seqs(&store.list_observation_batches("a", 0, 10).await.unwrap()),
+        [first[0], third],
+        "batches: pruning one rollout leaves the others"
+    );
+}
+
+/// A checkpoint saves the state and deletes the folded batches in one transaction; a stale
+/// one changes nothing; numbers are never reused after deletion.
+pub async fn observation_checkpoints(store: &dyn Store) {
+    let r = monitored_rollout(store, "a", "chat").await;
+    monitored_rollout(store, "b", "search").await;
+    let batch = |r: &str, n: u64| NewObservationBatch {
+        rollout_id: r.into(),
+        items: format!("{{\"n\": {n}}}"),
+    };
+    let s = store
+        .append_observation_batches(vec![batch("a", 1), batch("a", 2), batch("b", 3)])
+        .await
+        .unwrap();
+    let before = audit_count(store).await;
+    let saved = store.checkpoint_rollout("a", r.revision, json!({"n": 1}), s[0]).await.unwrap();
+    assert_eq!(saved.revision, r.revision + 1, "checkpoint: revision bumped");
+    assert_eq!(saved.status, json!({"n": 1}));
+    assert_eq!(audit_count(store).await, before, "checkpoint: not audited");
+    assert_eq!(
+        seqs(&store.list_observation_batches("a", 0, 10).await.unwrap()),
+        [s[1]],
+        "checkpoint: the folded batch is gone, the later one stays"
+    );
+    assert_eq!(seqs(&store.list_observation_batches("b", 0, 10).await.unwrap()), [s[2]]);
+    let stale = store.checkpoint_rollout("a", r.revision, json!({"n": 2}), s[1]).await;
+    assert!(
+        matches!(stale, Err(StoreError::Conflict { .. })),
+        "checkpoint: stale revision, got {stale:?}"
+    );
+    assert_eq!(
+        seqs(&store.list_observation_batches("a", 0, 10).await.unwrap()),
+        [s[1]],
+        "checkpoint: a refused checkpoint deletes nothing"
+    );
+    assert_eq!(store.get_rollout("a").await.unwrap().unwrap().status, json!({"n": 1}));
+    store.checkpoint_rollout("a", saved.revision, json!({"n": 2}), s[1]).await.unwrap();
+    assert!(store.list_observation_batches("a", 0, 10).await.unwrap().is_empty());
+    store.prune_observation_batches("b", s[2]).await.unwrap();
+    let again = store.append_observation_batches(vec![batch("a", 4)]).await.unwrap()[0];
+    assert!(again > s[2], "checkpoint: numbers are never reused after deletion ({again})");
+    let missing = store.checkpoint_rollout("nope", 1, json!({}), 0).await;
+    assert!(matches!(missing, Err(StoreError::NotFound { .. })), "got {missing:?}");
 }
 
 /// Ten appends racing on one slot: exactly one wins, the rest are conflicts.

@@ -19,6 +19,10 @@ struct Inner {
     rollouts: Vec<RolloutRecord>,
     /// The unacknowledged chain problem that blocks writes, set by `verify_audit`.
     chain_block: Option<String>,
+    /// Durable observation batches by sequence number.
+    batches: BTreeMap<u64, ObservationBatch>,
+    /// The last sequence number handed out (never reused).
+    batch_seq: u64,
 }
 
 impl Inner {
@@ -531,6 +535,87 @@ impl Store for MemoryStore {
         let out = r.clone();
         g.seal(audit);
         Ok(out)
+    }
+
+    async fn append_observation_batches(
+        &self,
+        batches: Vec<NewObservationBatch>,
+    ) -> Result<Vec<u64>, StoreError> {
+        if batches.is_empty() {
+            return Err(StoreError::Invalid("an append needs at least one batch".into()));
+        }
+        let mut g = self.lock();
+        if let Some(b) = batches.iter().find(|b| !g.rollouts.iter().any(|r| r.id == b.rollout_id)) {
+            return Err(StoreError::NotFound { what: format!("rollout {}", b.rollout_id) });
+        }
+        let now = Utc::now();
+        let mut seqs = Vec::with_capacity(batches.len());
+        for b in batches {
+            g.batch_seq += 1;
+            let seq = g.batch_seq;
+            g.batches.insert(
+                seq,
+                ObservationBatch { seq, rollout_id: b.rollout_id, items: b.items, created_at: now },
+            );
+            seqs.push(seq);
+        }
+        Ok(seqs)
+    }
+
+    async fn list_observation_batches(
+        &self,
+        rollout_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<ObservationBatch>, StoreError> {
+        PageRequest::first(limit).validate()?;
+        let g = self.lock();
+        Ok(g.batches
+            .range(after.saturating_add(1)..)
+            .map(|(_, b)| b)
+            .filter(|b| b.rollout_id == rollout_id)
+            .take(limit as usize)
+            .cloned()
+            .collect())
+    }
+
+    async fn checkpoint_rollout(
+        &self,
+        id: &str,
+        expected_revision: u64,
+        status: serde_json::Value,
+        folded_through: u64,
+    ) -> Result<RolloutRecord, StoreError> {
+        let mut g = self.lock();
+        let r = g
+            .rollouts
+            .iter_mut()
+            .find(|r| r.id == id)
+            .ok_or_else(|| StoreError::NotFound { what: format!("rollout {id}") })?;
+        if r.revision != expected_revision {
+            return Err(StoreError::Conflict {
+                what: format!("rollout {id}"),
+                expected: expected_revision,
+                actual: r.revision,
+            });
+        }
+        r.status = status;
+        r.revision += 1;
+        r.updated_at = Utc::now();
+        let out = r.clone();
+        g.batches.retain(|seq, b| b.rollout_id != id || *seq > folded_through);
+        Ok(out)
+    }
+
+    async fn prune_observation_batches(
+        &self,
+        rollout_id: &str,
+        through: u64,
+    ) -> Result<u64, StoreError> {
+        let mut g = self.lock();
+        let before = g.batches.len();
+        g.batches.retain(|seq, b| b.rollout_id != rollout_id || *seq > through);
+        Ok((before - g.batches.len()) as u64)
     }
 }
 

@@ -74,7 +74,13 @@ impl Engine {
                         serde_json::from_value::<DeploymentRequest>(rec.request.clone()),
                     ) {
                         (Ok(st), Ok(req)) => {
-                            let rt = Runtime::new(rec.clone(), st, req, self.now());
+                            let mut rt = Runtime::new(rec.clone(), st, req, self.now());
+                            // Acknowledged batches the checkpoint does not hold yet are folded
+                            // in before the loop looks at the rollout.
+                            let replayed = self.replay(&mut rt).await?;
+                            if replayed > 0 {
+                                tracing::info!(rollout = %rec.id, batches = replayed, "replayed durable observation batches");
+                            }
                             self.inner
                                 .runtimes
                                 .write()

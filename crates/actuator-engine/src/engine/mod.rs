@@ -73,6 +73,23 @@ pub struct EngineSettings {
     /// machine slept) counts as this much. An engine driven from outside
     /// ([`Engine::start_driven`]) counts every second its caller moves the clock.
     pub max_tick_gap_ms: u64,
+    /// When an observation batch is acknowledged (`batch`).
+    pub durability: Durability,
+}
+
+/// When an observation batch is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// After the batch is on disk: appended to the store in one transaction before the
+    /// answer, folded into the evidence, and replayed on start if no checkpoint holds it yet.
+    /// A crash loses no acknowledged observation.
+    #[default]
+    Batch,
+    /// Before it is on disk: the batch is only folded into the in-memory evidence, which is
+    /// saved every `checkpoint_ms`. A crash loses up to `checkpoint_ms` of acknowledged
+    /// observations; ingestion costs no store write.
+    Checkpoint,
 }
 
 impl Default for EngineSettings {
@@ -86,6 +103,7 @@ impl Default for EngineSettings {
             validation_min_samples: 50,
             rollback_timeout_ms: 10_000,
             max_tick_gap_ms: 10_000,
+            durability: Durability::Batch,
         }
     }
 }
@@ -145,6 +163,8 @@ struct Inner {
     /// Driven from outside ([`Engine::start_driven`]): the caller moves the clock, and every
     /// moved second between two passes is active time.
     driven: AtomicBool,
+    /// Per active rollout: how far its evidence has folded in the durable batches.
+    cursors: StdMutex<HashMap<String, persist::Cursor>>,
 }
 
 /// The rollout coordinator. Cheap to clone; all clones share one engine.
@@ -205,6 +225,7 @@ impl Engine {
                 stopping: AtomicBool::new(false),
                 loop_restarts: AtomicU64::new(0),
                 driven: AtomicBool::new(false),
+                cursors: StdMutex::default(),
             }),
         }
     }
@@ -230,7 +251,7 @@ impl Engine {
         &self.inner.settings
     }
 
-    pub(super) fn store(&self) -> &Arc<dyn Store> {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
     }
 

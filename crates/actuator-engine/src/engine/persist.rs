@@ -1,8 +1,99 @@
-//! Persistence: transitions committed with their audit entry, checkpoints of evidence.
+//! Persistence: transitions committed with their audit entry, checkpoints of evidence, and
+//! the durable observation batches behind them.
+//!
+//! Every status the engine writes carries [`SEQ_KEY`], the highest observation batch folded
+//! into the evidence it holds. A checkpoint deletes the batches up to it in the same
+//! transaction; a start (or a re-read after another writer won) replays the batches above
+//! it. A batch is therefore folded exactly once: either the saved evidence holds it (its
+//! number is at most the saved one, and replay skips it) or it is replayed.
 
 use super::*;
 
+/// The key of the persisted status that holds the highest batch folded into it.
+pub(crate) const SEQ_KEY: &str = "folded_batch_seq";
+
+/// Batches read per page on replay (each holds at most `MAX_BATCH` items).
+const REPLAY_PAGE: u32 = 8;
+
+/// How far a rollout's in-memory evidence has folded in the durable batches.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Cursor {
+    /// The highest batch folded into the in-memory evidence.
+    pub(crate) folded: u64,
+    /// The highest batch folded into the last status written to the store.
+    pub(crate) saved: u64,
+    /// Durable batches above `folded` may exist that are not folded in yet (a replay failed):
+    /// replayed before the next batch is folded or the next checkpoint is written.
+    pub(crate) needs_replay: bool,
+}
+
+/// The highest folded batch recorded in a persisted status (0 when none is).
+fn stored_seq(status: &Value) -> u64 {
+    status.get(SEQ_KEY).and_then(Value::as_u64).unwrap_or(0)
+}
+
 impl Engine {
+    // ---------------------------------------------------------------- batch cursors
+
+    /// The cursor of `rt`. A rollout with no entry has folded nothing since its last save.
+    pub(crate) fn cursor(&self, rt: &Runtime) -> Cursor {
+        lock(&self.inner.cursors).get(&rt.rec.id).copied().unwrap_or_else(|| {
+            let s = stored_seq(&rt.rec.status);
+            Cursor { folded: s, saved: s, needs_replay: false }
+        })
+    }
+
+    pub(crate) fn set_cursor(&self, rt: &Runtime, c: Cursor) {
+        lock(&self.inner.cursors).insert(rt.rec.id.clone(), c);
+    }
+
+    /// The status to persist: the engine state plus the highest batch it has folded.
+    fn status_value(&self, rt: &Runtime, folded: u64) -> Result<Value, EngineError> {
+        let mut status = serde_json::to_value(&rt.st)
+            .map_err(|e| EngineError::Invalid(format!("status: {e}")))?;
+        if let Value::Object(m) = &mut status {
+            m.insert(SEQ_KEY.into(), Value::from(folded));
+        }
+        Ok(status)
+    }
+
+    /// Folds every durable batch of `rt` above its cursor into its evidence, page by page
+    /// (progress is kept if a later page fails). Returns how many batches were folded.
+    pub(crate) async fn replay(&self, rt: &mut Runtime) -> Result<u64, StoreError> {
+        let mut c = self.cursor(rt);
+        c.needs_replay = true;
+        self.set_cursor(rt, c);
+        let mut folded = 0u64;
+        loop {
+            let page =
+                self.store().list_observation_batches(&rt.rec.id, c.folded, REPLAY_PAGE).await?;
+            let full = page.len() >= REPLAY_PAGE as usize;
+            for b in page {
+                match crate::ingest::decode_batch(&b.items) {
+                    Ok(entries) => {
+                        crate::ingest::fold(rt, entries);
+                    }
+                    Err(e) => tracing::error!(
+                        rollout = %rt.rec.id, batch = b.seq, error = %e,
+                        "a durable observation batch is unreadable; skipping it"
+                    ),
+                }
+                c.folded = c.folded.max(b.seq);
+                folded += 1;
+            }
+            self.set_cursor(rt, c);
+            if !full {
+                break;
+            }
+        }
+        c.needs_replay = false;
+        self.set_cursor(rt, c);
+        if folded > 0 {
+            rt.dirty = true;
+        }
+        Ok(folded)
+    }
+
     // ---------------------------------------------------------------- persistence
 
     /// Persists `rt` in state `to` (with its audit entry), then refreshes the slot's route.
@@ -26,8 +117,8 @@ impl Engine {
                 reason: reason.to_owned(),
             });
         }
-        let status = serde_json::to_value(&rt.st)
-            .map_err(|e| EngineError::Invalid(format!("status: {e}")))?;
+        let cursor = self.cursor(rt);
+        let status = self.status_value(rt, cursor.folded)?;
         let mut meta = json!({"slot": rt.rec.slot, "from": from, "to": to, "phase": rt.st.step, "share_percent": rt.st.share_percent(), "reason": reason});
         if let (Value::Object(m), Value::Object(extra)) = (&mut meta, metadata) {
             m.extend(extra);
@@ -45,6 +136,18 @@ impl Engine {
                 rt.rec = rec;
                 rt.dirty = false;
                 rt.last_save = self.now();
+                if rt.rec.state.is_terminal() {
+                    // A finished rollout takes no more observations: its batches are done with
+                    // (a retry starts its evidence afresh).
+                    lock(&self.inner.cursors).remove(&rt.rec.id);
+                    if let Err(e) =
+                        self.store().prune_observation_batches(&rt.rec.id, u64::MAX).await
+                    {
+                        tracing::warn!(rollout = %rt.rec.id, error = %e, "could not delete the observation batches of a finished rollout");
+                    }
+                } else {
+                    self.set_cursor(rt, Cursor { saved: cursor.folded, ..cursor });
+                }
             }
             Err(e) => {
                 self.reload(rt).await;
@@ -55,27 +158,75 @@ impl Engine {
         Ok(())
     }
 
-    /// Re-reads a rollout from the store after a failed write (another writer won).
+    /// Re-reads a rollout from the store after a failed write (another writer won), then
+    /// replays its durable batches above the re-read checkpoint, so nothing acknowledged is
+    /// lost. When the store cannot be read, the in-memory state is kept.
     pub(super) async fn reload(&self, rt: &mut Runtime) {
-        if let Ok(Some(rec)) = self.store().get_rollout(&rt.rec.id).await
-            && let Ok(st) = serde_json::from_value::<EngineStatus>(rec.status.clone())
-        {
-            rt.st = st;
-            rt.rec = rec;
+        let rec = match self.store().get_rollout(&rt.rec.id).await {
+            Ok(Some(rec)) => rec,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(rollout = %rt.rec.id, error = %e, "cannot re-read the rollout; keeping the state in memory");
+                return;
+            }
+        };
+        let st = match serde_json::from_value::<EngineStatus>(rec.status.clone()) {
+            Ok(st) => st,
+            Err(e) => {
+                tracing::error!(rollout = %rt.rec.id, error = %e, "the stored rollout is unreadable; keeping the state in memory");
+                return;
+            }
+        };
+        let seq = stored_seq(&rec.status);
+        rt.st = st;
+        rt.rec = rec;
+        rt.dirty = false;
+        if rt.rec.state.is_terminal() {
+            // Another writer finished it: it takes no more observations.
+            lock(&self.inner.cursors).remove(&rt.rec.id);
+            return;
+        }
+        self.set_cursor(rt, Cursor { folded: seq, saved: seq, needs_replay: true });
+        if let Err(e) = self.replay(rt).await {
+            tracing::warn!(rollout = %rt.rec.id, error = %e, "replaying durable observations failed; retried before the next batch or checkpoint");
         }
     }
 
+    /// Saves the accumulated evidence. A failed write keeps everything in memory (the rollout
+    /// stays dirty, so the next tick tries again); only a revision conflict, where another
+    /// writer saved the rollout first, re-reads it and replays the durable batches.
     pub(super) async fn checkpoint(&self, rt: &mut Runtime) {
-        let Ok(status) = serde_json::to_value(&rt.st) else { return };
-        match self.store().save_rollout_status(&rt.rec.id, rt.rec.revision, status).await {
+        if self.cursor(rt).needs_replay
+            && let Err(e) = self.replay(rt).await
+        {
+            tracing::warn!(rollout = %rt.rec.id, error = %e, "checkpoint postponed: replaying durable observations failed");
+            return;
+        }
+        let cursor = self.cursor(rt);
+        let status = match self.status_value(rt, cursor.folded) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(rollout = %rt.rec.id, error = %e, "cannot encode the rollout's state");
+                return;
+            }
+        };
+        match self
+            .store()
+            .checkpoint_rollout(&rt.rec.id, rt.rec.revision, status, cursor.folded)
+            .await
+        {
             Ok(rec) => {
                 rt.rec = rec;
                 rt.dirty = false;
                 rt.last_save = self.now();
+                self.set_cursor(rt, Cursor { saved: cursor.folded, ..cursor });
+            }
+            Err(e @ StoreError::Conflict { .. }) => {
+                tracing::warn!(rollout = %rt.rec.id, error = %e, "checkpoint lost to another writer; re-reading the rollout and replaying its durable observations");
+                self.reload(rt).await;
             }
             Err(e) => {
-                tracing::warn!(rollout = %rt.rec.id, error = %e, "checkpoint failed; re-reading the rollout");
-                self.reload(rt).await;
+                tracing::warn!(rollout = %rt.rec.id, error = %e, "checkpoint failed; the evidence stays in memory and is saved on a later tick");
             }
         }
     }

@@ -44,7 +44,7 @@ impl From<EngineError> for ApiError {
             EngineError::Limit { .. }
             | EngineError::SlotBusy { .. }
             | EngineError::InvalidTransition { .. } => StatusCode::CONFLICT,
-            EngineError::NotRunning => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::NotRunning | EngineError::NotDurable(_) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.code(), e.to_string())
@@ -238,5 +238,5 @@ async fn observations(
             ),
         ));
     }
-    Ok(Json(engine(&st)?.ingest_parsed(items).await))
+    Ok(Json(engine(&st)?.ingest_parsed(items).await?))
 }

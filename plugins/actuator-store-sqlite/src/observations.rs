@@ -1,0 +1,213 @@
+//! Durable observation batches: appended in one transaction before they are acknowledged,
+//! listed for replay on start, and deleted by the checkpoint that folds them in.
+
+use actuator_core::audit::truncate_to_micros;
+use actuator_core::store::{
+    NewObservationBatch, ObservationBatch, PageRequest, RolloutRecord, StoreError,
+};
+use chrono::Utc;
+use serde_json::Value;
+use sqlx::sqlite::SqliteRow;
+
+use crate::rows::{self, Cols, backend, fmt_ts, to_i64_saturating, to_json};
+use crate::store::SqliteStore;
+
+fn batch(row: &SqliteRow) -> Result<ObservationBatch, StoreError> {
+    let c = Cols::new(row, "observation_batches");
+    Ok(ObservationBatch {
+        seq: c.u64("seq")?,
+        rollout_id: c.text("rollout")?,
+        items: c.text("items")?,
+        created_at: c.ts("created_at")?,
+    })
+}
+
+impl SqliteStore {
+    pub(crate) async fn append_batches(
+        &self,
+        batches: Vec<NewObservationBatch>,
+    ) -> Result<Vec<u64>, StoreError> {
+        if batches.is_empty() {
+            return Err(StoreError::Invalid("an append needs at least one batch".into()));
+        }
+        let now = fmt_ts(truncate_to_micros(Utc::now()));
+        let mut tx = self.begin_write().await?;
+        let mut seqs = Vec::with_capacity(batches.len());
+        for NewObservationBatch { rollout_id: rollout, items } in batches {
+            let exists = sqlx::query("SELECT 1 FROM rollouts WHERE id = ?1")
+                .bind(&rollout)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend("reading a rollout"))?;
+            if exists.is_none() {
+                // Dropping the transaction rolls back the batches already inserted.
+                return Err(StoreError::NotFound { what: format!("rollout {rollout}") });
+            }
+            let seq: i64 = sqlx::query_scalar(
+                "INSERT INTO observation_batches (rollout, items, created_at) \
+                 VALUES (?1, ?2, ?3) RETURNING seq",
+            )
+            .bind(&rollout)
+            .bind(items)
+            .bind(&now)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend("appending an observation batch"))?;
+            seqs.push(u64::try_from(seq).map_err(|_| {
+                StoreError::Backend(format!("sqlite: negative batch sequence number {seq}"))
+            })?);
+        }
+        tx.commit().await.map_err(backend("committing observation batches"))?;
+        Ok(seqs)
+    }
+
+    pub(crate) async fn list_batches(
+        &self,
+        rollout_id: &str,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<ObservationBatch>, StoreError> {
+        PageRequest::first(limit).validate()?;
+        let rows = sqlx::query(
+            "SELECT * FROM observation_batches WHERE rollout = ?1 AND seq > ?2 \
+             ORDER BY seq ASC LIMIT ?3",
+        )
+        .bind(rollout_id)
+        .bind(to_i64_saturating(after))
+        .bind(i64::from(limit))
+        .fetch_all(self.reader())
+        .await
+        .map_err(backend("listing observation batches"))?;
+        rows.iter().map(batch).collect()
+    }
+
+    pub(crate) async fn checkpoint(
+        &self,
+        id: &str,
+        expected_revision: u64,
+        status: Value,
+        folded_through: u64,
+    ) -> Result<RolloutRecord, StoreError> {
+        let now = truncate_to_micros(Utc::now());
+        let text = to_json(&status)?;
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(backend("reading a rollout"))?
+            .ok_or_else(|| StoreError::NotFound { what: format!("rollout {id}") })?;
+        let mut cur = rows::rollout(&row)?;
+        if cur.revision != expected_revision {
+            return Err(StoreError::Conflict {
+                what: format!("rollout {id}"),
+                expected: expected_revision,
+                actual: cur.revision,
+            });
+        }
+        sqlx::query(
+            "UPDATE rollouts SET status = ?2, revision = revision + 1, updated_at = ?3 WHERE id = ?1",
+        )
+        .bind(id)
+        .bind(text)
+        .bind(fmt_ts(now))
+        .execute(&mut *tx)
+        .await
+        .map_err(backend("saving a rollout's checkpoint"))?;
+        sqlx::query("DELETE FROM observation_batches WHERE rollout = ?1 AND seq <= ?2")
+            .bind(id)
+            .bind(to_i64_saturating(folded_through))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("deleting folded observation batches"))?;
+        tx.commit().await.map_err(backend("committing a checkpoint"))?;
+        cur.status = status;
+        cur.revision += 1;
+        cur.updated_at = now;
+        Ok(cur)
+    }
+
+    pub(crate) async fn prune_batches(
+        &self,
+        rollout_id: &str,
+        through: u64,
+    ) -> Result<u64, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM observation_batches WHERE rollout = ?1 AND seq <= ?2")
+            .bind(rollout_id)
+            .bind(to_i64_saturating(through))
+            .execute(&mut *tx)
+            .await
+            .map_err(backend("deleting folded observation batches"))?;
+        tx.commit().await.map_err(backend("committing a prune"))?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actuator_core::audit::AuditDraft;
+    use actuator_core::config::{NewSlot, SlotName};
+    use actuator_core::deployment::DeploymentStrategy;
+    use actuator_core::state::DeploymentState;
+    use actuator_core::store::{AppendVersion, NewRollout, Store};
+    use serde_json::json;
+
+    #[tokio::test]
+    async fn appended_batches_survive_reopening_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("o.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        let slot = SlotName::new("chat").unwrap();
+        store
+            .create_slot(
+                NewSlot { name: slot.clone(), description: String::new(), schema: None },
+                AuditDraft::success("t", "slot.create", "chat"),
+            )
+            .await
+            .unwrap();
+        store
+            .append_version(
+                AppendVersion {
+                    slot: slot.clone(),
+                    expected_latest: 0,
+                    document: json!({}),
+                    author: "t".into(),
+                    message: String::new(),
+                    activate: true,
+                },
+                AuditDraft::success("t", "config.apply", "chat"),
+            )
+            .await
+            .unwrap();
+        store
+            .create_rollout(
+                NewRollout {
+                    id: "r".into(),
+                    slot,
+                    strategy: DeploymentStrategy::Canary,
+                    state: DeploymentState::Monitoring,
+                    request: json!({}),
+                    status: json!({}),
+                    admission: Default::default(),
+                },
+                AuditDraft::success("t", "rollout.start", "r"),
+            )
+            .await
+            .unwrap();
+        let seqs = store
+            .append_observation_batches(vec![NewObservationBatch {
+                rollout_id: "r".into(),
+                items: r#"{"items": [1, 2.5, "x"]}"#.into(),
+            }])
+            .await
+            .unwrap();
+        store.close().await;
+        let again = SqliteStore::open(&path).await.unwrap();
+        let got = again.list_observation_batches("r", 0, 10).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].seq, seqs[0]);
+        assert_eq!(got[0].items, r#"{"items": [1, 2.5, "x"]}"#);
+    }
+}
