@@ -153,7 +153,7 @@ impl Store for PanicsOn {
         status: Value,
         folded_through: u64,
     ) -> Result<RolloutRecord, StoreError> {
-        assert!(id != self.rollout, "injected bug: checkpoint of {id}");
+        assert!(id != self.rollout, "checkpoint of {id} hit a bug");
         self.inner.checkpoint_rollout(id, expected_revision, status, folded_through).await
     }
     async fn prune_observation_batches(
