@@ -87,8 +87,7 @@ impl ArmClusters {
     }
 
     fn approx_bytes(&self) -> usize {
-        std::mem::size_of::<Self>()
-            + self.errors.approx_bytes() * (4 + self.exceedance.len())
+        std::mem::size_of::<Self>() + self.errors.approx_bytes() * (4 + self.exceedance.len())
     }
 }
 
@@ -212,22 +211,27 @@ impl ArmStats {
         Ok(())
     }
 
-    /// Effective sample size: requests discounted by the design effect of the clustered error
-    /// rate (or, without errors, of the mean ln latency). `None` without cluster statistics.
-    /// Never above [`ArmStats::requests`].
+    /// Effective sample size: requests discounted for clustering by the larger design effect
+    /// of the clustered error rate and mean ln latency. `None` without cluster statistics (a
+    /// per-request split). Never above [`ArmStats::requests`].
     pub fn effective_requests(&self) -> Option<f64> {
         let cl = self.clusters.as_deref()?;
         let n = cl.errors.count();
-        let by_errors = cl.errors.ratio().filter(|r| *r > 0.0 && *r < 1.0).and_then(|r| {
-            cl.errors.effective_count(r * (1.0 - r) / n)
-        });
-        let eff = by_errors.or_else(|| {
-            let v = self.log_latency.variance()?;
+        let d_errors = cl
+            .errors
+            .ratio()
+            .filter(|r| *r > 0.0 && *r < 1.0)
+            .and_then(|r| cl.errors.design_effect(r * (1.0 - r) / n));
+        let d_latency = self.log_latency.variance().and_then(|v| {
             let m = cl.log_latency.count();
-            let d = cl.log_latency.design_effect(v / m)?;
-            Some(n / d.max(1.0))
-        })?;
-        Some(eff.min(self.requests as f64))
+            cl.log_latency.design_effect(v / m)
+        });
+        let d = match (d_errors, d_latency) {
+            (Some(a), Some(b)) => a.max(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return None,
+        };
+        Some((n / d.max(1.0)).min(self.requests as f64))
     }
 
     /// Adds one clean observation. All values were validated as finite and non-negative.

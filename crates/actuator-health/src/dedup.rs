@@ -90,14 +90,9 @@ impl From<DedupState> for RequestDedup {
                 Row::Full(key, phase, arm, quality_seen, unit, in_experiment) => {
                     DedupEntry { key, phase, arm, quality_seen, unit, in_experiment }
                 }
-                Row::Short(key, phase, arm, quality_seen) => DedupEntry {
-                    key,
-                    phase,
-                    arm,
-                    quality_seen,
-                    unit: None,
-                    in_experiment: true,
-                },
+                Row::Short(key, phase, arm, quality_seen) => {
+                    DedupEntry { key, phase, arm, quality_seen, unit: None, in_experiment: true }
+                }
             })
             .collect();
         let mut d = Self { capacity, front_seq: s.front_seq, ring, index: HashMap::new() };
@@ -241,7 +236,10 @@ mod tests {
         let old = r#"{"capacity":4,"front_seq":0,"ring":[[7,1,1,true]]}"#;
         let mut d: RequestDedup = serde_json::from_str(old).unwrap();
         let e = *d.get_mut(7).unwrap();
-        assert_eq!((e.phase, e.arm, e.quality_seen, e.unit, e.in_experiment), (1, 1, true, None, true));
+        assert_eq!(
+            (e.phase, e.arm, e.quality_seen, e.unit, e.in_experiment),
+            (1, 1, true, None, true)
+        );
         let mut n = entry(9);
         n.unit = Some(300);
         n.in_experiment = false;

@@ -3,11 +3,11 @@
 use std::collections::VecDeque;
 
 use actuator_stats::classical::{two_proportion_z_test, welch_t_test};
+use actuator_stats::cluster::{self, MIN_NONEMPTY_BUCKETS};
 use actuator_stats::estimate::{
     mean_difference, mean_vs_reference, proportion_difference_pooled,
     proportion_difference_under_margin, proportion_vs_reference, relative_mean_difference,
 };
-use actuator_stats::cluster::{self, MIN_NONEMPTY_BUCKETS};
 use actuator_stats::{
     ClusteredRatio, CondBinomConfig, ConditionalBinomial, Estimate, EvidenceLedger, ExceedanceTest,
     HalfNormalMixture, RatioDirection, RunningInterval, Stratified, freeze_threshold,
@@ -610,7 +610,8 @@ impl RolloutHealth {
         let phase = self.phase.index;
         let key = if matches!(self.mode, AnalysisMode::Shadow) {
             // paired design: the key holds the arm; try the sender's arm, else each arm
-            let arms: Vec<usize> = sender_arm.map_or_else(|| (0..self.arms.len()).collect(), |a| vec![a]);
+            let arms: Vec<usize> =
+                sender_arm.map_or_else(|| (0..self.arms.len()).collect(), |a| vec![a]);
             arms.iter()
                 .map(|&a| arm_request_key(self.arms[a].label(), id))
                 .find(|k| self.dedup.contains(*k))
@@ -726,14 +727,17 @@ impl RolloutHealth {
                 c.non_empty()
             )
         };
-        let clustered_note = |what: &str| format!("{what}; clustered by user bucket (sticky split)");
+        let clustered_note =
+            |what: &str| format!("{what}; clustered by user bucket (sticky split)");
 
         // errors
         let delta = margins.errors_abs.unwrap_or(cfg.errors.promote_margin_abs);
         let a_err = self.alpha_m(ti, METRIC_ERRORS);
         out.push(match pair {
             Some((t, c)) if t.requests > 0 && c.requests > 0 && clustered.is_some() => {
-                let (tc, cc) = clustered.map(|(a, b)| (&a.errors, &b.errors)).unwrap_or((&no_clusters, &no_clusters));
+                let (tc, cc) = clustered
+                    .map(|(a, b)| (&a.errors, &b.errors))
+                    .unwrap_or((&no_clusters, &no_clusters));
                 let ready = cluster::burned_in(tc, cc);
                 let harm = cluster::proportion_difference_pooled(tc, cc).ok();
                 let lower_mix = self.mixture(cfg.errors.mde_abs, a_err);
@@ -814,14 +818,19 @@ impl RolloutHealth {
                     && c.log_latency.count() >= burn
                     && clustered.is_some() =>
             {
-                let (tc, cc) =
-                    clustered.map(|(a, b)| (&a.log_latency, &b.log_latency)).unwrap_or((&no_clusters, &no_clusters));
+                let (tc, cc) = clustered
+                    .map(|(a, b)| (&a.log_latency, &b.log_latency))
+                    .unwrap_or((&no_clusters, &no_clusters));
                 let ready = cluster::burned_in(tc, cc);
                 let est = cluster::ratio_difference(tc, cc).ok();
                 let mix = self.mixture(cfg.latency.mde_ratio.ln(), a_lat);
                 MetricEval {
                     key: METRIC_LATENCY.into(),
-                    log_e: if ready { est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, 0.0)) } else { 0.0 },
+                    log_e: if ready {
+                        est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, 0.0))
+                    } else {
+                        0.0
+                    },
                     harm: est,
                     lower_mix: mix,
                     promo: est.filter(|_| ready),
@@ -873,7 +882,8 @@ impl RolloutHealth {
                         && c.exceedance[idx].counts().1 >= burn =>
                 {
                     let (te, ce) = (&t.exceedance[idx], &c.exceedance[idx]);
-                    let cl = clustered.and_then(|(a, b)| a.exceedance.get(idx).zip(b.exceedance.get(idx)));
+                    let cl = clustered
+                        .and_then(|(a, b)| a.exceedance.get(idx).zip(b.exceedance.get(idx)));
                     match ExceedanceTest::new(tt.mde_abs, a, beta) {
                         Ok(test) if cl.is_some() => {
                             let (tc, cc) = cl.unwrap_or((&no_clusters, &no_clusters));
@@ -882,19 +892,28 @@ impl RolloutHealth {
                             let mix = *test.mixture();
                             MetricEval {
                                 key: tt.key.clone(),
-                                log_e: if ready { harm.map_or(0.0, |h| mix.log_e(h, 0.0)) } else { 0.0 },
+                                log_e: if ready {
+                                    harm.map_or(0.0, |h| mix.log_e(h, 0.0))
+                                } else {
+                                    0.0
+                                },
                                 harm,
                                 lower_mix: Some(mix),
                                 promo: ready
                                     .then(|| {
-                                        cluster::proportion_difference_under_margin(tc, cc, tt.margin).ok()
+                                        cluster::proportion_difference_under_margin(
+                                            tc, cc, tt.margin,
+                                        )
+                                        .ok()
                                     })
                                     .flatten(),
                                 promo_mix: self.mixture(tt.margin, cfg.alpha_promote),
                                 margin: Some(tt.margin),
                                 optional: false,
                                 note: Some(if ready {
-                                    clustered_note(&format!("share of requests above {threshold:.1} ms"))
+                                    clustered_note(&format!(
+                                        "share of requests above {threshold:.1} ms"
+                                    ))
                                 } else {
                                     burn_note(tc, cc)
                                 }),
@@ -928,14 +947,20 @@ impl RolloutHealth {
             Some((t, c))
                 if t.cost.count() >= burn && c.cost.count() >= burn && clustered.is_some() =>
             {
-                let (tc, cc) = clustered.map(|(a, b)| (&a.cost, &b.cost)).unwrap_or((&no_clusters, &no_clusters));
+                let (tc, cc) = clustered
+                    .map(|(a, b)| (&a.cost, &b.cost))
+                    .unwrap_or((&no_clusters, &no_clusters));
                 let ready = cluster::burned_in(tc, cc);
                 let est = cluster::relative_ratio_difference(tc, cc).ok();
                 let mix = self.mixture(cfg.cost.mde_ratio - 1.0, a_cost);
                 let theta0 = cfg.cost.tolerance_ratio - 1.0;
                 MetricEval {
                     key: METRIC_COST.into(),
-                    log_e: if ready { est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, theta0)) } else { 0.0 },
+                    log_e: if ready {
+                        est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, theta0))
+                    } else {
+                        0.0
+                    },
                     harm: est,
                     lower_mix: mix,
                     promo: est.filter(|_| ready),
@@ -980,14 +1005,20 @@ impl RolloutHealth {
                     && c.quality.count() >= burn
                     && clustered.is_some() =>
             {
-                let (tc, cc) = clustered.map(|(a, b)| (&a.quality, &b.quality)).unwrap_or((&no_clusters, &no_clusters));
+                let (tc, cc) = clustered
+                    .map(|(a, b)| (&a.quality, &b.quality))
+                    .unwrap_or((&no_clusters, &no_clusters));
                 let ready = cluster::burned_in(tc, cc);
                 // control minus canary: harm = lower quality
                 let est = cluster::ratio_difference(cc, tc).ok();
                 let mix = self.mixture(cfg.quality.mde_abs, a_q);
                 MetricEval {
                     key: METRIC_QUALITY.into(),
-                    log_e: if ready { est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, 0.0)) } else { 0.0 },
+                    log_e: if ready {
+                        est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, 0.0))
+                    } else {
+                        0.0
+                    },
                     harm: est,
                     lower_mix: mix,
                     promo: est.filter(|_| ready),
