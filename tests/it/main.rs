@@ -8,3 +8,4 @@ mod observations;
 mod ofrep;
 mod rollouts;
 mod rollouts_cli;
+mod validity;
