@@ -281,7 +281,7 @@ impl ArmStats {
             };
             self.cost.push(capped)?;
             self.cost_sketch.add(capped)?;
-            if let Some(cl) = cl.as_deref_mut() {
+            if let Some(cl) = cl {
                 cl.cost.add(c.unit, capped)?;
             }
         }

@@ -302,11 +302,11 @@ mod tests {
     fn sandwich_variance_golden() {
         let c = ClusteredRatio::from_buckets(vec![10.0, 20.0, 0.0, 30.0], vec![1.0, 4.0, 0.0, 3.0])
             .unwrap();
-        close(c.ratio().unwrap(), 0.133_333_333_333_333_33, 1e-15);
+        close(c.ratio().unwrap(), 0.133_333_333_333_333_34, 1e-15);
         // ss = 1/9 + 16/9 + 1 = 26/9; V = 4/3 · 26/9 / 3600 = 26/24300
-        close(c.variance().unwrap(), 0.001_069_958_847_736_625_5, 1e-12);
+        close(c.variance().unwrap(), 0.001_069_958_847_736_625, 1e-12);
         // centred at 0.2: ss = 1 + 0 + 9 = 10; V = 4/3 · 10 / 3600
-        close(c.variance_at(0.2).unwrap(), 0.003_703_703_703_703_703_7, 1e-12);
+        close(c.variance_at(0.2).unwrap(), 0.003_703_703_703_703_704, 1e-12);
         assert_eq!(c.non_empty(), 3);
         // i.i.d. binomial variance r(1−r)/n = (2/15)(13/15)/60 = 26/13500; D = 13500/24300
         let v_iid = (2.0 / 15.0) * (13.0 / 15.0) / 60.0;
@@ -314,10 +314,10 @@ mod tests {
         assert_eq!(c.effective_count(v_iid), Some(60.0));
     }
 
-    /// Two arms of four buckets; expected values from python3 with exact fractions (formulas of
-    /// the module comment; pooled centre p̄ = (12+6+½)/601, margin centres p̃_c = (18 − 300·0.005
-    /// + ½)/601 and p̃_t = p̃_c + 0.005): canary n = [100, 50, 80, 70], s = [3, 1, 6, 2]; control n = [90, 60, 75, 75],
-    /// s = [1, 2, 1, 2].
+    /// Two arms of four buckets: canary n = [100, 50, 80, 70], s = [3, 1, 6, 2]; control
+    /// n = [90, 60, 75, 75], s = [1, 2, 1, 2]. Expected values from python3 with exact fractions
+    /// (formulas of the module comment; pooled centre p̄ = (12 + 6 + ½)/601; margin centres
+    /// p̃_c = (18 − 300·0.005 + ½)/601 and p̃_t = p̃_c + 0.005).
     #[test]
     fn differences_golden() {
         let t =
