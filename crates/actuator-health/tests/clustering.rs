@@ -96,6 +96,9 @@ struct Sim {
     canary_error_factor: f64,
     requests: u64,
     look_every: u64,
+    /// Every k-th light user (k > 0) is routed to the canary whatever its assignment: a routing
+    /// bug that sends a whole tenant to the wrong arm (untagged).
+    misrouted_every: usize,
 }
 
 fn config() -> HealthConfig {
@@ -118,9 +121,14 @@ fn simulate(seed: u64, sim: &Sim) -> (End, RolloutHealth) {
     )
     .expect("valid");
     for i in 0..sim.requests {
-        let u = &pop.users[pop.pick(&mut rng)];
-        let (arm, factor) =
-            if u.canary { (Arm::Canary, sim.canary_error_factor) } else { (Arm::Control, 1.0) };
+        let k = pop.pick(&mut rng);
+        let u = &pop.users[k];
+        let misrouted = sim.misrouted_every > 0 && k >= pop.heavy && k % sim.misrouted_every == 0;
+        let (arm, factor) = if u.canary || misrouted {
+            (Arm::Canary, sim.canary_error_factor)
+        } else {
+            (Arm::Control, 1.0)
+        };
         let err = rng.uniform() < (u.error_rate * factor).min(0.95);
         let latency = (u.log_latency + 0.5 * rng.normal()).exp();
         let mut o = Observation::new(
@@ -158,8 +166,13 @@ fn count(ends: &[End], which: End) -> usize {
 #[test]
 fn aa_sticky_heavy_users_keep_the_budget() {
     let runs = 200;
-    let clustered =
-        Sim { with_unit: true, canary_error_factor: 1.0, requests: 6_000, look_every: 500 };
+    let clustered = Sim {
+        with_unit: true,
+        canary_error_factor: 1.0,
+        requests: 6_000,
+        look_every: 500,
+        misrouted_every: 0,
+    };
     let iid = Sim { with_unit: false, ..clustered };
     let ends: Vec<End> = (0..runs).map(|s| simulate(s, &clustered).0).collect();
     let naive: Vec<End> = (0..runs).map(|s| simulate(s, &iid).0).collect();
@@ -177,8 +190,13 @@ fn aa_sticky_heavy_users_keep_the_budget() {
 /// Errors ×2 on every canary user is still detected with the clustered analysis.
 #[test]
 fn doubled_errors_on_every_user_are_detected() {
-    let sim =
-        Sim { with_unit: true, canary_error_factor: 2.0, requests: 30_000, look_every: 1_000 };
+    let sim = Sim {
+        with_unit: true,
+        canary_error_factor: 2.0,
+        requests: 30_000,
+        look_every: 1_000,
+        misrouted_every: 0,
+    };
     let runs = 40;
     let ends: Vec<End> = (0..runs).map(|s| simulate(1_000 + s, &sim).0).collect();
     let rb = count(&ends, End::Rollback);
@@ -186,11 +204,34 @@ fn doubled_errors_on_every_user_are_detected() {
     assert_eq!(count(&ends, End::Halt), 0);
 }
 
+/// A routing bug that sends a whole tenant (half of the light users) to the canary still
+/// halts on the clustered sample-ratio check, although the tenant behaves like everyone else.
+#[test]
+fn a_whole_tenant_on_the_wrong_arm_still_halts() {
+    let sim = Sim {
+        with_unit: true,
+        canary_error_factor: 1.0,
+        requests: 10_000,
+        look_every: 500,
+        misrouted_every: 2,
+    };
+    let runs = 20;
+    let ends: Vec<End> = (0..runs).map(|s| simulate(2_000 + s, &sim).0).collect();
+    let halts = count(&ends, End::Halt);
+    assert!(halts >= 16, "halted in {halts} of {runs}: {ends:?}");
+}
+
 /// The status shows the effective sample size beside the raw count: clustered traffic is worth
 /// fewer independent requests.
 #[test]
 fn effective_sample_size_is_reported_and_below_the_raw_count() {
-    let sim = Sim { with_unit: true, canary_error_factor: 1.0, requests: 4_000, look_every: 4_000 };
+    let sim = Sim {
+        with_unit: true,
+        canary_error_factor: 1.0,
+        requests: 4_000,
+        look_every: 4_000,
+        misrouted_every: 0,
+    };
     let (_, mut h) = simulate(7, &sim);
     let eval = h.look(t0() + Duration::hours(1));
     for a in &eval.explanation.arms {
