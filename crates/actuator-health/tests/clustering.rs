@@ -99,6 +99,8 @@ struct Sim {
     /// Every k-th light user (k > 0) is routed to the canary whatever its assignment: a routing
     /// bug that sends a whole tenant to the wrong arm (untagged).
     misrouted_every: usize,
+    /// The canary's share of users.
+    share: f64,
 }
 
 fn config() -> HealthConfig {
@@ -109,14 +111,14 @@ fn config() -> HealthConfig {
 }
 
 fn simulate(seed: u64, sim: &Sim) -> (End, RolloutHealth) {
-    let pop = Population::new(seed, 3_000, 0.5, 0.02);
+    let pop = Population::new(seed, 3_000, sim.share, 0.02);
     let mut rng = Rng(mix(seed));
     let mut h = RolloutHealth::new(
         "r1",
         "",
         AnalysisMode::Canary,
         config(),
-        PhaseConfig::canary(0.5).min(u64::MAX, i64::MAX),
+        PhaseConfig::canary(sim.share).min(u64::MAX, i64::MAX),
         t0(),
     )
     .expect("valid");
@@ -172,6 +174,7 @@ fn aa_sticky_heavy_users_keep_the_budget() {
         requests: 6_000,
         look_every: 500,
         misrouted_every: 0,
+        share: 0.5,
     };
     let iid = Sim { with_unit: false, ..clustered };
     let ends: Vec<End> = (0..runs).map(|s| simulate(s, &clustered).0).collect();
@@ -187,6 +190,25 @@ fn aa_sticky_heavy_users_keep_the_budget() {
     assert!(nrb + nhalt >= 3 * (rb + halt).max(10), "the i.i.d. analysis: {nrb} + {nhalt}");
 }
 
+/// The same at a 10% canary (fewer canary users per bucket, so a noisier plug-in variance).
+#[test]
+fn aa_sticky_heavy_users_keep_the_budget_at_a_small_share() {
+    let runs = 200;
+    let sim = Sim {
+        with_unit: true,
+        canary_error_factor: 1.0,
+        requests: 6_000,
+        look_every: 500,
+        misrouted_every: 0,
+        share: 0.1,
+    };
+    let ends: Vec<End> = (0..runs).map(|s| simulate(5_000 + s, &sim).0).collect();
+    let (rb, halt) = (count(&ends, End::Rollback), count(&ends, End::Halt));
+    eprintln!("clustered at 10%: {rb} rollbacks, {halt} halts of {runs}");
+    assert!(rb <= 16, "{rb} false rollbacks of {runs}");
+    assert!(halt <= 4, "{halt} sample-ratio halts of {runs}");
+}
+
 /// Errors ×2 on every canary user is still detected with the clustered analysis.
 #[test]
 fn doubled_errors_on_every_user_are_detected() {
@@ -196,6 +218,7 @@ fn doubled_errors_on_every_user_are_detected() {
         requests: 30_000,
         look_every: 1_000,
         misrouted_every: 0,
+        share: 0.5,
     };
     let runs = 40;
     let ends: Vec<End> = (0..runs).map(|s| simulate(1_000 + s, &sim).0).collect();
@@ -214,6 +237,7 @@ fn a_whole_tenant_on_the_wrong_arm_still_halts() {
         requests: 10_000,
         look_every: 500,
         misrouted_every: 2,
+        share: 0.5,
     };
     let runs = 20;
     let ends: Vec<End> = (0..runs).map(|s| simulate(2_000 + s, &sim).0).collect();
@@ -231,6 +255,7 @@ fn effective_sample_size_is_reported_and_below_the_raw_count() {
         requests: 4_000,
         look_every: 4_000,
         misrouted_every: 0,
+        share: 0.5,
     };
     let (_, mut h) = simulate(7, &sim);
     let eval = h.look(t0() + Duration::hours(1));

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actuator_canary::{GeoRules, Rollout, Share, SplitStrategy, VersionedConfig, bucket, unit_hash};
+use actuator_canary::{
+    GeoRules, Rollout, Share, SplitStrategy, VersionedConfig, bucket, unit_hash,
+};
 use actuator_config::{ApplyRequest, ConfigManager, ConfigSettings};
 use actuator_core::testing::MemoryStore;
 use actuator_core::{

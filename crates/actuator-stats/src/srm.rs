@@ -64,8 +64,11 @@ pub const CLUSTERED_SRM_RELATIVE_MDE: f64 = 0.2;
 /// users move it far more than binomial noise allows, so [`srm_log_e`] halts healthy rollouts.
 /// Here `arm[b]` are the arm's requests and `total[b]` all requests (every arm) of the users
 /// hashed into bucket b (an assignment-independent hash). The estimate `θ̂ = Σ arm / Σ total − π`
-/// gets the cluster-robust (sandwich) variance `V = B/(B−1) · Σ_b (arm_b − p̂ total_b)² / N²`
-/// with `p̂ = Σ arm / N` (consistent under H0 and not inflated by the mismatch itself),
+/// gets the cluster-robust (sandwich) variance
+/// `V = B/(B−1) · Σ_b (arm_b − p̂ total_b)² / N² + π(1−π) · max_b total_b² / N²` with
+/// `p̂ = Σ arm / N`: the second term, the null variance of the heaviest bucket, keeps the
+/// variance from collapsing when a few heavy users carry the traffic and all happen to sit in
+/// the larger arm,
 /// and the two-sided normal-mixture mSPRT `½ ln(V/(V+τ²)) + τ²θ̂²/(2V(V+τ²))` with τ from
 /// [`CLUSTERED_SRM_RELATIVE_MDE`]. Returns 0 (no evidence) before
 /// [`MIN_NONEMPTY_BUCKETS`](crate::MIN_NONEMPTY_BUCKETS) buckets hold traffic. A real routing
@@ -106,7 +109,11 @@ pub fn srm_clustered_log_e(arm: &[f64], total: &[f64], share: f64, alpha: f64) -
             r * r
         })
         .sum();
-    let v = b / (b - 1.0) * ss / (n * n);
+    // Floor: the null variance of the heaviest bucket alone. When a few heavy users carry the
+    // traffic and all happen to sit in the larger arm, the sandwich collapses (their residuals
+    // are about p̂·n instead of (1−π)·n); the floor keeps their share of the variance in.
+    let heaviest = total.iter().copied().fold(0.0, f64::max);
+    let v = b / (b - 1.0) * ss / (n * n) + pi * (1.0 - pi) * heaviest * heaviest / (n * n);
     let theta = share_hat - pi;
     if !(v > 0.0 && v.is_finite()) {
         return Ok(0.0);
@@ -146,9 +153,9 @@ mod tests {
     }
 
     /// 32 buckets, canary share 0.1. Expected value computed independently in python3:
-    /// `p̂ = Σa/N`, `V = B/(B−1)·Σ(a−p̂n)²/N²`, `τ = 0.2·0.1·sqrt(C_α)/(z_{0.999}+z_{0.8})`,
+    /// `p̂ = Σa/N`, `V = B/(B−1)·Σ(a−p̂n)²/N² + π(1−π)·max(n)²/N²`, `θ = p̂ − π`, `τ = 0.2·0.1·sqrt(C_α)/(z_{0.999}+z_{0.8})`,
     /// `ln e = ½ ln(V/(V+τ²)) + τ²θ²/(2V(V+τ²))`.
-    const GOLDEN_CLUSTERED: f64 = 77.339_265_096_116_76;
+    const GOLDEN_CLUSTERED: f64 = 2.307_750_197_117_652;
 
     #[test]
     fn clustered_golden() {
@@ -169,8 +176,7 @@ mod tests {
         }
         assert_eq!(srm_clustered_log_e(&arm, &total, 0.05, 0.001).unwrap(), 0.0);
         // 128 buckets at the right share with heavy buckets: no alarm
-        let total: Vec<f64> =
-            (0..128).map(|b| if b % 17 == 0 { 20_000.0 } else { 500.0 }).collect();
+        let total: Vec<f64> = (0..128).map(|b| if b % 17 == 0 { 5_000.0 } else { 500.0 }).collect();
         let arm: Vec<f64> = total
             .iter()
             .enumerate()
