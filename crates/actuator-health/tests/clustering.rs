@@ -125,7 +125,8 @@ fn simulate(seed: u64, sim: &Sim) -> (End, RolloutHealth) {
     for i in 0..sim.requests {
         let k = pop.pick(&mut rng);
         let u = &pop.users[k];
-        let misrouted = sim.misrouted_every > 0 && k >= pop.heavy && k % sim.misrouted_every == 0;
+        let misrouted =
+            sim.misrouted_every > 0 && k >= pop.heavy && k.is_multiple_of(sim.misrouted_every);
         let (arm, factor) = if u.canary || misrouted {
             (Arm::Canary, sim.canary_error_factor)
         } else {
