@@ -13,3 +13,4 @@ mod rollouts;
 mod rollouts_cli;
 mod store_faults;
 mod store_races;
+mod validity;

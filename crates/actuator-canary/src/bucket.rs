@@ -30,6 +30,11 @@ pub const BUCKET_SEED: u64 = 0x6163_7475_6174_6f72;
 /// a key lands in does not depend on whether it entered the experiment early or late. Frozen.
 pub const ARM_SEED: u64 = 0x6162_6172_6d73_656c;
 
+/// Seed of the assignment-unit hash (ASCII `unitseed`), independent of [`BUCKET_SEED`] and
+/// [`ARM_SEED`]: the analysis groups users into cluster buckets by it, so the buckets are
+/// groups of users unrelated to which arm they are on. Frozen.
+pub const UNIT_SEED: u64 = 0x756e_6974_7365_6564;
+
 /// Inputs up to this many bytes are hashed from a stack buffer without allocating.
 const STACK_BYTES: usize = 192;
 
@@ -46,6 +51,16 @@ pub fn bucket(slot: &str, salt: &str, key: &str) -> u16 {
 #[must_use]
 pub fn arm_bucket(slot: &str, salt: &str, key: &str) -> u16 {
     bucket_with_seed(ARM_SEED, slot, salt, key)
+}
+
+/// The assignment-unit hash (0..65_536) of `key`: the top 16 bits of the same layout as
+/// [`bucket`] seeded with [`UNIT_SEED`]. Returned in the resolution of sticky splits so that
+/// observations can carry it back; the health monitor reduces it modulo its cluster count (a
+/// power of two), so requests of one user land in one cluster bucket.
+#[must_use]
+pub fn unit_hash(slot: &str, salt: &str, key: &str) -> u16 {
+    // The shift leaves 16 bits, so the cast is exact.
+    (hash_parts(UNIT_SEED, slot.as_bytes(), salt.as_bytes(), key.as_bytes()) >> 48) as u16
 }
 
 fn bucket_with_seed(seed: u64, slot: &str, salt: &str, key: &str) -> u16 {
@@ -256,6 +271,20 @@ mod tests {
         ("a", "b", "ключ-ユーザー", 9264, 7903),
         ("llm.agent", "salt", "k", 5051, 2665),
     ];
+
+    /// Golden vectors of [`unit_hash`], cross-checked with the Python `xxhash` package:
+    /// `xxh3_64_intdigest(b"slot\0salt\0key", 0x756e_6974_7365_6564) >> 48`. FROZEN.
+    #[test]
+    fn unit_hash_golden_vectors() {
+        for (slot, salt, key, want) in [
+            ("llm.chat.default", "r-1", "user-1", 4634),
+            ("llm.chat.default", "r-1", "user-2", 8281),
+            ("", "", "", 61822),
+            ("a", "b", "ключ-ユーザー", 41264),
+        ] {
+            assert_eq!(unit_hash(slot, salt, key), want, "unit_hash({slot:?}, {salt:?}, {key:?})");
+        }
+    }
 
     #[test]
     fn golden_vectors() {

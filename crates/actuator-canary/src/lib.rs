@@ -35,7 +35,7 @@ mod route;
 mod strategy;
 mod table;
 
-pub use bucket::{ARM_SEED, BUCKET_SEED, BUCKETS, Share, arm_bucket, bucket};
+pub use bucket::{ARM_SEED, BUCKET_SEED, BUCKETS, Share, UNIT_SEED, arm_bucket, bucket, unit_hash};
 pub use context::{EvalContext, StickinessKey, TARGETING_KEY, kind as json_kind};
 pub use error::ResolveError;
 pub use resolution::{Reason, Resolution, ShadowDirective};

@@ -57,6 +57,16 @@ pub struct Resolution {
     pub phase: Option<u32>,
     /// The sticky bucket (0..10_000) when a sticky strategy computed one.
     pub bucket: Option<u16>,
+    /// The assignment-unit hash (0..65_536, see [`unit_hash`](crate::unit_hash)) of the
+    /// stickiness key when a sticky strategy split the request: report it back with the
+    /// outcome (`unit`) so the analysis can group one user's correlated requests.
+    pub unit: Option<u16>,
+    /// Whether the request is part of the comparison: `true` when the split strategy placed it
+    /// at the phase's share (either side). `false` for traffic routed outside the share (an
+    /// override or preview pin, an excluded region, a region at its own share) and for
+    /// requests outside a partial-traffic A/B (not enrolled): report it back with the outcome
+    /// (`in_experiment`) so the analysis leaves such requests out.
+    pub in_experiment: bool,
     /// Why.
     pub reason: Reason,
     /// Set in shadow mode for admitted requests.
@@ -72,7 +82,8 @@ impl Resolution {
         self.variant.name()
     }
 
-    /// OFREP `metadata`: `rolloutId`, `phase`, `bucket`, `configVersion` (and `shadowVersion`),
+    /// OFREP `metadata`: `rolloutId`, `phase`, `bucket`, `unit`, `inExperiment` (with a rollout),
+    /// `configVersion` (and `shadowVersion`),
     /// so telemetry can join outcomes to the assignment. Allocates; not for the hot path.
     #[must_use]
     pub fn ofrep_metadata(&self) -> Map<String, Value> {
@@ -86,6 +97,12 @@ impl Resolution {
         }
         if let Some(bucket) = self.bucket {
             m.insert("bucket".into(), bucket.into());
+        }
+        if let Some(unit) = self.unit {
+            m.insert("unit".into(), unit.into());
+        }
+        if self.rollout_id.is_some() {
+            m.insert("inExperiment".into(), self.in_experiment.into());
         }
         if let Some(s) = &self.shadow {
             m.insert("shadowVersion".into(), s.candidate.version.into());

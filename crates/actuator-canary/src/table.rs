@@ -12,6 +12,7 @@ use crate::strategy::{GeoRule, random_draw, round_robin_admits, round_robin_arm_
 use crate::{
     EvalContext, Reason, Resolution, ResolveError, Rollout, RolloutMode, ShadowDirective,
     SlotRoute, SplitStrategy, Variant, VersionedConfig, arm_bucket, bucket, context::kind,
+    unit_hash,
 };
 
 #[derive(Debug, Clone)]
@@ -200,27 +201,32 @@ fn resolve_route(
             rollout_id: None,
             phase: None,
             bucket: None,
+            unit: None,
+            in_experiment: false,
             reason: Reason::NoRollout,
             shadow: None,
             revision,
         });
     };
-    let done = |variant, config, bucket, reason, shadow| {
+    let done = |variant, config, bucket, unit, in_experiment, reason, shadow| {
         Ok(Resolution {
             variant,
             config,
             rollout_id: Some(rollout.id.clone()),
             phase: Some(rollout.phase),
             bucket,
+            unit,
+            in_experiment,
             reason,
             shadow,
             revision,
         })
     };
 
+    // Pinned traffic (overrides, preview pins) is outside the phase share.
     if let Some(v) = rollout.overrides.matching(ctx)? {
         let (variant, config, shadow) = serve(slot, route, rollout, Pick::Pinned(v), None)?;
-        return done(variant, config, None, Reason::Override, shadow);
+        return done(variant, config, None, None, false, Reason::Override, shadow);
     }
 
     let sticky_key;
@@ -242,6 +248,8 @@ fn resolve_route(
                         Variant::Stable,
                         route.stable.clone(),
                         None,
+                        None,
+                        false,
                         Reason::RegionExcluded,
                         None,
                     );
@@ -252,8 +260,10 @@ fn resolve_route(
         }
         _ => (rollout.share, Reason::Split),
     };
+    // A region at its own share is split, but not at the phase's share: outside the comparison.
+    let at_phase_share = share == rollout.share;
 
-    let (admitted, bucket_seen, arm_draw) = match &rollout.strategy {
+    let (admitted, bucket_seen, unit, arm_draw) = match &rollout.strategy {
         SplitStrategy::ConsistentHash | SplitStrategy::Geographic(_) => {
             sticky_key = ctx.stickiness_value(&rollout.stickiness)?.ok_or_else(|| {
                 ResolveError::TargetingKeyMissing {
@@ -262,17 +272,23 @@ fn resolve_route(
                 }
             })?;
             let b = bucket(slot, &rollout.salt, &sticky_key);
-            (share.contains(b), Some(b), ArmDraw::Sticky(&sticky_key))
+            let u = unit_hash(slot, &rollout.salt, &sticky_key);
+            (share.contains(b), Some(b), Some(u), ArmDraw::Sticky(&sticky_key))
         }
-        SplitStrategy::WeightedRandom => (share.contains(random_draw()), None, ArmDraw::Random),
+        SplitStrategy::WeightedRandom => {
+            (share.contains(random_draw()), None, None, ArmDraw::Random)
+        }
         SplitStrategy::RoundRobin => {
             let n = rollout.counter.next();
-            (round_robin_admits(n, share), None, ArmDraw::RoundRobin(n))
+            (round_robin_admits(n, share), None, None, ArmDraw::RoundRobin(n))
         }
     };
+    // Outside a partial-traffic A/B test a request is not enrolled: it is served stable but is
+    // not the A/B control arm.
+    let enrolled = admitted || !matches!(rollout.mode, RolloutMode::AbTest { .. });
     let pick = if admitted { Pick::Admitted } else { Pick::Stable };
     let (variant, config, shadow) = serve(slot, route, rollout, pick, Some((arm_draw, share)))?;
-    done(variant, config, bucket_seen, reason, shadow)
+    done(variant, config, bucket_seen, unit, at_phase_share && enrolled, reason, shadow)
 }
 
 type Served = (Variant, VersionedConfig, Option<ShadowDirective>);

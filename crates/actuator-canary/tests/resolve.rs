@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use actuator_canary::{
     Arm, EvalContext, GeoRules, Reason, ResolveError, Rollout, RolloutMode, Router, RoutingTable,
-    Share, SlotRoute, SplitStrategy, StickinessKey, Variant, VersionedConfig, bucket,
+    Share, SlotRoute, SplitStrategy, StickinessKey, Variant, VersionedConfig, bucket, unit_hash,
 };
 use serde_json::json;
 
@@ -360,4 +360,95 @@ fn readers_never_block_on_writers() {
     stop.store(true, Ordering::Relaxed);
     let phases = writer.join().unwrap();
     assert!(phases > 0);
+}
+
+#[test]
+fn traffic_outside_the_phase_share_is_tagged() {
+    // split at the phase share: in the experiment, with the unit hash of the key
+    let router = router_with(
+        Rollout::canary("r-1", candidate())
+            .with_share(pct(5.0))
+            .pin_attribute("tenant", json!("internal"), Variant::Canary)
+            .pin_key("qa-bot", Variant::Stable),
+    );
+    let r = router.resolve(SLOT, &EvalContext::with_key("user-1")).unwrap();
+    assert!(r.in_experiment);
+    assert_eq!(r.unit, Some(unit_hash(SLOT, "r-1", "user-1")));
+    assert_eq!(r.ofrep_metadata().get("inExperiment"), Some(&json!(true)));
+    assert_eq!(r.ofrep_metadata().get("unit"), Some(&json!(unit_hash(SLOT, "r-1", "user-1"))));
+    // an override to the canary (an internal tenant) and a pin to stable: outside
+    let r = router.resolve(SLOT, &EvalContext::with_key("u2").attr("tenant", "internal")).unwrap();
+    assert_eq!(
+        (&r.variant, r.reason, r.in_experiment),
+        (&Variant::Canary, Reason::Override, false)
+    );
+    assert_eq!(r.ofrep_metadata().get("inExperiment"), Some(&json!(false)));
+    let r = router.resolve(SLOT, &EvalContext::with_key("qa-bot")).unwrap();
+    assert_eq!((r.variant, r.in_experiment), (Variant::Stable, false));
+    // no rollout: no experiment, and OFREP metadata says nothing about it
+    let plain = Router::new();
+    plain.update_slot(SLOT, SlotRoute::stable(stable())).unwrap();
+    let r = plain.resolve(SLOT, &EvalContext::with_key("u")).unwrap();
+    assert!(!r.in_experiment && r.unit.is_none());
+    assert!(r.ofrep_metadata().get("inExperiment").is_none());
+}
+
+#[test]
+fn region_rules_outside_the_phase_share_are_tagged() {
+    let geo = GeoRules {
+        excluded: ["us-gov".to_owned()].into(),
+        first: ["nz".to_owned()].into(),
+        first_share: Share::FULL,
+        ..GeoRules::default()
+    };
+    let router = router_with(
+        Rollout::canary("r", candidate())
+            .with_share(pct(10.0))
+            .with_strategy(SplitStrategy::Geographic(geo)),
+    );
+    let r = router.resolve(SLOT, &EvalContext::new().attr("region", "us-gov")).unwrap();
+    assert!(!r.in_experiment);
+    // a region going first at 100% is not at the phase share
+    let r = router.resolve(SLOT, &EvalContext::with_key("u").attr("region", "nz")).unwrap();
+    assert_eq!((r.variant, r.in_experiment), (Variant::Canary, false));
+    // unlisted regions split at the rollout's share: in the experiment, both sides
+    let sides: Vec<bool> = (0..300)
+        .map(|i| {
+            let r = router.resolve(SLOT, &EvalContext::with_key(format!("u{i}"))).unwrap();
+            assert!(r.in_experiment && r.unit.is_some());
+            r.variant == Variant::Canary
+        })
+        .collect();
+    assert!(sides.iter().any(|&c| c) && sides.iter().any(|&c| !c));
+}
+
+#[test]
+fn partial_ab_outside_traffic_is_not_enrolled() {
+    let arms =
+        vec![Arm::new("control", pct(50.0), stable()), Arm::new("b", pct(50.0), candidate())];
+    let router = router_with(Rollout::ab_test("ab", arms).with_share(pct(20.0)));
+    let (mut enrolled, mut outside) = (0, 0);
+    for i in 0..2_000 {
+        let r = router.resolve(SLOT, &EvalContext::with_key(format!("k{i}"))).unwrap();
+        match &r.variant {
+            Variant::Stable => {
+                assert!(!r.in_experiment, "served stable outside the A/B: not enrolled");
+                outside += 1;
+            }
+            Variant::Arm(_) => {
+                assert!(r.in_experiment);
+                enrolled += 1;
+            }
+            other => panic!("unexpected variant {other:?}"),
+        }
+    }
+    assert!((300..500).contains(&enrolled) && outside > 1_400, "{enrolled} enrolled");
+    // per-request strategies carry no unit but are in the experiment
+    let router = router_with(
+        Rollout::canary("r", candidate())
+            .with_share(pct(50.0))
+            .with_strategy(SplitStrategy::WeightedRandom),
+    );
+    let r = router.resolve(SLOT, &EvalContext::new()).unwrap();
+    assert!(r.in_experiment && r.unit.is_none());
 }

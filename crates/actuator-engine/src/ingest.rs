@@ -11,7 +11,7 @@
 //! exactly as it did when it was acknowledged.
 
 use actuator_core::{DeploymentState, NewObservationBatch};
-use actuator_health::{AnalysisMode, Arm, Observation, Outcome, QualityUpdate};
+use actuator_health::{AnalysisMode, Arm, Observation, Outcome, QualityUpdate, RecordOutcome};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -60,8 +60,16 @@ struct Wire {
     #[serde(default)]
     #[allow(dead_code)]
     slot: Option<String>,
+    /// The resolution's `phase` (the rollout's step): an outcome or score of another step is
+    /// stale.
     #[serde(default)]
     phase: Option<u32>,
+    /// The resolution's `unit` (0..=65535) under a sticky split.
+    #[serde(default)]
+    unit: Option<u16>,
+    /// The resolution's `in_experiment`; `false` keeps the request out of the comparison.
+    #[serde(default)]
+    in_experiment: Option<bool>,
     #[serde(default)]
     outcome: Option<Outcome>,
     #[serde(default)]
@@ -89,10 +97,14 @@ fn parse(v: Value) -> Result<(String, Item), String> {
     let arm = label.as_deref().map(Arm::parse);
     match w.outcome {
         None => match w.quality {
-            Some(score) => Ok((
-                w.rollout_id.clone(),
-                Item::Quality(QualityUpdate { rollout_id: w.rollout_id, request_id: w.request_id, arm, score }),
-            )),
+            Some(score) => {
+                let mut q = QualityUpdate::new(w.rollout_id.clone(), w.request_id, score);
+                q.arm = arm;
+                q.phase = w.phase;
+                q.unit = w.unit;
+                q.in_experiment = w.in_experiment.unwrap_or(true);
+                Ok((w.rollout_id, Item::Quality(q)))
+            }
             None => Err("outcome is required (ok, error, timeout or refused), unless the item only carries a late quality score".into()),
         },
         Some(outcome) => {
@@ -106,9 +118,20 @@ fn parse(v: Value) -> Result<(String, Item), String> {
             o.tokens_out = w.tokens_out;
             o.cost = w.cost;
             o.quality = w.quality;
+            o.unit = w.unit;
+            o.in_experiment = w.in_experiment.unwrap_or(true);
             Ok((w.rollout_id, Item::Obs(o, w.phase)))
         }
     }
+}
+
+/// The monitor's phase of a late score resolved at `step` (the resolution's phase) while the
+/// rollout is at `current_step` and its monitor at `monitor_index`: `Some(None)` without a
+/// phase, `None` when the step is not one the current monitor saw (stale).
+fn monitor_phase(step: Option<u32>, current_step: u32, monitor_index: u32) -> Option<Option<u32>> {
+    let Some(s) = step else { return Some(None) };
+    let back = current_step.checked_sub(s)?;
+    monitor_index.checked_sub(back).map(Some)
 }
 
 /// One item that changes a rollout's evidence, as kept in a durable batch.
@@ -151,6 +174,7 @@ pub(crate) fn decode_batch(items: &str) -> Result<Vec<Entry>, String> {
 pub(crate) struct Folded {
     pub(crate) accepted: u64,
     pub(crate) duplicates: u64,
+    pub(crate) stale: u64,
     pub(crate) errors: Vec<(usize, String)>,
 }
 
@@ -174,6 +198,10 @@ pub(crate) fn fold(rt: &mut Runtime, entries: Vec<Entry>) -> Folded {
                         obs.push(o);
                     }
                     Entry::Quality(q) => match health.record_quality(&q) {
+                        Ok(RecordOutcome::Stale) => {
+                            out.accepted += 1;
+                            out.stale += 1;
+                        }
                         Ok(_) => out.accepted += 1,
                         Err(e) => out.errors.push((i, e.to_string())),
                     },
@@ -186,13 +214,19 @@ pub(crate) fn fold(rt: &mut Runtime, entries: Vec<Entry>) -> Folded {
         }
         DeploymentState::RollingBack => {
             // During a rollback only the stable config's health matters: count it.
-            let Some(rb) = rt.st.rollback.as_mut() else { return out };
+            let st = &mut rt.st;
+            let Some(rb) = st.rollback.as_mut() else { return out };
             for e in entries {
                 if let Entry::Obs(o) = &e
                     && o.arm == Arm::Control
                 {
-                    rb.control_requests += 1;
-                    rb.control_errors += u64::from(o.outcome.is_error());
+                    // Retries of a control request count once here too.
+                    if st.health.as_mut().is_some_and(|h| !h.remember_request(&o.request_id)) {
+                        out.duplicates += 1;
+                    } else {
+                        rb.control_requests += 1;
+                        rb.control_errors += u64::from(o.outcome.is_error());
+                    }
                 }
                 out.accepted += 1;
             }
@@ -256,8 +290,20 @@ fn plan(
                         report.stale += 1;
                     }
                     Item::Obs(o, _) if no_control && o.arm == Arm::Control => report.accepted += 1,
-                    Item::Obs(o, _) => keep(&mut p, report, index, Entry::Obs(o)),
-                    Item::Quality(q) => keep(&mut p, report, index, Entry::Quality(q)),
+                    Item::Obs(mut o, phase) => {
+                        // The step of the resolution, in the monitor's phase numbering.
+                        o.phase = phase.map(|_| health.phase_index());
+                        keep(&mut p, report, index, Entry::Obs(o));
+                    }
+                    Item::Quality(mut q) => {
+                        let Some(phase) = monitor_phase(q.phase, step, health.phase_index()) else {
+                            report.accepted += 1;
+                            report.stale += 1;
+                            continue;
+                        };
+                        q.phase = phase;
+                        keep(&mut p, report, index, Entry::Quality(q));
+                    }
                 }
             }
         }
@@ -325,7 +371,9 @@ impl Engine {
     }
 
     /// Records outcomes reported in-process by an application that embeds the engine (no
-    /// JSON on the way): the same rules, and the same durability, as [`Engine::ingest`].
+    /// JSON on the way): the same rules, and the same durability, as [`Engine::ingest`]. Set
+    /// each observation's `phase` to the resolution's `phase` (the rollout's step), `unit` and
+    /// `in_experiment` to the resolution's, so the outcome joins the step it was served in.
     ///
     /// # Errors
     /// As [`Engine::ingest`].
@@ -348,7 +396,10 @@ impl Engine {
         }
         let items = observations
             .into_iter()
-            .map(|o| Ok((o.rollout_id.clone(), Item::Obs(o, None))))
+            .map(|o| {
+                let step = o.phase;
+                Ok((o.rollout_id.clone(), Item::Obs(o, step)))
+            })
             .collect();
         self.ingest_items(items, IngestReport::default()).await
     }
@@ -413,6 +464,7 @@ impl Engine {
             let r = fold(&mut g, p.entries);
             report.accepted += r.accepted;
             report.duplicates += r.duplicates;
+            report.stale += r.stale;
             for (i, error) in r.errors {
                 report.results.push(IngestItemError { index: p.index[i], error });
             }
@@ -433,6 +485,7 @@ impl Engine {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use serde_json::json;
 
     fn arm() -> impl Strategy<Value = Arm> {
         prop_oneof![
@@ -478,6 +531,9 @@ mod tests {
                     request_id: id,
                     arm,
                     score,
+                    phase: None,
+                    unit: None,
+                    in_experiment: true,
                 })
             });
         prop_oneof![obs, quality]
@@ -517,8 +573,46 @@ mod tests {
             request_id: "r".into(),
             arm: None,
             score: f64::NAN,
+            phase: None,
+            unit: None,
+            in_experiment: true,
         };
         assert!(super::finite(&Entry::Quality(q)).unwrap_err().contains("quality"));
         assert!(decode_batch(r#"{"v": 2, "items": []}"#).unwrap_err().contains("format 2"));
+    }
+
+    #[test]
+    fn the_wire_carries_phase_unit_and_tag_of_outcomes_and_scores() {
+        let (_, item) = parse(json!({
+            "request_id": "q1", "rollout_id": "r", "arm": "canary", "outcome": "ok",
+            "latency_ms": 10.0, "phase": 2, "unit": 4634, "in_experiment": false
+        }))
+        .unwrap();
+        let Item::Obs(o, phase) = item else { panic!("an outcome") };
+        assert_eq!((phase, o.unit, o.in_experiment), (Some(2), Some(4634), false));
+        let (_, item) = parse(json!({
+            "request_id": "q1", "rollout_id": "r", "quality": 4.0, "phase": 1, "unit": 7
+        }))
+        .unwrap();
+        let Item::Quality(q) = item else { panic!("a score") };
+        assert_eq!((q.phase, q.unit, q.in_experiment), (Some(1), Some(7), true));
+        let e = parse(json!({"request_id": "q", "rollout_id": "r", "arm": "canary",
+            "outcome": "ok", "unit": 70000}))
+        .err()
+        .unwrap();
+        assert!(e.contains("70000"), "{e}");
+    }
+
+    #[test]
+    fn late_scores_map_steps_to_the_monitor_phase() {
+        // no phase: the monitor decides
+        assert_eq!(monitor_phase(None, 3, 1), Some(None));
+        // the current step is the monitor's current phase
+        assert_eq!(monitor_phase(Some(3), 3, 1), Some(Some(1)));
+        // one step back is one phase back, while the monitor saw it
+        assert_eq!(monitor_phase(Some(2), 3, 1), Some(Some(0)));
+        // before the monitor existed (a fresh monitor at 100%), or a step ahead: stale
+        assert_eq!(monitor_phase(Some(1), 3, 1), None);
+        assert_eq!(monitor_phase(Some(4), 3, 1), None);
     }
 }

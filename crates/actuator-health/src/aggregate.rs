@@ -1,7 +1,7 @@
 //! Per-(phase, arm) aggregation in bounded memory: counters, running moments and one sketch
 //! per distribution-valued metric. Nothing here grows with the number of observations.
 
-use actuator_stats::{ExceedanceCounter, QuantileSketch, RunningStats};
+use actuator_stats::{ClusteredRatio, ExceedanceCounter, QuantileSketch, RunningStats};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -51,6 +51,44 @@ pub(crate) struct Clean {
     pub tokens_out: u64,
     pub cost: Option<f64>,
     pub quality: Option<f64>,
+    /// Cluster unit: the observation's unit hash, or a hash of its request id without one.
+    pub unit: u64,
+    /// Whether the observation carried a unit (a sticky split resolved it).
+    pub has_unit: bool,
+}
+
+/// Per-bucket cluster statistics of one arm in one phase, kept when assignment is sticky
+/// (observations carry the `unit` of their resolution): one [`ClusteredRatio`] of B = 128
+/// buckets per metric, so one user's correlated requests count as one cluster's worth of
+/// evidence (statistics.md §5.11.1). About 2 KiB per metric, whatever the traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmClusters {
+    /// n_b = requests, s_b = error events (errors and timeouts).
+    pub errors: ClusteredRatio,
+    /// n_b = latencies, s_b = Σ ln(latency ms).
+    pub log_latency: ClusteredRatio,
+    /// n_b = costs, s_b = Σ capped cost.
+    pub cost: ClusteredRatio,
+    /// n_b = judged requests, s_b = Σ score.
+    pub quality: ClusteredRatio,
+    /// Parallel to [`ArmStats::exceedance`]: n_b = latencies, s_b = latencies above the threshold.
+    pub exceedance: Vec<ClusteredRatio>,
+}
+
+impl ArmClusters {
+    fn new(thresholds: usize) -> Self {
+        Self {
+            errors: ClusteredRatio::default(),
+            log_latency: ClusteredRatio::default(),
+            cost: ClusteredRatio::default(),
+            quality: ClusteredRatio::default(),
+            exceedance: vec![ClusteredRatio::default(); thresholds],
+        }
+    }
+
+    fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + self.errors.approx_bytes() * (4 + self.exceedance.len())
+    }
 }
 
 /// Everything kept for one arm in one phase.
@@ -91,6 +129,24 @@ pub struct ArmStats {
     pub exceedance: Vec<ExceedanceCounter>,
     /// Last outcomes, for the catastrophic guard.
     pub recent: RecentWindow,
+    /// Cluster statistics, present once this phase saw an observation from a sticky split.
+    #[serde(default)]
+    pub clusters: Option<Box<ArmClusters>>,
+    /// Requests served on this arm outside the phase share (overrides, region rules, preview
+    /// pins, not enrolled in a partial A/B): counted here, left out of every comparison.
+    #[serde(default)]
+    pub outside_requests: u64,
+    /// Error events among [`ArmStats::outside_requests`].
+    #[serde(default)]
+    pub outside_error_events: u64,
+    /// Outcomes and late scores of requests served in an earlier phase, received during this
+    /// one: dropped (they belong to a phase whose evidence is frozen) and counted.
+    #[serde(default)]
+    pub stale: u64,
+    /// Outcomes without a phase, counted in this phase (send `phase` to avoid any doubt around a
+    /// ramp), plus late scores without a phase whose request is no longer remembered (dropped).
+    #[serde(default)]
+    pub unphased: u64,
 }
 
 impl ArmStats {
@@ -123,7 +179,59 @@ impl ArmStats {
             quality: RunningStats::new(),
             exceedance,
             recent: RecentWindow::new(window),
+            clusters: None,
+            outside_requests: 0,
+            outside_error_events: 0,
+            stale: 0,
+            unphased: 0,
         })
+    }
+
+    /// Starts keeping cluster statistics (from now on) if not yet kept.
+    pub(crate) fn ensure_clusters(&mut self) {
+        if self.clusters.is_none() {
+            self.clusters = Some(Box::new(ArmClusters::new(self.exceedance.len())));
+        }
+    }
+
+    /// Counts a request served outside the phase share: never compared.
+    pub(crate) fn record_outside(&mut self, c: &Clean) {
+        self.outside_requests = self.outside_requests.saturating_add(1);
+        if c.outcome.is_error() {
+            self.outside_error_events = self.outside_error_events.saturating_add(1);
+        }
+    }
+
+    /// Adds a quality score (late or with the outcome) of the request in cluster `unit`.
+    pub(crate) fn record_quality(&mut self, score: f64, unit: u64) -> Result<()> {
+        self.quality.push(score)?;
+        if let Some(cl) = self.clusters.as_deref_mut() {
+            cl.quality.add(unit, score)?;
+        }
+        Ok(())
+    }
+
+    /// Effective sample size: requests discounted for clustering by the larger design effect
+    /// of the clustered error rate and mean ln latency. `None` without cluster statistics (a
+    /// per-request split). Never above [`ArmStats::requests`].
+    pub fn effective_requests(&self) -> Option<f64> {
+        let cl = self.clusters.as_deref()?;
+        let n = cl.errors.count();
+        let d_errors = cl
+            .errors
+            .ratio()
+            .filter(|r| *r > 0.0 && *r < 1.0)
+            .and_then(|r| cl.errors.design_effect(r * (1.0 - r) / n));
+        let d_latency = self.log_latency.variance().and_then(|v| {
+            let m = cl.log_latency.count();
+            cl.log_latency.design_effect(v / m)
+        });
+        let d = match (d_errors, d_latency) {
+            (Some(a), Some(b)) => a.max(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return None,
+        };
+        Some((n / d.max(1.0)).min(self.requests as f64))
     }
 
     /// Adds one clean observation. All values were validated as finite and non-negative.
@@ -137,12 +245,25 @@ impl ArmStats {
             Outcome::Refused => self.refused += 1,
         }
         self.recent.push(c.outcome.is_error());
+        let mut cl = self.clusters.as_deref_mut();
+        if let Some(cl) = cl.as_deref_mut() {
+            cl.errors.add(c.unit, if c.outcome.is_error() { 1.0 } else { 0.0 })?;
+        }
         if let Some(l) = c.latency_ms {
-            self.log_latency.push(l.max(LOG_LATENCY_FLOOR_MS).ln())?;
+            let ln = l.max(LOG_LATENCY_FLOOR_MS).ln();
+            self.log_latency.push(ln)?;
             self.latency.push(l)?;
             self.latency_sketch.add(l)?;
             for e in &mut self.exceedance {
                 e.observe(l)?;
+            }
+            if let Some(cl) = cl.as_deref_mut() {
+                cl.log_latency.add(c.unit, ln)?;
+                for (k, e) in self.exceedance.iter().enumerate() {
+                    if let Some(x) = cl.exceedance.get_mut(k) {
+                        x.add(c.unit, if l > e.threshold() { 1.0 } else { 0.0 })?;
+                    }
+                }
             }
         }
         if let Some(t) = c.ttft_ms {
@@ -160,9 +281,12 @@ impl ArmStats {
             };
             self.cost.push(capped)?;
             self.cost_sketch.add(capped)?;
+            if let Some(cl) = cl {
+                cl.cost.add(c.unit, capped)?;
+            }
         }
         if let Some(q) = c.quality {
-            self.quality.push(q)?;
+            self.record_quality(q, c.unit)?;
         }
         Ok(())
     }
@@ -189,6 +313,7 @@ impl ArmStats {
             + self.ttft_sketch.approx_bytes()
             + self.cost_sketch.approx_bytes()
             + self.exceedance.len() * std::mem::size_of::<ExceedanceCounter>()
+            + self.clusters.as_deref().map_or(0, ArmClusters::approx_bytes)
     }
 }
 

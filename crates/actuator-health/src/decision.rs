@@ -197,6 +197,23 @@ pub struct ArmSummary {
     pub tokens_in: u64,
     /// Total completion tokens.
     pub tokens_out: u64,
+    /// Effective sample size: requests discounted for clustering (design effect of the
+    /// clustered error rate) when assignment is sticky; `None` for per-request splits.
+    #[serde(default)]
+    pub effective_requests: Option<f64>,
+    /// Requests routed to this arm outside the phase share (overrides, region rules, preview
+    /// pins, not enrolled in a partial A/B): not compared, not in the sample-ratio check.
+    #[serde(default)]
+    pub outside_requests: u64,
+    /// Error events among the requests outside the phase share.
+    #[serde(default)]
+    pub outside_error_events: u64,
+    /// Outcomes and late scores of an earlier phase received in this one: dropped.
+    #[serde(default)]
+    pub stale: u64,
+    /// Outcomes without a phase counted here, and late scores without one dropped.
+    #[serde(default)]
+    pub unphased: u64,
 }
 
 /// Evidence and intervals for one metric of one treatment arm.

@@ -1,6 +1,7 @@
 //! Bounded de-duplication of request ids.
 //!
-//! A FIFO ring of the last `capacity` (arm, request id) keys with a hash index. Keys are
+//! A FIFO ring of the last `capacity` logical request ids with a hash index. The key does not
+//! include the arm, so a retry that the router sent to the other arm is still counted once. Keys are
 //! 64-bit FNV-1a hashes (stable across releases and platforms, so persisted state stays
 //! valid). Memory: about 48 bytes per entry, so `capacity × 48` bytes at most (≈ 400 KB at
 //! the default 8,192). Guarantees: a retry is recognised if fewer than `capacity` other
@@ -14,8 +15,19 @@ use serde::{Deserialize, Serialize};
 /// Default number of remembered requests per rollout.
 pub const DEFAULT_DEDUP_CAPACITY: usize = 8192;
 
-/// FNV-1a 64-bit hash of `arm \0 request_id`.
-pub(crate) fn request_key(arm: &str, request_id: &str) -> u64 {
+/// FNV-1a 64-bit hash of the logical request id (the arm is not part of it).
+pub(crate) fn request_key(request_id: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in request_id.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// FNV-1a 64-bit hash of `arm \0 request_id`: shadow mode runs one request on both arms (a
+/// paired comparison), so there the arm is part of the key.
+pub(crate) fn arm_request_key(arm: &str, request_id: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in arm.bytes().chain(std::iter::once(0)).chain(request_id.bytes()) {
         h ^= u64::from(b);
@@ -27,7 +39,7 @@ pub(crate) fn request_key(arm: &str, request_id: &str) -> u64 {
 /// One remembered request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DedupEntry {
-    /// Hash of (arm, request id).
+    /// Hash of the logical request id.
     pub key: u64,
     /// Phase index the request was recorded in.
     pub phase: u32,
@@ -35,15 +47,27 @@ pub struct DedupEntry {
     pub arm: u16,
     /// Whether a quality score has been recorded for it.
     pub quality_seen: bool,
+    /// The request's assignment-unit hash, when it carried one (late scores join its cluster).
+    pub unit: Option<u16>,
+    /// Whether the request was inside the experiment (see `Observation::in_experiment`).
+    pub in_experiment: bool,
 }
 
-/// Compact persisted form: entries as `[key, phase, arm, quality_seen]` tuples (about half the
-/// JSON size of named fields).
+/// One persisted entry: `[key, phase, arm, quality_seen, unit, in_experiment]`, or the older
+/// four-element form (no unit, inside the experiment).
+#[derive(Serialize, Deserialize)]
+#[serde(untagged)]
+enum Row {
+    Full(u64, u32, u16, bool, Option<u16>, bool),
+    Short(u64, u32, u16, bool),
+}
+
+/// Compact persisted form: entries as tuples (about half the JSON size of named fields).
 #[derive(Serialize, Deserialize)]
 struct DedupState {
     capacity: usize,
     front_seq: u64,
-    ring: Vec<(u64, u32, u16, bool)>,
+    ring: Vec<Row>,
 }
 
 /// Fixed-capacity memory of recently seen requests.
@@ -62,7 +86,14 @@ impl From<DedupState> for RequestDedup {
         let ring = s
             .ring
             .into_iter()
-            .map(|(key, phase, arm, quality_seen)| DedupEntry { key, phase, arm, quality_seen })
+            .map(|row| match row {
+                Row::Full(key, phase, arm, quality_seen, unit, in_experiment) => {
+                    DedupEntry { key, phase, arm, quality_seen, unit, in_experiment }
+                }
+                Row::Short(key, phase, arm, quality_seen) => {
+                    DedupEntry { key, phase, arm, quality_seen, unit: None, in_experiment: true }
+                }
+            })
             .collect();
         let mut d = Self { capacity, front_seq: s.front_seq, ring, index: HashMap::new() };
         while d.ring.len() > capacity {
@@ -78,7 +109,11 @@ impl From<DedupState> for RequestDedup {
 
 impl From<RequestDedup> for DedupState {
     fn from(d: RequestDedup) -> Self {
-        let ring = d.ring.into_iter().map(|e| (e.key, e.phase, e.arm, e.quality_seen)).collect();
+        let ring = d
+            .ring
+            .into_iter()
+            .map(|e| Row::Full(e.key, e.phase, e.arm, e.quality_seen, e.unit, e.in_experiment))
+            .collect();
         Self { capacity: d.capacity, front_seq: d.front_seq, ring }
     }
 }
@@ -162,7 +197,7 @@ mod tests {
     use super::*;
 
     fn entry(key: u64) -> DedupEntry {
-        DedupEntry { key, phase: 0, arm: 0, quality_seen: false }
+        DedupEntry { key, phase: 0, arm: 0, quality_seen: false, unit: None, in_experiment: true }
     }
 
     #[test]
@@ -185,10 +220,31 @@ mod tests {
     }
 
     #[test]
-    fn keys_are_stable_and_arm_specific() {
-        assert_eq!(request_key("canary", "r-1"), request_key("canary", "r-1"));
-        assert_ne!(request_key("canary", "r-1"), request_key("control", "r-1"));
-        // frozen value: changing the hash would break persisted state
-        assert_eq!(request_key("", ""), 0xaf63_bd4c_8601_b7df);
+    fn keys_are_frozen_fnv1a_of_the_request_id() {
+        // FNV-1a 64 reference values (the empty string is the offset basis; "a" is the
+        // published test vector 0xaf63dc4c8601ec8c); changing the hash breaks persisted state.
+        assert_eq!(request_key(""), 0xcbf2_9ce4_8422_2325);
+        assert_eq!(request_key("a"), 0xaf63_dc4c_8601_ec8c);
+        assert_ne!(request_key("r-1"), request_key("r-2"));
+        // the shadow-mode key kept the older layout
+        assert_eq!(arm_request_key("", ""), 0xaf63_bd4c_8601_b7df);
+        assert_ne!(arm_request_key("canary", "r-1"), arm_request_key("control", "r-1"));
+    }
+
+    #[test]
+    fn older_four_field_rows_still_load() {
+        let old = r#"{"capacity":4,"front_seq":0,"ring":[[7,1,1,true]]}"#;
+        let mut d: RequestDedup = serde_json::from_str(old).unwrap();
+        let e = *d.get_mut(7).unwrap();
+        assert_eq!(
+            (e.phase, e.arm, e.quality_seen, e.unit, e.in_experiment),
+            (1, 1, true, None, true)
+        );
+        let mut n = entry(9);
+        n.unit = Some(300);
+        n.in_experiment = false;
+        assert!(d.insert(n));
+        let back: RequestDedup = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        assert_eq!(back, d);
     }
 }

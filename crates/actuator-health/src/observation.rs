@@ -106,6 +106,25 @@ pub struct Observation {
     /// Quality score (1..=5 by default), when already judged.
     #[serde(default)]
     pub quality: Option<f64>,
+    /// The assignment-unit hash the resolution returned (`unit`, 0..=65535) when a sticky
+    /// split served the request. Requests of one unit are analysed as one cluster; without it
+    /// each request counts as its own unit (correct only for per-request splits).
+    #[serde(default)]
+    pub unit: Option<u16>,
+    /// `false` when the resolution said the request was routed outside the phase share
+    /// (override, preview pin, region rule, not enrolled in a partial A/B): counted separately,
+    /// left out of every comparison and of the sample-ratio check. Default `true`.
+    #[serde(default = "in_experiment_default")]
+    pub in_experiment: bool,
+    /// The monitor's phase index the request was served in. An outcome of another phase is
+    /// dropped as stale and counted; without a phase it is counted in the current phase (and
+    /// counted as unphased).
+    #[serde(default)]
+    pub phase: Option<u32>,
+}
+
+const fn in_experiment_default() -> bool {
+    true
 }
 
 impl Observation {
@@ -128,7 +147,31 @@ impl Observation {
             tokens_out: 0,
             cost: None,
             quality: None,
+            unit: None,
+            in_experiment: true,
+            phase: None,
         }
+    }
+
+    /// Sets the assignment-unit hash from the resolution.
+    #[must_use]
+    pub const fn unit(mut self, unit: u16) -> Self {
+        self.unit = Some(unit);
+        self
+    }
+
+    /// Marks the request as routed outside the phase share (not compared).
+    #[must_use]
+    pub const fn outside_experiment(mut self) -> Self {
+        self.in_experiment = false;
+        self
+    }
+
+    /// Sets the monitor's phase index the request was served in.
+    #[must_use]
+    pub const fn phase(mut self, phase: u32) -> Self {
+        self.phase = Some(phase);
+        self
     }
 
     /// Sets the slot.
@@ -187,6 +230,33 @@ pub struct QualityUpdate {
     pub arm: Option<Arm>,
     /// The score.
     pub score: f64,
+    /// The monitor's phase index the request was served in (needed when the request id is no
+    /// longer remembered; a score of another phase is dropped as stale and counted).
+    #[serde(default)]
+    pub phase: Option<u32>,
+    /// The request's assignment-unit hash (see [`Observation::unit`]), when the request is no
+    /// longer remembered.
+    #[serde(default)]
+    pub unit: Option<u16>,
+    /// `false` for a request routed outside the phase share (see
+    /// [`Observation::in_experiment`]): the score is then not compared.
+    #[serde(default = "in_experiment_default")]
+    pub in_experiment: bool,
+}
+
+impl QualityUpdate {
+    /// A late score for `request_id`; set `arm`, `phase`, `unit` when known.
+    pub fn new(rollout_id: impl Into<String>, request_id: impl Into<String>, score: f64) -> Self {
+        Self {
+            rollout_id: rollout_id.into(),
+            request_id: request_id.into(),
+            arm: None,
+            score,
+            phase: None,
+            unit: None,
+            in_experiment: true,
+        }
+    }
 }
 
 pub(crate) fn invalid(

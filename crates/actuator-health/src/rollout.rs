@@ -7,14 +7,15 @@
 use std::collections::VecDeque;
 
 use actuator_stats::classical::{two_proportion_z_test, welch_t_test};
+use actuator_stats::cluster::{self, MIN_NONEMPTY_BUCKETS};
 use actuator_stats::estimate::{
     mean_difference, proportion_difference_pooled, proportion_difference_under_margin,
     relative_mean_difference,
 };
 use actuator_stats::{
-    CondBinomConfig, ConditionalBinomial, Estimate, EvidenceLedger, ExceedanceCounter,
-    ExceedanceTest, HalfNormalMixture, RatioDirection, Stratified, freeze_threshold,
-    p_value_from_log_e, srm_log_e,
+    ClusteredRatio, CondBinomConfig, ConditionalBinomial, Estimate, EvidenceLedger,
+    ExceedanceCounter, ExceedanceTest, HalfNormalMixture, RatioDirection, Stratified,
+    freeze_threshold, p_value_from_log_e, srm_clustered_log_e, srm_log_e,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -29,7 +30,7 @@ use crate::decision::{
     Evaluation, Explanation, FiredRule, Gates, HaltReason, HealthRecord, Holding, MetricReport,
     MetricVerdict, ProjectedNeed, RuleKind,
 };
-use crate::dedup::{DedupEntry, RequestDedup, request_key};
+use crate::dedup::{DedupEntry, RequestDedup, arm_request_key, request_key};
 use crate::error::{HealthError, Result};
 use crate::guards::{self, GuardEval, GuardInput};
 use crate::observation::{
@@ -52,8 +53,14 @@ pub enum RecordOutcome {
     Duplicate,
     /// A late quality score was added.
     QualityRecorded,
-    /// A quality score for a request of an earlier phase, or a second score: ignored.
+    /// A second quality score for the same request: ignored.
     QualityIgnored,
+    /// An outcome or score of a request served in another phase: dropped and counted.
+    Stale,
+    /// A late score without a phase for a request no longer remembered: dropped and counted.
+    Unphased,
+    /// A request routed outside the phase share: counted separately, never compared.
+    OutsideExperiment,
 }
 
 /// Result of [`RolloutHealth::record_batch`].
@@ -591,34 +598,84 @@ impl RolloutHealth {
                 tokens_out: obs.tokens_out,
                 cost,
                 quality,
+                unit: obs.unit.map_or_else(|| request_key(id), u64::from),
+                has_unit: obs.unit.is_some(),
             },
         ))
     }
 
-    /// Validates and records one observation. Retries (same request id and arm) are counted
-    /// once. Timeouts count as error events and as latency at the timeout.
+    /// Validates and records one observation. Retries (same logical request id, whichever arm
+    /// served them) are counted once. Timeouts count as error events and as latency at the
+    /// timeout. An observation of another phase is dropped as stale and counted; one outside
+    /// the experiment is counted separately and never compared; one carrying a `unit` (a
+    /// sticky split) also feeds the cluster statistics of the phase.
     ///
     /// # Errors
     /// A per-item [`HealthError`] (NaN, negative values, quality out of range, unknown arm,
     /// wrong rollout); nothing changes.
     pub fn record(&mut self, obs: &Observation) -> Result<RecordOutcome> {
         let (arm, clean) = self.clean(obs)?;
-        let key = request_key(self.arms[arm].label(), &obs.request_id);
+        match obs.phase {
+            Some(p) if p != self.phase.index => {
+                let s = &mut self.phase.stats[arm];
+                s.stale = s.stale.saturating_add(1);
+                return Ok(RecordOutcome::Stale);
+            }
+            _ => {}
+        }
+        // One logical request counts once whichever arm served it (a retry routed to the other
+        // arm is a duplicate); only shadow mode runs one request on both arms.
+        let key = if matches!(self.mode, AnalysisMode::Shadow) {
+            arm_request_key(self.arms[arm].label(), &obs.request_id)
+        } else {
+            request_key(&obs.request_id)
+        };
         if self.dedup.contains(key) {
             self.duplicates += 1;
             return Ok(RecordOutcome::Duplicate);
         }
-        // `clean` checked every value (finite, >= 0, in range), so aggregation cannot fail
-        // half-way; an error here would leave at most this request partially counted.
-        self.phase.stats[arm].record(&clean, self.config.cost.cap_per_request)?;
-        self.dedup.insert(DedupEntry {
+        let entry = DedupEntry {
             key,
             phase: self.phase.index,
             arm: u16::try_from(arm).unwrap_or(u16::MAX),
             quality_seen: clean.quality.is_some(),
-        });
+            unit: obs.unit,
+            in_experiment: obs.in_experiment,
+        };
+        if obs.phase.is_none() {
+            let s = &mut self.phase.stats[arm];
+            s.unphased = s.unphased.saturating_add(1);
+        }
+        if !obs.in_experiment {
+            self.phase.stats[arm].record_outside(&clean);
+            self.dedup.insert(entry);
+            return Ok(RecordOutcome::OutsideExperiment);
+        }
+        if clean.has_unit {
+            for s in &mut self.phase.stats {
+                s.ensure_clusters();
+            }
+        }
+        // `clean` checked every value (finite, >= 0, in range), so aggregation cannot fail
+        // half-way; an error here would leave at most this request partially counted.
+        self.phase.stats[arm].record(&clean, self.config.cost.cap_per_request)?;
+        self.dedup.insert(entry);
         self.check_hard_guard(arm);
         Ok(RecordOutcome::Recorded)
+    }
+
+    /// Remembers a request seen while the rollout is rolled back (only the stable arm is
+    /// counted then): `true` the first time, `false` for a retry of a request already seen.
+    pub fn remember_request(&mut self, request_id: &str) -> bool {
+        let key = request_key(request_id);
+        self.dedup.insert(DedupEntry {
+            key,
+            phase: self.phase.index,
+            arm: u16::try_from(self.control.unwrap_or(0)).unwrap_or(u16::MAX),
+            quality_seen: true,
+            unit: None,
+            in_experiment: false,
+        })
     }
 
     fn check_hard_guard(&mut self, arm: usize) {
@@ -654,8 +711,10 @@ impl RolloutHealth {
     }
 
     /// Records a quality score that arrives after the request (or for a request recorded
-    /// without one). A second score for the same request is ignored, as is a score for a
-    /// request of an earlier phase.
+    /// without one). The score joins the phase its request was served in: a remembered request
+    /// gives its phase, arm and unit; otherwise the update's `phase` and `arm` must say them. A
+    /// score of another phase is dropped as stale, one without a phase for a request no longer
+    /// remembered is dropped as unphased (both counted), and a second score is ignored.
     ///
     /// # Errors
     /// Out-of-range or non-finite score, wrong rollout, unknown arm, or an unknown request id
@@ -672,30 +731,59 @@ impl RolloutHealth {
             });
         }
         let score = check_quality(id, update.score, self.config.quality.range)?;
-        let candidates: Vec<usize> = match &update.arm {
-            Some(a) => vec![self.arm_index(a, id)?],
-            None => (0..self.arms.len()).collect(),
-        };
+        let sender_arm = update.arm.as_ref().map(|a| self.arm_index(a, id)).transpose()?;
         let phase = self.phase.index;
-        for arm in &candidates {
-            let key = request_key(self.arms[*arm].label(), id);
-            if let Some(entry) = self.dedup.get_mut(key) {
-                if entry.quality_seen || entry.phase != phase {
-                    return Ok(RecordOutcome::QualityIgnored);
-                }
-                entry.quality_seen = true;
-                let arm = usize::from(entry.arm);
-                self.phase.stats[arm].quality.push(score)?;
-                return Ok(RecordOutcome::QualityRecorded);
+        let key = if matches!(self.mode, AnalysisMode::Shadow) {
+            // paired design: the key holds the arm; try the sender's arm, else each arm
+            let arms: Vec<usize> =
+                sender_arm.map_or_else(|| (0..self.arms.len()).collect(), |a| vec![a]);
+            arms.iter()
+                .map(|&a| arm_request_key(self.arms[a].label(), id))
+                .find(|k| self.dedup.contains(*k))
+                .unwrap_or_else(|| request_key(id))
+        } else {
+            request_key(id)
+        };
+        if let Some(entry) = self.dedup.get_mut(key) {
+            if entry.quality_seen {
+                return Ok(RecordOutcome::QualityIgnored);
             }
+            let arm = usize::from(entry.arm).min(self.arms.len().saturating_sub(1));
+            if entry.phase != phase {
+                let s = &mut self.phase.stats[arm];
+                s.stale = s.stale.saturating_add(1);
+                return Ok(RecordOutcome::Stale);
+            }
+            entry.quality_seen = true;
+            if !entry.in_experiment {
+                return Ok(RecordOutcome::OutsideExperiment);
+            }
+            let unit = entry.unit.map_or(key, u64::from);
+            self.phase.stats[arm].record_quality(score, unit)?;
+            return Ok(RecordOutcome::QualityRecorded);
         }
-        match update.arm {
-            Some(_) => {
-                // Not remembered any more (older than the dedup window): trust the sender's arm.
-                self.phase.stats[candidates[0]].quality.push(score)?;
+        // Not remembered (older than the dedup window, or never seen): the sender's arm and
+        // phase decide.
+        let Some(arm) = sender_arm else {
+            return Err(HealthError::UnknownRequest(id.to_string()));
+        };
+        let s = &mut self.phase.stats[arm];
+        match update.phase {
+            Some(p) if p == phase => {
+                if !update.in_experiment {
+                    return Ok(RecordOutcome::OutsideExperiment);
+                }
+                s.record_quality(score, update.unit.map_or(key, u64::from))?;
                 Ok(RecordOutcome::QualityRecorded)
             }
-            None => Err(HealthError::UnknownRequest(id.to_string())),
+            Some(_) => {
+                s.stale = s.stale.saturating_add(1);
+                Ok(RecordOutcome::Stale)
+            }
+            None => {
+                s.unphased = s.unphased.saturating_add(1);
+                Ok(RecordOutcome::Unphased)
+            }
         }
     }
 
@@ -769,10 +857,58 @@ impl RolloutHealth {
             units: 0,
             note: Some(note.to_string()),
         };
+        // Sticky split: both arms keep per-user-bucket statistics, and every test below uses
+        // the cluster-robust variance instead of the i.i.d. one.
+        let clustered = pair
+            .filter(|_| !frozen)
+            .and_then(|(t, c)| t.clusters.as_deref().zip(c.clusters.as_deref()));
+        // Only borrowed in branches where `clustered` is `Some`.
+        let no_clusters = ClusteredRatio::default();
+        let burn_note = |t: &ClusteredRatio, c: &ClusteredRatio| {
+            format!(
+                "burn-in: a clustered test counts from {MIN_NONEMPTY_BUCKETS} non-empty user buckets per arm (canary {}, control {}); the catastrophic guard acts before",
+                t.non_empty(),
+                c.non_empty()
+            )
+        };
+        let clustered_note =
+            |what: &str| format!("{what}; clustered by user bucket (sticky split)");
 
         // errors
         let a_err = self.alpha_m(ti, METRIC_ERRORS);
         out.push(match pair {
+            Some((t, c)) if t.requests > 0 && c.requests > 0 && clustered.is_some() => {
+                let (tc, cc) = clustered
+                    .map(|(a, b)| (&a.errors, &b.errors))
+                    .unwrap_or((&no_clusters, &no_clusters));
+                let ready = cluster::burned_in(tc, cc);
+                let control_rate = (c.error_events() as f64 + 0.5) / (c.requests as f64 + 1.0);
+                let delta = margins.errors_at(control_rate);
+                let harm = cluster::proportion_difference_pooled(tc, cc).ok();
+                let lower_mix = self.mixture(cfg.errors.mde_abs, a_err);
+                MetricEval {
+                    key: METRIC_ERRORS.into(),
+                    log_e: if ready {
+                        harm.zip(lower_mix).map_or(0.0, |(h, m)| m.log_e(h, 0.0))
+                    } else {
+                        0.0
+                    },
+                    harm,
+                    lower_mix,
+                    promo: ready
+                        .then(|| cluster::proportion_difference_under_margin(tc, cc, delta).ok())
+                        .flatten(),
+                    promo_mix: self.mixture(delta, cfg.alpha_promote),
+                    margin: Some(delta),
+                    optional: false,
+                    units: t.requests,
+                    note: Some(if ready {
+                        clustered_note("mSPRT on the error-rate difference")
+                    } else {
+                        burn_note(tc, cc)
+                    }),
+                }
+            }
             Some((t, c)) if t.requests > 0 && c.requests > 0 => {
                 let control_rate = (c.error_events() as f64 + 0.5) / (c.requests as f64 + 1.0);
                 let delta = margins.errors_at(control_rate);
@@ -828,6 +964,38 @@ impl RolloutHealth {
         let lat_margin = margins.latency_ln;
         let a_lat = self.alpha_m(ti, METRIC_LATENCY);
         out.push(match pair {
+            Some((t, c))
+                if t.log_latency.count() >= burn
+                    && c.log_latency.count() >= burn
+                    && clustered.is_some() =>
+            {
+                let (tc, cc) = clustered
+                    .map(|(a, b)| (&a.log_latency, &b.log_latency))
+                    .unwrap_or((&no_clusters, &no_clusters));
+                let ready = cluster::burned_in(tc, cc);
+                let est = cluster::ratio_difference(tc, cc).ok();
+                let mix = self.mixture(cfg.latency.mde_ratio.ln(), a_lat);
+                MetricEval {
+                    key: METRIC_LATENCY.into(),
+                    log_e: if ready {
+                        est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, 0.0))
+                    } else {
+                        0.0
+                    },
+                    harm: est,
+                    lower_mix: mix,
+                    promo: est.filter(|_| ready),
+                    promo_mix: self.mixture(lat_margin, cfg.alpha_promote),
+                    margin: Some(lat_margin),
+                    optional: false,
+                    units: t.log_latency.count(),
+                    note: Some(if ready {
+                        clustered_note("ln ratio of geometric means")
+                    } else {
+                        burn_note(tc, cc)
+                    }),
+                }
+            }
             Some((t, c)) if t.log_latency.count() >= burn && c.log_latency.count() >= burn => {
                 let est = mean_difference(&t.log_latency, &c.log_latency).ok();
                 let mix = self.mixture(cfg.latency.mde_ratio.ln(), a_lat);
@@ -867,7 +1035,42 @@ impl RolloutHealth {
             let ce = self.reference_exceedance(idx);
             out.push(match (te, ce) {
                 (Some(te), Some(ce)) if te.counts().1 >= burn && ce.counts().1 >= burn => {
+                    let cl = clustered
+                        .and_then(|(a, b)| a.exceedance.get(idx).zip(b.exceedance.get(idx)));
                     match ExceedanceTest::new(tt.mde_abs, a, beta) {
+                        Ok(test) if cl.is_some() => {
+                            let (tc, cc) = cl.unwrap_or((&no_clusters, &no_clusters));
+                            let ready = cluster::burned_in(tc, cc);
+                            let harm = cluster::proportion_difference_pooled(tc, cc).ok();
+                            let mix = *test.mixture();
+                            MetricEval {
+                                key: tt.key.clone(),
+                                log_e: if ready {
+                                    harm.map_or(0.0, |h| mix.log_e(h, 0.0))
+                                } else {
+                                    0.0
+                                },
+                                harm,
+                                lower_mix: Some(mix),
+                                promo: ready
+                                    .then(|| {
+                                        cluster::proportion_difference_under_margin(tc, cc, margin)
+                                            .ok()
+                                    })
+                                    .flatten(),
+                                promo_mix: self.mixture(margin, cfg.alpha_promote),
+                                margin: Some(margin),
+                                optional: false,
+                                units: te.counts().1,
+                                note: Some(if ready {
+                                    clustered_note(&format!(
+                                        "share of requests above {threshold:.1} ms"
+                                    ))
+                                } else {
+                                    burn_note(tc, cc)
+                                }),
+                            }
+                        }
                         Ok(test) => {
                             let promo = test.estimate_under_margin(&te, &ce, margin).ok();
                             let log_e = if frozen {
@@ -902,6 +1105,37 @@ impl RolloutHealth {
             Some((t, c)) if t.cost.count() == 0 && c.cost.count() == 0 => {
                 empty(METRIC_COST, "no cost reported", true)
             }
+            Some((t, c))
+                if t.cost.count() >= burn && c.cost.count() >= burn && clustered.is_some() =>
+            {
+                let (tc, cc) = clustered
+                    .map(|(a, b)| (&a.cost, &b.cost))
+                    .unwrap_or((&no_clusters, &no_clusters));
+                let ready = cluster::burned_in(tc, cc);
+                let est = cluster::relative_ratio_difference(tc, cc).ok();
+                let mix = self.mixture(cfg.cost.mde_ratio - 1.0, a_cost);
+                let theta0 = cfg.cost.tolerance_ratio - 1.0;
+                MetricEval {
+                    key: METRIC_COST.into(),
+                    log_e: if ready {
+                        est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, theta0))
+                    } else {
+                        0.0
+                    },
+                    harm: est,
+                    lower_mix: mix,
+                    promo: est.filter(|_| ready),
+                    promo_mix: self.mixture(cost_margin, cfg.alpha_promote),
+                    margin: Some(cost_margin),
+                    optional: false,
+                    units: t.cost.count(),
+                    note: Some(if ready {
+                        clustered_note("relative change of mean cost")
+                    } else {
+                        burn_note(tc, cc)
+                    }),
+                }
+            }
             Some((t, c)) if t.cost.count() >= burn && c.cost.count() >= burn => {
                 let est = relative_mean_difference(&t.cost, &c.cost).ok();
                 let mix = self.mixture(cfg.cost.mde_ratio - 1.0, a_cost);
@@ -934,6 +1168,39 @@ impl RolloutHealth {
                 "no quality scores yet",
                 q_optional || !cfg.quality.required_for_promotion,
             ),
+            Some((t, c))
+                if t.quality.count() >= burn
+                    && c.quality.count() >= burn
+                    && clustered.is_some() =>
+            {
+                let (tc, cc) = clustered
+                    .map(|(a, b)| (&a.quality, &b.quality))
+                    .unwrap_or((&no_clusters, &no_clusters));
+                let ready = cluster::burned_in(tc, cc);
+                // control minus canary: harm = lower quality
+                let est = cluster::ratio_difference(cc, tc).ok();
+                let mix = self.mixture(cfg.quality.mde_abs, a_q);
+                MetricEval {
+                    key: METRIC_QUALITY.into(),
+                    log_e: if ready {
+                        est.zip(mix).map_or(0.0, |(e, m)| m.log_e(e, 0.0))
+                    } else {
+                        0.0
+                    },
+                    harm: est,
+                    lower_mix: mix,
+                    promo: est.filter(|_| ready),
+                    promo_mix: self.mixture(q_margin, cfg.alpha_promote),
+                    margin: Some(q_margin),
+                    optional: q_optional,
+                    units: t.quality.count(),
+                    note: Some(if ready {
+                        clustered_note("control minus canary mean score")
+                    } else {
+                        burn_note(tc, cc)
+                    }),
+                }
+            }
             Some((t, c)) if t.quality.count() >= burn && c.quality.count() >= burn => {
                 let est = mean_difference(&c.quality, &t.quality).ok();
                 let mix = self.mixture(cfg.quality.mde_abs, a_q);
@@ -1084,6 +1351,11 @@ impl RolloutHealth {
                 judged: s.quality.count(),
                 tokens_in: s.tokens_in,
                 tokens_out: s.tokens_out,
+                effective_requests: s.effective_requests(),
+                outside_requests: s.outside_requests,
+                outside_error_events: s.outside_error_events,
+                stale: s.stale,
+                unphased: s.unphased,
             })
             .collect()
     }
@@ -1114,11 +1386,39 @@ impl RolloutHealth {
             }
         }
         let log_thr = (1.0 / self.config.srm.alpha).ln();
-        // sample-ratio mismatch
+        // sample-ratio mismatch, on requests inside the experiment only (`requests` leaves out
+        // traffic routed outside the phase share). With a sticky split the unit of assignment is
+        // the user, not the request: test each arm's share of requests across user buckets with
+        // the cluster-robust variance (statistics.md §5.8, clustering.md), at alpha / arms.
         if self.control.is_some() && !shadow {
             let shares: Vec<f64> =
                 self.arms.iter().map(|a| self.phase.config.share_of(a).unwrap_or(0.0)).collect();
-            if let Ok(l) = srm_log_e(&counts, &shares, actuator_stats::srm::DEFAULT_CONCENTRATION) {
+            let clusters: Option<Vec<&[f64]>> = self
+                .phase
+                .stats
+                .iter()
+                .map(|s| s.clusters.as_deref().map(|c| c.errors.counts()))
+                .collect();
+            let l = match clusters {
+                Some(per_arm) => {
+                    let buckets = per_arm.first().map_or(0, |c| c.len());
+                    let total: Vec<f64> =
+                        (0..buckets).map(|b| per_arm.iter().map(|c| c[b]).sum()).collect();
+                    // two arms: one test covers both shares; more: one per arm at alpha / k
+                    let tested = if per_arm.len() == 2 { 1 } else { per_arm.len() };
+                    let alpha = self.config.srm.alpha / tested as f64;
+                    (0..tested)
+                        .filter_map(|i| {
+                            srm_clustered_log_e(per_arm[i], &total, shares[i], alpha).ok()
+                        })
+                        .map(|l| l - (tested as f64).ln())
+                        .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.max(l))))
+                }
+                None => {
+                    srm_log_e(&counts, &shares, actuator_stats::srm::DEFAULT_CONCENTRATION).ok()
+                }
+            };
+            if let Some(l) = l {
                 self.phase.srm_max_log_e = self.phase.srm_max_log_e.max(l);
             }
             if self.phase.srm_max_log_e >= log_thr {

@@ -214,8 +214,7 @@ fn late_quality_score_updates_the_quality_metric() {
     let mut h = monitor(PhaseConfig::canary(0.5));
     h.record(&Observation::new("r1", "q1", Arm::Canary, Outcome::Ok).latency(10.0)).expect("valid");
     assert_eq!(h.arm_stats(&Arm::Canary).expect("arm").quality.count(), 0);
-    let up =
-        QualityUpdate { rollout_id: "r1".into(), request_id: "q1".into(), arm: None, score: 2.0 };
+    let up = QualityUpdate::new("r1", "q1", 2.0);
     assert_eq!(h.record_quality(&up).expect("valid"), RecordOutcome::QualityRecorded);
     let q = &h.arm_stats(&Arm::Canary).expect("arm").quality;
     assert_eq!((q.count(), q.mean()), (1, Some(2.0)));
@@ -226,8 +225,11 @@ fn late_quality_score_updates_the_quality_metric() {
     );
     let unknown = QualityUpdate { request_id: "never-seen".into(), ..up.clone() };
     assert!(matches!(h.record_quality(&unknown), Err(HealthError::UnknownRequest(_))));
+    // not remembered: the sender's arm and phase decide; without a phase it is dropped
     let with_arm = QualityUpdate { arm: Some(Arm::Control), score: 5.0, ..unknown };
-    assert_eq!(h.record_quality(&with_arm).expect("valid"), RecordOutcome::QualityRecorded);
+    assert_eq!(h.record_quality(&with_arm).expect("valid"), RecordOutcome::Unphased);
+    let with_phase = QualityUpdate { phase: Some(0), ..with_arm };
+    assert_eq!(h.record_quality(&with_phase).expect("valid"), RecordOutcome::QualityRecorded);
     let bad = QualityUpdate { score: 9.0, ..up };
     assert!(h.record_quality(&bad).is_err());
 }

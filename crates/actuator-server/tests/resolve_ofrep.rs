@@ -4,7 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use actuator_canary::{GeoRules, Rollout, Share, SplitStrategy, VersionedConfig, bucket};
+use actuator_canary::{
+    GeoRules, Rollout, Share, SplitStrategy, VersionedConfig, bucket, unit_hash,
+};
 use actuator_config::{ApplyRequest, ConfigManager, ConfigSettings};
 use actuator_core::testing::MemoryStore;
 use actuator_core::{
@@ -154,6 +156,8 @@ async fn resolve_single_has_the_documented_shape() {
         assert_eq!(b["rollout_id"], "r-1");
         assert_eq!(b["phase"], 1);
         assert_eq!(b["bucket"], bucket("chat", "r-1", &key));
+        assert_eq!(b["unit"], unit_hash("chat", "r-1", &key));
+        assert_eq!(b["in_experiment"], true);
         assert_eq!(b["reason"], "split");
         assert_eq!(b["slot"], "chat");
         assert!(b.get("shadow").is_none());
@@ -266,6 +270,8 @@ async fn ofrep_single_flag_success_and_revalidation() {
             "rolloutId": "r-1",
             "phase": 1,
             "bucket": bucket("chat", "r-1", key),
+            "unit": unit_hash("chat", "r-1", key),
+            "inExperiment": true,
             "reasonDetail": "split",
         })
     );

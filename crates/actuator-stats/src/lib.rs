@@ -12,12 +12,16 @@
 //!   (pooled for rollback, under the margin for promotion).
 //! * [`ExceedanceTest`]: tail latency against thresholds frozen before the phase.
 //! * [`EvidenceLedger`]: one false-rollback budget across metrics and phases.
-//! * [`srm_log_e`]: sample-ratio-mismatch guard.
+//! * [`cluster`]: cluster-robust ratio estimates over hashed user buckets ([`ClusteredRatio`]),
+//!   for sticky assignment; design effect and effective sample size.
+//! * [`srm_log_e`]: sample-ratio-mismatch guard; [`srm_clustered_log_e`] counts assignment
+//!   units (hashed user buckets) instead of requests.
 //! * [`classical`]: z-test, Welch t-test, intervals, effect sizes, fixed-horizon designs.
 //! * [`QuantileSketch`]: bounded-memory, mergeable DDSketch; [`RunningStats`]: Welford moments.
 
 pub mod budget;
 pub mod classical;
+pub mod cluster;
 pub mod cond_binom;
 mod error;
 pub mod estimate;
@@ -29,6 +33,7 @@ pub mod sketch;
 pub mod srm;
 
 pub use budget::{EvidenceLedger, LedgerEntry, LedgerVerdict};
+pub use cluster::{ClusteredRatio, DEFAULT_CLUSTER_BUCKETS, MIN_NONEMPTY_BUCKETS};
 pub use cond_binom::{CondBinomConfig, ConditionalBinomial, RatioDirection, q_ratio};
 pub use error::{Result, StatsError};
 pub use estimate::Stratified;
@@ -39,7 +44,7 @@ pub use msprt::{
 };
 pub use running::RunningStats;
 pub use sketch::QuantileSketch;
-pub use srm::{srm_log_e, srm_mismatch};
+pub use srm::{srm_clustered_log_e, srm_log_e, srm_mismatch};
 
 /// The README's examples, compiled and run as doctests.
 #[cfg(doctest)]

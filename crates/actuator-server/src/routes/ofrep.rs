@@ -13,7 +13,7 @@
 //!
 //! Slot = flag key, `targetingKey` = stickiness key, value = the config object, variant =
 //! `stable` / `canary` / `shadow` / arm name. `metadata` carries `configVersion`, `rolloutId`,
-//! `phase`, `bucket`, `shadowVersion` and `reasonDetail` so outcomes can be joined back to the
+//! `phase`, `bucket`, `unit`, `inExperiment`, `shadowVersion` and `reasonDetail` so outcomes can be joined back to the
 //! assignment. ETags hash the routes involved and the evaluation context, so they are the same
 //! on every replica serving the same persisted state.
 
@@ -176,6 +176,11 @@ struct Metadata<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     bucket: Option<u16>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    unit: Option<u16>,
+    /// Present with a rollout: whether the request is part of the comparison.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    in_experiment: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     shadow_version: Option<u64>,
     reason_detail: &'static str,
 }
@@ -201,6 +206,8 @@ impl<'a> Success<'a> {
                 rollout_id: r.rollout_id.as_deref(),
                 phase: r.phase,
                 bucket: r.bucket,
+                unit: r.unit,
+                in_experiment: r.rollout_id.is_some().then_some(r.in_experiment),
                 shadow_version: r.shadow.as_ref().map(|s| s.candidate.version),
                 reason_detail: reason_detail(r.reason),
             },

@@ -1,8 +1,9 @@
 //! `POST /v1/resolve`: which config serves this request, for one slot or a batch.
 //!
 //! Single: `{"slot": "chat", "context": {"targetingKey": "user-1", "region": "eu"}}` answers
-//! `{"slot", "variant", "config_version", "config", "rollout_id", "phase", "bucket", "reason",
-//! "shadow"?}`, or an error in the API's shape (unknown slot 404, missing targeting key or
+//! `{"slot", "variant", "config_version", "config", "rollout_id", "phase", "bucket", "unit",
+//! "in_experiment", "reason", "shadow"?}` (`unit` and `in_experiment` go back with the
+//! outcome: see `docs/api.md`), or an error in the API's shape (unknown slot 404, missing targeting key or
 //! invalid context 400).
 //!
 //! Batch: `{"requests": [{"slot", "context"}, ...]}` (at most [`MAX_BATCH`]) answers
@@ -59,6 +60,8 @@ pub(crate) struct Resolved<'a> {
     rollout_id: Option<&'a str>,
     phase: Option<u32>,
     bucket: Option<u16>,
+    unit: Option<u16>,
+    in_experiment: bool,
     reason: Reason,
     #[serde(skip_serializing_if = "Option::is_none")]
     shadow: Option<ShadowView<'a>>,
@@ -81,6 +84,8 @@ impl<'a> Resolved<'a> {
             rollout_id: r.rollout_id.as_deref(),
             phase: r.phase,
             bucket: r.bucket,
+            unit: r.unit,
+            in_experiment: r.in_experiment,
             reason: r.reason,
             shadow: r.shadow.as_ref().map(|s| ShadowView {
                 config_version: s.candidate.version,

@@ -1,0 +1,449 @@
+//! Cluster-robust ratio estimates over hashed user buckets (sticky assignment).
+//!
+//! With a sticky split every request of one user goes to one arm, and requests of one user are
+//! correlated (one user's prompts fail more often, one tenant's documents are longer). Tests
+//! that treat requests as independent then under-state their variance. Here each assignment
+//! unit (user, session, tenant: whatever the stickiness key is) is hashed into one of `B`
+//! buckets with a seed independent of the assignment hash, so buckets are independent groups
+//! of users. Per bucket `b` a [`ClusteredRatio`] keeps the count `n_b` and the metric's sum
+//! `s_b`: `2·B` numbers whatever the traffic.
+//!
+//! * estimate: the ratio of totals `r = Σ s_b / Σ n_b`;
+//! * cluster-robust (linearised, sandwich) variance
+//!   `V = B/(B−1) · Σ_b (s_b − r·n_b)² / (Σ_b n_b)²`;
+//! * design effect `D = V / V_iid` and effective sample size `n / D` (never above `n`).
+//!
+//! With one request per user `V` matches the i.i.d. variance up to bucket noise; with
+//! clustering it grows by `D`. States merge by addition.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, StatsError, check_finite};
+use crate::msprt::Estimate;
+
+/// Default number of buckets per arm and metric (a power of two).
+pub const DEFAULT_CLUSTER_BUCKETS: usize = 128;
+
+/// Non-empty buckets each arm needs before a clustered test counts (plug-in variance burn-in).
+pub const MIN_NONEMPTY_BUCKETS: usize = 20;
+
+/// Per-bucket counts and sums of one metric in one arm.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClusteredRatio {
+    /// `n_b`: values recorded per bucket.
+    n: Vec<f64>,
+    /// `s_b`: sum of the values per bucket.
+    s: Vec<f64>,
+}
+
+impl Default for ClusteredRatio {
+    fn default() -> Self {
+        Self { n: vec![0.0; DEFAULT_CLUSTER_BUCKETS], s: vec![0.0; DEFAULT_CLUSTER_BUCKETS] }
+    }
+}
+
+impl ClusteredRatio {
+    /// An empty state with `buckets` buckets (a power of two in 2..=4096).
+    ///
+    /// # Errors
+    /// [`StatsError::NotPositive`] when `buckets` is not such a power of two.
+    pub fn new(buckets: usize) -> Result<Self> {
+        if !(2..=4096).contains(&buckets) || !buckets.is_power_of_two() {
+            return Err(StatsError::NotPositive {
+                name: "cluster buckets (a power of two in 2..=4096)",
+                value: buckets as f64,
+            });
+        }
+        Ok(Self { n: vec![0.0; buckets], s: vec![0.0; buckets] })
+    }
+
+    /// Builds a state from per-bucket counts and sums (for tests and restores).
+    ///
+    /// # Errors
+    /// [`StatsError::LengthMismatch`] when the lengths differ or are not a power of two in
+    /// 2..=4096, [`StatsError::NotFinite`]/[`StatsError::NotPositive`] for a non-finite value or
+    /// a negative count.
+    pub fn from_buckets(n: Vec<f64>, s: Vec<f64>) -> Result<Self> {
+        if n.len() != s.len() || !(2..=4096).contains(&n.len()) || !n.len().is_power_of_two() {
+            return Err(StatsError::LengthMismatch {
+                what: "cluster counts and sums (a power of two in 2..=4096)",
+                expected: n.len().next_power_of_two().clamp(2, 4096),
+                got: s.len(),
+            });
+        }
+        for (&nb, &sb) in n.iter().zip(&s) {
+            check_finite("cluster count", nb)?;
+            check_finite("cluster sum", sb)?;
+            if nb < 0.0 {
+                return Err(StatsError::NotPositive { name: "cluster count (>= 0)", value: nb });
+            }
+        }
+        Ok(Self { n, s })
+    }
+
+    /// Number of buckets `B`.
+    pub fn buckets(&self) -> usize {
+        self.n.len()
+    }
+
+    /// The bucket a unit hash falls in: `unit mod B`.
+    pub fn bucket_of(&self, unit: u64) -> usize {
+        // B is a power of two, so the mask is the remainder; the result is < B.
+        (unit & (self.n.len() as u64 - 1)) as usize
+    }
+
+    /// Records one value for the unit hashed to `unit` (reduced modulo `B`).
+    ///
+    /// # Errors
+    /// [`StatsError::NotFinite`] for NaN/∞; nothing changes.
+    pub fn add(&mut self, unit: u64, value: f64) -> Result<()> {
+        let v = check_finite("value", value)?;
+        let b = self.bucket_of(unit);
+        self.n[b] += 1.0;
+        self.s[b] += v;
+        Ok(())
+    }
+
+    /// Adds `other` bucket by bucket (the merge of two workers' states).
+    ///
+    /// # Errors
+    /// [`StatsError::IncompatibleMerge`] when the bucket counts differ.
+    pub fn merge(&mut self, other: &Self) -> Result<()> {
+        if self.n.len() != other.n.len() {
+            return Err(StatsError::IncompatibleMerge("cluster bucket counts differ"));
+        }
+        for (a, b) in self.n.iter_mut().zip(&other.n) {
+            *a += b;
+        }
+        for (a, b) in self.s.iter_mut().zip(&other.s) {
+            *a += b;
+        }
+        Ok(())
+    }
+
+    /// Per-bucket counts `n_b`.
+    pub fn counts(&self) -> &[f64] {
+        &self.n
+    }
+
+    /// Per-bucket sums `s_b`.
+    pub fn sums(&self) -> &[f64] {
+        &self.s
+    }
+
+    /// `Σ n_b`.
+    pub fn count(&self) -> f64 {
+        self.n.iter().sum()
+    }
+
+    /// `Σ s_b`.
+    pub fn sum(&self) -> f64 {
+        self.s.iter().sum()
+    }
+
+    /// Buckets holding at least one value.
+    pub fn non_empty(&self) -> usize {
+        self.n.iter().filter(|&&x| x > 0.0).count()
+    }
+
+    /// The ratio estimate `Σ s_b / Σ n_b`, or `None` when empty.
+    pub fn ratio(&self) -> Option<f64> {
+        let n = self.count();
+        (n > 0.0).then(|| self.sum() / n)
+    }
+
+    /// The cluster-robust variance of the ratio, `B/(B−1)·Σ(s_b − r n_b)²/(Σ n_b)²`, or `None`
+    /// when empty.
+    pub fn variance(&self) -> Option<f64> {
+        self.variance_at(self.ratio()?)
+    }
+
+    /// The same sandwich variance with the residuals centred at `center` instead of the
+    /// estimate: the variance under a null value (statistics.md §5.3 evaluates the promotion
+    /// variance of error rates under the margin). `None` when empty or `center` is not finite.
+    pub fn variance_at(&self, center: f64) -> Option<f64> {
+        let n = self.count();
+        if !(n > 0.0 && center.is_finite()) {
+            return None;
+        }
+        let b = self.n.len() as f64;
+        let ss: f64 = self
+            .n
+            .iter()
+            .zip(&self.s)
+            .map(|(&nb, &sb)| {
+                let r = sb - center * nb;
+                r * r
+            })
+            .sum();
+        Some(b / (b - 1.0) * ss / (n * n))
+    }
+
+    /// Design effect `D = V / v_iid` for the i.i.d. variance `v_iid` of the same ratio, or
+    /// `None` when either is unavailable or `v_iid` is not positive.
+    pub fn design_effect(&self, v_iid: f64) -> Option<f64> {
+        let v = self.variance()?;
+        (v_iid > 0.0 && v_iid.is_finite() && v.is_finite()).then(|| v / v_iid)
+    }
+
+    /// Effective sample size `n / max(D, 1)`: requests discounted for clustering; never above
+    /// the raw count. `None` when the design effect is unavailable.
+    pub fn effective_count(&self, v_iid: f64) -> Option<f64> {
+        let d = self.design_effect(v_iid)?;
+        Some(self.count() / d.max(1.0))
+    }
+
+    /// Approximate bytes held (fixed by `B`).
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>() + 2 * self.n.len() * std::mem::size_of::<f64>()
+    }
+}
+
+/// `true` when both arms have at least [`MIN_NONEMPTY_BUCKETS`] non-empty buckets, so a
+/// clustered test may count.
+pub fn burned_in(canary: &ClusteredRatio, control: &ClusteredRatio) -> bool {
+    canary.non_empty() >= MIN_NONEMPTY_BUCKETS && control.non_empty() >= MIN_NONEMPTY_BUCKETS
+}
+
+fn both(canary: &ClusteredRatio, control: &ClusteredRatio) -> Result<(f64, f64)> {
+    if canary.buckets() != control.buckets() {
+        return Err(StatsError::IncompatibleMerge("cluster bucket counts differ"));
+    }
+    match (canary.ratio(), control.ratio()) {
+        (Some(t), Some(c)) => Ok((t, c)),
+        _ => Err(StatsError::NotEnoughData("each arm needs at least one value")),
+    }
+}
+
+/// Difference of ratios `r_t − r_c` with `V = V_t + V_c` (each the sandwich at its own ratio).
+/// For means such as ln latency or quality.
+///
+/// # Errors
+/// [`StatsError::NotEnoughData`] when an arm is empty, [`StatsError::IncompatibleMerge`] when
+/// the bucket counts differ.
+pub fn ratio_difference(canary: &ClusteredRatio, control: &ClusteredRatio) -> Result<Estimate> {
+    let (t, c) = both(canary, control)?;
+    let v = canary.variance_at(t).unwrap_or(0.0) + control.variance_at(c).unwrap_or(0.0);
+    Estimate::new(t - c, v)
+}
+
+/// Difference of proportions `r_t − r_c` with the variance under H0: θ = 0: both arms'
+/// residuals centred at the smoothed pooled rate `p̄ = (S_t + S_c + ½)/(N_t + N_c + 1)`. The
+/// clustered analogue of the pooled `V0` (use it for rollback).
+///
+/// # Errors
+/// As [`ratio_difference`].
+pub fn proportion_difference_pooled(
+    canary: &ClusteredRatio,
+    control: &ClusteredRatio,
+) -> Result<Estimate> {
+    let (t, c) = both(canary, control)?;
+    let pbar = (canary.sum() + control.sum() + 0.5) / (canary.count() + control.count() + 1.0);
+    let v = canary.variance_at(pbar).unwrap_or(0.0) + control.variance_at(pbar).unwrap_or(0.0);
+    Estimate::new(t - c, v)
+}
+
+/// Difference of proportions with the variance under the promotion null `p_t = p_c + δ`
+/// (statistics.md §5.3): `p̃_c = clip((S_t + S_c − N_t δ + ½)/(N_t + N_c + 1))`,
+/// `p̃_t = p̃_c + δ`, and each arm's residuals centred at its null rate.
+///
+/// # Errors
+/// As [`ratio_difference`], plus [`StatsError::NotFinite`] for a non-finite δ.
+pub fn proportion_difference_under_margin(
+    canary: &ClusteredRatio,
+    control: &ClusteredRatio,
+    delta: f64,
+) -> Result<Estimate> {
+    check_finite("delta", delta)?;
+    let (t, c) = both(canary, control)?;
+    let (nt, nc) = (canary.count(), control.count());
+    let eps: f64 = 1e-6;
+    let lo = eps.max(-delta + eps);
+    let hi = (1.0 - delta - eps).min(1.0 - eps);
+    let raw = (canary.sum() + control.sum() - nt * delta + 0.5) / (nt + nc + 1.0);
+    let pc = if lo <= hi { raw.clamp(lo, hi) } else { 0.5 };
+    let pt = pc + delta;
+    let v = canary.variance_at(pt).unwrap_or(0.0) + control.variance_at(pc).unwrap_or(0.0);
+    Estimate::new(t - c, v)
+}
+
+/// Relative difference of ratios `r_t / r_c − 1` with the delta-method variance
+/// `V_t / r_c² + r_t² V_c / r_c⁴` (statistics.md §5.5 with clustered variances). For cost.
+///
+/// # Errors
+/// As [`ratio_difference`], and [`StatsError::NotEnoughData`] when the control ratio is ≤ 0.
+pub fn relative_ratio_difference(
+    canary: &ClusteredRatio,
+    control: &ClusteredRatio,
+) -> Result<Estimate> {
+    let (t, c) = both(canary, control)?;
+    if c <= 0.0 {
+        return Err(StatsError::NotEnoughData("the control mean must be above zero"));
+    }
+    let vt = canary.variance_at(t).unwrap_or(0.0);
+    let vc = control.variance_at(c).unwrap_or(0.0);
+    Estimate::new(t / c - 1.0, vt / (c * c) + t * t * vc / (c * c * c * c))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn close(a: f64, b: f64, rel: f64) {
+        assert!((a - b).abs() <= rel * b.abs().max(1e-300), "{a} vs {b}");
+    }
+
+    /// Four buckets, hand-made: n = [10, 20, 0, 30], s = [1, 4, 0, 3].
+    /// r = 8/60; V = 4/3 · Σ(s_b − r n_b)² / 60² (clustering.md). Expected values computed
+    /// independently in python3 with fractions:
+    /// `r = F(8,60)`, `ss = sum((s - r*n)**2 for n, s in zip(N, S))`, `V = F(4,3)*ss/3600`.
+    #[test]
+    fn sandwich_variance_golden() {
+        let c = ClusteredRatio::from_buckets(vec![10.0, 20.0, 0.0, 30.0], vec![1.0, 4.0, 0.0, 3.0])
+            .unwrap();
+        close(c.ratio().unwrap(), 0.133_333_333_333_333_34, 1e-15);
+        // ss = 1/9 + 16/9 + 1 = 26/9; V = 4/3 · 26/9 / 3600 = 26/24300
+        close(c.variance().unwrap(), 0.001_069_958_847_736_625, 1e-12);
+        // centred at 0.2: ss = 1 + 0 + 9 = 10; V = 4/3 · 10 / 3600
+        close(c.variance_at(0.2).unwrap(), 0.003_703_703_703_703_704, 1e-12);
+        assert_eq!(c.non_empty(), 3);
+        // i.i.d. binomial variance r(1−r)/n = (2/15)(13/15)/60 = 26/13500; D = 13500/24300
+        let v_iid = (2.0 / 15.0) * (13.0 / 15.0) / 60.0;
+        close(c.design_effect(v_iid).unwrap(), 0.555_555_555_555_555_6, 1e-12);
+        assert_eq!(c.effective_count(v_iid), Some(60.0));
+    }
+
+    /// Two arms of four buckets: canary n = [100, 50, 80, 70], s = [3, 1, 6, 2]; control
+    /// n = [90, 60, 75, 75], s = [1, 2, 1, 2]. Expected values from python3 with exact fractions
+    /// (formulas of the module comment; pooled centre p̄ = (12 + 6 + ½)/601; margin centres
+    /// p̃_c = (18 − 300·0.005 + ½)/601 and p̃_t = p̃_c + 0.005).
+    #[test]
+    fn differences_golden() {
+        let t =
+            ClusteredRatio::from_buckets(vec![100.0, 50.0, 80.0, 70.0], vec![3.0, 1.0, 6.0, 2.0])
+                .unwrap();
+        let c =
+            ClusteredRatio::from_buckets(vec![90.0, 60.0, 75.0, 75.0], vec![1.0, 2.0, 1.0, 2.0])
+                .unwrap();
+        let d = ratio_difference(&t, &c).unwrap();
+        close(d.theta, 0.02, 1e-12);
+        close(d.variance, 1.816_296_296_296_296_2e-4, 1e-9);
+        let p = proportion_difference_pooled(&t, &c).unwrap();
+        close(p.theta, 0.02, 1e-12);
+        close(p.variance, 2.636_989_746_244_704e-4, 1e-9);
+        let m = proportion_difference_under_margin(&t, &c, 0.005).unwrap();
+        close(m.variance, 2.303_406_483_329_739_4e-4, 1e-9);
+        let r = relative_ratio_difference(&t, &c).unwrap();
+        close(r.theta, 1.0, 1e-12);
+        close(r.variance, 0.651_851_851_851_851_9, 1e-9);
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(ClusteredRatio::new(100).is_err());
+        assert!(ClusteredRatio::new(1).is_err());
+        assert!(ClusteredRatio::new(128).is_ok());
+        let mut c = ClusteredRatio::default();
+        assert!(c.add(1, f64::NAN).is_err());
+        assert_eq!(c.count(), 0.0);
+        assert!(c.ratio().is_none() && c.variance().is_none());
+        assert!(c.merge(&ClusteredRatio::new(64).unwrap()).is_err());
+        assert!(ClusteredRatio::from_buckets(vec![1.0; 3], vec![1.0; 3]).is_err());
+        assert!(ClusteredRatio::from_buckets(vec![-1.0, 1.0], vec![1.0, 1.0]).is_err());
+    }
+
+    /// splitmix64, for reproducible simulations.
+    fn mix(mut z: u64) -> u64 {
+        z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn unif(x: u64) -> f64 {
+        (mix(x) >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    proptest! {
+        #[test]
+        fn merge_is_addition(a in proptest::collection::vec((0u64..10_000, 0.0f64..10.0), 0..200),
+                             b in proptest::collection::vec((0u64..10_000, 0.0f64..10.0), 0..200)) {
+            let mut all = ClusteredRatio::default();
+            let mut left = ClusteredRatio::default();
+            let mut right = ClusteredRatio::default();
+            for &(u, v) in &a { all.add(u, v).unwrap(); left.add(u, v).unwrap(); }
+            for &(u, v) in &b { all.add(u, v).unwrap(); right.add(u, v).unwrap(); }
+            left.merge(&right).unwrap();
+            for (x, y) in left.counts().iter().zip(all.counts()) { prop_assert_eq!(x, y); }
+            for (x, y) in left.sums().iter().zip(all.sums()) { prop_assert!((x - y).abs() < 1e-9); }
+            let back: ClusteredRatio = serde_json::from_str(&serde_json::to_string(&left).unwrap()).unwrap();
+            prop_assert_eq!(back, left);
+        }
+
+        #[test]
+        fn effective_n_never_exceeds_n(vals in proptest::collection::vec((0u64..1_000, 0u8..2), 2..400)) {
+            let mut c = ClusteredRatio::default();
+            for &(u, e) in &vals { c.add(u, f64::from(e)).unwrap(); }
+            let n = c.count();
+            let r = c.ratio().unwrap();
+            if r > 0.0 && r < 1.0 {
+                let eff = c.effective_count(r * (1.0 - r) / n).unwrap();
+                prop_assert!(eff <= n + 1e-9 && eff > 0.0, "{} > {}", eff, n);
+            }
+        }
+
+        #[test]
+        fn one_request_per_user_matches_iid(seed in 0u64..1_000) {
+            // 20,000 users with one request each at a 5% error rate: the clustered variance
+            // must match p(1−p)/n within bucket noise (B = 128: relative sd ≈ sqrt(2/127) =
+            // 0.125, so the band is about ±4.5 sd; the average over seeds is pinned below).
+            let mut c = ClusteredRatio::default();
+            for u in 0..20_000u64 {
+                let unit = mix(seed.wrapping_mul(1_000_003).wrapping_add(u));
+                let err = unif(unit ^ 0x5555) < 0.05;
+                c.add(unit, f64::from(u8::from(err))).unwrap();
+            }
+            let r = c.ratio().unwrap();
+            let v_iid = r * (1.0 - r) / c.count();
+            let d = c.design_effect(v_iid).unwrap();
+            prop_assert!((0.45..1.6).contains(&d), "design effect {}", d);
+        }
+    }
+
+    #[test]
+    fn one_request_per_user_design_effect_averages_one() {
+        let mut total = 0.0;
+        for seed in 0..40u64 {
+            let mut c = ClusteredRatio::default();
+            for u in 0..5_000u64 {
+                let unit = mix(seed.wrapping_mul(7_919).wrapping_add(u) ^ 0xabcd);
+                c.add(unit, f64::from(u8::from(unif(unit ^ 0x77) < 0.1))).unwrap();
+            }
+            let r = c.ratio().unwrap();
+            total += c.design_effect(r * (1.0 - r) / c.count()).unwrap();
+        }
+        let mean = total / 40.0;
+        assert!((0.93..1.07).contains(&mean), "mean design effect {mean}");
+    }
+
+    #[test]
+    fn clustered_users_raise_the_design_effect() {
+        // 2,000 users, each with 25 requests and a user-level error rate drawn from
+        // {1%, 21%}: strongly clustered, so D must be well above 1 and n_eff well below n.
+        let mut c = ClusteredRatio::default();
+        for u in 0..2_000u64 {
+            let unit = mix(u);
+            let p = if unif(unit ^ 1) < 0.1 { 0.21 } else { 0.01 };
+            for k in 0..25u64 {
+                let e = unif(unit ^ (k + 7).wrapping_mul(0x9e37)) < p;
+                c.add(unit, f64::from(u8::from(e))).unwrap();
+            }
+        }
+        let r = c.ratio().unwrap();
+        let v_iid = r * (1.0 - r) / c.count();
+        let d = c.design_effect(v_iid).unwrap();
+        assert!(d > 2.0, "design effect {d}");
+        assert!(c.effective_count(v_iid).unwrap() < c.count() / 2.0);
+    }
+}
