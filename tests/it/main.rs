@@ -5,6 +5,7 @@ mod chaos;
 mod cli;
 mod crash;
 mod decisions;
+mod ab_partial;
 mod durable_ingest;
 mod hardening;
 mod observations;

@@ -282,10 +282,18 @@ impl TrafficSim {
                     "shadow" => "stable".to_owned(),
                     v => v.to_owned(),
                 };
-                obs.push(self.outcome(rollout, &r["phase"], &variant, &r["config"]));
+                // As the API asks: the resolution's phase, unit and in_experiment go back
+                // with the outcome.
+                let mut o = self.outcome(rollout, &r["phase"], &variant, &r["config"]);
+                o["unit"] = r["unit"].clone();
+                o["in_experiment"] = r["in_experiment"].clone();
+                obs.push(o);
                 if r["shadow"].is_object() {
                     let doc = r["shadow"]["config"].clone();
-                    obs.push(self.outcome(rollout, &r["phase"], "shadow", &doc));
+                    let mut o = self.outcome(rollout, &r["phase"], "shadow", &doc);
+                    o["unit"] = r["unit"].clone();
+                    o["in_experiment"] = r["in_experiment"].clone();
+                    obs.push(o);
                 }
             }
             if obs.is_empty() {
