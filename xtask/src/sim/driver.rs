@@ -390,3 +390,66 @@ async fn drive(w: &Wave) -> Result<WaveOutput> {
         .collect();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::scenarios::Expect;
+    use crate::sim::traffic::{Baseline, Effect, Traffic};
+
+    fn wave(rps: f64, effect: Effect, count: u64, cap_secs: u64) -> Wave {
+        let traffic = Traffic {
+            rps,
+            baseline: Baseline { error_rate: 0.01, latency_median_ms: 400.0, latency_sigma: 0.6 },
+            diurnal: false,
+            users: Users::Independent,
+            judged: 0.05,
+        };
+        Wave {
+            scenario: Scenario {
+                name: "test".into(),
+                label: "test".into(),
+                traffic,
+                effect,
+                expect: Expect::Regression,
+                rollouts_divisor: 1,
+            },
+            scenario_index: 0,
+            first: 0,
+            count,
+            seed: 11,
+            cap_secs,
+            checkpoint_ms: 600_000,
+        }
+    }
+
+    #[test]
+    fn a_catastrophic_candidate_is_rolled_back_the_same_way_on_every_run() {
+        let w = wave(50.0, Effect { errors: 60.0, ..Effect::NONE }, 3, 900);
+        let a = run_wave(&w).unwrap();
+        assert_eq!(a.results.len(), 3);
+        for r in &a.results {
+            assert_eq!(r.end, End::RolledBack, "{r:?}");
+            assert!(r.canary_requests >= 1 && r.secs < 900, "{r:?}");
+        }
+        let b = run_wave(&w).unwrap();
+        let key = |o: &WaveOutput| {
+            o.results
+                .iter()
+                .map(|r| (r.end, r.secs, r.canary_requests, r.requests))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(key(&a), key(&b), "the same seed gives the same rollouts");
+    }
+
+    #[test]
+    fn requests_reach_the_candidate_at_the_first_phase_share() {
+        let out = run_wave(&wave(500.0, Effect::NONE, 3, 120)).unwrap();
+        assert_eq!(out.rejected, 0);
+        let canary: u64 = out.results.iter().map(|r| r.canary_requests).sum();
+        let all: u64 = out.results.iter().map(|r| r.requests).sum();
+        let share = canary as f64 / all as f64;
+        assert!(all > 100_000, "{all}");
+        assert!((0.008..0.012).contains(&share), "canary share {share}");
+    }
+}
