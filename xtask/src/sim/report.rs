@@ -60,6 +60,11 @@ pub(crate) struct Row {
     /// half rolled back).
     pub(crate) median_canary_to_rollback: Option<u64>,
     pub(crate) median_minutes_to_rollback: Option<f64>,
+    /// Rollbacks whose reason names the regressed metric, percent of rollouts.
+    pub(crate) on_metric_pct: Option<f64>,
+    /// Median canary requests to a rollback whose reason names the regressed metric
+    /// (unconditional, as above).
+    pub(crate) median_canary_on_metric: Option<u64>,
     /// The share (percent) of the phase in which most rollbacks were decided.
     pub(crate) caught_at_share: Option<f64>,
     /// Fixed-horizon canary n (one-sided α 0.05, power 0.8) for errors ×2 at that share.
@@ -116,6 +121,29 @@ fn short(why: &str) -> String {
     s
 }
 
+/// Words a rollback reason uses for the metric a candidate regresses (matched in lower case
+/// against the trigger kind or the analysis rule): empty for A/A and better candidates.
+fn metric_words(s: &Scenario) -> Vec<&'static str> {
+    let e = &s.effect;
+    let mut w = Vec::new();
+    if s.expect != Expect::Regression {
+        return w;
+    }
+    if e.errors > 1.0 {
+        w.push("error");
+    }
+    if e.latency > 1.0 || e.p99 > 1.0 {
+        w.extend(["latency", "p99", "p95", "tail"]);
+    }
+    if e.cost > 1.0 {
+        w.push("cost");
+    }
+    if e.quality < 0.0 {
+        w.push("quality");
+    }
+    w
+}
+
 fn summarize(run: &ScenarioRun) -> Row {
     let r = &run.results;
     let n = r.len();
@@ -126,6 +154,17 @@ fn summarize(run: &ScenarioRun) -> Row {
         r.iter().map(|x| (x.end == End::RolledBack).then_some(x.canary_requests)).collect();
     let rollback_t: Vec<Option<f64>> =
         r.iter().map(|x| (x.end == End::RolledBack).then_some(x.secs as f64 / 60.0)).collect();
+    let words = metric_words(&run.scenario);
+    let on_metric = |x: &RolloutResult| {
+        let why = x.why.to_lowercase();
+        x.end == End::RolledBack && words.iter().any(|w| why.contains(w))
+    };
+    let on_metric_n: Vec<Option<u64>> =
+        r.iter().map(|x| on_metric(x).then_some(x.canary_requests)).collect();
+    let mut on_metric_share: BTreeMap<String, usize> = BTreeMap::new();
+    for x in r.iter().filter(|x| on_metric(x)) {
+        *on_metric_share.entry(share_label(x.share_percent)).or_default() += 1;
+    }
     let mut rollbacks = BTreeMap::new();
     let mut rollback_share: BTreeMap<String, usize> = BTreeMap::new();
     let mut stuck = BTreeMap::new();
@@ -148,7 +187,7 @@ fn summarize(run: &ScenarioRun) -> Row {
             End::Completed => {}
         }
     }
-    let caught = rollback_share
+    let caught = on_metric_share
         .iter()
         .max_by_key(|(_, c)| **c)
         .and_then(|(k, _)| k.trim_end_matches('%').parse::<f64>().ok());
@@ -163,6 +202,7 @@ fn summarize(run: &ScenarioRun) -> Row {
         .filter(|sh| is_err2 && *sh > 0.0 && *sh < 100.0)
         .and_then(|sh| fixed_horizon_n_proportions(p0, 2.0 * p0, sh / 100.0, 0.05, 0.2, 1).ok());
     let med_n = median(&rollback_n);
+    let med_on = median(&on_metric_n);
     Row {
         name: s.name.clone(),
         label: s.label.clone(),
@@ -177,9 +217,11 @@ fn summarize(run: &ScenarioRun) -> Row {
         failed_pct: pct(count(End::Failed), n),
         median_canary_to_rollback: med_n,
         median_minutes_to_rollback: median(&rollback_t),
+        on_metric_pct: (!words.is_empty()).then(|| pct(on_metric_n.iter().flatten().count(), n)),
+        median_canary_on_metric: med_on,
         caught_at_share: caught,
         fixed_horizon_n: fixed,
-        ratio_to_fixed: fixed.zip(med_n).map(|(f, m)| m as f64 / f),
+        ratio_to_fixed: fixed.zip(med_on).map(|(f, m)| m as f64 / f),
         rollbacks,
         stuck,
         rollback_share,
@@ -312,7 +354,9 @@ fn markdown(settings: &Settings, rows: &[Row], met: &[String], missed: &[String]
          {} users, the top 1% send ~30% of requests, per-user error propensity lognormal (σ {}) and latency factor \
          (σ {}). Diurnal drift: a 24 h cycle of ±{:.0}% rate, ±{:.0}% errors and ±{:.0}% latency on both arms, at a \
          random phase per rollout. Cost: lognormal (σ 0.8, correlation 0.7 with latency). Medians count rollouts \
-         that never got there as +∞ (\"–\" when half or more never did).\n",
+         that never got there as +∞ (\"–\" when half or more never did). A regression counts as caught on its \
+         metric when the rollback's reason (trigger kind or analysis rule) names that metric; the caught phase, the \
+         fixed-horizon optimum and the ratio use those rollbacks only.\n",
         5.0,
         traffic::QUALITY_DELAY_SECS.0,
         traffic::QUALITY_DELAY_SECS.1,
@@ -347,19 +391,21 @@ fn markdown(settings: &Settings, rows: &[Row], met: &[String], missed: &[String]
     let _ = writeln!(md, "\n## Regressions\n");
     let _ = writeln!(
         md,
-        "| scenario | what | rollouts | detected (rolled back) | median canary requests to rollback | median time to rollback | caught in phase (most) | fixed-horizon n at that share | ratio | completed (missed) | stuck | rollbacks by reason |"
+        "| scenario | what | rollouts | rolled back (any reason) | median canary requests to rollback | median time to rollback | rolled back on the regressed metric | median canary requests to that | caught in phase (most) | fixed-horizon n at that share | ratio | completed (missed) | stuck | rollbacks by reason |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows.iter().filter(|r| r.expect == Expect::Regression) {
         let _ = writeln!(
             md,
-            "| `{}` | {} | {} | {:.1}% | {} | {} | {} | {} | {} | {:.1}% | {} | {} |",
+            "| `{}` | {} | {} | {:.1}% | {} | {} | {} | {} | {} | {} | {} | {:.1}% | {} | {} |",
             r.name,
             r.label,
             r.rollouts,
             r.rolled_back_pct,
             opt(r.median_canary_to_rollback, "–"),
             opt(r.median_minutes_to_rollback.map(|m| format!("{m:.0} min")), "–"),
+            opt(r.on_metric_pct.map(|p| format!("{p:.1}%")), "–"),
+            opt(r.median_canary_on_metric, "–"),
             opt(r.caught_at_share.map(|s| format!("{s}%")), "–"),
             opt(r.fixed_horizon_n.map(|f| format!("{f:.0}")), "–"),
             opt(r.ratio_to_fixed.map(|x| format!("{x:.2}")), "–"),
@@ -396,13 +442,13 @@ fn csv_field(s: &str) -> String {
 
 fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
-        "name,label,expect,rollouts,completed_pct,completed_within_2h_pct,median_complete_min,rolled_back_pct,paused_pct,running_at_cap_pct,failed_pct,median_canary_to_rollback,median_minutes_to_rollback,caught_at_share,fixed_horizon_n,ratio_to_fixed,rollbacks,stuck,requests,cpu_secs\n",
+        "name,label,expect,rollouts,completed_pct,completed_within_2h_pct,median_complete_min,rolled_back_pct,paused_pct,running_at_cap_pct,failed_pct,median_canary_to_rollback,median_minutes_to_rollback,on_metric_pct,median_canary_on_metric,caught_at_share,fixed_horizon_n,ratio_to_fixed,rollbacks,stuck,requests,cpu_secs\n",
     );
     let o = |v: Option<f64>| v.map_or_else(String::new, |x| format!("{x:.3}"));
     for r in rows {
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.2},{:.2},{},{:.2},{:.2},{:.2},{:.2},{},{},{},{},{},{},{},{},{:.1}",
+            "{},{},{},{},{:.2},{:.2},{},{:.2},{:.2},{:.2},{:.2},{},{},{},{},{},{},{},{},{},{},{:.1}",
             csv_field(&r.name),
             csv_field(&r.label),
             serde_json::to_value(r.expect)
@@ -419,6 +465,8 @@ fn csv(rows: &[Row]) -> String {
             r.failed_pct,
             r.median_canary_to_rollback.map_or_else(String::new, |x| x.to_string()),
             o(r.median_minutes_to_rollback),
+            o(r.on_metric_pct),
+            r.median_canary_on_metric.map_or_else(String::new, |x| x.to_string()),
             o(r.caught_at_share),
             o(r.fixed_horizon_n),
             o(r.ratio_to_fixed),
