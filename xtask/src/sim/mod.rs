@@ -26,8 +26,8 @@ pub(crate) struct SimArgs {
     /// Simulated rollouts per scenario (the published table uses at least 1,000).
     #[arg(long, default_value_t = 1000)]
     pub(crate) rollouts: u64,
-    /// A fast look: 100 rollouts per scenario (unless --rollouts is given too) and 50 rps in
-    /// place of 500.
+    /// A fast look: 100 rollouts per scenario (unless --rollouts is given too), without the
+    /// 500 rps rows.
     #[arg(long)]
     pub(crate) quick: bool,
     /// Only the scenarios whose name contains this (e.g. `ref/`, `err2`, `sticky/aa`).
@@ -73,34 +73,37 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
     if rollouts == 0 || args.wave == 0 || args.threads == 0 || args.cap_secs == 0 {
         bail!("--rollouts, --wave, --threads and --cap-secs must be at least 1");
     }
-    let mut all = scenarios::all();
+    // Each scenario keeps its index in the full grid (its seeds and rollout ids come from
+    // it), so a filtered run reproduces the same rows as the full one.
+    let mut grid: Vec<(usize, scenarios::Scenario)> =
+        scenarios::all().into_iter().enumerate().collect();
     if args.quick {
-        for s in &mut all {
-            s.traffic.rps = s.traffic.rps.min(50.0);
-        }
-        all.retain(|s| !s.name.starts_with("rps500"));
+        grid.retain(|(_, s)| !s.name.starts_with("rps500"));
     }
     if let Some(f) = &args.scenario {
-        all.retain(|s| s.name.contains(f.as_str()));
+        grid.retain(|(_, s)| s.name.contains(f.as_str()));
     }
+    let all: Vec<scenarios::Scenario> = grid.iter().map(|(_, s)| s.clone()).collect();
     if all.is_empty() {
         bail!("no scenario matches {:?}", args.scenario);
     }
     let mut jobs = Vec::new();
-    for (i, s) in all.iter().enumerate() {
+    let mut rows = Vec::new();
+    for (row, (i, s)) in grid.iter().enumerate() {
         let n = (rollouts / s.rollouts_divisor.max(1)).max(1);
         let mut first = 0;
         while first < n {
             let count = args.wave.min(n - first);
             jobs.push(driver::Wave {
                 scenario: s.clone(),
-                scenario_index: i,
+                scenario_index: *i,
                 first,
                 count,
                 seed: args.seed,
                 cap_secs: args.cap_secs,
                 checkpoint_ms: args.checkpoint_ms,
             });
+            rows.push(row);
             first += count;
         }
     }
@@ -153,11 +156,11 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
     let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
     let mut per: Vec<report::ScenarioRun> =
         all.iter().map(|s| report::ScenarioRun::new(s.clone())).collect();
-    for (job, out) in jobs.iter().zip(done) {
+    for ((job, out), row) in jobs.iter().zip(done).zip(rows) {
         let Some((out, secs)) = out else {
             bail!("a wave of {} did not finish", job.scenario.name)
         };
-        let r = &mut per[job.scenario_index];
+        let r = &mut per[row];
         r.results.extend(out.results);
         r.requests += out.requests;
         r.rejected += out.rejected;
