@@ -1,11 +1,11 @@
 //! Integration tests against the real `actuator` binary.
 
+mod ab_partial;
 mod bad_input;
 mod chaos;
 mod cli;
 mod crash;
 mod decisions;
-mod ab_partial;
 mod durable_ingest;
 mod hardening;
 mod observations;

@@ -4,7 +4,8 @@
 //! - `test`: builds the `actuator` binary and the OpenFeature Python venv (`target/ofrep-venv`),
 //!   then runs every test of the workspace
 //! - `bench`: the benchmark table (release build), printed and written to `bench-results/`
-//! - `sim`: the statistics simulation (release build), printed and written to `sim-results/`
+//! - `sim`: the real engine over the default canary request in simulated time (release build),
+//!   printed and written to `sim-results/` (markdown, CSV, JSON)
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
@@ -36,9 +37,10 @@ enum Task {
         #[arg(long)]
         quick: bool,
     },
-    /// Run the statistics simulation (in a release build) and write sim-results/sim.md.
+    /// Simulate default canary rollouts through the real engine (release build); writes
+    /// sim-results/sim.md, .csv and .json.
     Sim {
-        /// Arguments for the simulator (e.g. --rollouts 2000, --quick).
+        /// Arguments for the simulator (e.g. --quick, --rollouts 2000, --scenario ref/).
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
