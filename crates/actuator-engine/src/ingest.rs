@@ -293,6 +293,12 @@ fn plan(
                     Item::Obs(mut o, phase) => {
                         // The step of the resolution, in the monitor's phase numbering.
                         o.phase = phase.map(|_| health.phase_index());
+                        // Without a control there is no comparison for the tag to protect: a
+                        // step watches every request the candidate served (a blue-green
+                        // preview serves only its pinned keys, which resolve as outside).
+                        if no_control {
+                            o.in_experiment = true;
+                        }
                         keep(&mut p, report, index, Entry::Obs(o));
                     }
                     Item::Quality(mut q) => {
