@@ -64,8 +64,15 @@ pub struct RollbackState {
     pub remaining_bp: Vec<u16>,
     /// Steps taken.
     pub steps: Vec<RollbackStep>,
-    /// When the next step (or the end of validation) is due.
+    /// When the next step (or the end of validation) is due, had the daemon run throughout.
     pub next_at: DateTime<Utc>,
+    /// Length of the current step in milliseconds of active time (0: due at `next_at`).
+    #[serde(default)]
+    pub step_ms: u64,
+    /// Active time spent in the current step: it grows only while the daemon runs, so a
+    /// restart never cuts a step or the validation window short.
+    #[serde(default)]
+    pub step_active_ms: u64,
     /// Control requests seen since the last step.
     pub control_requests: u64,
     /// Control errors seen since the last step.

@@ -417,3 +417,38 @@ async fn parallel_rollbacks_of_a_completed_rollout_settle_in_one() {
     assert_eq!(slot.active_version, Some(1), "the replaced version serves again");
     e.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn downtime_does_not_cut_a_rollback_step_short() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let config = setup(store, &["a"]).await;
+    let clock = Arc::new(ManualClock::new(Utc::now()));
+    let settings = EngineSettings { validation_secs: 30, ..EngineSettings::default() };
+    let e = Engine::with_clock(
+        config.clone(),
+        Arc::new(Routes),
+        vec![],
+        settings.clone(),
+        clock.clone(),
+    );
+    e.start_driven().await.unwrap();
+    let id = e.deploy(held("a", json!({}))).await.unwrap().id;
+    run_for(&e, &clock, 5, 5).await;
+    let rollback = ManualAction::Rollback { reason: "bad answers".into(), gradual: false };
+    e.act(&id, rollback, "op").await.unwrap();
+    run_for(&e, &clock, 10, 5).await;
+    assert_eq!(e.view(&id).await.unwrap().state, DeploymentState::RollingBack);
+
+    // The daemon is down for an hour in the middle of the 30 s validation window.
+    e.stop().await.unwrap();
+    clock.advance(ChronoDuration::hours(1));
+    let e = Engine::with_clock(config, Arc::new(Routes), vec![], settings, clock.clone());
+    e.start_driven().await.unwrap();
+    e.run_pass().await;
+    let v = e.view(&id).await.unwrap();
+    assert_eq!(v.state, DeploymentState::RollingBack, "the window resumes where it was: {v:?}");
+    run_for(&e, &clock, 15, 5).await;
+    assert_eq!(e.view(&id).await.unwrap().state, DeploymentState::RollingBack);
+    run_for(&e, &clock, 10, 5).await;
+    assert_eq!(e.view(&id).await.unwrap().state, DeploymentState::RolledBack);
+}

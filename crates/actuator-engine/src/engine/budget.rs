@@ -5,14 +5,19 @@ use super::*;
 
 impl Engine {
     /// Advances the clocks of `rt` to `now`. Time counts while the rollout rolls out or is
-    /// monitored; a paused rollout only moves its anchor. The gap since the last look is
+    /// monitored (its step and rollout clocks) and while it rolls back (the rollback step's
+    /// clock); a paused rollout only moves its anchor. The gap since the last look is
     /// capped at `max_tick_gap_ms` (not for an engine driven from outside, whose caller moves
     /// the clock on purpose), and a rollout loaded from the store has no anchor, so neither
     /// a frozen process nor downtime counts.
     pub(super) fn accrue(&self, rt: &mut Runtime, now: DateTime<Utc>) {
         let prev = rt.anchor.replace(now);
-        let counting =
-            matches!(rt.rec.state, DeploymentState::RollingOut | DeploymentState::Monitoring);
+        let counting = matches!(
+            rt.rec.state,
+            DeploymentState::RollingOut
+                | DeploymentState::Monitoring
+                | DeploymentState::RollingBack
+        );
         let Some(prev) = prev.filter(|_| counting) else { return };
         let cap = if self.inner.driven.load(Ordering::SeqCst) {
             i64::MAX
@@ -21,7 +26,13 @@ impl Engine {
         };
         let gap = now.signed_duration_since(prev).num_milliseconds().clamp(0, cap);
         let delta = u64::try_from(gap).unwrap_or(0);
-        if delta > 0 {
+        if delta > 0 && rt.rec.state == DeploymentState::RollingBack {
+            // A rollback's steps and validation window count the same active time.
+            if let Some(rb) = rt.st.rollback.as_mut() {
+                rb.step_active_ms = rb.step_active_ms.saturating_add(delta);
+                rt.dirty = true;
+            }
+        } else if delta > 0 {
             rt.st.active_ms = rt.st.active_ms.saturating_add(delta);
             rt.st.step_active_ms = rt.st.step_active_ms.saturating_add(delta);
             rt.dirty = true;

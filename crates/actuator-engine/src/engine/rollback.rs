@@ -46,6 +46,8 @@ impl Engine {
                 control_error_rate: None,
             }],
             next_at: plan::secs(step_secs).and_then(|d| now.checked_add_signed(d)).unwrap_or(now),
+            step_ms: step_secs.saturating_mul(1000),
+            step_active_ms: 0,
             control_requests: 0,
             control_errors: 0,
             result: None,
@@ -124,8 +126,10 @@ impl Engine {
         rt: &mut Runtime,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
+        self.accrue(rt, now);
         let Some(rb) = rt.st.rollback.as_mut() else { return Ok(()) };
-        if now < rb.next_at {
+        let due = if rb.step_ms > 0 { rb.step_active_ms >= rb.step_ms } else { now >= rb.next_at };
+        if !due {
             return Ok(());
         }
         let rate = (rb.control_requests > 0)
@@ -148,6 +152,8 @@ impl Engine {
                 self.inner.settings.gradual_step_secs
             };
             rb.next_at = plan::secs(secs).and_then(|d| now.checked_add_signed(d)).unwrap_or(now);
+            rb.step_ms = secs.saturating_mul(1000);
+            rb.step_active_ms = 0;
             rb.control_requests = 0;
             rb.control_errors = 0;
             if let Some(r) = rt.st.route.as_mut() {
