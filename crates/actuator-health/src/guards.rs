@@ -62,14 +62,40 @@ struct Parts {
     enough: bool,
 }
 
+/// Design effect of an arm's requests under a sticky split: how much the clustering of one
+/// user's requests inflates the variance of its rates (the larger of the error-rate and
+/// ln-latency design effects of its user buckets); 1 for independent requests.
+fn design_effect(a: &ArmStats) -> f64 {
+    match a.effective_requests() {
+        Some(e) if e > 0.0 && a.requests > 0 => (a.requests as f64 / e).max(1.0),
+        _ => 1.0,
+    }
+}
+
+/// Counts `(events, n)` deflated by the design effect `d` to their effective size (Kish):
+/// a rate's binomial variance computed from them is the clustered variance.
+fn deflate((x, n): (u64, u64), d: f64) -> (u64, u64) {
+    if d <= 1.0 || n == 0 {
+        return (x, n);
+    }
+    let n_eff = ((n as f64) / d).round().max(1.0);
+    let x_eff = ((x as f64) / d).round().min(n_eff);
+    (x_eff as u64, n_eff as u64)
+}
+
 /// Evaluates `guard` at level `alpha` (its share of α_total), power `1 − beta` for τ.
+///
+/// Under a sticky split the rate guards (errors, success, latency thresholds) count the
+/// effective sample (requests discounted by the larger design effect of the two arms), so
+/// one user's correlated requests do not pass for independent evidence.
 pub(crate) fn evaluate(guard: &SloGuard, alpha: f64, beta: f64, inp: &GuardInput<'_>) -> GuardEval {
     let key = guard.key();
     let t = inp.canary;
+    let d = design_effect(t).max(inp.reference.map_or(1.0, design_effect));
     let parts = match guard.kind {
         GuardKind::ErrorRate => rate_parts(
-            (t.error_events(), t.requests),
-            inp.reference.map(|r| (r.error_events(), r.requests)),
+            deflate((t.error_events(), t.requests), d),
+            inp.reference.map(|r| deflate((r.error_events(), r.requests), d)),
             guard.threshold,
             guard.margin,
             alpha,
@@ -77,8 +103,8 @@ pub(crate) fn evaluate(guard: &SloGuard, alpha: f64, beta: f64, inp: &GuardInput
             |x| x,
         ),
         GuardKind::SuccessRate => rate_parts(
-            (t.requests - t.ok.min(t.requests), t.requests),
-            inp.reference.map(|r| (r.requests - r.ok.min(r.requests), r.requests)),
+            deflate((t.requests - t.ok.min(t.requests), t.requests), d),
+            inp.reference.map(|r| deflate((r.requests - r.ok.min(r.requests), r.requests), d)),
             1.0 - guard.threshold,
             guard.margin,
             alpha,
@@ -88,8 +114,8 @@ pub(crate) fn evaluate(guard: &SloGuard, alpha: f64, beta: f64, inp: &GuardInput
         GuardKind::Latency { quantile } => {
             let mut p = match inp.canary_exceedance {
                 Some(ce) => rate_parts(
-                    ce.counts(),
-                    inp.reference_exceedance.map(|r| r.counts()),
+                    deflate(ce.counts(), d),
+                    inp.reference_exceedance.map(|r| deflate(r.counts(), d)),
                     1.0 - quantile,
                     guard.margin,
                     alpha,
