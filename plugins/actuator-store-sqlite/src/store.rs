@@ -209,6 +209,22 @@ impl SqliteStore {
             .map_err(|e| StoreError::Backend(format!("sqlite: migrating the schema: {e}")))
     }
 
+    /// Runs the read `work`; when it fails in the backend, a database file that was removed
+    /// or replaced is named instead (a reader connection opened after the file went away
+    /// fails with "unable to open database file").
+    async fn reading<T>(
+        &self,
+        work: impl Future<Output = Result<T, StoreError>>,
+    ) -> Result<T, StoreError> {
+        match work.await {
+            Err(StoreError::Backend(e)) => {
+                self.faults.check_file().await?;
+                Err(StoreError::Backend(e))
+            }
+            other => other,
+        }
+    }
+
     /// Runs the write `work`: first checks that the store may write (file identity, and the
     /// chain unless `acknowledging`), then, when the backend fails, replaces the writer
     /// connection so the next write starts clean.
@@ -431,25 +447,31 @@ impl Store for SqliteStore {
     }
 
     async fn get_slot(&self, name: &SlotName) -> Result<Option<Slot>, StoreError> {
-        let row = sqlx::query("SELECT * FROM slots WHERE name = ?1")
-            .bind(name.as_str())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend("reading a slot"))?;
-        row.as_ref().map(rows::slot).transpose()
+        self.reading(async move {
+            let row = sqlx::query("SELECT * FROM slots WHERE name = ?1")
+                .bind(name.as_str())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(backend("reading a slot"))?;
+            row.as_ref().map(rows::slot).transpose()
+        })
+        .await
     }
 
     async fn list_slots(&self, page: PageRequest) -> Result<Page<Slot>, StoreError> {
-        page.validate()?;
-        let rows = sqlx::query(
-            "SELECT * FROM slots WHERE (?1 IS NULL OR name > ?1) ORDER BY name ASC LIMIT ?2",
-        )
-        .bind(page.cursor.as_deref())
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.reader)
+        self.reading(async move {
+            page.validate()?;
+            let rows = sqlx::query(
+                "SELECT * FROM slots WHERE (?1 IS NULL OR name > ?1) ORDER BY name ASC LIMIT ?2",
+            )
+            .bind(page.cursor.as_deref())
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend("listing slots"))?;
+            Ok(page_of(map_rows(&rows, rows::slot)?, page.limit, |s| s.name.to_string()))
+        })
         .await
-        .map_err(backend("listing slots"))?;
-        Ok(page_of(map_rows(&rows, rows::slot)?, page.limit, |s| s.name.to_string()))
     }
 
     async fn append_version(
@@ -559,16 +581,19 @@ impl Store for SqliteStore {
         slot: &SlotName,
         version: u64,
     ) -> Result<Option<ConfigVersion>, StoreError> {
-        let Some(version) = to_i64(version) else {
-            return Ok(None);
-        };
-        let row = sqlx::query("SELECT * FROM versions WHERE slot = ?1 AND version = ?2")
-            .bind(slot.as_str())
-            .bind(version)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend("reading a version"))?;
-        row.as_ref().map(rows::version).transpose()
+        self.reading(async move {
+            let Some(version) = to_i64(version) else {
+                return Ok(None);
+            };
+            let row = sqlx::query("SELECT * FROM versions WHERE slot = ?1 AND version = ?2")
+                .bind(slot.as_str())
+                .bind(version)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(backend("reading a version"))?;
+            row.as_ref().map(rows::version).transpose()
+        })
+        .await
     }
 
     async fn list_versions(
@@ -576,19 +601,22 @@ impl Store for SqliteStore {
         slot: &SlotName,
         page: PageRequest,
     ) -> Result<Page<ConfigVersion>, StoreError> {
-        page.validate()?;
-        let below = page.numeric_cursor()?.map_or(i64::MAX, to_i64_saturating);
-        let rows = sqlx::query(
-            "SELECT * FROM versions WHERE slot = ?1 AND version < ?2 \
-             ORDER BY version DESC LIMIT ?3",
-        )
-        .bind(slot.as_str())
-        .bind(below)
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.reader)
+        self.reading(async move {
+            page.validate()?;
+            let below = page.numeric_cursor()?.map_or(i64::MAX, to_i64_saturating);
+            let rows = sqlx::query(
+                "SELECT * FROM versions WHERE slot = ?1 AND version < ?2 \
+                 ORDER BY version DESC LIMIT ?3",
+            )
+            .bind(slot.as_str())
+            .bind(below)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend("listing versions"))?;
+            Ok(page_of(map_rows(&rows, rows::version)?, page.limit, |v| v.version.to_string()))
+        })
         .await
-        .map_err(backend("listing versions"))?;
-        Ok(page_of(map_rows(&rows, rows::version)?, page.limit, |v| v.version.to_string()))
     }
 
     async fn create_snapshot(
@@ -666,12 +694,15 @@ impl Store for SqliteStore {
     }
 
     async fn get_snapshot(&self, id: &str) -> Result<Option<Snapshot>, StoreError> {
-        let row = sqlx::query("SELECT * FROM snapshots WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend("reading a snapshot"))?;
-        row.as_ref().map(rows::snapshot).transpose()
+        self.reading(async move {
+            let row = sqlx::query("SELECT * FROM snapshots WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(backend("reading a snapshot"))?;
+            row.as_ref().map(rows::snapshot).transpose()
+        })
+        .await
     }
 
     async fn list_snapshots(
@@ -679,18 +710,21 @@ impl Store for SqliteStore {
         slot: Option<&SlotName>,
         page: PageRequest,
     ) -> Result<Page<Snapshot>, StoreError> {
-        page.validate()?;
-        let rows = sqlx::query(
-            "SELECT * FROM snapshots WHERE (?1 IS NULL OR slot = ?1) AND (?2 IS NULL OR id < ?2) \
-             ORDER BY id DESC LIMIT ?3",
-        )
-        .bind(slot.map(SlotName::as_str))
-        .bind(page.cursor.as_deref())
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.reader)
+        self.reading(async move {
+            page.validate()?;
+            let rows = sqlx::query(
+                "SELECT * FROM snapshots WHERE (?1 IS NULL OR slot = ?1) AND (?2 IS NULL OR id < ?2) \
+                 ORDER BY id DESC LIMIT ?3",
+            )
+            .bind(slot.map(SlotName::as_str))
+            .bind(page.cursor.as_deref())
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend("listing snapshots"))?;
+            Ok(page_of(map_rows(&rows, rows::snapshot)?, page.limit, |s| s.id.clone()))
+        })
         .await
-        .map_err(backend("listing snapshots"))?;
-        Ok(page_of(map_rows(&rows, rows::snapshot)?, page.limit, |s| s.id.clone()))
     }
 
     async fn append_audit(&self, audit: AuditDraft) -> Result<AuditEntry, StoreError> {
@@ -833,12 +867,15 @@ impl Store for SqliteStore {
     }
 
     async fn get_rollout(&self, id: &str) -> Result<Option<RolloutRecord>, StoreError> {
-        let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend("reading a rollout"))?;
-        row.as_ref().map(rows::rollout).transpose()
+        self.reading(async move {
+            let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
+                .bind(id)
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(backend("reading a rollout"))?;
+            row.as_ref().map(rows::rollout).transpose()
+        })
+        .await
     }
 
     async fn list_rollouts(
@@ -846,30 +883,33 @@ impl Store for SqliteStore {
         filter: RolloutFilter,
         page: PageRequest,
     ) -> Result<Page<RolloutRecord>, StoreError> {
-        page.validate()?;
-        let below = page.numeric_cursor()?.map_or(i64::MAX, to_i64_saturating);
-        let mut rows = sqlx::query(concat!(
-            "SELECT * FROM rollouts WHERE seq < ?1 AND (NOT ?2 OR state NOT IN ",
-            terminal_states!(),
-            ") AND (?3 IS NULL OR slot = ?3) ORDER BY seq DESC LIMIT ?4"
-        ))
-        .bind(below)
-        .bind(filter.active_only)
-        .bind(filter.slot.as_ref().map(SlotName::as_str))
-        .bind(i64::from(page.limit) + 1)
-        .fetch_all(&self.reader)
+        self.reading(async move {
+            page.validate()?;
+            let below = page.numeric_cursor()?.map_or(i64::MAX, to_i64_saturating);
+            let mut rows = sqlx::query(concat!(
+                "SELECT * FROM rollouts WHERE seq < ?1 AND (NOT ?2 OR state NOT IN ",
+                terminal_states!(),
+                ") AND (?3 IS NULL OR slot = ?3) ORDER BY seq DESC LIMIT ?4"
+            ))
+            .bind(below)
+            .bind(filter.active_only)
+            .bind(filter.slot.as_ref().map(SlotName::as_str))
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend("listing rollouts"))?;
+            // The cursor is the internal sequence number of the first rollout not returned, plus
+            // one: the next page holds the rollouts below it.
+            let next_cursor = if rows.len() > page.limit as usize {
+                let first_left = Cols::new(&rows[page.limit as usize], "rollouts").u64("seq")?;
+                rows.truncate(page.limit as usize);
+                Some((first_left + 1).to_string())
+            } else {
+                None
+            };
+            Ok(Page { items: map_rows(&rows, rows::rollout)?, next_cursor })
+        })
         .await
-        .map_err(backend("listing rollouts"))?;
-        // The cursor is the internal sequence number of the first rollout not returned, plus
-        // one: the next page holds the rollouts below it.
-        let next_cursor = if rows.len() > page.limit as usize {
-            let first_left = Cols::new(&rows[page.limit as usize], "rollouts").u64("seq")?;
-            rows.truncate(page.limit as usize);
-            Some((first_left + 1).to_string())
-        } else {
-            None
-        };
-        Ok(Page { items: map_rows(&rows, rows::rollout)?, next_cursor })
     }
 
     async fn save_rollout_status(
