@@ -9,8 +9,8 @@ use chrono::Utc;
 use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 
-use crate::rows::{self, Cols, backend, fmt_ts, to_i64_saturating, to_json};
-use crate::store::SqliteStore;
+use crate::rows::{Cols, backend, fmt_ts, to_i64_saturating};
+use crate::store::{SqliteStore, write_status};
 
 fn batch(row: &SqliteRow) -> Result<ObservationBatch, StoreError> {
     let c = Cols::new(row, "observation_batches");
@@ -88,32 +88,10 @@ impl SqliteStore {
         status: Value,
         folded_through: u64,
     ) -> Result<RolloutRecord, StoreError> {
-        let now = truncate_to_micros(Utc::now());
-        let text = to_json(&status)?;
         let mut tx = self.begin_write().await?;
-        let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(backend("reading a rollout"))?
-            .ok_or_else(|| StoreError::NotFound { what: format!("rollout {id}") })?;
-        let mut cur = rows::rollout(&row)?;
-        if cur.revision != expected_revision {
-            return Err(StoreError::Conflict {
-                what: format!("rollout {id}"),
-                expected: expected_revision,
-                actual: cur.revision,
-            });
-        }
-        sqlx::query(
-            "UPDATE rollouts SET status = ?2, revision = revision + 1, updated_at = ?3 WHERE id = ?1",
-        )
-        .bind(id)
-        .bind(text)
-        .bind(fmt_ts(now))
-        .execute(&mut *tx)
-        .await
-        .map_err(backend("saving a rollout's checkpoint"))?;
+        let cur =
+            write_status(&mut tx, id, expected_revision, status, "saving a rollout's checkpoint")
+                .await?;
         sqlx::query("DELETE FROM observation_batches WHERE rollout = ?1 AND seq <= ?2")
             .bind(id)
             .bind(to_i64_saturating(folded_through))
@@ -121,9 +99,6 @@ impl SqliteStore {
             .await
             .map_err(backend("deleting folded observation batches"))?;
         tx.commit().await.map_err(backend("committing a checkpoint"))?;
-        cur.status = status;
-        cur.revision += 1;
-        cur.updated_at = now;
         Ok(cur)
     }
 

@@ -919,36 +919,11 @@ impl Store for SqliteStore {
         status: serde_json::Value,
     ) -> Result<RolloutRecord, StoreError> {
         self.guarded(false, async move {
-            let now = now();
-            let text = to_json(&status)?;
             let mut tx = self.begin_write().await?;
-            let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend("reading a rollout"))?
-                .ok_or_else(|| not_found(format!("rollout {id}")))?;
-            let mut cur = rows::rollout(&row)?;
-            if cur.revision != expected_revision {
-                return Err(StoreError::Conflict {
-                    what: format!("rollout {id}"),
-                    expected: expected_revision,
-                    actual: cur.revision,
-                });
-            }
-            sqlx::query(
-                "UPDATE rollouts SET status = ?2, revision = revision + 1, updated_at = ?3 WHERE id = ?1",
-            )
-            .bind(id)
-            .bind(text)
-            .bind(fmt_ts(now))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend("saving a rollout's status"))?;
+            let cur =
+                write_status(&mut tx, id, expected_revision, status, "saving a rollout's status")
+                    .await?;
             commit(tx).await?;
-            cur.status = status;
-            cur.revision += 1;
-            cur.updated_at = now;
             Ok(cur)
         })
         .await
@@ -1069,6 +1044,47 @@ impl Store for SqliteStore {
     ) -> Result<u64, StoreError> {
         self.guarded(false, self.prune_batches(rollout_id, through)).await
     }
+}
+
+/// Writes `status` as the rollout's new status under its revision `expected_revision`
+/// (a `Conflict` when another writer won), inside the caller's transaction; returns the
+/// record as written.
+pub(crate) async fn write_status(
+    conn: &mut SqliteConnection,
+    id: &str,
+    expected_revision: u64,
+    status: serde_json::Value,
+    context: &'static str,
+) -> Result<RolloutRecord, StoreError> {
+    let now = now();
+    let text = to_json(&status)?;
+    let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(backend("reading a rollout"))?
+        .ok_or_else(|| not_found(format!("rollout {id}")))?;
+    let mut cur = rows::rollout(&row)?;
+    if cur.revision != expected_revision {
+        return Err(StoreError::Conflict {
+            what: format!("rollout {id}"),
+            expected: expected_revision,
+            actual: cur.revision,
+        });
+    }
+    sqlx::query(
+        "UPDATE rollouts SET status = ?2, revision = revision + 1, updated_at = ?3 WHERE id = ?1",
+    )
+    .bind(id)
+    .bind(text)
+    .bind(fmt_ts(now))
+    .execute(&mut *conn)
+    .await
+    .map_err(backend(context))?;
+    cur.status = status;
+    cur.revision += 1;
+    cur.updated_at = now;
+    Ok(cur)
 }
 
 /// Refuses a direct activation while a rollout holds `slot`.
