@@ -452,3 +452,13 @@ async fn downtime_does_not_cut_a_rollback_step_short() {
     run_for(&e, &clock, 10, 5).await;
     assert_eq!(e.view(&id).await.unwrap().state, DeploymentState::RolledBack);
 }
+
+#[test]
+fn engine_settings_out_of_range_are_refused_naming_the_setting() {
+    assert!(EngineSettings::default().validate().is_ok());
+    let bad = EngineSettings { max_tick_gap_ms: 0, ..EngineSettings::default() };
+    let err = bad.validate().unwrap_err().to_string();
+    assert!(err.contains("engine.max_tick_gap_ms") && err.contains("86400000"), "{err}");
+    let bad = EngineSettings { tick_ms: 3_600_000, ..EngineSettings::default() };
+    assert!(bad.validate().unwrap_err().to_string().contains("engine.tick_ms"));
+}

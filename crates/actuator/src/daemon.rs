@@ -57,6 +57,7 @@ pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState>
     let state = AppState::load(config.clone())
         .await
         .context("building the routing table from the store")?;
+    settings.engine.validate().context("checking the [engine] settings")?;
     let engine = actuator_engine::Engine::new(
         config,
         Arc::new(state.routes().clone()),

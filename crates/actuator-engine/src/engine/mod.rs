@@ -92,6 +92,37 @@ pub enum Durability {
     Checkpoint,
 }
 
+impl EngineSettings {
+    /// Checks every knob against its range (`tick_ms` 1 to 60,000; `max_active_rollouts`
+    /// 1 to 1,000,000; `checkpoint_ms` up to 3,600,000; `gradual_step_secs` and
+    /// `validation_secs` up to 86,400; `validation_min_samples` up to 10^9;
+    /// `rollback_timeout_ms` 1 to 600,000; `max_tick_gap_ms` 1 to 86,400,000), naming the
+    /// setting and its range when one is outside.
+    ///
+    /// # Errors
+    /// [`EngineError::Invalid`] for the first setting out of its range.
+    pub fn validate(&self) -> Result<(), EngineError> {
+        let checks: [(&str, u64, u64, u64); 8] = [
+            ("engine.tick_ms", self.tick_ms, 1, 60_000),
+            ("engine.max_active_rollouts", self.max_active_rollouts as u64, 1, 1_000_000),
+            ("engine.checkpoint_ms", self.checkpoint_ms, 0, 3_600_000),
+            ("engine.gradual_step_secs", self.gradual_step_secs, 0, 86_400),
+            ("engine.validation_secs", self.validation_secs, 0, 86_400),
+            ("engine.validation_min_samples", self.validation_min_samples, 0, 1_000_000_000),
+            ("engine.rollback_timeout_ms", self.rollback_timeout_ms, 1, 600_000),
+            ("engine.max_tick_gap_ms", self.max_tick_gap_ms, 1, 86_400_000),
+        ];
+        for (name, v, lo, hi) in checks {
+            if !(lo..=hi).contains(&v) {
+                return Err(EngineError::Invalid(format!(
+                    "{name} must be between {lo} and {hi}, got {v}"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Default for EngineSettings {
     fn default() -> Self {
         Self {
