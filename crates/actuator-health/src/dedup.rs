@@ -9,6 +9,8 @@
 //! window is below `capacity² / 2⁶⁵` (≈ 2·10⁻¹² at 8,192).
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasher, Hasher};
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
@@ -34,6 +36,51 @@ pub(crate) fn arm_request_key(arm: &str, request_id: &str) -> u64 {
         h = h.wrapping_mul(0x0000_0100_0000_01b3);
     }
     h
+}
+
+/// Hashes the (already hashed) keys of the index with a secret per-process seed: one folded
+/// 128-bit multiply instead of SipHash. The keys come from caller-chosen request ids, so the
+/// seed keeps a caller from aiming many keys at one slot of the table.
+#[derive(Debug, Clone, Copy)]
+struct KeyedMix(u64);
+
+impl Default for KeyedMix {
+    fn default() -> Self {
+        static SEED: OnceLock<u64> = OnceLock::new();
+        Self(*SEED.get_or_init(|| std::hash::RandomState::new().hash_one(0x5eed_u64) | 1))
+    }
+}
+
+impl BuildHasher for KeyedMix {
+    type Hasher = MixHasher;
+    fn build_hasher(&self) -> MixHasher {
+        MixHasher { seed: self.0, h: 0 }
+    }
+}
+
+/// The hasher of [`KeyedMix`].
+struct MixHasher {
+    seed: u64,
+    h: u64,
+}
+
+impl Hasher for MixHasher {
+    fn finish(&self) -> u64 {
+        self.h
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed; other input still mixes every byte.
+        for chunk in bytes.chunks(8) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u64(&mut self, k: u64) {
+        let p =
+            u128::from(k ^ self.h ^ self.seed) * u128::from(0x9e37_79b9_7f4a_7c15_u64 ^ self.seed);
+        self.h = (p as u64) ^ ((p >> 64) as u64);
+    }
 }
 
 /// One remembered request.
@@ -77,7 +124,7 @@ pub struct RequestDedup {
     capacity: usize,
     front_seq: u64,
     ring: VecDeque<DedupEntry>,
-    index: HashMap<u64, u64>,
+    index: HashMap<u64, u64, KeyedMix>,
 }
 
 impl From<DedupState> for RequestDedup {
@@ -95,7 +142,7 @@ impl From<DedupState> for RequestDedup {
                 }
             })
             .collect();
-        let mut d = Self { capacity, front_seq: s.front_seq, ring, index: HashMap::new() };
+        let mut d = Self { capacity, front_seq: s.front_seq, ring, index: HashMap::default() };
         while d.ring.len() > capacity {
             d.ring.pop_front();
             d.front_seq += 1;
@@ -133,7 +180,7 @@ impl RequestDedup {
             capacity: capacity.max(1),
             front_seq: 0,
             ring: VecDeque::new(),
-            index: HashMap::new(),
+            index: HashMap::default(),
         }
     }
 

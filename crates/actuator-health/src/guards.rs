@@ -32,6 +32,9 @@ pub(crate) struct GuardInput<'a> {
     pub burn_in: u64,
     /// `true` when the reference is the frozen baseline rather than a concurrent control.
     pub frozen: bool,
+    /// The larger design effect of the two arms ([`sticky_design_effect`]), computed once
+    /// per look for every guard.
+    pub design_effect: f64,
 }
 
 /// A guard's evaluation at one look.
@@ -72,6 +75,11 @@ fn design_effect(a: &ArmStats) -> f64 {
     }
 }
 
+/// The design effect the rate guards use: the larger of the canary's and the reference's.
+pub(crate) fn sticky_design_effect(canary: &ArmStats, reference: Option<&ArmStats>) -> f64 {
+    design_effect(canary).max(reference.map_or(1.0, design_effect))
+}
+
 /// Counts `(events, n)` deflated by the design effect `d` to their effective size (Kish):
 /// a rate's binomial variance computed from them is the clustered variance.
 fn deflate((x, n): (u64, u64), d: f64) -> (u64, u64) {
@@ -91,7 +99,7 @@ fn deflate((x, n): (u64, u64), d: f64) -> (u64, u64) {
 pub(crate) fn evaluate(guard: &SloGuard, alpha: f64, beta: f64, inp: &GuardInput<'_>) -> GuardEval {
     let key = guard.key();
     let t = inp.canary;
-    let d = design_effect(t).max(inp.reference.map_or(1.0, design_effect));
+    let d = inp.design_effect;
     let parts = match guard.kind {
         GuardKind::ErrorRate => rate_parts(
             deflate((t.error_events(), t.requests), d),
@@ -336,6 +344,7 @@ mod tests {
             reference_exceedance: None,
             burn_in: 20,
             frozen: false,
+            design_effect: sticky_design_effect(t, r),
         }
     }
 

@@ -1239,6 +1239,7 @@ impl RolloutHealth {
         let beta = 1.0 - self.config.power_for_tau;
         let t = &self.phase.stats[self.treatments[ti].arm];
         let reference = self.pair(ti).map(|(_, r)| r);
+        let design_effect = guards::sticky_design_effect(t, reference);
         self.config
             .slo_guards
             .active()
@@ -1253,6 +1254,7 @@ impl RolloutHealth {
                     reference_exceedance: idx.and_then(|i| self.reference_exceedance(i)),
                     burn_in: self.config.clt_burn_in.max(2),
                     frozen: self.control.is_none(),
+                    design_effect,
                 };
                 guards::evaluate(g, self.alpha_m(ti, &g.key()), beta, &inp)
             })

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, StatsError, check_finite, check_positive, check_probability};
-use crate::normal::{ln_norm_cdf, norm_quantile};
+use crate::normal::{ln_norm_cdf, ln_norm_pdf, norm_quantile};
 
 /// A point estimate θ̂ with its (plug-in) variance V, oriented so that larger θ is worse.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -130,25 +130,93 @@ impl HalfNormalMixture {
         if !(variance > 0.0 && variance.is_finite()) {
             return Ok(f64::INFINITY);
         }
-        let f = |d: f64| self.log_e(Estimate { theta: d, variance }, 0.0) - target;
-        let mut lo = 0.0;
-        let mut hi = 40.0 * (variance + self.tau * self.tau).sqrt();
-        while f(hi) < 0.0 {
-            lo = hi;
-            hi *= 2.0;
+        Ok(self.solve_half_width(variance, target))
+    }
+
+    /// `d ≥ 0` with `ln Λ⁺(d; V) = target`, by safeguarded Newton steps.
+    ///
+    /// `ln Λ⁺` is increasing in `d`; the start is its large-`d` solution (where `ln Φ ≈ 0`),
+    /// which is never above the root because `ln Φ < 0`. Each step stays inside the bracket
+    /// of known signs and falls back to bisection when Newton would leave it; a handful of
+    /// steps reach the relative precision of the former pure bisection (1e-13).
+    fn solve_half_width(&self, v: f64, target: f64) -> f64 {
+        let t2 = self.tau * self.tau;
+        let s = v + t2;
+        let k = self.tau / (v * s).sqrt();
+        let q = t2 / (v * s);
+        let base = std::f64::consts::LN_2 + 0.5 * (v / s).ln();
+        let f = |d: f64| base + ln_norm_cdf(d * k) + 0.5 * q * d * d - target;
+        // d/dd [ln Φ(kd)] = k·φ(kd)/Φ(kd), computed in logs so it stays finite far left.
+        let df = |d: f64| {
+            let x = d * k;
+            k * (ln_norm_pdf(x) - ln_norm_cdf(x)).exp() + q * d
+        };
+        let mut lo = 0.0_f64;
+        let mut hi = f64::INFINITY;
+        let mut d = (2.0 * (target - base).max(0.0) / q).sqrt();
+        for _ in 0..100 {
+            let fd = f(d);
+            if !fd.is_finite() {
+                break;
+            }
+            if fd < 0.0 {
+                lo = lo.max(d);
+            } else {
+                hi = hi.min(d);
+            }
+            if hi.is_finite() && hi - lo <= 1e-13 * hi {
+                return hi;
+            }
+            let slope = df(d);
+            let mut next = if slope > 0.0 && slope.is_finite() { d - fd / slope } else { f64::NAN };
+            if !(next > lo && next < hi) {
+                next = if hi.is_finite() { 0.5 * (lo + hi) } else { 2.0 * lo.max(d) + 1e-300 };
+            }
+            if (next - d).abs() <= 1e-15 * d.abs() {
+                return next.max(d);
+            }
+            d = next;
         }
-        for _ in 0..200 {
+        if hi.is_finite() { hi } else { d }
+    }
+
+    /// The variance `V` at which the half-width equals `gap > 0`: `ln Λ⁺(gap; V) = target`.
+    ///
+    /// `ln Λ⁺(gap; V)` decreases in `V`, so a bisection on `ln V` finds it; one evaluation per
+    /// step instead of a half-width solve per step. `None` when it is out of floating range.
+    fn variance_for_half_width(&self, gap: f64, target: f64) -> Option<f64> {
+        let excess = |v: f64| self.log_e(Estimate { theta: gap, variance: v }, 0.0) - target;
+        // Bracket in ln V.
+        let mut lo = (gap * gap).ln() - 2.0;
+        let mut hi = lo + 4.0;
+        let mut steps = 0;
+        while excess(lo.exp()) < 0.0 {
+            lo -= 4.0;
+            steps += 1;
+            if steps > 200 || lo < -700.0 {
+                return None;
+            }
+        }
+        while excess(hi.exp()) >= 0.0 {
+            hi += 4.0;
+            steps += 1;
+            if steps > 200 || hi > 700.0 {
+                return None;
+            }
+        }
+        // At V = exp(lo) the bound is narrower than gap; at exp(hi) wider.
+        for _ in 0..80 {
             let mid = 0.5 * (lo + hi);
-            if f(mid) < 0.0 {
+            if excess(mid.exp()) >= 0.0 {
                 lo = mid;
             } else {
                 hi = mid;
             }
-            if hi - lo <= 1e-13 * hi {
+            if hi - lo < 1e-12 {
                 break;
             }
         }
-        Ok(hi)
+        Some(lo.exp())
     }
 
     /// The one-sided test decision: `ln Λ⁺ ≥ ln(1/α)`.
@@ -175,34 +243,32 @@ impl HalfNormalMixture {
     /// solves `θ̂ + d(V·n/n′) = δ` for n′ (statistics.md §5.8). `None` when θ̂ ≥ δ or n = 0.
     pub fn projected_n(&self, est: Estimate, n: u64, margin: f64, alpha: f64) -> Option<u64> {
         let gap = margin - est.theta;
-        if !(gap > 0.0 && n > 0 && est.variance > 0.0) {
+        if !(gap > 0.0 && n > 0 && est.variance > 0.0 && est.variance.is_finite()) {
             return None;
         }
-        let width = |np: f64| self.half_width(est.variance * n as f64 / np, alpha).ok();
-        let n0 = n as f64;
-        if width(n0)? < gap {
+        // V(n′) = V·n/n′; the width at V* is gap, so n′ = V·n/V*.
+        self.projected_units(gap, alpha, n, |v_star| est.variance * n as f64 / v_star)
+    }
+
+    /// Shared end of the projections: `None` for an invalid α; `n` when the bound is already
+    /// below the margin; else `ceil(n′(V*))`, or `None` beyond 10¹⁵ units.
+    fn projected_units(
+        &self,
+        gap: f64,
+        alpha: f64,
+        n: u64,
+        units_at: impl Fn(f64) -> f64,
+    ) -> Option<u64> {
+        let target = (1.0 / check_probability("alpha", alpha).ok()?).ln();
+        let v_star = self.variance_for_half_width(gap, target)?;
+        let np = units_at(v_star);
+        if !np.is_finite() || np > 1e15 {
+            return None;
+        }
+        if np <= n as f64 {
             return Some(n);
         }
-        let (mut lo, mut hi) = (n0, n0 * 2.0);
-        while width(hi)? >= gap {
-            lo = hi;
-            hi *= 2.0;
-            if hi > 1e15 {
-                return None;
-            }
-        }
-        for _ in 0..100 {
-            let mid = 0.5 * (lo + hi);
-            if width(mid)? >= gap {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-            if hi - lo < 1.0 {
-                break;
-            }
-        }
-        Some(hi.ceil() as u64)
+        Some(np.ceil() as u64)
     }
 }
 
@@ -232,32 +298,10 @@ impl HalfNormalMixture {
         if !ok {
             return None;
         }
-        let n0 = n as f64;
-        let width =
-            |np: f64| self.half_width(1.0 / (info_earlier + info_current * np / n0), alpha).ok();
-        if width(n0)? < gap {
-            return Some(n);
-        }
-        let (mut lo, mut hi) = (n0, n0 * 2.0);
-        while width(hi)? >= gap {
-            lo = hi;
-            hi *= 2.0;
-            if hi > 1e15 {
-                return None;
-            }
-        }
-        for _ in 0..200 {
-            let mid = 0.5 * (lo + hi);
-            if width(mid)? >= gap {
-                lo = mid;
-            } else {
-                hi = mid;
-            }
-            if hi - lo < 0.5 {
-                break;
-            }
-        }
-        Some(hi.ceil() as u64)
+        // 1/V(n′) = info_earlier + info_current·n′/n at the width gap: solve for n′.
+        self.projected_units(gap, alpha, n, |v_star| {
+            (1.0 / v_star - info_earlier) * n as f64 / info_current
+        })
     }
 }
 
@@ -445,6 +489,35 @@ mod tests {
             proptest::prop_assert!(e.is_finite() && e.exp() >= 0.0);
             let e2 = mix.log_e(Estimate { theta: theta + 0.01, variance: v }, 0.0);
             proptest::prop_assert!(e2 >= e - 1e-9);
+        }
+
+        #[test]
+        fn half_width_is_the_boundary(v in 1e-12f64..10.0, tau in 1e-4f64..5.0, alpha in 1e-6f64..0.5) {
+            let mix = HalfNormalMixture::new(tau).unwrap();
+            let d = mix.half_width(v, alpha).unwrap();
+            let target = (1.0 / alpha).ln();
+            proptest::prop_assert!(d.is_finite() && d > 0.0);
+            // The boundary: ln Λ⁺ reaches ln(1/α) at d and not just below it.
+            let at = mix.log_e(Estimate { theta: d, variance: v }, 0.0);
+            let below = mix.log_e(Estimate { theta: d * (1.0 - 1e-9), variance: v }, 0.0);
+            proptest::prop_assert!(at >= target - 1e-9, "{at} < {target}");
+            proptest::prop_assert!(below <= target + 1e-9, "{below} > {target}");
+        }
+
+        #[test]
+        fn projection_reaches_the_margin_at_the_projected_n(
+            v in 1e-9f64..1e-3, n in 1u64..100_000, gap_sd in 0.1f64..50.0, alpha in 1e-4f64..0.2
+        ) {
+            let mix = HalfNormalMixture::for_mde(0.01, 0.05, 0.2).unwrap();
+            let gap = gap_sd * v.sqrt();
+            let np = mix.projected_n(Estimate { theta: 0.0, variance: v }, n, gap, alpha).unwrap();
+            proptest::prop_assert!(np >= n);
+            let w = mix.half_width(v * n as f64 / np as f64, alpha).unwrap();
+            proptest::prop_assert!(w <= gap * (1.0 + 1e-9), "width {w} above gap {gap} at {np}");
+            if np > n + 1 {
+                let w_before = mix.half_width(v * n as f64 / (np - 1) as f64, alpha).unwrap();
+                proptest::prop_assert!(w_before >= gap * (1.0 - 1e-6), "already {w_before} < {gap} at {}", np - 1);
+            }
         }
     }
 

@@ -22,6 +22,11 @@ pub fn norm_pdf(x: f64) -> f64 {
     (-0.5 * x * x - LN_SQRT_2PI).exp()
 }
 
+/// ln φ(x): the log density, finite for every finite `x`.
+pub fn ln_norm_pdf(x: f64) -> f64 {
+    -0.5 * x * x - LN_SQRT_2PI
+}
+
 /// ln Φ(x), finite for every finite `x`.
 ///
 /// For x < −20 the asymptotic series `−x²/2 − ln(−x) − ½ ln 2π + ln(1 − 1/x² + 3/x⁴ − 15/x⁶)`

@@ -9,13 +9,16 @@
 //! [`Engine::ingest`] as quality updates; then the clock moves 1 s and [`Engine::run_pass`]
 //! looks at every rollout once.
 
+use std::fmt::Write as _;
 use std::sync::{Arc, Mutex};
 
 use actuator_canary::{EvalContext, Variant};
 use actuator_config::{ApplyRequest, ConfigManager, ConfigSettings};
 use actuator_core::testing::MemoryStore;
 use actuator_core::{DeploymentRequest, DeploymentState, NewSlot, SlotName, Store};
-use actuator_engine::{Engine, EngineSettings, MAX_BATCH, ManualClock, RolloutView, RouteSink};
+use actuator_engine::{
+    Durability, Engine, EngineSettings, MAX_BATCH, ManualClock, RolloutView, RouteSink,
+};
 use actuator_health::{Arm, Observation, Outcome};
 use actuator_server::RouteBook;
 use anyhow::{Context, Result};
@@ -280,6 +283,9 @@ async fn drive(w: &Wave) -> Result<WaveOutput> {
     let settings = EngineSettings {
         max_active_rollouts: usize::try_from(w.count).unwrap_or(usize::MAX).max(1),
         checkpoint_ms: w.checkpoint_ms,
+        // Like the checkpoint interval, when a batch is written decides nothing; the
+        // simulated store is in memory and a serialised batch would only cost time.
+        durability: Durability::Checkpoint,
         ..EngineSettings::default()
     };
     let engine =
@@ -298,6 +304,8 @@ async fn drive(w: &Wave) -> Result<WaveOutput> {
     let mut out = WaveOutput::default();
     let mut batch: Vec<Observation> = Vec::new();
     let mut quality: Vec<Value> = Vec::new();
+    let mut key = String::new();
+    let mut ctx = EvalContext::with_key(String::new());
     for sec in 0..w.cap_secs {
         for live in lives.iter_mut().filter(|l| l.running()) {
             // Scores whose delay ends now.
@@ -327,15 +335,24 @@ async fn drive(w: &Wave) -> Result<WaveOutput> {
             for _ in 0..n {
                 let request = live.next_request;
                 live.next_request += 1;
-                let (key, user) = match t.users {
-                    Users::Independent => (format!("r{request}"), UserTraits::NEUTRAL),
+                key.clear();
+                let user = match t.users {
+                    Users::Independent => {
+                        let _ = write!(key, "r{request}");
+                        UserTraits::NEUTRAL
+                    }
                     Users::Sticky => {
                         let u = traffic::sticky_user(&mut live.rng);
-                        (format!("u{u}"), UserTraits::of(live.user_seed, u))
+                        let _ = write!(key, "u{u}");
+                        UserTraits::of(live.user_seed, u)
                     }
                 };
-                let Ok(res) = router.resolve(live.slot.as_str(), &EvalContext::with_key(key))
-                else {
+                if let Some(k) = ctx.targeting_key.as_mut() {
+                    k.clone_from(&key);
+                } else {
+                    ctx.targeting_key = Some(key.clone());
+                }
+                let Ok(res) = router.resolve(live.slot.as_str(), &ctx) else {
                     out.rejected += 1;
                     continue;
                 };
