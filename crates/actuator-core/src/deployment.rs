@@ -166,15 +166,17 @@ pub enum PhaseInconclusive {
 
 impl CanaryPhase {
     /// A phase at `traffic_percent` with the defaults of its role (statistics.md §5.8):
-    /// below 10% (smoke) 500 canary requests and 10 min at 1%, 1,000 and 15 min at 5%, at
-    /// most 2 h / 4 h; 25–50% (prove) 1,000 requests, 30 min, at most 8 h; 100% (watch)
-    /// 1,000 requests, 10 min, at most 1 h.
+    /// below 10% (smoke) 200 canary requests and 5 min below 2%, else 500 and 10 min, at
+    /// most 2 h / 4 h; 10–99% (prove) 1,000 requests, 20 min, at most 8 h; 100% (watch)
+    /// 1,000 requests, 10 min, at most 1 h. The minimums are burn-in floors that gate
+    /// promotion only (start-up transients such as cold caches show in the first minutes);
+    /// the statistics decide, and rollback never waits for them.
     pub fn at(traffic_percent: f64) -> Self {
         let (min_samples, min_duration_secs, max_duration_secs) =
             match PhaseRole::for_percent(traffic_percent) {
-                PhaseRole::Smoke if traffic_percent < 2.0 => (500, 600, 2 * 3600),
-                PhaseRole::Smoke => (1000, 900, 4 * 3600),
-                PhaseRole::Prove => (1000, 1800, 8 * 3600),
+                PhaseRole::Smoke if traffic_percent < 2.0 => (200, 300, 2 * 3600),
+                PhaseRole::Smoke => (500, 600, 4 * 3600),
+                PhaseRole::Prove => (1000, 1200, 8 * 3600),
                 PhaseRole::Watch => (1000, 600, 3600),
             };
         Self {
@@ -698,8 +700,8 @@ mod tests {
                 PhaseRole::Watch
             ]
         );
-        assert_eq!(d.phases[0].min_samples, 500);
-        assert_eq!(d.phases[2].min_duration_secs, 1800);
+        assert_eq!(d.phases[0].min_samples, 200);
+        assert_eq!(d.phases[2].min_duration_secs, 1200);
     }
 
     #[test]

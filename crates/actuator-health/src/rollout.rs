@@ -129,7 +129,19 @@ struct MetricEval {
     optional: bool,
     /// Values of the metric in the current phase (requests, latencies, judged scores...).
     units: u64,
+    /// A clustered test still short of its bucket burn-in: no evidence and no bound yet.
+    burning_in: bool,
     note: Option<String>,
+}
+
+/// A clustered estimate whose variance is at least the i.i.d. one: requests of one user are
+/// alike, not opposite, so a cluster-robust variance below the i.i.d. variance is the noise
+/// of a small number of buckets, never information.
+fn at_least_iid(clustered: Option<Estimate>, iid: Option<Estimate>) -> Option<Estimate> {
+    match (clustered, iid) {
+        (Some(c), Some(i)) if i.variance > c.variance => Estimate::new(c.theta, i.variance).ok(),
+        (c, _) => c,
+    }
 }
 
 fn fin(x: f64) -> Option<f64> {
@@ -855,6 +867,7 @@ impl RolloutHealth {
             margin: None,
             optional,
             units: 0,
+            burning_in: false,
             note: Some(note.to_string()),
         };
         // Sticky split: both arms keep per-user-bucket statistics, and every test below uses
@@ -902,6 +915,7 @@ impl RolloutHealth {
                     margin: Some(delta),
                     optional: false,
                     units: t.requests,
+                    burning_in: !ready,
                     note: Some(if ready {
                         clustered_note("mSPRT on the error-rate difference")
                     } else {
@@ -954,6 +968,7 @@ impl RolloutHealth {
                     margin: Some(delta),
                     optional: false,
                     units: t.requests,
+                    burning_in: false,
                     note: Some(format!("absolute error-rate difference; margin {delta:.4}")),
                 }
             }
@@ -973,7 +988,10 @@ impl RolloutHealth {
                     .map(|(a, b)| (&a.log_latency, &b.log_latency))
                     .unwrap_or((&no_clusters, &no_clusters));
                 let ready = cluster::burned_in(tc, cc);
-                let est = cluster::ratio_difference(tc, cc).ok();
+                let est = at_least_iid(
+                    cluster::ratio_difference(tc, cc).ok(),
+                    mean_difference(&t.log_latency, &c.log_latency).ok(),
+                );
                 let mix = self.mixture(cfg.latency.mde_ratio.ln(), a_lat);
                 MetricEval {
                     key: METRIC_LATENCY.into(),
@@ -989,6 +1007,7 @@ impl RolloutHealth {
                     margin: Some(lat_margin),
                     optional: false,
                     units: t.log_latency.count(),
+                    burning_in: !ready,
                     note: Some(if ready {
                         clustered_note("ln ratio of geometric means")
                     } else {
@@ -1010,6 +1029,7 @@ impl RolloutHealth {
                     margin: Some(lat_margin),
                     optional: false,
                     units: t.log_latency.count(),
+                    burning_in: false,
                     note: Some("ln ratio of geometric means".into()),
                 }
             }
@@ -1062,6 +1082,7 @@ impl RolloutHealth {
                                 margin: Some(margin),
                                 optional: false,
                                 units: te.counts().1,
+                                burning_in: !ready,
                                 note: Some(if ready {
                                     clustered_note(&format!(
                                         "share of requests above {threshold:.1} ms"
@@ -1088,6 +1109,7 @@ impl RolloutHealth {
                                 margin: Some(margin),
                                 optional: false,
                                 units: te.counts().1,
+                                burning_in: false,
                                 note: Some(format!("share of requests above {threshold:.1} ms")),
                             }
                         }
@@ -1112,7 +1134,10 @@ impl RolloutHealth {
                     .map(|(a, b)| (&a.cost, &b.cost))
                     .unwrap_or((&no_clusters, &no_clusters));
                 let ready = cluster::burned_in(tc, cc);
-                let est = cluster::relative_ratio_difference(tc, cc).ok();
+                let est = at_least_iid(
+                    cluster::relative_ratio_difference(tc, cc).ok(),
+                    relative_mean_difference(&t.cost, &c.cost).ok(),
+                );
                 let mix = self.mixture(cfg.cost.mde_ratio - 1.0, a_cost);
                 let theta0 = cfg.cost.tolerance_ratio - 1.0;
                 MetricEval {
@@ -1129,6 +1154,7 @@ impl RolloutHealth {
                     margin: Some(cost_margin),
                     optional: false,
                     units: t.cost.count(),
+                    burning_in: !ready,
                     note: Some(if ready {
                         clustered_note("relative change of mean cost")
                     } else {
@@ -1151,6 +1177,7 @@ impl RolloutHealth {
                     margin: Some(cost_margin),
                     optional: false,
                     units: t.cost.count(),
+                    burning_in: false,
                     note: Some("relative change of mean cost".into()),
                 }
             }
@@ -1178,7 +1205,10 @@ impl RolloutHealth {
                     .unwrap_or((&no_clusters, &no_clusters));
                 let ready = cluster::burned_in(tc, cc);
                 // control minus canary: harm = lower quality
-                let est = cluster::ratio_difference(cc, tc).ok();
+                let est = at_least_iid(
+                    cluster::ratio_difference(cc, tc).ok(),
+                    mean_difference(&c.quality, &t.quality).ok(),
+                );
                 let mix = self.mixture(cfg.quality.mde_abs, a_q);
                 MetricEval {
                     key: METRIC_QUALITY.into(),
@@ -1194,6 +1224,7 @@ impl RolloutHealth {
                     margin: Some(q_margin),
                     optional: q_optional,
                     units: t.quality.count(),
+                    burning_in: !ready,
                     note: Some(if ready {
                         clustered_note("control minus canary mean score")
                     } else {
@@ -1215,6 +1246,7 @@ impl RolloutHealth {
                     margin: Some(q_margin),
                     optional: q_optional,
                     units: t.quality.count(),
+                    burning_in: false,
                     note: Some("control minus canary mean score".into()),
                 }
             }
@@ -1671,6 +1703,11 @@ impl RolloutHealth {
             MetricVerdict::NotRequired
         } else if estimate.zip(e.margin).is_some_and(|(x, d)| x >= d) {
             MetricVerdict::BeyondMargin
+        } else if e.burning_in && projection.policy == UnreachablePolicy::Ignore {
+            // A stage that does not wait for unreachable metrics does not wait for a
+            // clustered test to burn in either (a small share of sticky users may never
+            // fill enough buckets); the catastrophic guard and the SLO guards still act.
+            MetricVerdict::Unreachable
         } else if additional.zip(projection.remaining).is_some_and(|(n, r)| n as f64 > r) {
             MetricVerdict::Unreachable
         } else {

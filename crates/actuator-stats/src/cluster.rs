@@ -9,8 +9,13 @@
 //! `s_b`: `2·B` numbers whatever the traffic.
 //!
 //! * estimate: the ratio of totals `r = Σ s_b / Σ n_b`;
-//! * cluster-robust (linearised, sandwich) variance
-//!   `V = B/(B−1) · Σ_b (s_b − r·n_b)² / (Σ_b n_b)²`;
+//! * cluster-robust variance: the larger of the linearised sandwich
+//!   `G/(G−1) · Σ_b e_b² / N²` and the leave-one-bucket-out jackknife
+//!   `(G−1)/G · Σ_b e_b² / (N − n_b)²`, with residuals `e_b = s_b − r·n_b`, `N = Σ n_b` and
+//!   `G` the non-empty buckets. With balanced buckets the two agree; when a few heavy users
+//!   fill one bucket (high leverage `n_b/N`) the sandwich under-states the variance and the
+//!   jackknife does not (the CR3 correction). With all values in one bucket the variance is
+//!   not estimable (infinite: no evidence);
 //! * design effect `D = V / V_iid` and effective sample size `n / D` (never above `n`).
 //!
 //! With one request per user `V` matches the i.i.d. variance up to bucket noise; with
@@ -26,6 +31,11 @@ pub const DEFAULT_CLUSTER_BUCKETS: usize = 128;
 
 /// Non-empty buckets each arm needs before a clustered test counts (plug-in variance burn-in).
 pub const MIN_NONEMPTY_BUCKETS: usize = 20;
+
+/// Effective buckets (Kish: `N² / Σ n_b²`) each arm needs before a clustered test counts: a
+/// variance estimated from fewer independent groups is too noisy for a test that looks
+/// continuously (a few heavy users dominate an arm of a small share).
+pub const MIN_EFFECTIVE_BUCKETS: f64 = 20.0;
 
 /// Per-bucket counts and sums of one metric in one arm.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -152,8 +162,16 @@ impl ClusteredRatio {
         (n > 0.0).then(|| self.sum() / n)
     }
 
-    /// The cluster-robust variance of the ratio, `B/(B−1)·Σ(s_b − r n_b)²/(Σ n_b)²`, or `None`
-    /// when empty.
+    /// Kish's effective number of buckets `N² / Σ n_b²` (0 when empty): how many equally
+    /// filled buckets would carry the same information.
+    pub fn effective_buckets(&self) -> f64 {
+        let n = self.count();
+        let sq: f64 = self.n.iter().map(|x| x * x).sum();
+        if sq > 0.0 { n * n / sq } else { 0.0 }
+    }
+
+    /// The cluster-robust variance of the ratio (the larger of the sandwich and the
+    /// jackknife, module comment), or `None` when empty.
     pub fn variance(&self) -> Option<f64> {
         self.variance_at(self.ratio()?)
     }
@@ -166,17 +184,29 @@ impl ClusteredRatio {
         if !(n > 0.0 && center.is_finite()) {
             return None;
         }
-        let b = self.n.len() as f64;
-        let ss: f64 = self
-            .n
-            .iter()
-            .zip(&self.s)
-            .map(|(&nb, &sb)| {
-                let r = sb - center * nb;
-                r * r
-            })
-            .sum();
-        Some(b / (b - 1.0) * ss / (n * n))
+        let mut g = 0.0_f64;
+        let mut sandwich = 0.0_f64;
+        let mut jackknife = 0.0_f64;
+        for (&nb, &sb) in self.n.iter().zip(&self.s) {
+            if nb <= 0.0 {
+                continue;
+            }
+            g += 1.0;
+            let e = sb - center * nb;
+            sandwich += e * e;
+            let rest = n - nb;
+            if rest <= 0.0 {
+                // Every value sits in this one bucket: nothing to compare it with.
+                return Some(f64::INFINITY);
+            }
+            jackknife += (e / rest) * (e / rest);
+        }
+        if g < 2.0 {
+            return Some(f64::INFINITY);
+        }
+        let sandwich = g / (g - 1.0) * sandwich / (n * n);
+        let jackknife = (g - 1.0) / g * jackknife;
+        Some(sandwich.max(jackknife))
     }
 
     /// Design effect `D = V / v_iid` for the i.i.d. variance `v_iid` of the same ratio, or
@@ -199,10 +229,24 @@ impl ClusteredRatio {
     }
 }
 
-/// `true` when both arms have at least [`MIN_NONEMPTY_BUCKETS`] non-empty buckets, so a
-/// clustered test may count.
+/// `true` when both arms have at least [`MIN_NONEMPTY_BUCKETS`] non-empty buckets and
+/// [`MIN_EFFECTIVE_BUCKETS`] effective ones, so a clustered test may count.
 pub fn burned_in(canary: &ClusteredRatio, control: &ClusteredRatio) -> bool {
-    canary.non_empty() >= MIN_NONEMPTY_BUCKETS && control.non_empty() >= MIN_NONEMPTY_BUCKETS
+    let ok = |c: &ClusteredRatio| {
+        c.non_empty() >= MIN_NONEMPTY_BUCKETS && c.effective_buckets() >= MIN_EFFECTIVE_BUCKETS
+    };
+    ok(canary) && ok(control)
+}
+
+/// An arm's clustered variance of a proportion centred at the null rate `p`, never below the
+/// binomial `p(1−p)/n`. The empirical residuals of a rare event under-state its variance
+/// while few events have been seen (no canary error yet: every residual is `p·n_b`, not the
+/// `p(1−p)` per request the null implies); users whose requests are alike make the variance
+/// larger than binomial, not smaller, so the floor only removes that small-count collapse.
+fn binomial_floored(arm: &ClusteredRatio, p: f64) -> f64 {
+    let n = arm.count();
+    let floor = if n > 0.0 { (p * (1.0 - p)).max(0.0) / n } else { 0.0 };
+    arm.variance_at(p).unwrap_or(0.0).max(floor)
 }
 
 fn both(canary: &ClusteredRatio, control: &ClusteredRatio) -> Result<(f64, f64)> {
@@ -239,7 +283,7 @@ pub fn proportion_difference_pooled(
 ) -> Result<Estimate> {
     let (t, c) = both(canary, control)?;
     let pbar = (canary.sum() + control.sum() + 0.5) / (canary.count() + control.count() + 1.0);
-    let v = canary.variance_at(pbar).unwrap_or(0.0) + control.variance_at(pbar).unwrap_or(0.0);
+    let v = binomial_floored(canary, pbar) + binomial_floored(control, pbar);
     Estimate::new(t - c, v)
 }
 
@@ -263,7 +307,7 @@ pub fn proportion_difference_under_margin(
     let raw = (canary.sum() + control.sum() - nt * delta + 0.5) / (nt + nc + 1.0);
     let pc = if lo <= hi { raw.clamp(lo, hi) } else { 0.5 };
     let pt = pc + delta;
-    let v = canary.variance_at(pt).unwrap_or(0.0) + control.variance_at(pc).unwrap_or(0.0);
+    let v = binomial_floored(canary, pt) + binomial_floored(control, pc);
     Estimate::new(t - c, v)
 }
 
@@ -294,29 +338,44 @@ mod tests {
         assert!((a - b).abs() <= rel * b.abs().max(1e-300), "{a} vs {b}");
     }
 
-    /// Four buckets, hand-made: n = [10, 20, 0, 30], s = [1, 4, 0, 3].
-    /// r = 8/60; V = 4/3 · Σ(s_b − r n_b)² / 60² (clustering.md). Expected values computed
-    /// independently in python3 with fractions:
-    /// `r = F(8,60)`, `ss = sum((s - r*n)**2 for n, s in zip(N, S))`, `V = F(4,3)*ss/3600`.
+    /// Four buckets, hand-made: n = [10, 20, 0, 30], s = [1, 4, 0, 3], so G = 3 non-empty.
+    /// r = 8/60; sandwich = 3/2 · Σ e_b² / 60² = 13/10800, jackknife = 2/3 · Σ (e_b/(60 − n_b))²
+    /// = 17/11250, and V is the larger. Expected values computed independently in python3
+    /// with fractions: `e = [s - r*n ...]`, `sw = F(3,2)*sum(e*e)/3600`,
+    /// `jk = F(2,3)*sum((e/(60-n))**2 for non-empty)`.
     #[test]
-    fn sandwich_variance_golden() {
+    fn cluster_variance_golden() {
         let c = ClusteredRatio::from_buckets(vec![10.0, 20.0, 0.0, 30.0], vec![1.0, 4.0, 0.0, 3.0])
             .unwrap();
         close(c.ratio().unwrap(), 0.133_333_333_333_333_34, 1e-15);
-        // ss = 1/9 + 16/9 + 1 = 26/9; V = 4/3 · 26/9 / 3600 = 26/24300
-        close(c.variance().unwrap(), 0.001_069_958_847_736_625, 1e-12);
-        // centred at 0.2: ss = 1 + 0 + 9 = 10; V = 4/3 · 10 / 3600
-        close(c.variance_at(0.2).unwrap(), 0.003_703_703_703_703_704, 1e-12);
+        // the jackknife is larger here: the 30-value bucket has leverage 1/2
+        close(c.variance().unwrap(), 17.0 / 11250.0, 1e-12);
+        // centred at 0.2
+        close(c.variance_at(0.2).unwrap(), 0.006_933_333_333_333_333, 1e-12);
         assert_eq!(c.non_empty(), 3);
-        // i.i.d. binomial variance r(1−r)/n = (2/15)(13/15)/60 = 26/13500; D = 13500/24300
+        // Kish: 60² / (100 + 400 + 900)
+        close(c.effective_buckets(), 3600.0 / 1400.0, 1e-12);
+        // i.i.d. binomial variance r(1−r)/n = (2/15)(13/15)/60; D = (17/11250) / that
         let v_iid = (2.0 / 15.0) * (13.0 / 15.0) / 60.0;
-        close(c.design_effect(v_iid).unwrap(), 0.555_555_555_555_555_6, 1e-12);
+        close(c.design_effect(v_iid).unwrap(), 0.784_615_384_615_384_6, 1e-12);
         assert_eq!(c.effective_count(v_iid), Some(60.0));
+    }
+
+    #[test]
+    fn one_bucket_carries_no_evidence() {
+        let one = ClusteredRatio::from_buckets(vec![0.0, 50.0, 0.0, 0.0], vec![0.0, 5.0, 0.0, 0.0])
+            .unwrap();
+        assert_eq!(one.variance(), Some(f64::INFINITY));
+        let other =
+            ClusteredRatio::from_buckets(vec![40.0, 0.0, 30.0, 30.0], vec![2.0, 0.0, 1.0, 1.0])
+                .unwrap();
+        assert!(ratio_difference(&one, &other).is_err(), "an infinite variance is no estimate");
     }
 
     /// Two arms of four buckets: canary n = [100, 50, 80, 70], s = [3, 1, 6, 2]; control
     /// n = [90, 60, 75, 75], s = [1, 2, 1, 2]. Expected values from python3 with exact fractions
-    /// (formulas of the module comment; pooled centre p̄ = (12 + 6 + ½)/601; margin centres
+    /// (formulas of the module comment, each arm's V the larger of sandwich and jackknife, and for
+    /// proportions at least the binomial p(1−p)/n at its centre; pooled centre p̄ = (12 + 6 + ½)/601; margin centres
     /// p̃_c = (18 − 300·0.005 + ½)/601 and p̃_t = p̃_c + 0.005).
     #[test]
     fn differences_golden() {
@@ -328,15 +387,15 @@ mod tests {
                 .unwrap();
         let d = ratio_difference(&t, &c).unwrap();
         close(d.theta, 0.02, 1e-12);
-        close(d.variance, 1.816_296_296_296_296_2e-4, 1e-9);
+        close(d.variance, 1.879_364_217_955_839e-4, 1e-9);
         let p = proportion_difference_pooled(&t, &c).unwrap();
         close(p.theta, 0.02, 1e-12);
-        close(p.variance, 2.636_989_746_244_704e-4, 1e-9);
+        close(p.variance, 2.972_970_389_980_248e-4, 1e-9);
         let m = proportion_difference_under_margin(&t, &c, 0.005).unwrap();
-        close(m.variance, 2.303_406_483_329_739_4e-4, 1e-9);
+        close(m.variance, 2.730_511_842_575_306e-4, 1e-9);
         let r = relative_ratio_difference(&t, &c).unwrap();
         close(r.theta, 1.0, 1e-12);
-        close(r.variance, 0.651_851_851_851_851_9, 1e-9);
+        close(r.variance, 0.669_529_263_105_739_8, 1e-9);
     }
 
     #[test]

@@ -64,11 +64,12 @@ pub const CLUSTERED_SRM_RELATIVE_MDE: f64 = 0.2;
 /// users move it far more than binomial noise allows, so [`srm_log_e`] halts healthy rollouts.
 /// Here `arm[b]` are the arm's requests and `total[b]` all requests (every arm) of the users
 /// hashed into bucket b (an assignment-independent hash). The estimate `θ̂ = Σ arm / Σ total − π`
-/// gets the cluster-robust (sandwich) variance
-/// `V = B/(B−1) · Σ_b (arm_b − p̂ total_b)² / N² + π(1−π) · max_b total_b² / N²` with
-/// `p̂ = Σ arm / N`: the second term, the null variance of the heaviest bucket, keeps the
-/// variance from collapsing when a few heavy users carry the traffic and all happen to sit in
-/// the larger arm,
+/// gets the cluster-robust variance
+/// `V = max(G/(G−1) · Σ_b (arm_b − p̂ total_b)² / N², π(1−π)/N) + π(1−π) · max_b total_b² / N²`
+/// (`p̂ = Σ arm / N`, G the non-empty buckets): the binomial floor keeps the variance from collapsing while an
+/// arm has seen few requests (none at the first second of a phase), and the last term, the
+/// null variance of the heaviest bucket, keeps it from collapsing when a few heavy users carry
+/// the traffic and all happen to sit in the larger arm,
 /// and the two-sided normal-mixture mSPRT `½ ln(V/(V+τ²)) + τ²θ̂²/(2V(V+τ²))` with τ from
 /// [`CLUSTERED_SRM_RELATIVE_MDE`]. Returns 0 (no evidence) before
 /// [`MIN_NONEMPTY_BUCKETS`](crate::MIN_NONEMPTY_BUCKETS) buckets hold traffic. A real routing
@@ -99,8 +100,10 @@ pub fn srm_clustered_log_e(arm: &[f64], total: &[f64], share: f64, alpha: f64) -
     if n <= 0.0 || non_empty < crate::cluster::MIN_NONEMPTY_BUCKETS {
         return Ok(0.0);
     }
-    let b = arm.len() as f64;
+    let g = non_empty as f64;
     let share_hat = arm.iter().sum::<f64>() / n;
+    // Residuals around the observed share: a routing bug that moves every bucket the same
+    // way does not inflate them (residuals under π would, and hide the bug).
     let ss: f64 = arm
         .iter()
         .zip(total)
@@ -109,11 +112,13 @@ pub fn srm_clustered_log_e(arm: &[f64], total: &[f64], share: f64, alpha: f64) -
             r * r
         })
         .sum();
-    // Floor: the null variance of the heaviest bucket alone. When a few heavy users carry the
-    // traffic and all happen to sit in the larger arm, the sandwich collapses (their residuals
-    // are about p̂·n instead of (1−π)·n); the floor keeps their share of the variance in.
+    // Floors: the null variance of the heaviest bucket alone (when a few heavy users carry the
+    // traffic and all sit in the larger arm their residuals are about p̂·n instead of
+    // (1−π)·n), and the binomial π(1−π)/N of independent requests (at the start of a phase
+    // an arm may have no request yet: p̂ = 0 and every residual is 0).
     let heaviest = total.iter().copied().fold(0.0, f64::max);
-    let v = b / (b - 1.0) * ss / (n * n) + pi * (1.0 - pi) * heaviest * heaviest / (n * n);
+    let v = (g / (g - 1.0) * ss / (n * n)).max(pi * (1.0 - pi) / n)
+        + pi * (1.0 - pi) * heaviest * heaviest / (n * n);
     let theta = share_hat - pi;
     if !(v > 0.0 && v.is_finite()) {
         return Ok(0.0);
@@ -153,9 +158,9 @@ mod tests {
     }
 
     /// 32 buckets, canary share 0.1. Expected value computed independently in python3:
-    /// `p̂ = Σa/N`, `V = B/(B−1)·Σ(a−p̂n)²/N² + π(1−π)·max(n)²/N²`, `θ = p̂ − π`, `τ = 0.2·0.1·sqrt(C_α)/(z_{0.999}+z_{0.8})`,
+    /// `p̂ = Σa/N`, `V = max(G/(G−1)·Σ(a−p̂n)²/N², π(1−π)/N) + π(1−π)·max(n)²/N²` (G = 32), `θ = p̂ − π`, `τ = 0.2·0.1·sqrt(C_α)/(z_{0.999}+z_{0.8})`,
     /// `ln e = ½ ln(V/(V+τ²)) + τ²θ²/(2V(V+τ²))`.
-    const GOLDEN_CLUSTERED: f64 = 2.307_750_197_117_652;
+    const GOLDEN_CLUSTERED: f64 = 2.272_995_967_923_193_5;
 
     #[test]
     fn clustered_golden() {
@@ -187,6 +192,11 @@ mod tests {
         // routed to the canary: the share moves to about 14.5%, far outside V: alarm
         let arm2: Vec<f64> = arm.iter().zip(&total).map(|(a, t)| a * 0.9 + t * 0.1).collect();
         assert!(srm_clustered_log_e(&arm2, &total, 0.05, 0.001).unwrap() > (1000.0f64).ln());
+        // the first second of a phase: 48 requests of 48 users, none on the 5% arm yet
+        // (probability 0.085): no alarm, where the bare sandwich (all residuals 0) would halt
+        let total: Vec<f64> = (0..128).map(|b| if b < 48 { 1.0 } else { 0.0 }).collect();
+        let none = vec![0.0; 128];
+        assert!(srm_clustered_log_e(&none, &total, 0.05, 0.001).unwrap() < 1.0);
         assert!(srm_clustered_log_e(&[1.0], &[1.0], 0.5, 0.001).is_err());
         assert!(srm_clustered_log_e(&[2.0, 0.0], &[1.0, 1.0], 0.5, 0.001).is_err());
     }

@@ -65,6 +65,8 @@ pub(crate) struct RolloutResult {
     pub(crate) share_percent: f64,
     /// Why: the rollback reason, the pause reason, or empty.
     pub(crate) why: String,
+    /// Simulated second at which each phase began (the first is 0).
+    pub(crate) phase_starts: Vec<u64>,
 }
 
 /// Tells the routing book of every change, and remembers which slots changed.
@@ -106,6 +108,7 @@ struct Live {
     result: Option<RolloutResult>,
     decided: Option<RolloutResult>,
     ring: Vec<Vec<Pending>>,
+    phase_starts: Vec<u64>,
 }
 
 impl Live {
@@ -122,6 +125,7 @@ impl Live {
             phase: self.phase,
             share_percent: self.share_percent,
             why,
+            phase_starts: self.phase_starts.clone(),
         }
     }
 
@@ -131,6 +135,9 @@ impl Live {
             v.state,
             DeploymentState::RollingBack | DeploymentState::RolledBack | DeploymentState::Completed
         ) {
+            if v.phase != self.phase {
+                self.phase_starts.push(secs);
+            }
             self.phase = v.phase;
             self.share_percent = v.share_percent;
         }
@@ -270,6 +277,7 @@ async fn setup(config: &ConfigManager, engine: &Engine, w: &Wave, k: u64) -> Res
         result: None,
         decided: None,
         ring: vec![Vec::new(); RING],
+        phase_starts: vec![0],
     })
 }
 

@@ -92,8 +92,10 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
     for (row, (i, s)) in grid.iter().enumerate() {
         let n = (rollouts / s.rollouts_divisor.max(1)).max(1);
         let mut first = 0;
+        // Waves no larger than a thread's share, so a single row keeps every thread busy.
+        let wave = args.wave.min(n.div_ceil(args.threads as u64)).max(1);
         while first < n {
-            let count = args.wave.min(n - first);
+            let count = wave.min(n - first);
             jobs.push(driver::Wave {
                 scenario: s.clone(),
                 scenario_index: *i,
@@ -177,6 +179,7 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
         wall_secs: t0.elapsed().as_secs_f64(),
     };
     let missed = report::write(&args.out, &settings, &per)?;
+    report::write_rollouts(&args.out, &per)?;
     if args.check && !missed.is_empty() {
         bail!("targets missed: {}", missed.join("; "));
     }

@@ -502,6 +502,24 @@ pub(crate) fn write(out: &Path, settings: &Settings, runs: &[ScenarioRun]) -> Re
     Ok(missed)
 }
 
+/// Writes every simulated rollout, one JSON object per line (scenario, end, seconds, canary
+/// and all requests, phase, share, reason) to `<out>.rollouts.jsonl`.
+pub(crate) fn write_rollouts(out: &Path, runs: &[ScenarioRun]) -> Result<()> {
+    let path = out.with_extension("rollouts.jsonl");
+    let mut text = String::new();
+    for run in runs {
+        for r in &run.results {
+            let mut v = serde_json::to_value(r).context("a rollout result")?;
+            if let serde_json::Value::Object(m) = &mut v {
+                m.insert("scenario".into(), run.scenario.name.clone().into());
+            }
+            text.push_str(&v.to_string());
+            text.push('\n');
+        }
+    }
+    std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
