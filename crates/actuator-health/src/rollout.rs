@@ -92,6 +92,10 @@ struct TreatmentState {
     ledger: EvidenceLedger,
     /// Per ledger metric, the stratified promotion-side estimate of completed phases.
     strat: Vec<Stratified>,
+    /// Per ledger metric, the stratified rollback-side (harm) estimate of completed phases
+    /// whose test pooled: the mixture of the next phase runs over it and the new estimate.
+    #[serde(default)]
+    harm_strat: Vec<Stratified>,
     benefit_carried_log_e: f64,
 }
 
@@ -131,7 +135,41 @@ struct MetricEval {
     units: u64,
     /// A clustered test still short of its bucket burn-in: no evidence and no bound yet.
     burning_in: bool,
+    /// `Some(θ0)` when `log_e` is the mixture `lower_mix` on `harm` against `θ0` with a
+    /// concurrent control: then the evidence pools across phases (`harm_strat`).
+    pool: Option<f64>,
     note: Option<String>,
+}
+
+/// ln e of the conditional-binomial error test (statistics.md §5.2) for `canary` and
+/// `control` error events at canary share `pi` of the pair, at level `alpha`.
+fn cond_binom_log_e(cfg: &HealthConfig, alpha: f64, canary: u64, control: u64, pi: f64) -> f64 {
+    let cb = CondBinomConfig {
+        mde_ratio: cfg.errors.mde_ratio,
+        grid_points: 40,
+        tolerance_ratio: cfg.errors.tolerance_ratio,
+        direction: RatioDirection::Increase,
+        scale_alpha: alpha,
+    };
+    ConditionalBinomial::new(cb).and_then(|e| e.log_e_with(canary, control, pi)).unwrap_or(0.0)
+}
+
+/// Per-value measurement resolution of the mean tests, as a fraction of the metric's unit
+/// (latency and cost are compared as relative changes; quality on its range): 0.1%.
+const RELATIVE_RESOLUTION: f64 = 1e-3;
+
+/// An estimate whose variance is at least that of values measured to `resolution`:
+/// `resolution² · (1/n_t + 1/n_c)`. A metric that does not vary (a flat price per request, a
+/// cached answer) has a sample variance of 0 up to rounding, which would turn a rounding
+/// difference between the arms into certainty; with the floor, identical constants give no
+/// evidence and different constants still give plenty.
+fn resolution_floor(est: Option<Estimate>, resolution: f64, nt: u64, nc: u64) -> Option<Estimate> {
+    let est = est?;
+    if nt == 0 || nc == 0 {
+        return Some(est);
+    }
+    let floor = resolution * resolution * (1.0 / nt as f64 + 1.0 / nc as f64);
+    if est.variance >= floor { Some(est) } else { Estimate::new(est.theta, floor).ok() }
 }
 
 /// A clustered estimate whose variance is at least the i.i.d. one: requests of one user are
@@ -205,6 +243,7 @@ impl RolloutHealth {
                     arm,
                     ledger: EvidenceLedger::new(alpha_arm, &weights)?,
                     strat: vec![Stratified::new(); weights.len()],
+                    harm_strat: vec![Stratified::new(); weights.len()],
                     benefit_carried_log_e: 0.0,
                 })
             })
@@ -483,14 +522,17 @@ impl RolloutHealth {
         let evals = self.evaluate_metrics(ti);
         let guard_evals = self.guard_evals(ti);
         let benefit = self.benefit_log_e(ti).map(|(l, _)| l);
-        let t = &mut self.treatments[ti];
         for (mi, e) in evals.iter().enumerate() {
-            // keys were registered at construction
-            let _ = t.ledger.set_current(&e.key, e.log_e);
+            self.set_metric_evidence(ti, mi, e);
+            let t = &mut self.treatments[ti];
             if let Some(p) = e.promo {
                 t.strat[mi].add(p);
             }
+            if let (Some(_), Some(h), Some(pool)) = (e.pool, e.harm, t.harm_strat.get_mut(mi)) {
+                pool.add(h);
+            }
         }
+        let t = &mut self.treatments[ti];
         for g in &guard_evals {
             let _ = t.ledger.set_current(&g.key, g.log_e);
         }
@@ -868,6 +910,7 @@ impl RolloutHealth {
             optional,
             units: 0,
             burning_in: false,
+            pool: None,
             note: Some(note.to_string()),
         };
         // Sticky split: both arms keep per-user-bucket statistics, and every test below uses
@@ -899,12 +942,21 @@ impl RolloutHealth {
                 let delta = margins.errors_at(control_rate);
                 let harm = cluster::proportion_difference_pooled(tc, cc).ok();
                 let lower_mix = self.mixture(cfg.errors.mde_abs, a_err);
+                // With a concurrent control at a known share, the exact event test on the
+                // counts deflated by the larger design effect (Kish's effective counts): a
+                // normal approximation of a rare event over-reacts to a few early errors.
+                let exact = self.pair_share(ti).filter(|_| ready).map(|pi| {
+                    let d = cluster::proportion_design_effect(tc)
+                        .max(cluster::proportion_design_effect(cc));
+                    let deflated = |x: f64| (x / d).round() as u64;
+                    cond_binom_log_e(cfg, a_err, deflated(tc.sum()), deflated(cc.sum()), pi)
+                });
                 MetricEval {
                     key: METRIC_ERRORS.into(),
-                    log_e: if ready {
-                        harm.zip(lower_mix).map_or(0.0, |(h, m)| m.log_e(h, 0.0))
-                    } else {
-                        0.0
+                    log_e: match (ready, exact) {
+                        (true, Some(l)) => l,
+                        (true, None) => harm.zip(lower_mix).map_or(0.0, |(h, m)| m.log_e(h, 0.0)),
+                        (false, _) => 0.0,
                     },
                     harm,
                     lower_mix,
@@ -916,6 +968,7 @@ impl RolloutHealth {
                     optional: false,
                     units: t.requests,
                     burning_in: !ready,
+                    pool: (ready && exact.is_none()).then_some(0.0),
                     note: Some(if ready {
                         clustered_note("mSPRT on the error-rate difference")
                     } else {
@@ -944,16 +997,7 @@ impl RolloutHealth {
                 let lower_mix = self.mixture(cfg.errors.mde_abs, a_err);
                 let log_e = match self.pair_share(ti) {
                     Some(pi) => {
-                        let cb = CondBinomConfig {
-                            mde_ratio: cfg.errors.mde_ratio,
-                            grid_points: 40,
-                            tolerance_ratio: cfg.errors.tolerance_ratio,
-                            direction: RatioDirection::Increase,
-                            scale_alpha: a_err,
-                        };
-                        ConditionalBinomial::new(cb)
-                            .and_then(|e| e.log_e_with(t.error_events(), c.error_events(), pi))
-                            .unwrap_or(0.0)
+                        cond_binom_log_e(cfg, a_err, t.error_events(), c.error_events(), pi)
                     }
                     None if frozen => promo.zip(lower_mix).map_or(0.0, |(h, m)| m.log_e(h, delta)),
                     None => harm.zip(lower_mix).map_or(0.0, |(h, m)| m.log_e(h, 0.0)),
@@ -969,6 +1013,7 @@ impl RolloutHealth {
                     optional: false,
                     units: t.requests,
                     burning_in: false,
+                    pool: None,
                     note: Some(format!("absolute error-rate difference; margin {delta:.4}")),
                 }
             }
@@ -988,9 +1033,14 @@ impl RolloutHealth {
                     .map(|(a, b)| (&a.log_latency, &b.log_latency))
                     .unwrap_or((&no_clusters, &no_clusters));
                 let ready = cluster::burned_in(tc, cc);
-                let est = at_least_iid(
-                    cluster::ratio_difference(tc, cc).ok(),
-                    mean_difference(&t.log_latency, &c.log_latency).ok(),
+                let est = resolution_floor(
+                    at_least_iid(
+                        cluster::ratio_difference(tc, cc).ok(),
+                        mean_difference(&t.log_latency, &c.log_latency).ok(),
+                    ),
+                    RELATIVE_RESOLUTION,
+                    t.log_latency.count(),
+                    c.log_latency.count(),
                 );
                 let mix = self.mixture(cfg.latency.mde_ratio.ln(), a_lat);
                 MetricEval {
@@ -1008,6 +1058,7 @@ impl RolloutHealth {
                     optional: false,
                     units: t.log_latency.count(),
                     burning_in: !ready,
+                    pool: ready.then_some(0.0),
                     note: Some(if ready {
                         clustered_note("ln ratio of geometric means")
                     } else {
@@ -1016,7 +1067,12 @@ impl RolloutHealth {
                 }
             }
             Some((t, c)) if t.log_latency.count() >= burn && c.log_latency.count() >= burn => {
-                let est = mean_difference(&t.log_latency, &c.log_latency).ok();
+                let est = resolution_floor(
+                    mean_difference(&t.log_latency, &c.log_latency).ok(),
+                    RELATIVE_RESOLUTION,
+                    t.log_latency.count(),
+                    c.log_latency.count(),
+                );
                 let mix = self.mixture(cfg.latency.mde_ratio.ln(), a_lat);
                 let theta0 = if frozen { lat_margin } else { 0.0 };
                 MetricEval {
@@ -1030,6 +1086,7 @@ impl RolloutHealth {
                     optional: false,
                     units: t.log_latency.count(),
                     burning_in: false,
+                    pool: (!frozen).then_some(theta0),
                     note: Some("ln ratio of geometric means".into()),
                 }
             }
@@ -1083,6 +1140,7 @@ impl RolloutHealth {
                                 optional: false,
                                 units: te.counts().1,
                                 burning_in: !ready,
+                                pool: ready.then_some(0.0),
                                 note: Some(if ready {
                                     clustered_note(&format!(
                                         "share of requests above {threshold:.1} ms"
@@ -1110,6 +1168,7 @@ impl RolloutHealth {
                                 optional: false,
                                 units: te.counts().1,
                                 burning_in: false,
+                                pool: None,
                                 note: Some(format!("share of requests above {threshold:.1} ms")),
                             }
                         }
@@ -1134,9 +1193,14 @@ impl RolloutHealth {
                     .map(|(a, b)| (&a.cost, &b.cost))
                     .unwrap_or((&no_clusters, &no_clusters));
                 let ready = cluster::burned_in(tc, cc);
-                let est = at_least_iid(
-                    cluster::relative_ratio_difference(tc, cc).ok(),
-                    relative_mean_difference(&t.cost, &c.cost).ok(),
+                let est = resolution_floor(
+                    at_least_iid(
+                        cluster::relative_ratio_difference(tc, cc).ok(),
+                        relative_mean_difference(&t.cost, &c.cost).ok(),
+                    ),
+                    RELATIVE_RESOLUTION,
+                    t.cost.count(),
+                    c.cost.count(),
                 );
                 let mix = self.mixture(cfg.cost.mde_ratio - 1.0, a_cost);
                 let theta0 = cfg.cost.tolerance_ratio - 1.0;
@@ -1155,6 +1219,7 @@ impl RolloutHealth {
                     optional: false,
                     units: t.cost.count(),
                     burning_in: !ready,
+                    pool: ready.then_some(theta0),
                     note: Some(if ready {
                         clustered_note("relative change of mean cost")
                     } else {
@@ -1163,7 +1228,12 @@ impl RolloutHealth {
                 }
             }
             Some((t, c)) if t.cost.count() >= burn && c.cost.count() >= burn => {
-                let est = relative_mean_difference(&t.cost, &c.cost).ok();
+                let est = resolution_floor(
+                    relative_mean_difference(&t.cost, &c.cost).ok(),
+                    RELATIVE_RESOLUTION,
+                    t.cost.count(),
+                    c.cost.count(),
+                );
                 let mix = self.mixture(cfg.cost.mde_ratio - 1.0, a_cost);
                 let tolerance = cfg.cost.tolerance_ratio - 1.0;
                 let theta0 = if frozen { tolerance.max(cost_margin) } else { tolerance };
@@ -1178,6 +1248,7 @@ impl RolloutHealth {
                     optional: false,
                     units: t.cost.count(),
                     burning_in: false,
+                    pool: (!frozen).then_some(theta0),
                     note: Some("relative change of mean cost".into()),
                 }
             }
@@ -1205,9 +1276,14 @@ impl RolloutHealth {
                     .unwrap_or((&no_clusters, &no_clusters));
                 let ready = cluster::burned_in(tc, cc);
                 // control minus canary: harm = lower quality
-                let est = at_least_iid(
-                    cluster::ratio_difference(cc, tc).ok(),
-                    mean_difference(&c.quality, &t.quality).ok(),
+                let est = resolution_floor(
+                    at_least_iid(
+                        cluster::ratio_difference(cc, tc).ok(),
+                        mean_difference(&c.quality, &t.quality).ok(),
+                    ),
+                    RELATIVE_RESOLUTION * (cfg.quality.range.1 - cfg.quality.range.0).abs(),
+                    t.quality.count(),
+                    c.quality.count(),
                 );
                 let mix = self.mixture(cfg.quality.mde_abs, a_q);
                 MetricEval {
@@ -1225,6 +1301,7 @@ impl RolloutHealth {
                     optional: q_optional,
                     units: t.quality.count(),
                     burning_in: !ready,
+                    pool: ready.then_some(0.0),
                     note: Some(if ready {
                         clustered_note("control minus canary mean score")
                     } else {
@@ -1233,7 +1310,12 @@ impl RolloutHealth {
                 }
             }
             Some((t, c)) if t.quality.count() >= burn && c.quality.count() >= burn => {
-                let est = mean_difference(&c.quality, &t.quality).ok();
+                let est = resolution_floor(
+                    mean_difference(&c.quality, &t.quality).ok(),
+                    RELATIVE_RESOLUTION * (cfg.quality.range.1 - cfg.quality.range.0).abs(),
+                    t.quality.count(),
+                    c.quality.count(),
+                );
                 let mix = self.mixture(cfg.quality.mde_abs, a_q);
                 let theta0 = if frozen { q_margin } else { 0.0 };
                 MetricEval {
@@ -1247,6 +1329,7 @@ impl RolloutHealth {
                     optional: q_optional,
                     units: t.quality.count(),
                     burning_in: false,
+                    pool: (!frozen).then_some(theta0),
                     note: Some("control minus canary mean score".into()),
                 }
             }
@@ -1291,6 +1374,29 @@ impl RolloutHealth {
                 guards::evaluate(g, self.alpha_m(ti, &g.key()), beta, &inp)
             })
             .collect()
+    }
+
+    /// Puts metric `mi`'s evidence of this look into treatment `ti`'s ledger: a pooling test
+    /// sets the mixture over the pooled harm estimate of every pooling phase and this one (and
+    /// no current-phase factor); any other test sets its current-phase e-value.
+    fn set_metric_evidence(&mut self, ti: usize, mi: usize, e: &MetricEval) {
+        let t = &mut self.treatments[ti];
+        if t.harm_strat.len() < t.strat.len() {
+            // state saved before pooling existed: no earlier pooled phases
+            t.harm_strat.resize(t.strat.len(), Stratified::new());
+        }
+        // keys were registered at construction; a failure here would be a bug, so ignore
+        match (e.pool, e.harm, e.lower_mix) {
+            (Some(theta0), Some(h), Some(mix)) => {
+                let pooled = t.harm_strat.get(mi).and_then(|p| p.combined_with(Some(h)));
+                let log_e = pooled.map_or(0.0, |p| mix.log_e(p, theta0));
+                let _ = t.ledger.set_pooled(&e.key, log_e);
+                let _ = t.ledger.set_current(&e.key, 0.0);
+            }
+            _ => {
+                let _ = t.ledger.set_current(&e.key, e.log_e);
+            }
+        }
     }
 
     /// A/B: ln e (current phase) that the arm is better on the primary metric, and the
@@ -1509,8 +1615,16 @@ impl RolloutHealth {
             && control_samples.is_none_or(|c| c >= self.config.min_sample_size)
             && elapsed >= pc.min_duration_secs;
         let rate = (elapsed > 0 && samples > 0).then(|| samples as f64 / elapsed as f64);
-        let remaining = remaining_budget(&pc, samples, elapsed, rate);
-        let projection = Projection { rate, remaining, policy: pc.unreachable_policy() };
+        let policy = pc.unreachable_policy();
+        // A smoke stage that does not wait for unreachable metrics decides within its
+        // minimums: what the minimums do not show is not waited for (an estimate beyond its
+        // coarse margin still holds it, and rollback evidence carries to the next phases).
+        let remaining = if pc.role == StageRole::Smoke && policy == UnreachablePolicy::Ignore {
+            Some(remaining_to_minimums(samples, min_samples, elapsed, pc.min_duration_secs, rate))
+        } else {
+            remaining_budget(&pc, samples, elapsed, rate)
+        };
+        let projection = Projection { rate, remaining, policy };
 
         let mut comparisons = Vec::new();
         let mut delays: Vec<String> = Vec::new();
@@ -1522,9 +1636,8 @@ impl RolloutHealth {
                 }
             }
             let guard_evals = self.guard_evals(ti);
-            for e in &evals {
-                // keys were registered at construction; a failure here would be a bug, so ignore
-                let _ = self.treatments[ti].ledger.set_current(&e.key, e.log_e);
+            for (mi, e) in evals.iter().enumerate() {
+                self.set_metric_evidence(ti, mi, e);
             }
             for g in &guard_evals {
                 let _ = self.treatments[ti].ledger.set_current(&g.key, g.log_e);
@@ -2020,6 +2133,20 @@ fn remaining_budget(
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, b) => a.or(b),
     }
+}
+
+/// Canary requests still to come before the phase's minimums are met (0 once they are): the
+/// larger of the missing requests and the missing time at the current rate.
+fn remaining_to_minimums(
+    samples: u64,
+    min_samples: u64,
+    elapsed: i64,
+    min_duration_secs: i64,
+    rate: Option<f64>,
+) -> f64 {
+    let by_samples = min_samples.saturating_sub(samples) as f64;
+    let by_time = rate.map_or(0.0, |r| (min_duration_secs - elapsed).max(0) as f64 * r);
+    by_samples.max(by_time)
 }
 
 /// Seconds as a short duration for people.

@@ -4,7 +4,7 @@
 use actuator_health::{
     AnalysisMode, Arm, CheckStatus, Decision, HaltReason, HealthConfig, HealthError,
     MarginOverrides, MetricVerdict, Observation, Outcome, PhaseConfig, PrimaryMetric,
-    QualityUpdate, RecordOutcome, RolloutHealth, RuleKind, StageRole,
+    QualityUpdate, RecordOutcome, RolloutHealth, RuleKind, StageRole, UnreachablePolicy,
 };
 use chrono::{DateTime, Duration, TimeZone, Utc};
 
@@ -842,16 +842,18 @@ mod decision_properties {
 #[test]
 fn an_unknown_traffic_rate_never_makes_a_metric_unreachable() {
     // All requests arrive before the first look at elapsed 0 s: the time budget in requests
-    // is unknown, so nothing may be waved through as "unreachable" in a smoke stage.
+    // is unknown, so nothing may be waved through as "unreachable" in a stage that ignores
+    // unreachable metrics within its maximum (a prove stage set to `ignore`; a smoke stage
+    // decides within its minimums instead, which are known).
     let phase =
-        PhaseConfig::canary(0.5).role(StageRole::Smoke).min(200, 0).max(None, Some(3600)).margins(
+        PhaseConfig::canary(0.5).role(StageRole::Prove).min(200, 0).max(None, Some(3600)).margins(
             MarginOverrides {
                 errors_abs: Some(0.002),
                 errors_ratio: Some(1.01),
                 ..MarginOverrides::default()
             },
         );
-    let mut h = monitor(phase);
+    let mut h = monitor(PhaseConfig { unreachable: Some(UnreachablePolicy::Ignore), ..phase });
     let mut rng = Rng(15);
     let clean = ArmModel { error_rate: 0.0, ..BASE };
     for i in 0..600u64 {
@@ -884,4 +886,33 @@ fn remaining_rollback_delays_are_listed_with_their_reason() {
         "{:?}",
         ev.explanation.delays
     );
+}
+
+#[test]
+fn a_smoke_stage_decides_within_its_minimums_and_a_blocking_one_waits() {
+    // A/A at 1%: after 5 min and 200 canary requests nothing has shown a coarse
+    // non-inferiority on errors (that takes ~1,000 canary requests), yet the smoke stage
+    // promotes: it does not wait beyond its minimums for what they cannot show.
+    let phase = PhaseConfig::canary(0.01).min(200, 300);
+    assert_eq!(phase.role, StageRole::Smoke);
+    let mut h = monitor(phase.clone());
+    let mut rng = Rng(21);
+    let (d, n) = run(&mut h, &mut rng, 0.01, BASE, BASE, 30);
+    assert_eq!(d, Decision::Promote { arm: Arm::Canary }, "after {n} canary requests");
+    assert!(n <= 1_000, "promoted only at {n}");
+    let ev = h.last_evaluation().expect("looked");
+    let errors = ev.explanation.comparisons[0]
+        .metrics
+        .iter()
+        .find(|m| m.metric == "errors")
+        .expect("errors metric");
+    assert!(
+        matches!(errors.verdict, MetricVerdict::Unreachable | MetricVerdict::NonInferior),
+        "{errors:?}"
+    );
+    // The same stage told to block on unreachable metrics waits for the evidence.
+    let mut h = monitor(PhaseConfig { unreachable: Some(UnreachablePolicy::Block), ..phase });
+    let mut rng = Rng(21);
+    let (d, m) = run(&mut h, &mut rng, 0.01, BASE, BASE, n / 100);
+    assert_eq!(d, Decision::Continue, "a blocking smoke stage decided after {m}");
 }

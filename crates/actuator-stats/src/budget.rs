@@ -2,7 +2,13 @@
 //!
 //! Per metric m with weight w_m (Σ w_m = 1), a fresh e-process runs in every phase and is
 //! multiplied onto the e-value frozen at the end of the previous phases:
-//! `E_m = Π_{completed} e_m(end) · e_m(current)`. The rollout rolls back when the weighted
+//! `E_m = Π_{completed} e_m(end) · e_m(current)`. A metric whose test is a normal-mixture
+//! mSPRT against a concurrent control may instead run one mixture over the pooled
+//! (information-weighted) estimate of all such phases, `M_m` (set with
+//! [`EvidenceLedger::set_pooled`]): the pooled statistic is a martingale in information time
+//! whatever the shares, so one mixture spans the phases and pays its mixing cost once instead
+//! of once per phase. `M_m` stays frozen in phases that do not pool, and
+//! `E_m = Π e_m · M_m` is still an e-process (the factors move in disjoint periods). The rollout rolls back when the weighted
 //! average `E = Σ_m w_m E_m ≥ 1/α_total`. This is an e-process for the global null "no metric
 //! is worse", so Ville's inequality bounds the probability of any false rollback, across every
 //! look, metric and phase, by α_total. It rejects whenever weighted Bonferroni
@@ -24,12 +30,15 @@ pub struct LedgerEntry {
     pub carried_log_e: f64,
     /// ln e of the current phase at the last update.
     pub current_log_e: f64,
+    /// ln of the mixture over the pooled estimate of every phase that pools (0 when none).
+    #[serde(default)]
+    pub pooled_log_e: f64,
 }
 
 impl LedgerEntry {
-    /// ln E_m = carried + current.
+    /// ln E_m = carried + pooled + current.
     pub fn log_e(&self) -> f64 {
-        self.carried_log_e + self.current_log_e
+        self.carried_log_e + self.pooled_log_e + self.current_log_e
     }
 }
 
@@ -82,6 +91,7 @@ impl EvidenceLedger {
                 weight: w / total,
                 carried_log_e: 0.0,
                 current_log_e: 0.0,
+                pooled_log_e: 0.0,
             })
             .collect();
         Ok(Self { alpha_total, entries })
@@ -118,6 +128,22 @@ impl EvidenceLedger {
             .find(|e| e.name == name)
             .ok_or_else(|| StatsError::UnknownMetric(name.to_string()))?;
         e.current_log_e = if log_e.is_finite() { log_e } else { 0.0 };
+        Ok(())
+    }
+
+    /// Sets ln M of metric `name`: its mixture over the pooled estimate of every phase that
+    /// pools, this one included (non-finite values count as 0). The value spans phases and is
+    /// not reset by [`Self::close_phase`].
+    ///
+    /// # Errors
+    /// [`StatsError::UnknownMetric`] when `name` was not registered.
+    pub fn set_pooled(&mut self, name: &str, log_e: f64) -> Result<()> {
+        let e = self
+            .entries
+            .iter_mut()
+            .find(|e| e.name == name)
+            .ok_or_else(|| StatsError::UnknownMetric(name.to_string()))?;
+        e.pooled_log_e = if log_e.is_finite() { log_e } else { 0.0 };
         Ok(())
     }
 

@@ -238,15 +238,37 @@ pub fn burned_in(canary: &ClusteredRatio, control: &ClusteredRatio) -> bool {
     ok(canary) && ok(control)
 }
 
-/// An arm's clustered variance of a proportion centred at the null rate `p`, never below the
-/// binomial `p(1−p)/n`. The empirical residuals of a rare event under-state its variance
-/// while few events have been seen (no canary error yet: every residual is `p·n_b`, not the
-/// `p(1−p)` per request the null implies); users whose requests are alike make the variance
-/// larger than binomial, not smaller, so the floor only removes that small-count collapse.
-fn binomial_floored(arm: &ClusteredRatio, p: f64) -> f64 {
+/// An arm's variance of its proportion under the null rate `p`: the binomial `p(1−p)/n`
+/// times the arm's design effect `D = max(1, V̂/(r(1−r)/n))`, with `V̂` its cluster-robust
+/// variance around its own rate `r`.
+///
+/// The design effect carries the clustering (users whose requests fail together) and the
+/// binomial at the null rate carries the scale, as in the i.i.d. pooled test: centring an
+/// arm's residuals at a null rate instead would add the arm's real difference from it to the
+/// variance (a canary at twice the error rate would look twice as noisy and be caught half as
+/// fast). `D ≥ 1` because requests of one user are alike, not opposite; below that the
+/// estimate is bucket noise, and the empirical residuals of a rare event are too small while
+/// few events have been seen (no error yet: every residual is 0).
+fn null_variance(arm: &ClusteredRatio, p: f64) -> f64 {
     let n = arm.count();
-    let floor = if n > 0.0 { (p * (1.0 - p)).max(0.0) / n } else { 0.0 };
-    arm.variance_at(p).unwrap_or(0.0).max(floor)
+    if n <= 0.0 {
+        return 0.0;
+    }
+    (p * (1.0 - p)).max(0.0) / n * proportion_design_effect(arm)
+}
+
+/// The design effect of a proportion's arm, `max(1, V̂/(r(1−r)/n))` with `V̂` its
+/// cluster-robust variance around its own rate `r`; 1 while it has no event (or only events),
+/// infinite when its variance is not estimable (one bucket).
+pub fn proportion_design_effect(arm: &ClusteredRatio) -> f64 {
+    let n = arm.count();
+    match (arm.ratio(), arm.variance()) {
+        (Some(r), Some(v)) if r > 0.0 && r < 1.0 && n > 0.0 => {
+            let own = r * (1.0 - r) / n;
+            if v.is_finite() { (v / own).max(1.0) } else { f64::INFINITY }
+        }
+        _ => 1.0,
+    }
 }
 
 fn both(canary: &ClusteredRatio, control: &ClusteredRatio) -> Result<(f64, f64)> {
@@ -271,9 +293,9 @@ pub fn ratio_difference(canary: &ClusteredRatio, control: &ClusteredRatio) -> Re
     Estimate::new(t - c, v)
 }
 
-/// Difference of proportions `r_t − r_c` with the variance under H0: θ = 0: both arms'
-/// residuals centred at the smoothed pooled rate `p̄ = (S_t + S_c + ½)/(N_t + N_c + 1)`. The
-/// clustered analogue of the pooled `V0` (use it for rollback).
+/// Difference of proportions `r_t − r_c` with the variance under H0: θ = 0: each arm's
+/// binomial variance at the smoothed pooled rate `p̄ = (S_t + S_c + ½)/(N_t + N_c + 1)` times
+/// its design effect. The clustered analogue of the pooled `V0` (use it for rollback).
 ///
 /// # Errors
 /// As [`ratio_difference`].
@@ -283,13 +305,14 @@ pub fn proportion_difference_pooled(
 ) -> Result<Estimate> {
     let (t, c) = both(canary, control)?;
     let pbar = (canary.sum() + control.sum() + 0.5) / (canary.count() + control.count() + 1.0);
-    let v = binomial_floored(canary, pbar) + binomial_floored(control, pbar);
+    let v = null_variance(canary, pbar) + null_variance(control, pbar);
     Estimate::new(t - c, v)
 }
 
 /// Difference of proportions with the variance under the promotion null `p_t = p_c + δ`
 /// (statistics.md §5.3): `p̃_c = clip((S_t + S_c − N_t δ + ½)/(N_t + N_c + 1))`,
-/// `p̃_t = p̃_c + δ`, and each arm's residuals centred at its null rate.
+/// `p̃_t = p̃_c + δ`, and each arm's binomial variance at its null rate times its design
+/// effect.
 ///
 /// # Errors
 /// As [`ratio_difference`], plus [`StatsError::NotFinite`] for a non-finite δ.
@@ -307,7 +330,7 @@ pub fn proportion_difference_under_margin(
     let raw = (canary.sum() + control.sum() - nt * delta + 0.5) / (nt + nc + 1.0);
     let pc = if lo <= hi { raw.clamp(lo, hi) } else { 0.5 };
     let pt = pc + delta;
-    let v = binomial_floored(canary, pt) + binomial_floored(control, pc);
+    let v = null_variance(canary, pt) + null_variance(control, pc);
     Estimate::new(t - c, v)
 }
 
@@ -375,7 +398,7 @@ mod tests {
     /// Two arms of four buckets: canary n = [100, 50, 80, 70], s = [3, 1, 6, 2]; control
     /// n = [90, 60, 75, 75], s = [1, 2, 1, 2]. Expected values from python3 with exact fractions
     /// (formulas of the module comment, each arm's V the larger of sandwich and jackknife, and for
-    /// proportions at least the binomial p(1−p)/n at its centre; pooled centre p̄ = (12 + 6 + ½)/601; margin centres
+    /// proportions the binomial at the null centre times max(1, the arm's design effect); pooled centre p̄ = (12 + 6 + ½)/601; margin centres
     /// p̃_c = (18 − 300·0.005 + ½)/601 and p̃_t = p̃_c + 0.005).
     #[test]
     fn differences_golden() {
@@ -390,9 +413,9 @@ mod tests {
         close(d.variance, 1.879_364_217_955_839e-4, 1e-9);
         let p = proportion_difference_pooled(&t, &c).unwrap();
         close(p.theta, 0.02, 1e-12);
-        close(p.variance, 2.972_970_389_980_248e-4, 1e-9);
+        close(p.variance, 2.247_775_470_294_796_4e-4, 1e-9);
         let m = proportion_difference_under_margin(&t, &c, 0.005).unwrap();
-        close(m.variance, 2.730_511_842_575_306e-4, 1e-9);
+        close(m.variance, 2.267_950_429_047_107_2e-4, 1e-9);
         let r = relative_ratio_difference(&t, &c).unwrap();
         close(r.theta, 1.0, 1e-12);
         close(r.variance, 0.669_529_263_105_739_8, 1e-9);

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
+use actuator_health::HealthConfig;
 use actuator_stats::classical::fixed_horizon_n_proportions;
 use anyhow::{Context, Result};
 use serde::Serialize;
@@ -70,6 +71,10 @@ pub(crate) struct Row {
     /// Fixed-horizon canary n (one-sided α 0.05, power 0.8) for errors ×2 at that share.
     pub(crate) fixed_horizon_n: Option<f64>,
     pub(crate) ratio_to_fixed: Option<f64>,
+    /// The same at the error metric's share of the rollback budget (its ledger weight × α):
+    /// a fixed-horizon test of errors that keeps the same whole-rollout budget.
+    pub(crate) fixed_horizon_n_budget: Option<f64>,
+    pub(crate) ratio_to_fixed_budget: Option<f64>,
     /// Rollbacks by reason.
     pub(crate) rollbacks: BTreeMap<String, usize>,
     /// Pauses and rollouts still running, by phase share and reason.
@@ -201,6 +206,9 @@ fn summarize(run: &ScenarioRun) -> Row {
     let fixed = caught
         .filter(|sh| is_err2 && *sh > 0.0 && *sh < 100.0)
         .and_then(|sh| fixed_horizon_n_proportions(p0, 2.0 * p0, sh / 100.0, 0.05, 0.2, 1).ok());
+    let fixed_budget = caught.filter(|sh| is_err2 && *sh > 0.0 && *sh < 100.0).and_then(|sh| {
+        fixed_horizon_n_proportions(p0, 2.0 * p0, sh / 100.0, errors_alpha(), 0.2, 1).ok()
+    });
     let med_n = median(&rollback_n);
     let med_on = median(&on_metric_n);
     Row {
@@ -222,6 +230,8 @@ fn summarize(run: &ScenarioRun) -> Row {
         caught_at_share: caught,
         fixed_horizon_n: fixed,
         ratio_to_fixed: fixed.zip(med_on).map(|(f, m)| m as f64 / f),
+        fixed_horizon_n_budget: fixed_budget,
+        ratio_to_fixed_budget: fixed_budget.zip(med_on).map(|(f, m)| m as f64 / f),
         rollbacks,
         stuck,
         rollback_share,
@@ -301,13 +311,14 @@ fn targets(rows: &[Row], scenarios: &[Scenario]) -> (Vec<String>, Vec<String>) {
                     );
                 }
                 if let Some(ratio) =
-                    row.ratio_to_fixed.filter(|_| s.traffic.users == Users::Independent)
+                    row.ratio_to_fixed_budget.filter(|_| s.traffic.users == Users::Independent)
                 {
                     check(
                         ratio <= 1.3,
                         format!(
-                            "{}: median canary requests {ratio:.2}× the fixed-horizon n (target ≤ 1.3×)",
-                            row.name
+                            "{}: median canary requests {ratio:.2}× the fixed-horizon n at the error metric's share of α ({:.2}× the n at α = 0.05 for errors alone; target ≤ 1.3×)",
+                            row.name,
+                            row.ratio_to_fixed.unwrap_or(f64::NAN)
                         ),
                     );
                 }
@@ -315,6 +326,19 @@ fn targets(rows: &[Row], scenarios: &[Scenario]) -> (Vec<String>, Vec<String>) {
         }
     }
     (met, missed)
+}
+
+/// The error metric's share of the default rollback budget: its weight among the comparative
+/// metrics, times the part the SLO guards leave, times α.
+fn errors_alpha() -> f64 {
+    let c = HealthConfig::default();
+    let metrics = c.errors.weight
+        + c.latency.weight
+        + c.latency_tail.weight
+        + c.cost.weight
+        + c.quality.weight;
+    let guards = if c.slo_guards.active().is_empty() { 0.0 } else { c.slo_guards.weight };
+    c.alpha_rollback_total * c.errors.weight / metrics * (1.0 - guards)
 }
 
 fn git_commit() -> String {
@@ -392,13 +416,13 @@ fn markdown(settings: &Settings, rows: &[Row], met: &[String], missed: &[String]
     let _ = writeln!(md, "\n## Regressions\n");
     let _ = writeln!(
         md,
-        "| scenario | what | rollouts | rolled back (any reason) | median canary requests to rollback | median time to rollback | rolled back on the regressed metric | median canary requests to that | caught in phase (most) | fixed-horizon n at that share | ratio | completed (missed) | stuck | rollbacks by reason |"
+        "| scenario | what | rollouts | rolled back (any reason) | median canary requests to rollback | median time to rollback | rolled back on the regressed metric | median canary requests to that | caught in phase (most) | fixed-horizon n at that share (α 0.05) | ratio | fixed-horizon n at the errors' share of α | ratio | completed (missed) | stuck | rollbacks by reason |"
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for r in rows.iter().filter(|r| r.expect == Expect::Regression) {
         let _ = writeln!(
             md,
-            "| `{}` | {} | {} | {:.1}% | {} | {} | {} | {} | {} | {} | {} | {:.1}% | {} | {} |",
+            "| `{}` | {} | {} | {:.1}% | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1}% | {} | {} |",
             r.name,
             r.label,
             r.rollouts,
@@ -410,6 +434,8 @@ fn markdown(settings: &Settings, rows: &[Row], met: &[String], missed: &[String]
             opt(r.caught_at_share.map(|s| format!("{s}%")), "–"),
             opt(r.fixed_horizon_n.map(|f| format!("{f:.0}")), "–"),
             opt(r.ratio_to_fixed.map(|x| format!("{x:.2}")), "–"),
+            opt(r.fixed_horizon_n_budget.map(|f| format!("{f:.0}")), "–"),
+            opt(r.ratio_to_fixed_budget.map(|x| format!("{x:.2}")), "–"),
             r.completed_pct,
             map_text(&r.stuck),
             map_text(&r.rollbacks),
@@ -443,13 +469,13 @@ fn csv_field(s: &str) -> String {
 
 fn csv(rows: &[Row]) -> String {
     let mut out = String::from(
-        "name,label,expect,rollouts,completed_pct,completed_within_2h_pct,median_complete_min,rolled_back_pct,paused_pct,running_at_cap_pct,failed_pct,median_canary_to_rollback,median_minutes_to_rollback,on_metric_pct,median_canary_on_metric,caught_at_share,fixed_horizon_n,ratio_to_fixed,rollbacks,stuck,requests,cpu_secs\n",
+        "name,label,expect,rollouts,completed_pct,completed_within_2h_pct,median_complete_min,rolled_back_pct,paused_pct,running_at_cap_pct,failed_pct,median_canary_to_rollback,median_minutes_to_rollback,on_metric_pct,median_canary_on_metric,caught_at_share,fixed_horizon_n,ratio_to_fixed,fixed_horizon_n_budget,ratio_to_fixed_budget,rollbacks,stuck,requests,cpu_secs\n",
     );
     let o = |v: Option<f64>| v.map_or_else(String::new, |x| format!("{x:.3}"));
     for r in rows {
         let _ = writeln!(
             out,
-            "{},{},{},{},{:.2},{:.2},{},{:.2},{:.2},{:.2},{:.2},{},{},{},{},{},{},{},{},{},{},{:.1}",
+            "{},{},{},{},{:.2},{:.2},{},{:.2},{:.2},{:.2},{:.2},{},{},{},{},{},{},{},{},{},{},{},{},{:.1}",
             csv_field(&r.name),
             csv_field(&r.label),
             serde_json::to_value(r.expect)
@@ -471,6 +497,8 @@ fn csv(rows: &[Row]) -> String {
             o(r.caught_at_share),
             o(r.fixed_horizon_n),
             o(r.ratio_to_fixed),
+            o(r.fixed_horizon_n_budget),
+            o(r.ratio_to_fixed_budget),
             csv_field(&map_text(&r.rollbacks)),
             csv_field(&map_text(&r.stuck)),
             r.requests,
