@@ -7,7 +7,7 @@
 use std::collections::VecDeque;
 
 use actuator_stats::classical::{two_proportion_z_test, welch_t_test};
-use actuator_stats::cluster::{self, MIN_NONEMPTY_BUCKETS};
+use actuator_stats::cluster::{self, MIN_EFFECTIVE_BUCKETS, MIN_NONEMPTY_BUCKETS};
 use actuator_stats::estimate::{
     mean_difference, proportion_difference_pooled, proportion_difference_under_margin,
     relative_mean_difference,
@@ -922,9 +922,11 @@ impl RolloutHealth {
         let no_clusters = ClusteredRatio::default();
         let burn_note = |t: &ClusteredRatio, c: &ClusteredRatio| {
             format!(
-                "burn-in: a clustered test counts from {MIN_NONEMPTY_BUCKETS} non-empty user buckets per arm (canary {}, control {}); the catastrophic guard acts before",
+                "burn-in: a clustered test counts from {MIN_NONEMPTY_BUCKETS} non-empty and {MIN_EFFECTIVE_BUCKETS:.0} effective user buckets per arm (canary {} and {:.1}, control {} and {:.1}); the catastrophic guard and the SLO guards act before",
                 t.non_empty(),
-                c.non_empty()
+                t.effective_buckets(),
+                c.non_empty(),
+                c.effective_buckets()
             )
         };
         let clustered_note =

@@ -916,3 +916,95 @@ fn a_smoke_stage_decides_within_its_minimums_and_a_blocking_one_waits() {
     let (d, m) = run(&mut h, &mut rng, 0.01, BASE, BASE, n / 100);
     assert_eq!(d, Decision::Continue, "a blocking smoke stage decided after {m}");
 }
+
+#[test]
+fn a_latency_regression_too_small_for_one_phase_is_caught_by_the_pooled_evidence() {
+    // Latency ×1.07 over phases of 1,000 canary requests each: one phase alone rarely reaches
+    // latency's share of the budget, the mixture over the pooled estimate of all of them does.
+    let slow = ArmModel { median_ms: BASE.median_ms * 1.07, ..BASE };
+    let mut caught = 0;
+    let mut pooled_beyond_phase = 0;
+    for seed in 0..20u64 {
+        let mut h = monitor(PhaseConfig::canary(0.5).min(1_000_000, 0));
+        let mut rng = Rng(100 + seed);
+        for phase in 0..6i64 {
+            let (d, _) = run(&mut h, &mut rng, 0.5, slow, BASE, 10);
+            if let Decision::Rollback { rules, .. } = &d {
+                assert!(rules.iter().any(|r| r.metric == "latency"), "{rules:?}");
+                caught += 1;
+                let ev = h.last_evaluation().expect("looked");
+                let lat = ev.explanation.comparisons[0]
+                    .metrics
+                    .iter()
+                    .find(|m| m.metric == "latency")
+                    .expect("latency");
+                if phase > 0 && lat.log_e_phase < (1.0 / lat.alpha).ln() {
+                    pooled_beyond_phase += 1;
+                }
+                break;
+            }
+            let next = t0() + Duration::hours(phase + 1);
+            h.start_phase(PhaseConfig::canary(0.5).min(1_000_000, 0), next).expect("next phase");
+        }
+    }
+    assert!(caught >= 18, "caught in {caught} of 20");
+    assert!(
+        pooled_beyond_phase >= 10,
+        "the pooled evidence decided {pooled_beyond_phase} of {caught}"
+    );
+}
+
+#[test]
+fn an_equal_candidate_over_many_phases_keeps_the_budget() {
+    // A/A over six phases of 1,000 canary requests: the pooled mixtures and the products
+    // together stay inside α = 0.05 (expected about 1 rollback in 40; 5 would be 4 standard
+    // deviations above α).
+    let mut rollbacks = 0;
+    for seed in 0..40u64 {
+        let mut h = monitor(PhaseConfig::canary(0.5).min(1_000_000, 0));
+        let mut rng = Rng(500 + seed);
+        for phase in 0..6i64 {
+            let (d, _) = run(&mut h, &mut rng, 0.5, BASE, BASE, 10);
+            if matches!(d, Decision::Rollback { .. }) {
+                rollbacks += 1;
+                break;
+            }
+            let next = t0() + Duration::hours(phase + 1);
+            h.start_phase(PhaseConfig::canary(0.5).min(1_000_000, 0), next).expect("next phase");
+        }
+    }
+    assert!(rollbacks <= 5, "{rollbacks} false rollbacks in 40");
+}
+
+#[test]
+fn a_flat_price_per_request_gives_no_evidence_and_a_higher_flat_price_is_caught() {
+    let run_flat = |canary_cost: f64, seed: u64| {
+        let mut h = monitor(PhaseConfig::canary(0.05).min(1_000_000, 0));
+        let mut rng = Rng(seed);
+        let mut id = 0u64;
+        for look in 1..=60i64 {
+            for k in 0..400u64 {
+                id += 1;
+                let canary = k % 20 == 0;
+                let arm = if canary { Arm::Canary } else { Arm::Control };
+                let o = obs(&mut rng, id, arm, BASE).cost(if canary { canary_cost } else { 0.002 });
+                h.record(&o).expect("valid");
+            }
+            let ev = h.look(t0() + Duration::seconds(look));
+            if ev.decision != Decision::Continue {
+                return (ev.decision, h);
+            }
+        }
+        (Decision::Continue, h)
+    };
+    // Identical constants: rounding differences between the arms' sums are no evidence.
+    let (d, h) = run_flat(0.002, 31);
+    assert!(!matches!(d, Decision::Rollback { .. }), "{d:?}");
+    let ev = h.last_evaluation().expect("looked");
+    let cost = ev.explanation.comparisons[0].metrics.iter().find(|m| m.metric == "cost");
+    assert!(cost.is_some_and(|m| m.log_e_total < 1.0 && m.estimate == Some(0.0)), "{cost:?}");
+    // A flat price 50% higher: caught, on cost.
+    let (d, _) = run_flat(0.003, 32);
+    let Decision::Rollback { rules, .. } = d else { panic!("expected a rollback, got {d:?}") };
+    assert!(rules.iter().any(|r| r.metric == "cost"), "{rules:?}");
+}

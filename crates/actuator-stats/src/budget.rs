@@ -212,6 +212,36 @@ mod tests {
     }
 
     #[test]
+    fn pooled_evidence_spans_phases_and_multiplies_with_the_rest() {
+        let mut l = ledger();
+        // phase 1: latency pools (ln M = 1.5), errors multiply (ln e = 0.5)
+        l.set_pooled("latency", 1.5).unwrap();
+        l.set_current("errors", 0.5).unwrap();
+        l.close_phase();
+        let lat = l.entry("latency").unwrap();
+        assert_eq!((lat.carried_log_e, lat.pooled_log_e, lat.current_log_e), (0.0, 1.5, 0.0));
+        // phase 2: the pooled mixture is replaced, not multiplied, by its value over both
+        l.set_pooled("latency", 2.0).unwrap();
+        l.set_current("errors", 0.25).unwrap();
+        assert!((l.entry("latency").unwrap().log_e() - 2.0).abs() < 1e-12);
+        assert!((l.entry("errors").unwrap().log_e() - 0.75).abs() < 1e-12);
+        // a phase that does not pool (the watch step) multiplies its own factor onto it
+        l.close_phase();
+        l.set_current("latency", 0.5).unwrap();
+        assert!((l.entry("latency").unwrap().log_e() - 2.5).abs() < 1e-12);
+        assert!(l.set_pooled("nope", 1.0).is_err());
+        l.set_pooled("latency", f64::NAN).unwrap();
+        assert!((l.entry("latency").unwrap().log_e() - 0.5).abs() < 1e-12, "NaN counts as 0");
+        // the pooled part survives a round trip, and older state without it reads as 0
+        let back: EvidenceLedger =
+            serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
+        assert_eq!(back, l);
+        let old = r#"{"name":"x","weight":1.0,"carried_log_e":0.5,"current_log_e":0.0}"#;
+        let e: LedgerEntry = serde_json::from_str(old).unwrap();
+        assert_eq!(e.pooled_log_e, 0.0);
+    }
+
+    #[test]
     fn weighted_bonferroni_implies_average() {
         let mut l = ledger();
         assert!((l.combined_log_e()).abs() < 1e-12, "all e = 1 gives E = 1");

@@ -33,7 +33,9 @@ pub mod sketch;
 pub mod srm;
 
 pub use budget::{EvidenceLedger, LedgerEntry, LedgerVerdict};
-pub use cluster::{ClusteredRatio, DEFAULT_CLUSTER_BUCKETS, MIN_NONEMPTY_BUCKETS};
+pub use cluster::{
+    ClusteredRatio, DEFAULT_CLUSTER_BUCKETS, MIN_EFFECTIVE_BUCKETS, MIN_NONEMPTY_BUCKETS,
+};
 pub use cond_binom::{CondBinomConfig, ConditionalBinomial, RatioDirection, q_ratio};
 pub use error::{Result, StatsError};
 pub use estimate::Stratified;

@@ -392,9 +392,13 @@ async fn drive(w: &Wave) -> Result<WaveOutput> {
             }
         }
         out.requests += batch.len() as u64;
-        if !batch.is_empty() {
-            let r =
-                engine.report(std::mem::take(&mut batch)).await.context("reporting outcomes")?;
+        // In batches the engine accepts (a larger one is refused whole).
+        while !batch.is_empty() {
+            let rest = batch.split_off(batch.len().min(MAX_BATCH));
+            let r = engine
+                .report(std::mem::replace(&mut batch, rest))
+                .await
+                .context("reporting outcomes")?;
             out.rejected += r.rejected;
         }
         while !quality.is_empty() {
