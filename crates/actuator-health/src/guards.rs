@@ -10,6 +10,10 @@
 //! the whole rollout inside α_total. With no reference at all (rolling, immediate, blue-green
 //! without a compared phase) the only testable hypothesis is the threshold itself: the term is
 //! the e-process of "the canary is beyond the threshold".
+//!
+//! Under a sticky split the rate guards count the effective sample (deflated by the design
+//! effect) and the cost and quality guards use the larger of the i.i.d. and the
+//! cluster-robust variance.
 
 use actuator_stats::estimate::{
     mean_difference, mean_vs_reference, proportion_difference_under_margin,
@@ -17,7 +21,9 @@ use actuator_stats::estimate::{
 };
 use actuator_stats::{Estimate, ExceedanceCounter, HalfNormalMixture, RunningStats};
 
-use crate::aggregate::ArmStats;
+use actuator_stats::{ClusteredRatio, cluster};
+
+use crate::aggregate::{ArmClusters, ArmStats};
 use crate::config::{GuardKind, SloGuard};
 use crate::decision::{CheckReport, CheckStatus};
 
@@ -238,6 +244,25 @@ fn rate_parts(
     }
 }
 
+/// Both arms' cluster statistics, when the split is sticky.
+fn clustered<'a>(
+    t: &'a ArmStats,
+    r: Option<&'a ArmStats>,
+) -> Option<(&'a ArmClusters, &'a ArmClusters)> {
+    t.clusters.as_deref().zip(r.and_then(|r| r.clusters.as_deref()))
+}
+
+/// An i.i.d. estimate with the larger of its variance and the clustered one (the cost and
+/// quality guards under a sticky split, as the comparative tests do).
+fn clustered_at_least(iid: Estimate, clustered: Option<Estimate>) -> Estimate {
+    match clustered {
+        Some(c) if c.variance.is_finite() && c.variance > iid.variance => {
+            Estimate::new(iid.theta, c.variance).unwrap_or(iid)
+        }
+        _ => iid,
+    }
+}
+
 fn cost_parts(
     t: &ArmStats,
     inp: &GuardInput<'_>,
@@ -255,6 +280,14 @@ fn cost_parts(
     ) else {
         return Parts::none();
     };
+    let est = clustered_at_least(
+        est,
+        clustered(t, Some(r)).and_then(|(tc, rc)| {
+            cluster::relative_ratio_difference(&tc.cost, &rc.cost)
+                .ok()
+                .filter(|_| cluster::burned_in(&tc.cost, &rc.cost))
+        }),
+    );
     let bound = lower(&mix, est, alpha);
     Parts {
         value: Some(est.theta),
@@ -285,6 +318,14 @@ fn quality_parts(
     ) else {
         return Parts::none();
     };
+    // Under a sticky split the canary's own mean has its cluster-robust variance.
+    let own = t.clusters.as_deref().map(|c| &c.quality).filter(|c| c.non_empty() >= 2);
+    let vs_threshold = match own.and_then(ClusteredRatio::variance) {
+        Some(v) if v.is_finite() && v > vs_threshold.variance => {
+            Estimate::new(vs_threshold.theta, v).unwrap_or(vs_threshold)
+        }
+        _ => vs_threshold,
+    };
     let mean = q.mean().unwrap_or(f64::NAN);
     let beyond_confident = lower(&mix, vs_threshold, alpha).is_some_and(|l| l > 0.0);
     let (log_e_b, bound, stable_breaks, reference_value) = match inp.reference {
@@ -292,6 +333,14 @@ fn quality_parts(
         Some(r) if r.quality.count() < inp.burn_in => (0.0, None, false, r.quality.mean()),
         Some(r) => match mean_difference(&r.quality, q) {
             Ok(est) => {
+                let est = clustered_at_least(
+                    est,
+                    clustered(t, Some(r)).and_then(|(tc, rc)| {
+                        cluster::ratio_difference(&rc.quality, &tc.quality)
+                            .ok()
+                            .filter(|_| cluster::burned_in(&tc.quality, &rc.quality))
+                    }),
+                );
                 let rm = r.quality.mean();
                 (
                     mix.log_e(est, guard.margin),

@@ -270,6 +270,13 @@ pub(crate) struct StartArgs {
     /// Seconds each phase lasts at least.
     #[arg(long, conflicts_with = "file")]
     pub(crate) min_duration: Option<u64>,
+    /// One canary phase with its own settings, repeated per phase in order, e.g.
+    /// `--phase percent=5,min_samples=500,min_secs=600 --phase percent=25,role=prove,errors_abs=0.01`.
+    /// Keys: percent (required), role (smoke|prove|watch), min_samples, min_secs, max_secs,
+    /// errors_abs, errors_ratio, latency_ratio, cost_ratio, quality_abs (promotion margins),
+    /// unreachable (ignore|block), on_inconclusive (hold|promote_if_no_alarm|rollback).
+    #[arg(long = "phase", value_parser = parse_phase, conflicts_with_all = ["file", "phases", "min_samples", "min_duration"])]
+    pub(crate) phase: Vec<serde_json::Value>,
     /// Roll back gradually (100 → 50 → 25 → 5 → 1 → 0) instead of all at once.
     #[arg(long, conflicts_with = "file")]
     pub(crate) gradual_rollback: bool,
@@ -386,4 +393,62 @@ pub(crate) struct SimulateArgs {
     pub(crate) seed: Option<u64>,
     #[command(flatten)]
     pub(crate) remote: Remote,
+}
+
+/// Parses one `--phase key=value,...` into a canary phase of the deployment request (the
+/// daemon checks each value's range and names the field it refuses).
+fn parse_phase(spec: &str) -> Result<serde_json::Value, String> {
+    use serde_json::{Map, Value, json};
+    let mut phase = Map::new();
+    let mut margins = Map::new();
+    for part in spec.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (key, value) = part
+            .split_once('=')
+            .ok_or_else(|| format!("{part:?}: expected key=value (e.g. percent=5)"))?;
+        let (key, value) = (key.trim(), value.trim());
+        let number = || {
+            value
+                .parse::<f64>()
+                .ok()
+                .filter(|v| v.is_finite())
+                .ok_or_else(|| format!("{key}: expected a number, got {value:?}"))
+        };
+        let count = || {
+            value
+                .parse::<u64>()
+                .map_err(|_| format!("{key}: expected a whole number, got {value:?}"))
+        };
+        match key {
+            "percent" => {
+                phase.insert("traffic_percent".into(), json!(number()?));
+            }
+            "min_samples" => {
+                phase.insert("min_samples".into(), json!(count()?));
+            }
+            "min_secs" => {
+                phase.insert("min_duration_secs".into(), json!(count()?));
+            }
+            "max_secs" => {
+                phase.insert("max_duration_secs".into(), json!(count()?));
+            }
+            "role" | "unreachable" | "on_inconclusive" => {
+                phase.insert(key.into(), Value::String(value.to_owned()));
+            }
+            "errors_abs" | "errors_ratio" | "latency_ratio" | "cost_ratio" | "quality_abs" => {
+                margins.insert(key.into(), json!(number()?));
+            }
+            other => {
+                return Err(format!(
+                    "unknown phase key {other:?} (percent, role, min_samples, min_secs, max_secs, errors_abs, errors_ratio, latency_ratio, cost_ratio, quality_abs, unreachable, on_inconclusive)"
+                ));
+            }
+        }
+    }
+    if !phase.contains_key("traffic_percent") {
+        return Err("every --phase needs percent=N (the canary share in percent)".into());
+    }
+    if !margins.is_empty() {
+        phase.insert("margins".into(), Value::Object(margins));
+    }
+    Ok(Value::Object(phase))
 }

@@ -179,7 +179,9 @@ pub(crate) fn start_request(a: &StartArgs) -> anyhow::Result<Value> {
     req.insert("slot".into(), json!(slot));
     req.insert("candidate".into(), candidate);
     req.insert("strategy".into(), json!(strategy.as_str()));
-    if !a.phases.is_empty() || a.min_samples.is_some() || a.min_duration.is_some() {
+    if !a.phase.is_empty() {
+        req.insert("canary".into(), json!({"phases": a.phase}));
+    } else if !a.phases.is_empty() || a.min_samples.is_some() || a.min_duration.is_some() {
         let shares: &[f64] = if a.phases.is_empty() { &DEFAULT_PHASES } else { &a.phases };
         if let Some(bad) = shares.iter().find(|p| !(p.is_finite() && **p > 0.0 && **p <= 100.0)) {
             anyhow::bail!("--phases: every share must be a percentage in (0, 100], got {bad}");
@@ -337,6 +339,55 @@ mod tests {
             json!({"traffic_percent": 1.0, "min_samples": 300, "min_duration_secs": 2, "max_duration_secs": 3600})
         );
         assert_eq!(phases[2]["traffic_percent"], 100.0);
+
+        let a = parse(&[
+            "--slot",
+            "s",
+            "--strategy",
+            "canary",
+            "--version",
+            "2",
+            "--phase",
+            "percent=5,min_samples=500,min_secs=600,max_secs=7200,unreachable=block",
+            "--phase",
+            "percent=50, role=prove, errors_abs=0.01, latency_ratio=1.2",
+            "--phase",
+            "percent=100",
+        ])
+        .unwrap();
+        let r = start_request(&a).unwrap();
+        assert_eq!(
+            r["canary"]["phases"],
+            json!([
+                {"traffic_percent": 5.0, "min_samples": 500, "min_duration_secs": 600, "max_duration_secs": 7200, "unreachable": "block"},
+                {"traffic_percent": 50.0, "role": "prove", "margins": {"errors_abs": 0.01, "latency_ratio": 1.2}},
+                {"traffic_percent": 100.0}
+            ])
+        );
+        for bad in
+            ["min_secs=5", "percent=5,colour=red", "percent=five", "percent=5,min_samples=-1"]
+        {
+            let err =
+                parse(&["--slot", "s", "--strategy", "canary", "--version", "2", "--phase", bad])
+                    .unwrap_err()
+                    .to_string();
+            assert!(err.contains("--phase"), "{bad}: {err}");
+        }
+        assert!(
+            parse(&[
+                "--slot",
+                "s",
+                "--strategy",
+                "canary",
+                "--version",
+                "2",
+                "--phase",
+                "percent=5",
+                "--phases",
+                "1,100"
+            ])
+            .is_err()
+        );
 
         let a = parse(&["--slot", "s", "--strategy", "blue_green", "--version", "3"]).unwrap();
         let r = start_request(&a).unwrap();
