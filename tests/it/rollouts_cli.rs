@@ -229,13 +229,31 @@ fn status_watch_redraws_until_the_rollout_ends() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Drain stdout while the watch runs, so it never blocks on a full pipe.
+    // Drain stdout while the watch runs (so it never blocks on a full pipe), keeping what
+    // it drew so far where the test can look.
     let mut pipe = watch.stdout.take().unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = seen.clone();
     let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        std::io::Read::read_to_string(&mut pipe, &mut s).map(|_| s)
+        let mut buf = [0u8; 4096];
+        loop {
+            match std::io::Read::read(&mut pipe, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n])),
+            }
+        }
+        sink.lock().unwrap().clone()
     });
-    std::thread::sleep(Duration::from_millis(2500));
+    // Two drawings while the rollout is active, however slow the machine is.
+    let deadline = Instant::now() + WAIT;
+    while seen.lock().unwrap().matches("----").count() < 2 {
+        assert!(
+            watch.try_wait().unwrap().is_none(),
+            "the watch ended while the rollout was active"
+        );
+        assert!(Instant::now() < deadline, "no second drawing: {}", seen.lock().unwrap());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     assert!(watch.try_wait().unwrap().is_none(), "the watch ended while the rollout was active");
     d.cli_ok(&["rollout", "abort", &id]);
     let deadline = Instant::now() + WAIT;
@@ -247,7 +265,7 @@ fn status_watch_redraws_until_the_rollout_ends() {
         std::thread::sleep(Duration::from_millis(100));
     }
     let out = watch.wait_with_output().unwrap();
-    let stdout = reader.join().unwrap().unwrap();
+    let stdout = reader.join().unwrap();
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.matches("----").count() >= 2, "it redrew at least twice:\n{stdout}");
     assert!(stdout.contains("ARM") || stdout.contains("no traffic reported yet"), "{stdout}");
