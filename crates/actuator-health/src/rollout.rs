@@ -154,6 +154,19 @@ fn cond_binom_log_e(cfg: &HealthConfig, alpha: f64, canary: u64, control: u64, p
     ConditionalBinomial::new(cb).and_then(|e| e.log_e_with(canary, control, pi)).unwrap_or(0.0)
 }
 
+/// ln e of the conditional-binomial test of "the canary's event rate is higher" for any rare
+/// event (requests above a latency threshold), tuned to a rate ratio `mde_ratio`.
+fn event_log_e(mde_ratio: f64, alpha: f64, canary: u64, control: u64, pi: f64) -> f64 {
+    let cb = CondBinomConfig {
+        mde_ratio,
+        grid_points: 40,
+        tolerance_ratio: 1.0,
+        direction: RatioDirection::Increase,
+        scale_alpha: alpha,
+    };
+    ConditionalBinomial::new(cb).and_then(|e| e.log_e_with(canary, control, pi)).unwrap_or(0.0)
+}
+
 /// Per-value measurement resolution of the mean tests, as a fraction of the metric's unit
 /// (latency and cost are compared as relative changes; quality on its range): 0.1%.
 const RELATIVE_RESOLUTION: f64 = 1e-3;
@@ -1122,12 +1135,31 @@ impl RolloutHealth {
                             let ready = cluster::burned_in(tc, cc);
                             let harm = cluster::proportion_difference_pooled(tc, cc).ok();
                             let mix = *test.mixture();
+                            // As for errors: exceedances are rare events, so the exact event
+                            // test on effective counts, tuned to the MDE at the frozen
+                            // quantile's base rate (1 − q; ×2 for a fixed SLO threshold).
+                            let exact = self.pair_share(ti).filter(|_| ready).map(|pi| {
+                                let d = cluster::proportion_design_effect(tc)
+                                    .max(cluster::proportion_design_effect(cc));
+                                let deflated = |x: f64| (x / d).round() as u64;
+                                let ratio = tt
+                                    .quantile
+                                    .map_or(2.0, |q| 1.0 + tt.mde_abs / (1.0 - q).max(1e-6))
+                                    .clamp(1.05, 20.0);
+                                event_log_e(
+                                    ratio,
+                                    a,
+                                    deflated(tc.sum()),
+                                    deflated(cc.sum()),
+                                    pi,
+                                )
+                            });
                             MetricEval {
                                 key: tt.key.clone(),
-                                log_e: if ready {
-                                    harm.map_or(0.0, |h| mix.log_e(h, 0.0))
-                                } else {
-                                    0.0
+                                log_e: match (ready, exact) {
+                                    (true, Some(l)) => l,
+                                    (true, None) => harm.map_or(0.0, |h| mix.log_e(h, 0.0)),
+                                    (false, _) => 0.0,
                                 },
                                 harm,
                                 lower_mix: Some(mix),
@@ -1142,7 +1174,7 @@ impl RolloutHealth {
                                 optional: false,
                                 units: te.counts().1,
                                 burning_in: !ready,
-                                pool: ready.then_some(0.0),
+                                pool: (ready && exact.is_none()).then_some(0.0),
                                 note: Some(if ready {
                                     clustered_note(&format!(
                                         "share of requests above {threshold:.1} ms"
