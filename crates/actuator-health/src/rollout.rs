@@ -1146,13 +1146,7 @@ impl RolloutHealth {
                                     .quantile
                                     .map_or(2.0, |q| 1.0 + tt.mde_abs / (1.0 - q).max(1e-6))
                                     .clamp(1.05, 20.0);
-                                event_log_e(
-                                    ratio,
-                                    a,
-                                    deflated(tc.sum()),
-                                    deflated(cc.sum()),
-                                    pi,
-                                )
+                                event_log_e(ratio, a, deflated(tc.sum()), deflated(cc.sum()), pi)
                             });
                             MetricEval {
                                 key: tt.key.clone(),
