@@ -26,6 +26,7 @@ use actuator_stats::{ClusteredRatio, cluster};
 use crate::aggregate::{ArmClusters, ArmStats};
 use crate::config::{GuardKind, SloGuard};
 use crate::decision::{CheckReport, CheckStatus};
+use crate::rollout::widened;
 
 /// What one guard needs: the canary, the reference (if any) and, for latency guards, the
 /// exceedance counters at the guard's threshold.
@@ -252,17 +253,6 @@ fn clustered<'a>(
     t.clusters.as_deref().zip(r.and_then(|r| r.clusters.as_deref()))
 }
 
-/// An i.i.d. estimate with the larger of its variance and the clustered one (the cost and
-/// quality guards under a sticky split, as the comparative tests do).
-fn clustered_at_least(iid: Estimate, clustered: Option<Estimate>) -> Estimate {
-    match clustered {
-        Some(c) if c.variance.is_finite() && c.variance > iid.variance => {
-            Estimate::new(iid.theta, c.variance).unwrap_or(iid)
-        }
-        _ => iid,
-    }
-}
-
 fn cost_parts(
     t: &ArmStats,
     inp: &GuardInput<'_>,
@@ -280,7 +270,7 @@ fn cost_parts(
     ) else {
         return Parts::none();
     };
-    let est = clustered_at_least(
+    let est = widened(
         est,
         clustered(t, Some(r)).and_then(|(tc, rc)| {
             cluster::relative_ratio_difference(&tc.cost, &rc.cost)
@@ -333,7 +323,7 @@ fn quality_parts(
         Some(r) if r.quality.count() < inp.burn_in => (0.0, None, false, r.quality.mean()),
         Some(r) => match mean_difference(&r.quality, q) {
             Ok(est) => {
-                let est = clustered_at_least(
+                let est = widened(
                     est,
                     clustered(t, Some(r)).and_then(|(tc, rc)| {
                         cluster::ratio_difference(&rc.quality, &tc.quality)

@@ -189,9 +189,17 @@ fn resolution_floor(est: Option<Estimate>, resolution: f64, nt: u64, nc: u64) ->
 /// alike, not opposite, so a cluster-robust variance below the i.i.d. variance is the noise
 /// of a small number of buckets, never information.
 fn at_least_iid(clustered: Option<Estimate>, iid: Option<Estimate>) -> Option<Estimate> {
-    match (clustered, iid) {
-        (Some(c), Some(i)) if i.variance > c.variance => Estimate::new(c.theta, i.variance).ok(),
-        (c, _) => c,
+    clustered.map(|c| widened(c, iid))
+}
+
+/// `base` with the larger of its variance and `other`'s (a finite one): the one rule behind
+/// "never below the i.i.d. variance" here and "at least the clustered variance" in the guards.
+pub(crate) fn widened(base: Estimate, other: Option<Estimate>) -> Estimate {
+    match other {
+        Some(o) if o.variance.is_finite() && o.variance > base.variance => {
+            Estimate::new(base.theta, o.variance).unwrap_or(base)
+        }
+        _ => base,
     }
 }
 
