@@ -67,7 +67,13 @@ pub(crate) struct RolloutResult {
     pub(crate) why: String,
     /// Simulated second at which each phase began (the first is 0).
     pub(crate) phase_starts: Vec<u64>,
+    /// Per phase reached, the last item that held it (a metric, `min_samples`,
+    /// `min_duration`), sampled every [`HOLD_SAMPLE_SECS`]; empty when nothing held it.
+    pub(crate) held_by: Vec<String>,
 }
+
+/// How often the simulation reads what holds each rollout.
+const HOLD_SAMPLE_SECS: u64 = 30;
 
 /// Tells the routing book of every change, and remembers which slots changed.
 struct Sink {
@@ -109,6 +115,7 @@ struct Live {
     decided: Option<RolloutResult>,
     ring: Vec<Vec<Pending>>,
     phase_starts: Vec<u64>,
+    held_by: Vec<String>,
 }
 
 impl Live {
@@ -126,6 +133,18 @@ impl Live {
             share_percent: self.share_percent,
             why,
             phase_starts: self.phase_starts.clone(),
+            held_by: self.held_by.clone(),
+        }
+    }
+
+    /// Notes what holds the rollout in its current phase.
+    fn note_holding(&mut self, v: &RolloutView) {
+        if v.phase != self.phase {
+            return;
+        }
+        let Some(h) = v.last_decision.as_ref().and_then(|d| d.holding.clone()) else { return };
+        if let Some(last) = self.held_by.last_mut() {
+            *last = h;
         }
     }
 
@@ -137,6 +156,7 @@ impl Live {
         ) {
             if v.phase != self.phase {
                 self.phase_starts.push(secs);
+                self.held_by.push(String::new());
             }
             self.phase = v.phase;
             self.share_percent = v.share_percent;
@@ -278,6 +298,7 @@ async fn setup(config: &ConfigManager, engine: &Engine, w: &Wave, k: u64) -> Res
         decided: None,
         ring: vec![Vec::new(); RING],
         phase_starts: vec![0],
+        held_by: vec![String::new()],
     })
 }
 
@@ -419,6 +440,12 @@ async fn drive(w: &Wave) -> Result<WaveOutput> {
             }
             let v = engine.view(&lives[i].id).await.context("reading a rollout")?;
             lives[i].observe(&v, sec + 1);
+        }
+        if (sec + 1) % HOLD_SAMPLE_SECS == 0 {
+            for live in lives.iter_mut().filter(|l| l.running()) {
+                let v = engine.view(&live.id).await.context("reading a rollout")?;
+                live.note_holding(&v);
+            }
         }
         out.simulated_secs = sec + 1;
         if lives.iter().all(|l| !l.running()) {
