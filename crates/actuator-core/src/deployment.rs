@@ -150,6 +150,10 @@ pub enum UnreachableMetric {
     Block,
     /// It is reported and does not hold the phase (unless its estimate is beyond the margin).
     Ignore,
+    /// The phase decides within its minimums and leaves what they did not prove to a later
+    /// prove phase, which pools the evidence of both (unless its estimate is beyond the
+    /// margin). Needs a later prove phase; the default of a prove phase that one follows.
+    Defer,
 }
 
 /// What an inconclusive phase does.
@@ -194,6 +198,27 @@ impl CanaryPhase {
     /// The phase's role: the one given, or the default for its share.
     pub fn effective_role(&self) -> PhaseRole {
         self.role.unwrap_or_else(|| PhaseRole::for_percent(self.traffic_percent))
+    }
+
+    /// The policy of phase `i` of `phases` for metrics it cannot decide: its own, else
+    /// `defer` for a prove phase that a later prove phase follows (the later one pools the
+    /// evidence and proves the rest), `block` for the last prove phase, `ignore` for smoke
+    /// and watch phases.
+    pub fn effective_unreachable(phases: &[Self], i: usize) -> Option<UnreachableMetric> {
+        let p = phases.get(i)?;
+        if let Some(u) = p.unreachable {
+            return Some(u);
+        }
+        Some(match p.effective_role() {
+            PhaseRole::Smoke | PhaseRole::Watch => UnreachableMetric::Ignore,
+            PhaseRole::Prove if Self::prove_follows(phases, i) => UnreachableMetric::Defer,
+            PhaseRole::Prove => UnreachableMetric::Block,
+        })
+    }
+
+    /// Whether a prove phase comes after phase `i`.
+    fn prove_follows(phases: &[Self], i: usize) -> bool {
+        phases.iter().skip(i + 1).any(|q| q.effective_role() == PhaseRole::Prove)
     }
 
     /// Checks the analysis fields of phase `i` (role, margins): every margin in its range,
@@ -463,6 +488,13 @@ impl DeploymentRequest {
         self.canary.validate()?;
         for (i, p) in self.canary.phases.iter().enumerate() {
             p.validate_analysis(i)?;
+            if p.unreachable == Some(UnreachableMetric::Defer)
+                && !CanaryPhase::prove_follows(&self.canary.phases, i)
+            {
+                return Err(CoreError::InvalidRequest(format!(
+                    "canary.phases[{i}].unreachable: defer needs a later prove phase to prove what this one defers; use block or ignore"
+                )));
+            }
         }
         self.success_criteria.validate()?;
         if self.actor.trim().is_empty() {
@@ -726,5 +758,27 @@ mod tests {
         j["canary"] =
             serde_json::json!({"phases": [{"traffic_percent": 5, "margins": {"colour": 1}}]});
         assert!(req(j).is_err());
+        let e = with(serde_json::json!({"traffic_percent": 25, "unreachable": "defer"}));
+        assert!(e.unwrap_err().to_string().contains("defer needs a later prove phase"));
+    }
+
+    #[test]
+    fn a_prove_phase_defers_to_a_later_prove_phase_by_default() {
+        let d = CanaryConfig::default();
+        let policies: Vec<_> =
+            (0..d.phases.len()).map(|i| CanaryPhase::effective_unreachable(&d.phases, i)).collect();
+        assert_eq!(
+            policies,
+            vec![
+                Some(UnreachableMetric::Ignore),
+                Some(UnreachableMetric::Ignore),
+                Some(UnreachableMetric::Defer),
+                Some(UnreachableMetric::Block),
+                Some(UnreachableMetric::Ignore),
+            ]
+        );
+        let mut own = d.phases;
+        own[2].unreachable = Some(UnreachableMetric::Block);
+        assert_eq!(CanaryPhase::effective_unreachable(&own, 2), Some(UnreachableMetric::Block));
     }
 }

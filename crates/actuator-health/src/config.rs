@@ -584,6 +584,12 @@ pub enum UnreachablePolicy {
     /// It is reported as unreachable and does not hold the stage, provided its estimate is
     /// below the margin (a metric whose estimate is at or beyond its margin always holds).
     Ignore,
+    /// The stage decides within its minimums and passes on what they did not prove: a later
+    /// prove stage shows it with the evidence pooled across stages. A metric not yet
+    /// non-inferior when the minimums are met is reported `deferred` and does not hold the
+    /// stage, provided its estimate is below the margin. For prove stages that another prove
+    /// stage follows; the engine makes it their default.
+    Defer,
 }
 
 /// Per-phase overrides of the promotion margins (statistics.md §5.8). `None` takes the

@@ -131,6 +131,9 @@ pub enum MetricVerdict {
     BeyondMargin,
     /// Not required in this stage (no data by design, quality in a smoke stage, the watch).
     NotRequired,
+    /// Not yet non-inferior within the stage's minimums, in a stage whose policy is `defer`:
+    /// a later prove stage proves it with the pooled evidence; does not hold this one.
+    Deferred,
 }
 
 /// What keeps the rollout in its stage, with a projection at the current traffic.

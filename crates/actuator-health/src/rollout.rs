@@ -1655,7 +1655,11 @@ impl RolloutHealth {
         // A smoke stage that does not wait for unreachable metrics decides within its
         // minimums: what the minimums do not show is not waited for (an estimate beyond its
         // coarse margin still holds it, and rollback evidence carries to the next phases).
-        let remaining = if pc.role == StageRole::Smoke && policy == UnreachablePolicy::Ignore {
+        // A prove stage with the `defer` policy also decides within its minimums and leaves
+        // the rest to the prove stage that follows (which pools this stage's evidence).
+        let within_minimums = (pc.role == StageRole::Smoke && policy == UnreachablePolicy::Ignore)
+            || policy == UnreachablePolicy::Defer;
+        let remaining = if within_minimums {
             Some(remaining_to_minimums(samples, min_samples, elapsed, pc.min_duration_secs, rate))
         } else {
             remaining_budget(&pc, samples, elapsed, rate)
@@ -1846,26 +1850,33 @@ impl RolloutHealth {
         }
         let eta_secs = additional.zip(projection.rate).map(|(n, r)| n as f64 / r);
         let watch = self.phase.config.role == StageRole::Watch;
+        let out_of_reach = if projection.policy == UnreachablePolicy::Defer {
+            MetricVerdict::Deferred
+        } else {
+            MetricVerdict::Unreachable
+        };
         let verdict = if non_inferior {
             MetricVerdict::NonInferior
         } else if e.optional || watch {
             MetricVerdict::NotRequired
         } else if estimate.zip(e.margin).is_some_and(|(x, d)| x >= d) {
             MetricVerdict::BeyondMargin
-        } else if e.burning_in && projection.policy == UnreachablePolicy::Ignore {
+        } else if e.burning_in && projection.policy != UnreachablePolicy::Block {
             // A stage that does not wait for unreachable metrics does not wait for a
             // clustered test to burn in either (a small share of sticky users may never
             // fill enough buckets); the catastrophic guard and the SLO guards still act.
-            MetricVerdict::Unreachable
+            out_of_reach
         } else if additional.zip(projection.remaining).is_some_and(|(n, r)| n as f64 > r) {
-            MetricVerdict::Unreachable
+            out_of_reach
         } else {
             MetricVerdict::Pending
         };
         let blocking = match verdict {
             MetricVerdict::Pending | MetricVerdict::BeyondMargin => true,
             MetricVerdict::Unreachable => projection.policy == UnreachablePolicy::Block,
-            MetricVerdict::NonInferior | MetricVerdict::NotRequired => false,
+            MetricVerdict::NonInferior | MetricVerdict::NotRequired | MetricVerdict::Deferred => {
+                false
+            }
         };
         MetricReport {
             metric: e.key.clone(),
@@ -2009,13 +2020,22 @@ impl RolloutHealth {
                     if let Some(comp) = comparisons.first()
                         && comp.metrics.iter().all(|m| !m.blocking)
                     {
-                        let unreachable: Vec<&str> = comp
-                            .metrics
-                            .iter()
-                            .filter(|m| m.verdict == MetricVerdict::Unreachable)
-                            .map(|m| m.metric.as_str())
-                            .collect();
-                        let msg = if unreachable.is_empty() {
+                        let listed = |v: MetricVerdict| -> Vec<&str> {
+                            comp.metrics
+                                .iter()
+                                .filter(|m| m.verdict == v)
+                                .map(|m| m.metric.as_str())
+                                .collect()
+                        };
+                        let unreachable = listed(MetricVerdict::Unreachable);
+                        let deferred = listed(MetricVerdict::Deferred);
+                        let msg = if !deferred.is_empty() {
+                            format!(
+                                "promote {}: the minimums are met and no metric is beyond its margin; {} not yet non-inferior, deferred to the next prove stage, which pools this stage's evidence",
+                                comp.arm,
+                                deferred.join(", ")
+                            )
+                        } else if unreachable.is_empty() {
                             format!(
                                 "promote {}: every required metric's upper bound is below its margin and the phase minimums are met",
                                 comp.arm

@@ -774,6 +774,45 @@ fn unreachable_metric_is_ignored_in_a_smoke_stage_and_blocks_a_prove_stage() {
 }
 
 #[test]
+fn a_prove_stage_that_defers_promotes_at_its_minimums_unless_an_estimate_is_beyond_its_margin() {
+    // 500 canary requests cannot show errors within +0.5 pp; a prove stage whose policy is
+    // defer (a later prove stage follows) passes errors on at its minimums, long before its
+    // budget of 100,000 requests, and says so.
+    let phase = |errors_abs| PhaseConfig {
+        unreachable: Some(UnreachablePolicy::Defer),
+        ..PhaseConfig::canary(0.5)
+            .role(StageRole::Prove)
+            .min(500, 0)
+            .max(Some(100_000), None)
+            .margins(MarginOverrides { errors_abs: Some(errors_abs), ..MarginOverrides::default() })
+    };
+    let mut h = monitor(phase(0.005));
+    let (d, n) = run(&mut h, &mut Rng(13), 0.5, BASE, BASE, 10);
+    assert_eq!((d, n), (Decision::Promote { arm: Arm::Canary }, 500));
+    let ev = h.last_evaluation().expect("looked");
+    let errors = ev.explanation.comparisons[0].metrics.iter().find(|m| m.metric == "errors");
+    assert_eq!(errors.map(|m| m.verdict), Some(MetricVerdict::Deferred));
+    assert!(
+        ev.explanation.rule.contains("deferred to the next prove stage"),
+        "{}",
+        ev.explanation.rule
+    );
+    // The same stage with block waits for the proof.
+    let mut b =
+        monitor(PhaseConfig { unreachable: Some(UnreachablePolicy::Block), ..phase(0.005) });
+    let (d, _) = run(&mut b, &mut Rng(13), 0.5, BASE, BASE, 10);
+    assert_eq!(d, Decision::Continue);
+    // An estimate beyond its margin is not deferred: it holds the stage.
+    let worse = ArmModel { error_rate: 0.02, ..BASE };
+    let mut w = monitor(phase(0.001));
+    let (d, _) = run(&mut w, &mut Rng(13), 0.5, worse, BASE, 8);
+    assert!(!matches!(d, Decision::Promote { .. }), "{d:?}");
+    let ev = w.last_evaluation().expect("looked");
+    let errors = ev.explanation.comparisons[0].metrics.iter().find(|m| m.metric == "errors");
+    assert_eq!(errors.map(|m| m.verdict), Some(MetricVerdict::BeyondMargin), "{errors:?}");
+}
+
+#[test]
 fn every_look_states_what_holds_the_stage_with_a_projection() {
     let mut h = monitor(PhaseConfig::canary(0.25).min(1000, 0));
     let mut rng = Rng(14);

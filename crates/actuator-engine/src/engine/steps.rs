@@ -57,7 +57,7 @@ pub(super) fn phase_config(
     i: usize,
     st: &EngineStatus,
 ) -> PhaseConfig {
-    use actuator_core::{PhaseRole, UnreachableMetric};
+    use actuator_core::{CanaryPhase, PhaseRole, UnreachableMetric};
     use actuator_health::{MarginOverrides, StageRole, UnreachablePolicy};
     let frac = f64::from(step.share_bp) / 10_000.0;
     let base = match step.kind {
@@ -95,10 +95,12 @@ pub(super) fn phase_config(
             cost_ratio: m.cost_ratio,
             quality_abs: m.quality_abs,
         };
-        cfg.unreachable = p.unreachable.map(|u| match u {
-            UnreachableMetric::Block => UnreachablePolicy::Block,
-            UnreachableMetric::Ignore => UnreachablePolicy::Ignore,
-        });
+        cfg.unreachable =
+            CanaryPhase::effective_unreachable(&req.canary.phases, i).map(|u| match u {
+                UnreachableMetric::Block => UnreachablePolicy::Block,
+                UnreachableMetric::Ignore => UnreachablePolicy::Ignore,
+                UnreachableMetric::Defer => UnreachablePolicy::Defer,
+            });
     }
     cfg
 }
