@@ -1,6 +1,7 @@
 //! Integration tests against the real `actuator` binary.
 
 mod ab_partial;
+mod auth;
 mod bad_input;
 mod chaos;
 mod cli;

@@ -260,7 +260,13 @@ async fn overrides_and_conversation_stickiness_shape_the_split() {
     let (s, e) = resolve(json!({"targetingKey": "u1"})).await;
     assert_eq!(s, 400, "no conversation id, no sticky answer: {e}");
     // A split the router cannot serve is refused before any traffic moves.
-    let (s, _) = call(&c, Method::POST, &format!("{}/v1/rollouts/{id}/abort", d.url), None).await;
+    let (s, _) = call(
+        &c,
+        Method::POST,
+        &format!("{}/v1/rollouts/{id}/abort", d.url),
+        Some(serde_json::json!({})),
+    )
+    .await;
     assert_eq!(s, 200);
     for _ in 0..200 {
         let (_, v) = call(&c, Method::GET, &format!("{}/v1/rollouts/{id}", d.url), None).await;

@@ -55,9 +55,24 @@ impl TestDaemon {
         Self::start_in_with(data_dir, None)
     }
 
+    /// Starts a daemon on a fresh temporary data directory with extra environment
+    /// variables (for example `ACTUATOR_ADMIN_TOKEN`).
+    pub fn start_env(env: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut d = Self::start_full(tmp.path(), None, env);
+        d._tmp = Some(tmp);
+        d
+    }
+
     /// Starts a daemon on `data_dir` with an optional settings file.
     pub fn start_in_with(data_dir: &Path, toml: Option<&str>) -> Self {
+        Self::start_full(data_dir, toml, &[])
+    }
+
+    /// Starts a daemon on `data_dir` with an optional settings file and extra environment.
+    pub fn start_full(data_dir: &Path, toml: Option<&str>, env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(actuator_bin());
+        cmd.envs(env.iter().copied());
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
         if let Some(t) = toml {
             let path = data_dir.join("settings.toml");

@@ -15,6 +15,7 @@ pub mod state;
 pub mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod token;
 
 pub use actuator::{Actuator, ActuatorState};
 pub use audit::{
@@ -34,3 +35,4 @@ pub use store::{
     ObservationBatch, Page, PageRequest, RolloutFilter, RolloutRecord, RolloutUpdate, Store,
     StoreError,
 };
+pub use token::{NewToken, Role, TokenRecord};

@@ -419,6 +419,24 @@ pub trait Store: Send + Sync + 'static {
     /// by the chain; refused like any write when the store is unavailable.
     async fn acknowledge_audit(&self, audit: AuditDraft) -> Result<AuditEntry, StoreError>;
 
+    /// Stores an API token and its audit entry in one transaction. Refused with
+    /// [`StoreError::AlreadyExists`] when the name is taken and with [`StoreError::Invalid`]
+    /// when [`crate::token::MAX_TOKENS`] are stored (both checked in the transaction).
+    async fn create_token(
+        &self,
+        token: crate::token::NewToken,
+        audit: AuditDraft,
+    ) -> Result<crate::token::TokenRecord, StoreError>;
+    /// Every stored token, by name.
+    async fn list_tokens(&self) -> Result<Vec<crate::token::TokenRecord>, StoreError>;
+    /// Deletes a token and appends its audit entry in one transaction;
+    /// [`StoreError::NotFound`] when there is none of that name.
+    async fn revoke_token(
+        &self,
+        name: &str,
+        audit: AuditDraft,
+    ) -> Result<crate::token::TokenRecord, StoreError>;
+
     /// Why the store cannot take writes now; empty when it can. Checks what is cheap to check
     /// (the database file's identity, a pending chain problem, a write that failed for lack of
     /// space, probed again here so the answer clears by itself once space returns).

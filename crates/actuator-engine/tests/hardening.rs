@@ -103,6 +103,23 @@ impl Store for PanicsOn {
     async fn acknowledge_audit(&self, audit: AuditDraft) -> Result<AuditEntry, StoreError> {
         self.inner.acknowledge_audit(audit).await
     }
+    async fn create_token(
+        &self,
+        token: actuator_core::NewToken,
+        audit: AuditDraft,
+    ) -> Result<actuator_core::TokenRecord, StoreError> {
+        self.inner.create_token(token, audit).await
+    }
+    async fn list_tokens(&self) -> Result<Vec<actuator_core::TokenRecord>, StoreError> {
+        self.inner.list_tokens().await
+    }
+    async fn revoke_token(
+        &self,
+        name: &str,
+        audit: AuditDraft,
+    ) -> Result<actuator_core::TokenRecord, StoreError> {
+        self.inner.revoke_token(name, audit).await
+    }
     async fn readiness(&self) -> Vec<String> {
         self.inner.readiness().await
     }

@@ -85,7 +85,8 @@ fn query_rejection(e: QueryRejection) -> ApiError {
     )
 }
 
-/// The acting person or system: the `X-Actuator-Actor` header, else `anonymous`.
+/// The acting person or system, for the audit log: the token's name, or on an open daemon
+/// the `X-Actuator-Actor` header (else `anonymous`). Set by the authorization middleware.
 #[derive(Debug, Clone)]
 pub(crate) struct Actor(pub(crate) String);
 
@@ -93,14 +94,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Actor {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        match parts.headers.get("x-actuator-actor") {
-            None => Ok(Self("anonymous".into())),
-            Some(v) => match v.to_str() {
-                Ok(s) if !s.trim().is_empty() && s.len() <= 128 => Ok(Self(s.trim().to_owned())),
-                _ => Err(ApiError::bad_request(
-                    "the X-Actuator-Actor header must be 1 to 128 visible ASCII characters",
-                )),
-            },
+        match parts.extensions.get::<crate::auth::Principal>() {
+            Some(p) => Ok(Self(p.actor().to_owned())),
+            None => Err(ApiError::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "the request reached a handler without passing the authorization check",
+            )),
         }
     }
 }

@@ -10,6 +10,7 @@
 //! server-sent events). Both resolve against a [`RouteBook`]: a lock-free routing table
 //! derived from the store, refreshed after every change.
 
+mod auth;
 mod error;
 mod extract;
 mod routes;
@@ -32,6 +33,7 @@ use std::future::Future;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
+pub use auth::{Access, AuthSettings, OPEN_ACTOR, Principal, TokenTable, access};
 pub use error::ApiError;
 pub use routes::ofrep::{OFREP_EVENTS_PATH, OFREP_MAX_BODY_BYTES};
 pub use routes::resolve::MAX_BATCH;
@@ -51,6 +53,7 @@ struct Inner {
     config: ConfigManager,
     routes: RouteBook,
     engine: std::sync::OnceLock<actuator_engine::Engine>,
+    auth: auth::Auth,
 }
 
 impl std::fmt::Debug for AppState {
@@ -65,8 +68,22 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     /// State over a configuration manager (which holds the store and notifiers) and a routing
     /// book, which should read the same store.
+    /// The daemon is open (no authentication) until a token is stored.
     pub fn new(config: ConfigManager, routes: RouteBook) -> Self {
-        Self { inner: Arc::new(Inner { config, routes, engine: std::sync::OnceLock::new() }) }
+        Self::with_auth(config, routes, AuthSettings::default())
+    }
+
+    /// State with authentication settings; the token table starts empty (see
+    /// [`AppState::reload_tokens`]).
+    pub fn with_auth(config: ConfigManager, routes: RouteBook, settings: AuthSettings) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                routes,
+                engine: std::sync::OnceLock::new(),
+                auth: auth::Auth { settings, tokens: TokenTable::default() },
+            }),
+        }
     }
 
     /// State over a configuration manager, with a routing book over its store, built.
@@ -74,8 +91,38 @@ impl AppState {
     /// # Errors
     /// [`RouteError`] when the store cannot be read.
     pub async fn load(config: ConfigManager) -> Result<Self, RouteError> {
+        Self::load_with(config, AuthSettings::default()).await
+    }
+
+    /// Like [`AppState::load`], with authentication settings and the token table read.
+    ///
+    /// # Errors
+    /// [`RouteError`] when the store cannot be read.
+    pub async fn load_with(
+        config: ConfigManager,
+        settings: AuthSettings,
+    ) -> Result<Self, RouteError> {
         let routes = RouteBook::load(Arc::clone(config.store())).await?;
-        Ok(Self::new(config, routes))
+        let st = Self::with_auth(config, routes, settings);
+        st.reload_tokens().await.map_err(RouteError::Store)?;
+        Ok(st)
+    }
+
+    /// Re-reads the API tokens from the store; returns how many there are.
+    ///
+    /// # Errors
+    /// The store's error; the table keeps what it had.
+    pub async fn reload_tokens(&self) -> Result<usize, actuator_core::StoreError> {
+        self.inner.auth.tokens.reload(self.store().as_ref()).await
+    }
+
+    /// The token table (to resync it from the store periodically).
+    pub fn tokens(&self) -> &TokenTable {
+        &self.inner.auth.tokens
+    }
+
+    pub(crate) fn auth(&self) -> &auth::Auth {
+        &self.inner.auth
     }
 
     /// Attaches the rollout engine; the rollout and observation routes answer 503 until then.
@@ -107,16 +154,31 @@ impl AppState {
 
 /// The whole API.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let cors = match state.auth().settings.cors() {
+        Ok(c) => c,
+        Err(e) => {
+            // Checked when the settings are read; an invalid origin here grants nothing.
+            tracing::error!(error = %e, "CORS disabled");
+            None
+        }
+    };
+    let app = Router::new()
         .merge(routes::health::router())
         .merge(routes::config::router())
         .merge(routes::resolve::router())
         .merge(routes::ofrep::router())
         .merge(routes::rollouts::router())
+        .merge(routes::tokens::router())
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+        .with_state(state);
+    match cors {
+        Some(c) => app.layer(c),
+        None => app,
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` resolves, then ends the event streams and

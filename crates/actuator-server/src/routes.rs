@@ -5,10 +5,23 @@ pub(crate) mod health;
 pub(crate) mod ofrep;
 pub(crate) mod resolve;
 pub(crate) mod rollouts;
+pub(crate) mod tokens;
 
 use crate::error::ApiError;
 
 /// Answers unknown paths with the API's error shape.
 pub(crate) async fn not_found(uri: axum::http::Uri) -> ApiError {
     ApiError::not_found(format!("no route for {}; the API lives under /v1", uri.path()))
+}
+
+/// Answers a known path with the wrong method with the API's error shape.
+pub(crate) async fn method_not_allowed(
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+) -> ApiError {
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not answer {method}", uri.path()),
+    )
 }

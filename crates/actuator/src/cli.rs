@@ -31,6 +31,9 @@ pub(crate) enum Command {
     /// Read and verify the audit log.
     #[command(subcommand)]
     Audit(AuditCmd),
+    /// Create, list and revoke API tokens (admin).
+    #[command(subcommand)]
+    Token(TokenCmd),
     /// Start, watch and steer rollouts of a candidate config.
     #[command(subcommand)]
     Rollout(RolloutCmd),
@@ -57,6 +60,10 @@ pub(crate) struct ServeArgs {
     /// Directory for the SQLite database and other state (overrides the file).
     #[arg(long, env = "ACTUATOR_DATA_DIR")]
     pub(crate) data_dir: Option<PathBuf>,
+    /// Make an admin token named `admin` if the store has no admin token, and print its
+    /// secret once on stdout.
+    #[arg(long)]
+    pub(crate) init_admin_token: bool,
 }
 
 #[derive(Debug, Args)]
@@ -84,9 +91,13 @@ pub(crate) struct Remote {
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Human, global = true)]
     pub(crate) output: Output,
-    /// Who is acting (recorded in the audit log).
+    /// Who is acting, recorded in the audit log by a daemon that runs without tokens (with
+    /// a token, the audit actor is the token's name).
     #[arg(long, env = "ACTUATOR_ACTOR", global = true)]
     pub(crate) actor: Option<String>,
+    /// API token, sent as `Authorization: Bearer`.
+    #[arg(long, env = "ACTUATOR_TOKEN", global = true, hide_env_values = true)]
+    pub(crate) token: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +212,36 @@ pub(crate) enum SnapshotCmd {
     Restore {
         /// Snapshot id.
         id: String,
+        #[command(flatten)]
+        remote: Remote,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TokenCmd {
+    /// Create a token; its secret is printed once.
+    Create {
+        /// Unique name: the audit actor of everything done with the token.
+        name: String,
+        /// admin, operator, viewer or client.
+        #[arg(long)]
+        role: String,
+        /// Use this secret (24 to 256 visible ASCII characters) instead of a generated one.
+        #[arg(long, env = "ACTUATOR_NEW_TOKEN_SECRET", hide_env_values = true)]
+        secret: Option<String>,
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// List tokens (names and roles; never secrets).
+    List {
+        #[command(flatten)]
+        remote: Remote,
+    },
+    /// Revoke a token: it stops working at once on this daemon, within 5 s on others
+    /// sharing the store.
+    Revoke {
+        /// The token's name.
+        name: String,
         #[command(flatten)]
         remote: Remote,
     },

@@ -10,6 +10,7 @@ pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
     actor: String,
+    token: Option<String>,
 }
 
 /// An error the daemon answered with.
@@ -44,7 +45,13 @@ impl Client {
         let actor = actor.map(str::to_owned).unwrap_or_else(|| {
             std::env::var("USER").map(|u| format!("cli:{u}")).unwrap_or_else(|_| "cli".into())
         });
-        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), actor })
+        Ok(Self { http, base: base.trim_end_matches('/').to_owned(), actor, token: None })
+    }
+
+    /// Sends `token` as `Authorization: Bearer` with every request.
+    pub(crate) fn with_token(mut self, token: Option<String>) -> Self {
+        self.token = token.filter(|t| !t.is_empty());
+        self
     }
 
     pub(crate) async fn call(
@@ -55,6 +62,9 @@ impl Client {
     ) -> anyhow::Result<Value> {
         let url = format!("{}{path}", self.base);
         let mut req = self.http.request(method, &url).header("x-actuator-actor", &self.actor);
+        if let Some(t) = &self.token {
+            req = req.bearer_auth(t);
+        }
         if let Some(b) = body {
             req = req.json(b);
         }

@@ -12,7 +12,9 @@ pub(crate) mod rollout_cmd;
 #[path = "simulate.rs"]
 pub(crate) mod simulate;
 
-use crate::cli::{AuditCmd, Cli, Command, ConfigCmd, Output, Remote, SlotCmd, SnapshotCmd};
+use crate::cli::{
+    AuditCmd, Cli, Command, ConfigCmd, Output, Remote, SlotCmd, SnapshotCmd, TokenCmd,
+};
 use crate::client::{Client, enc};
 use crate::output::{diff, short, table, when};
 use crate::settings::Settings;
@@ -22,7 +24,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(args) => {
             let settings = Settings::load(&args)?;
             crate::daemon::init_logging(&settings.log.format, &settings.log.filter);
-            crate::daemon::serve(settings).await
+            crate::daemon::serve(settings, args.init_admin_token).await
         }
         Command::Demo(args) => crate::demo::run(args).await,
         Command::Plugins => {
@@ -41,6 +43,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Config(c) => config(c).await,
         Command::Snapshot(c) => snapshot(c).await,
         Command::Audit(c) => audit(c).await,
+        Command::Token(c) => token(c).await,
         Command::Rollout(c) => rollout_cmd::run(c).await,
         Command::Stats { remote } => rollout_cmd::stats(&remote).await,
         Command::Simulate(args) => simulate::run(args).await,
@@ -48,7 +51,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 pub(crate) fn client(r: &Remote) -> anyhow::Result<Client> {
-    Client::new(&r.server, r.actor.as_deref())
+    Ok(Client::new(&r.server, r.actor.as_deref())?.with_token(r.token.clone()))
 }
 
 /// Prints JSON for `--output json`, else the human rendering.
@@ -305,6 +308,44 @@ async fn audit(c: AuditCmd) -> anyhow::Result<()> {
                     short(&v["report"]["message"])
                 )
             });
+        }
+    }
+    Ok(())
+}
+
+async fn token(cmd: TokenCmd) -> anyhow::Result<()> {
+    match cmd {
+        TokenCmd::Create { name, role, secret, remote } => {
+            let mut body = serde_json::json!({"name": name, "role": role});
+            if let Some(s) = secret {
+                body["secret"] = Value::String(s);
+            }
+            let v = client(&remote)?.post("/v1/tokens", &body).await?;
+            emit(&remote, &v, |v| {
+                format!(
+                    "created token {} (role {}); its secret is shown only now:\n{}\n",
+                    short(&v["name"]),
+                    short(&v["role"]),
+                    v["secret"].as_str().unwrap_or("")
+                )
+            });
+        }
+        TokenCmd::List { remote } => {
+            let v = client(&remote)?.get("/v1/tokens").await?;
+            emit(&remote, &v, |v| {
+                let rows: Vec<Vec<String>> = v
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|t| vec![short(&t["name"]), short(&t["role"]), short(&t["created_at"])])
+                    .collect();
+                crate::output::table(&["NAME", "ROLE", "CREATED"], &rows)
+            });
+        }
+        TokenCmd::Revoke { name, remote } => {
+            let path = format!("/v1/tokens/{}", crate::client::enc(&name));
+            let v = client(&remote)?.call(reqwest::Method::DELETE, &path, None).await?;
+            emit(&remote, &v, |v| format!("revoked token {}\n", short(&v["name"])));
         }
     }
     Ok(())

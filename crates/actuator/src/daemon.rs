@@ -54,9 +54,14 @@ pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState>
     }
     let config = ConfigManager::new(store, notifiers.clone(), settings.config.clone());
     // The routing table is derived from the store before the first request is served.
-    let state = AppState::load(config.clone())
+    let auth = actuator_server::AuthSettings {
+        allow_open: settings.listen.ip().is_loopback(),
+        allowed_hosts: settings.server.allowed_hosts.clone(),
+        cors_origins: settings.server.cors_origins.clone(),
+    };
+    let state = AppState::load_with(config.clone(), auth)
         .await
-        .context("building the routing table from the store")?;
+        .context("building the routing table and the token table from the store")?;
     settings.engine.validate().context("checking the [engine] settings")?;
     let engine = actuator_engine::Engine::new(
         config,
@@ -84,10 +89,95 @@ pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState>
 /// another process (another replica sharing the store) or a refresh that failed.
 const ROUTE_RESYNC: Duration = Duration::from_secs(5);
 
+/// Name of the admin token `--init-admin-token` makes.
+const INIT_ADMIN_NAME: &str = "admin";
+/// Name of the admin token whose secret is `ACTUATOR_ADMIN_TOKEN`.
+const ENV_ADMIN_NAME: &str = "admin-env";
+
+/// Makes the first admin token: from `ACTUATOR_ADMIN_TOKEN` (kept in step with the variable:
+/// a changed secret replaces the old token), and with `--init-admin-token` a generated one
+/// when the store has no admin token (its secret printed once on stdout).
+pub(crate) async fn bootstrap_tokens(state: &AppState, init_admin: bool) -> anyhow::Result<()> {
+    use actuator_core::token::{NewToken, Role, generate_secret, hash_secret, validate_secret};
+    use actuator_core::{AuditDraft, StoreError};
+    let store = state.store();
+    if let Some(secret) = std::env::var("ACTUATOR_ADMIN_TOKEN").ok().filter(|s| !s.is_empty()) {
+        validate_secret(&secret).context("ACTUATOR_ADMIN_TOKEN")?;
+        let hash = hash_secret(&secret);
+        let tokens = store.list_tokens().await.context("reading API tokens")?;
+        if !tokens.iter().any(|t| t.hash == hash) {
+            if tokens.iter().any(|t| t.name == ENV_ADMIN_NAME) {
+                store
+                    .revoke_token(
+                        ENV_ADMIN_NAME,
+                        AuditDraft::success("serve", "token.revoke", ENV_ADMIN_NAME).with_metadata(
+                            serde_json::json!({"why": "ACTUATOR_ADMIN_TOKEN changed"}),
+                        ),
+                    )
+                    .await
+                    .context("replacing the admin token of ACTUATOR_ADMIN_TOKEN")?;
+            }
+            store
+                .create_token(
+                    NewToken { name: ENV_ADMIN_NAME.into(), role: Role::Admin, hash },
+                    AuditDraft::success("serve", "token.create", ENV_ADMIN_NAME).with_metadata(
+                        serde_json::json!({"role": "admin", "from": "ACTUATOR_ADMIN_TOKEN"}),
+                    ),
+                )
+                .await
+                .context("storing the admin token of ACTUATOR_ADMIN_TOKEN")?;
+            tracing::info!(token = ENV_ADMIN_NAME, "admin token from ACTUATOR_ADMIN_TOKEN stored");
+        }
+    }
+    if init_admin {
+        let tokens = store.list_tokens().await.context("reading API tokens")?;
+        if tokens.iter().any(|t| t.role == Role::Admin) {
+            tracing::info!("--init-admin-token: an admin token exists already; none made");
+        } else {
+            let secret = generate_secret();
+            let made = store
+                .create_token(
+                    NewToken {
+                        name: INIT_ADMIN_NAME.into(),
+                        role: Role::Admin,
+                        hash: hash_secret(&secret),
+                    },
+                    AuditDraft::success("serve", "token.create", INIT_ADMIN_NAME).with_metadata(
+                        serde_json::json!({"role": "admin", "from": "--init-admin-token"}),
+                    ),
+                )
+                .await;
+            match made {
+                Ok(_) => println!("admin token {INIT_ADMIN_NAME} (shown only now): {secret}"),
+                Err(StoreError::AlreadyExists { .. }) => anyhow::bail!(
+                    "--init-admin-token: a token named {INIT_ADMIN_NAME} exists but is not an admin; revoke it first"
+                ),
+                Err(e) => return Err(e).context("storing the initial admin token"),
+            }
+        }
+    }
+    state.reload_tokens().await.context("reading API tokens")?;
+    Ok(())
+}
+
 /// Binds, serves until Ctrl-C or SIGTERM, and drains.
-pub(crate) async fn serve(settings: Settings) -> anyhow::Result<()> {
+pub(crate) async fn serve(settings: Settings, init_admin: bool) -> anyhow::Result<()> {
     let state = build_state(&settings).await?;
+    bootstrap_tokens(&state, init_admin).await?;
+    if state.tokens().is_empty() {
+        if !settings.listen.ip().is_loopback() {
+            anyhow::bail!(
+                "refusing to listen on {} without API tokens: anyone who reaches the port could change configs and rollouts. Make an admin token with `actuator serve --init-admin-token` or ACTUATOR_ADMIN_TOKEN, or listen on 127.0.0.1",
+                settings.listen
+            );
+        }
+        tracing::warn!(
+            listen = %settings.listen,
+            "no API tokens: the API is open to every process on this machine (local use only); make one with `actuator token create` or --init-admin-token to require tokens"
+        );
+    }
     let _resync = state.routes().spawn_resync(ROUTE_RESYNC);
+    let _tokens = state.tokens().spawn_resync(state.store().clone(), ROUTE_RESYNC);
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;

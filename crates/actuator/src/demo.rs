@@ -40,7 +40,16 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
         "actuator demo: daemon on {base}, SQLite at {}",
         dir.path().join("actuator.db").display()
     );
-    let c = Client::new(&base, Some("demo:alice"))?;
+    // A token made for the demo: from here on the daemon requires one, and everything the
+    // demo does is audited under the token's name.
+    let open = Client::new(&base, None)?;
+    let made = open
+        .post("/v1/tokens", &json!({"name": "demo:alice", "role": "admin"}))
+        .await
+        .context("making the demo's API token")?;
+    let secret = made["secret"].as_str().context("the token's secret")?.to_owned();
+    println!("  made the admin token demo:alice (the daemon now requires a token)");
+    let c = Client::new(&base, None)?.with_token(Some(secret));
 
     step(1, "create the slot chat.default (a named LLM configuration)");
     c.post(

@@ -29,6 +29,19 @@ pub(crate) struct Settings {
     pub(crate) engine: actuator_engine::EngineSettings,
     /// Logging.
     pub(crate) log: LogSettings,
+    /// Who may reach the API from where.
+    pub(crate) server: ServerSettings,
+}
+
+/// The HTTP server's access settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ServerSettings {
+    /// Host names, besides the loopback ones, that a daemon running without tokens answers
+    /// (a `Host` header naming anything else gets 403: a guard against DNS rebinding).
+    pub(crate) allowed_hosts: Vec<String>,
+    /// Origins whose web pages may call the API (CORS); none by default.
+    pub(crate) cors_origins: Vec<String>,
 }
 
 /// A plugin by name with its JSON config.
@@ -82,6 +95,7 @@ impl Default for Settings {
             config: ConfigSettings::default(),
             engine: actuator_engine::EngineSettings::default(),
             log: LogSettings::default(),
+            server: ServerSettings::default(),
         }
     }
 }
@@ -106,6 +120,15 @@ impl Settings {
         }
         if let Ok(f) = std::env::var("ACTUATOR_LOG_FORMAT") {
             s.log.format = f;
+        }
+        for o in &s.server.cors_origins {
+            let ok = (o.starts_with("http://") || o.starts_with("https://"))
+                && o.bytes().all(|b| b.is_ascii_graphic());
+            if !ok {
+                anyhow::bail!(
+                    "server.cors_origins: {o:?} must be an origin such as https://ops.example.com"
+                );
+            }
         }
         if !matches!(s.log.format.as_str(), "text" | "json") {
             anyhow::bail!("log.format must be \"text\" or \"json\", got {:?}", s.log.format);

@@ -14,6 +14,7 @@ mod faults;
 mod observations;
 mod rows;
 mod store;
+mod tokens;
 
 use std::sync::Arc;
 

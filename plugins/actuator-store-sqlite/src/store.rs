@@ -15,6 +15,7 @@ use actuator_core::store::{
     ObservationBatch, Page, PageRequest, RolloutFilter, RolloutRecord, RolloutUpdate, Store,
     StoreError,
 };
+use actuator_core::token::{NewToken, TokenRecord};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -73,6 +74,13 @@ fn migrator() -> Migrator {
             "aborted state".into(),
             MigrationType::Simple,
             include_str!("../migrations/0004_aborted_state.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            5,
+            "api tokens".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0005_tokens.sql").into_sql_str(),
             false,
         ),
     ])
@@ -228,7 +236,7 @@ impl SqliteStore {
     /// Runs the write `work`: first checks that the store may write (file identity, and the
     /// chain unless `acknowledging`), then, when the backend fails, replaces the writer
     /// connection so the next write starts clean.
-    async fn guarded<T>(
+    pub(crate) async fn guarded<T>(
         &self,
         acknowledging: bool,
         work: impl Future<Output = Result<T, StoreError>>,
@@ -293,7 +301,7 @@ impl SqliteStore {
 }
 
 /// Now, to the microsecond the store keeps.
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     truncate_to_micros(Utc::now())
 }
 
@@ -350,7 +358,7 @@ async fn version_exists(
 
 /// Seals `draft` as the next entry of the chain and moves the head, inside the caller's
 /// transaction.
-async fn seal(
+pub(crate) async fn seal(
     conn: &mut SqliteConnection,
     draft: AuditDraft,
     at: DateTime<Utc>,
@@ -400,7 +408,7 @@ async fn seal(
     Ok(entry)
 }
 
-async fn commit(tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
+pub(crate) async fn commit(tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
     tx.commit().await.map_err(backend("committing"))
 }
 
@@ -781,6 +789,22 @@ impl Store for SqliteStore {
         self.faults.set_chain(None);
         tracing::warn!(seq = entry.seq, actor = %entry.actor, "audit chain problem acknowledged; writes resume");
         Ok(entry)
+    }
+
+    async fn create_token(
+        &self,
+        token: NewToken,
+        audit: AuditDraft,
+    ) -> Result<TokenRecord, StoreError> {
+        self.insert_token(token, audit).await
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        self.all_tokens().await
+    }
+
+    async fn revoke_token(&self, name: &str, audit: AuditDraft) -> Result<TokenRecord, StoreError> {
+        self.delete_token(name, audit).await
     }
 
     async fn readiness(&self) -> Vec<String> {

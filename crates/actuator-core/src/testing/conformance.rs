@@ -82,6 +82,50 @@ where
     no_direct_activation_under_a_rollout(make().await.as_ref()).await;
     documents_in_the_chain(make().await.as_ref()).await;
     racing_admissions(make().await).await;
+    tokens(make().await.as_ref()).await;
+}
+
+/// API tokens: created with their audit entry, names and secrets unique, listed by name,
+/// revoked with their audit entry; the secret's hash is kept, never the secret.
+pub async fn tokens(store: &dyn Store) {
+    use crate::token::{NewToken, Role, hash_secret};
+    let before = audit_count(store).await;
+    let new = |name: &str, role, secret: &str| NewToken {
+        name: name.into(),
+        role,
+        hash: hash_secret(secret),
+    };
+    let b = store
+        .create_token(new("b-ci", Role::Operator, "secret-b"), draft("token.create", "b-ci"))
+        .await
+        .expect("create a token");
+    assert_eq!((b.name.as_str(), b.role), ("b-ci", Role::Operator));
+    assert_eq!(b.hash, hash_secret("secret-b"));
+    store
+        .create_token(new("a-app", Role::Client, "secret-a"), draft("token.create", "a-app"))
+        .await
+        .expect("create a second token");
+    assert_eq!(audit_count(store).await, before + 2, "each token is audited");
+    let dup =
+        store.create_token(new("b-ci", Role::Viewer, "other"), draft("token.create", "b-ci")).await;
+    assert!(matches!(dup, Err(StoreError::AlreadyExists { .. })), "{dup:?}");
+    let same_secret =
+        store.create_token(new("c", Role::Viewer, "secret-a"), draft("token.create", "c")).await;
+    assert!(matches!(same_secret, Err(StoreError::AlreadyExists { .. })), "{same_secret:?}");
+    let bad =
+        store.create_token(new("has space", Role::Viewer, "s3"), draft("token.create", "x")).await;
+    assert!(matches!(bad, Err(StoreError::Invalid(_))), "{bad:?}");
+    assert_eq!(audit_count(store).await, before + 2, "refusals write nothing");
+    let all = store.list_tokens().await.expect("list tokens");
+    let names: Vec<&str> = all.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(names, ["a-app", "b-ci"]);
+    assert_eq!(all[0].role, Role::Client);
+    let gone = store.revoke_token("b-ci", draft("token.revoke", "b-ci")).await.expect("revoke");
+    assert_eq!(gone.name, "b-ci");
+    assert_eq!(audit_count(store).await, before + 3);
+    let again = store.revoke_token("b-ci", draft("token.revoke", "b-ci")).await;
+    assert!(matches!(again, Err(StoreError::NotFound { .. })), "{again:?}");
+    assert_eq!(store.list_tokens().await.expect("list").len(), 1);
 }
 
 /// Slots: create, read, duplicates refused, listing by name with pages.

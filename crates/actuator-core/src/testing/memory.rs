@@ -23,6 +23,8 @@ struct Inner {
     batches: BTreeMap<u64, ObservationBatch>,
     /// The last sequence number handed out (never reused).
     batch_seq: u64,
+    /// API tokens by name.
+    tokens: BTreeMap<String, crate::token::TokenRecord>,
 }
 
 impl Inner {
@@ -384,6 +386,54 @@ impl Store for MemoryStore {
         let entry = g.seal(audit);
         g.chain_block = None;
         Ok(entry)
+    }
+
+    async fn create_token(
+        &self,
+        token: crate::token::NewToken,
+        audit: AuditDraft,
+    ) -> Result<crate::token::TokenRecord, StoreError> {
+        let mut g = self.lock();
+        g.writable()?;
+        crate::token::validate_token_name(&token.name)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        if g.tokens.contains_key(&token.name) || g.tokens.values().any(|t| t.hash == token.hash) {
+            return Err(StoreError::AlreadyExists { what: format!("token {}", token.name) });
+        }
+        if g.tokens.len() >= crate::token::MAX_TOKENS {
+            return Err(StoreError::Invalid(format!(
+                "{} tokens are stored, the limit; revoke one first",
+                crate::token::MAX_TOKENS
+            )));
+        }
+        let rec = crate::token::TokenRecord {
+            name: token.name,
+            role: token.role,
+            hash: token.hash,
+            created_at: crate::audit::truncate_to_micros(Utc::now()),
+        };
+        g.tokens.insert(rec.name.clone(), rec.clone());
+        g.seal(audit);
+        Ok(rec)
+    }
+
+    async fn list_tokens(&self) -> Result<Vec<crate::token::TokenRecord>, StoreError> {
+        Ok(self.lock().tokens.values().cloned().collect())
+    }
+
+    async fn revoke_token(
+        &self,
+        name: &str,
+        audit: AuditDraft,
+    ) -> Result<crate::token::TokenRecord, StoreError> {
+        let mut g = self.lock();
+        g.writable()?;
+        let rec = g
+            .tokens
+            .remove(name)
+            .ok_or_else(|| StoreError::NotFound { what: format!("token {name}") })?;
+        g.seal(audit);
+        Ok(rec)
     }
 
     async fn readiness(&self) -> Vec<String> {

@@ -66,9 +66,8 @@ async fn start(
     actor: Actor,
     ApiJson(mut req): ApiJson<DeploymentRequest>,
 ) -> Result<(StatusCode, Json<actuator_engine::RolloutView>), ApiError> {
-    if req.actor == "anonymous" {
-        req.actor = actor.0;
-    }
+    // The audit actor is who authenticated, whatever the body says.
+    req.actor = actor.0;
     let v = engine(&st)?.deploy(req).await?;
     Ok((StatusCode::CREATED, Json(v)))
 }
