@@ -1203,7 +1203,7 @@ mod tests {
     fn the_migrations_are_embedded_in_order() {
         let m = migrator();
         let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4]);
+        assert_eq!(versions, [1, 2, 3, 4, 5]);
     }
 
     #[tokio::test]
