@@ -13,6 +13,7 @@ mod observations;
 mod ofrep;
 mod rollouts;
 mod rollouts_cli;
+mod secrets;
 mod store_faults;
 mod store_races;
 mod validity;

@@ -5,6 +5,7 @@
 mod diff;
 mod error;
 mod manager;
+pub mod secrets;
 mod validate;
 
 pub use actuator_core::AuditReport;

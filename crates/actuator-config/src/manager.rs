@@ -158,8 +158,22 @@ impl ConfigManager {
         target: &str,
         err: ConfigError,
     ) -> ConfigError {
+        self.refuse_as(actor, action, target, err, None).await
+    }
+
+    /// Audits a refusal with `message` (the error's text with secrets scrubbed) instead of
+    /// the error's own text.
+    async fn refuse_as(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        err: ConfigError,
+        message: Option<String>,
+    ) -> ConfigError {
         if self.settings.audit_failures {
-            let draft = AuditDraft::failure(actor, action, target, err.to_string())
+            let text = message.unwrap_or_else(|| err.to_string());
+            let draft = AuditDraft::failure(actor, action, target, text)
                 .with_metadata(json!({"code": err.code()}));
             if let Err(e) = self.store.append_audit(draft).await {
                 tracing::warn!(error = %e, "could not audit a refused change");
@@ -301,7 +315,9 @@ impl ConfigManager {
             return Err(if req.dry_run {
                 e
             } else {
-                self.refuse(&req.actor, "config.apply", &target, e).await
+                let scrubbed =
+                    crate::secrets::scrub(&e.to_string(), &req.document, slot.schema.as_ref());
+                self.refuse_as(&req.actor, "config.apply", &target, e, Some(scrubbed)).await
             });
         }
         let previous = self.active_document(&slot).await?;
@@ -317,8 +333,9 @@ impl ConfigManager {
             });
         }
         let action = if req.activate { "config.apply" } else { "config.stage" };
+        let masked = crate::secrets::mask_diff(&diff, slot.schema.as_ref());
         let draft = AuditDraft::success(&req.actor, action, format!("{target}@{number}"))
-            .with_diff(serde_json::to_value(&diff).unwrap_or(Value::Null))
+            .with_diff(serde_json::to_value(&masked).unwrap_or(Value::Null))
             .with_metadata(
                 json!({"message": req.message, "previous_version": slot.active_version}),
             );
@@ -373,7 +390,7 @@ impl ConfigManager {
         let target = slot.name.to_string();
         let current = self.active_document(slot).await?;
         let doc = self.version(&slot.name, version).await?.document;
-        let diff = Diff::between(&current, &doc);
+        let diff = crate::secrets::mask_diff(&Diff::between(&current, &doc), slot.schema.as_ref());
         let draft = AuditDraft::success(actor, action, format!("{target}@{version}"))
             .with_diff(serde_json::to_value(&diff).unwrap_or(Value::Null))
             .with_metadata(metadata.clone());

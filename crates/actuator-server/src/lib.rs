@@ -13,6 +13,7 @@
 mod auth;
 mod error;
 mod extract;
+mod masking;
 mod routes;
 mod routing;
 

@@ -14,6 +14,7 @@ use serde_json::Value;
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Actor, ApiJson, ApiQuery};
+use actuator_config::secrets::{mask, mask_diff};
 
 pub(crate) fn router() -> Router<AppState> {
     Router::new()
@@ -30,6 +31,37 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/audit", get(list_audit))
         .route("/v1/audit/verify", get(verify_audit))
         .route("/v1/audit/acknowledge", post(acknowledge_audit))
+}
+
+/// The slot's JSON Schema, which marks its secret fields (none when the slot is unknown:
+/// the handler's own read answers that).
+async fn schema_of(st: &AppState, slot: &SlotName) -> Option<Value> {
+    st.store().get_slot(slot).await.ok().flatten().and_then(|s| s.schema)
+}
+
+/// A version with its secret fields masked: the management API never shows a secret.
+fn masked_version(mut v: ConfigVersion, schema: Option<&Value>) -> ConfigVersion {
+    v.document = mask(&v.document, schema);
+    v
+}
+
+fn masked_snapshot(mut s: Snapshot, schema: Option<&Value>) -> Snapshot {
+    s.document = mask(&s.document, schema);
+    s
+}
+
+async fn masked_snapshots(st: &AppState, page: Page<Snapshot>) -> Page<Snapshot> {
+    let mut schemas: std::collections::HashMap<SlotName, Option<Value>> = Default::default();
+    let mut items = Vec::with_capacity(page.items.len());
+    for s in page.items {
+        if !schemas.contains_key(&s.slot) {
+            let schema = schema_of(st, &s.slot).await;
+            schemas.insert(s.slot.clone(), schema);
+        }
+        let schema = schemas.get(&s.slot).and_then(Option::as_ref);
+        items.push(masked_snapshot(s, schema));
+    }
+    Page { items, ..page }
 }
 
 fn slot_name(raw: &str) -> Result<SlotName, ApiError> {
@@ -100,7 +132,9 @@ async fn get_slot(
     let name = slot_name(&slot)?;
     let slot = st.config().get_slot(&name).await?;
     let current = match slot.active_version {
-        Some(v) => Some(st.config().get_version(&name, v).await?),
+        Some(v) => {
+            Some(masked_version(st.config().get_version(&name, v).await?, slot.schema.as_ref()))
+        }
         None => None,
     };
     Ok(Json(SlotView { slot, current }))
@@ -147,6 +181,12 @@ async fn apply(
         st.routes().refresh_slot_or_log(&name).await;
     }
     let status = if out.dry_run { StatusCode::OK } else { StatusCode::CREATED };
+    let schema = schema_of(&st, &name).await;
+    let out = actuator_config::ApplyOutcome {
+        diff: mask_diff(&out.diff, schema.as_ref()),
+        version: out.version.map(|v| masked_version(v, schema.as_ref())),
+        ..out
+    };
     Ok((status, Json(out)))
 }
 
@@ -155,7 +195,11 @@ async fn list_versions(
     Path(slot): Path<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<ConfigVersion>>, ApiError> {
-    Ok(Json(st.config().history(&slot_name(&slot)?, q.page()?).await?))
+    let name = slot_name(&slot)?;
+    let page = st.config().history(&name, q.page()?).await?;
+    let schema = schema_of(&st, &name).await;
+    let items = page.items.into_iter().map(|v| masked_version(v, schema.as_ref())).collect();
+    Ok(Json(Page { items, ..page }))
 }
 
 async fn get_version(
@@ -165,7 +209,9 @@ async fn get_version(
     let v: u64 = version.parse().map_err(|_| {
         ApiError::bad_request(format!("version {version:?} is not a positive integer"))
     })?;
-    Ok(Json(st.config().get_version(&slot_name(&slot)?, v).await?))
+    let name = slot_name(&slot)?;
+    let version = st.config().get_version(&name, v).await?;
+    Ok(Json(masked_version(version, schema_of(&st, &name).await.as_ref())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -180,7 +226,9 @@ async fn diff(
     Path(slot): Path<String>,
     ApiQuery(q): ApiQuery<DiffQuery>,
 ) -> Result<Json<actuator_config::Diff>, ApiError> {
-    Ok(Json(st.config().diff(&slot_name(&slot)?, q.from, q.to).await?))
+    let name = slot_name(&slot)?;
+    let d = st.config().diff(&name, q.from, q.to).await?;
+    Ok(Json(mask_diff(&d, schema_of(&st, &name).await.as_ref())))
 }
 
 #[derive(Debug, Deserialize)]
@@ -217,8 +265,9 @@ async fn create_snapshot(
     actor: Actor,
     ApiJson(body): ApiJson<SnapshotBody>,
 ) -> Result<(StatusCode, Json<Snapshot>), ApiError> {
-    let snap = st.config().snapshot(&slot_name(&slot)?, &body.label, &actor.0).await?;
-    Ok((StatusCode::CREATED, Json(snap)))
+    let name = slot_name(&slot)?;
+    let snap = st.config().snapshot(&name, &body.label, &actor.0).await?;
+    Ok((StatusCode::CREATED, Json(masked_snapshot(snap, schema_of(&st, &name).await.as_ref()))))
 }
 
 async fn list_slot_snapshots(
@@ -226,25 +275,29 @@ async fn list_slot_snapshots(
     Path(slot): Path<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<Snapshot>>, ApiError> {
-    Ok(Json(st.config().snapshots(Some(&slot_name(&slot)?), q.page()?).await?))
+    let page = st.config().snapshots(Some(&slot_name(&slot)?), q.page()?).await?;
+    Ok(Json(masked_snapshots(&st, page).await))
 }
 
 async fn list_snapshots(
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<Snapshot>>, ApiError> {
-    Ok(Json(st.config().snapshots(None, q.page()?).await?))
+    let page = st.config().snapshots(None, q.page()?).await?;
+    Ok(Json(masked_snapshots(&st, page).await))
 }
 
 async fn get_snapshot(
     State(st): State<AppState>,
     Path(id): Path<String>,
 ) -> Result<Json<Snapshot>, ApiError> {
-    st.store().get_snapshot(&id).await?.map(Json).ok_or_else(|| {
+    let snap = st.store().get_snapshot(&id).await?.ok_or_else(|| {
         ApiError::not_found(format!(
             "snapshot {id} does not exist (it may have been removed by retention)"
         ))
-    })
+    })?;
+    let schema = schema_of(&st, &snap.slot).await;
+    Ok(Json(masked_snapshot(snap, schema.as_ref())))
 }
 
 async fn restore(

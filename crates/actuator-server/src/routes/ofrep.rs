@@ -351,6 +351,7 @@ fn not_modified_response(etag: &str) -> Response {
 
 async fn evaluate_flag(
     State(st): State<AppState>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
     Path(key): Path<String>,
     if_none_match: IfNoneMatch,
     body: Result<Bytes, BytesRejection>,
@@ -360,11 +361,13 @@ async fn evaluate_flag(
         Err(f) => return f.into_response(Some(&key)),
     };
     let table = st.routes().snapshot();
-    let r = match table.resolve(&key, &ctx) {
+    let mut r = match table.resolve(&key, &ctx) {
         Ok(r) => r,
         Err(e) => return Failure::from(e).into_response(Some(&key)),
     };
-    let tag = etag(table.etag_for([key.as_str()]), &ctx);
+    let mut masker = crate::masking::Masker::for_principal(principal.as_deref());
+    masker.apply(&st, &key, &mut r).await;
+    let tag = masked_tag(etag(table.etag_for([key.as_str()]), &ctx), masker.active());
     if if_none_match.matches(&tag) {
         return not_modified_response(&tag);
     }
@@ -413,8 +416,15 @@ fn routes_etag(table: &RoutingTable) -> String {
     format!("\"{:016x}\"", table.etag())
 }
 
+/// A masked answer differs from the served one: its entity tag says so, so no cache hands
+/// one to the other.
+fn masked_tag(tag: String, masked: bool) -> String {
+    if masked { format!("{}-masked\"", tag.trim_end_matches('"')) } else { tag }
+}
+
 async fn evaluate_bulk(
     State(st): State<AppState>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
     if_none_match: IfNoneMatch,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
@@ -423,11 +433,19 @@ async fn evaluate_bulk(
         Err(f) => return f.into_response(None),
     };
     let table = st.routes().snapshot();
-    let tag = etag(table.etag(), &ctx);
+    let mut masker = crate::masking::Masker::for_principal(principal.as_deref());
+    let tag = masked_tag(etag(table.etag(), &ctx), masker.active());
     if if_none_match.matches(&tag) {
         return not_modified_response(&tag);
     }
-    let answers = table.resolve_all(&ctx);
+    let mut answers = table.resolve_all(&ctx);
+    if masker.active() {
+        for (key, r) in &mut answers {
+            if let Ok(r) = r {
+                masker.apply(&st, key, r).await;
+            }
+        }
+    }
     let details: Vec<Option<String>> =
         answers.iter().map(|(_, r)| r.as_ref().err().map(ToString::to_string)).collect();
     let flags = answers

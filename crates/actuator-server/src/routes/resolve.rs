@@ -121,13 +121,16 @@ struct BatchResponse<'a> {
 
 async fn resolve(
     State(st): State<AppState>,
+    principal: Option<axum::Extension<crate::auth::Principal>>,
     ApiJson(body): ApiJson<ResolveBody>,
 ) -> Result<axum::response::Response, ApiError> {
     use axum::response::IntoResponse;
+    let mut masker = crate::masking::Masker::for_principal(principal.as_deref());
     match (body.slot, body.requests) {
         (Some(slot), None) => {
             let ctx = eval_context(body.context)?;
-            let r = st.routes().router().resolve(&slot, &ctx)?;
+            let mut r = st.routes().router().resolve(&slot, &ctx)?;
+            masker.apply(&st, &slot, &mut r).await;
             Ok(Json(Resolved::new(&slot, &r)).into_response())
         }
         (None, Some(items)) => {
@@ -147,7 +150,7 @@ async fn resolve(
                 ));
             }
             let table = st.routes().snapshot();
-            let answers: Vec<(&str, Result<Resolution, ResolveError>)> = items
+            let mut answers: Vec<(&str, Result<Resolution, ResolveError>)> = items
                 .iter()
                 .map(|item| {
                     let r = eval_context(item.context.clone())
@@ -155,6 +158,13 @@ async fn resolve(
                     (item.slot.as_str(), r)
                 })
                 .collect();
+            if masker.active() {
+                for (slot, r) in &mut answers {
+                    if let Ok(r) = r {
+                        masker.apply(&st, slot, r).await;
+                    }
+                }
+            }
             let results = answers
                 .iter()
                 .map(|(slot, r)| match r {
