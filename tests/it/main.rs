@@ -9,6 +9,7 @@ mod crash;
 mod decisions;
 mod durable_ingest;
 mod hardening;
+mod limits;
 mod observations;
 mod ofrep;
 mod rollouts;

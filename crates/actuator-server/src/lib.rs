@@ -13,6 +13,7 @@
 mod auth;
 mod error;
 mod extract;
+mod listen;
 mod masking;
 mod routes;
 mod routing;
@@ -36,6 +37,7 @@ use tokio::net::TcpListener;
 
 pub use auth::{Access, AuthSettings, OPEN_ACTOR, Principal, TokenTable, access};
 pub use error::ApiError;
+pub use listen::{ServerLimits, refused_connections};
 pub use routes::ofrep::{OFREP_EVENTS_PATH, OFREP_MAX_BODY_BYTES};
 pub use routes::resolve::MAX_BATCH;
 pub use routes::rollouts::MAX_OBSERVATION_BODY_BYTES;
@@ -55,6 +57,9 @@ struct Inner {
     routes: RouteBook,
     engine: std::sync::OnceLock<actuator_engine::Engine>,
     auth: auth::Auth,
+    limits: ServerLimits,
+    /// One permit per open event-stream subscriber.
+    subscribers: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -77,14 +82,36 @@ impl AppState {
     /// State with authentication settings; the token table starts empty (see
     /// [`AppState::reload_tokens`]).
     pub fn with_auth(config: ConfigManager, routes: RouteBook, settings: AuthSettings) -> Self {
+        Self::with_options(config, routes, settings, ServerLimits::default())
+    }
+
+    /// State with authentication settings and limits on connections and subscribers.
+    pub fn with_options(
+        config: ConfigManager,
+        routes: RouteBook,
+        settings: AuthSettings,
+        limits: ServerLimits,
+    ) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
                 routes,
                 engine: std::sync::OnceLock::new(),
                 auth: auth::Auth { settings, tokens: TokenTable::default() },
+                limits,
+                subscribers: Arc::new(tokio::sync::Semaphore::new(limits.max_sse_subscribers)),
             }),
         }
+    }
+
+    /// The limits on connections and subscribers.
+    pub fn limits(&self) -> ServerLimits {
+        self.inner.limits
+    }
+
+    /// A permit for one more event-stream subscriber, `None` at the limit.
+    pub(crate) fn subscriber_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.inner.subscribers.clone().try_acquire_owned().ok()
     }
 
     /// State over a configuration manager, with a routing book over its store, built.
@@ -92,7 +119,7 @@ impl AppState {
     /// # Errors
     /// [`RouteError`] when the store cannot be read.
     pub async fn load(config: ConfigManager) -> Result<Self, RouteError> {
-        Self::load_with(config, AuthSettings::default()).await
+        Self::load_with(config, AuthSettings::default(), ServerLimits::default()).await
     }
 
     /// Like [`AppState::load`], with authentication settings and the token table read.
@@ -102,9 +129,10 @@ impl AppState {
     pub async fn load_with(
         config: ConfigManager,
         settings: AuthSettings,
+        limits: ServerLimits,
     ) -> Result<Self, RouteError> {
         let routes = RouteBook::load(Arc::clone(config.store())).await?;
-        let st = Self::with_auth(config, routes, settings);
+        let st = Self::with_options(config, routes, settings, limits);
         st.reload_tokens().await.map_err(RouteError::Store)?;
         Ok(st)
     }
@@ -182,8 +210,11 @@ pub fn router(state: AppState) -> Router {
     }
 }
 
-/// Serves the API on `listener` until `shutdown` resolves, then ends the event streams and
-/// drains in-flight requests.
+/// Serves the API on `listener` under the state's [`ServerLimits`] until `shutdown`
+/// resolves, then ends the event streams and drains in-flight requests.
+///
+/// # Errors
+/// When the listener fails.
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
@@ -194,5 +225,6 @@ pub async fn serve(
         shutdown.await;
         routes.close();
     };
-    axum::serve(listener, router(state)).with_graceful_shutdown(shutdown).await
+    let limits = state.limits();
+    listen::serve_limited(listener, router(state), limits, shutdown).await
 }

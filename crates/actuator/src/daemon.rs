@@ -59,7 +59,7 @@ pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState>
         allowed_hosts: settings.server.allowed_hosts.clone(),
         cors_origins: settings.server.cors_origins.clone(),
     };
-    let state = AppState::load_with(config.clone(), auth)
+    let state = AppState::load_with(config.clone(), auth, settings.server.limits())
         .await
         .context("building the routing table and the token table from the store")?;
     settings.engine.validate().context("checking the [engine] settings")?;

@@ -33,8 +33,8 @@ pub(crate) struct Settings {
     pub(crate) server: ServerSettings,
 }
 
-/// The HTTP server's access settings.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The HTTP server's access settings and limits.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ServerSettings {
     /// Host names, besides the loopback ones, that a daemon running without tokens answers
@@ -42,6 +42,40 @@ pub(crate) struct ServerSettings {
     pub(crate) allowed_hosts: Vec<String>,
     /// Origins whose web pages may call the API (CORS); none by default.
     pub(crate) cors_origins: Vec<String>,
+    /// Open connections at most.
+    pub(crate) max_connections: usize,
+    /// Seconds a client has to send a request's headers.
+    pub(crate) header_read_timeout_secs: u64,
+    /// Seconds a connection may move no byte before it is closed.
+    pub(crate) idle_timeout_secs: u64,
+    /// Event-stream subscribers at most.
+    pub(crate) max_sse_subscribers: usize,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        let l = actuator_server::ServerLimits::default();
+        Self {
+            allowed_hosts: Vec::new(),
+            cors_origins: Vec::new(),
+            max_connections: l.max_connections,
+            header_read_timeout_secs: l.header_read_timeout_secs,
+            idle_timeout_secs: l.idle_timeout_secs,
+            max_sse_subscribers: l.max_sse_subscribers,
+        }
+    }
+}
+
+impl ServerSettings {
+    /// The limits, as the server takes them.
+    pub(crate) fn limits(&self) -> actuator_server::ServerLimits {
+        actuator_server::ServerLimits {
+            max_connections: self.max_connections,
+            header_read_timeout_secs: self.header_read_timeout_secs,
+            idle_timeout_secs: self.idle_timeout_secs,
+            max_sse_subscribers: self.max_sse_subscribers,
+        }
+    }
 }
 
 /// A plugin by name with its JSON config.
@@ -121,6 +155,7 @@ impl Settings {
         if let Ok(f) = std::env::var("ACTUATOR_LOG_FORMAT") {
             s.log.format = f;
         }
+        s.server.limits().validate().map_err(anyhow::Error::msg)?;
         for o in &s.server.cors_origins {
             let ok = (o.starts_with("http://") || o.starts_with("https://"))
                 && o.bytes().all(|b| b.is_ascii_graphic());

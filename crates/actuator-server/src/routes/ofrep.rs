@@ -489,10 +489,33 @@ fn refetch_event(e: &RouteEvent) -> Event {
 /// `GET /ofrep/v1/events`: a `refetchEvaluation` message after every change of the routing
 /// table (changes in a burst coalesce). A client that reconnects with a `Last-Event-ID` that is
 /// not the current state's id is told to refetch at once.
-async fn events(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+async fn events(State(st): State<AppState>, headers: HeaderMap) -> Response {
+    use axum::response::IntoResponse;
+    let Some(permit) = st.subscriber_permit() else {
+        let limit = st.limits().max_sse_subscribers;
+        let mut r = crate::error::ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too_many_subscribers",
+            format!("{limit} event-stream subscribers are connected, the limit (server.max_sse_subscribers); poll the bulk evaluation or retry later"),
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(axum::http::header::RETRY_AFTER, axum::http::HeaderValue::from_static("30"));
+        return r;
+    };
+    // Keep-alive comments at least twice per idle timeout, so an idle subscriber is not
+    // taken for an idle connection.
+    let every = (st.limits().idle_timeout_secs / 2).clamp(1, 15);
+    event_stream(&st, &headers, permit)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(every)))
+        .into_response()
+}
+
+fn event_stream(
+    st: &AppState,
+    headers: &HeaderMap,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>> + use<>> {
     use futures::StreamExt;
     let routes = st.routes().clone();
     let mut rx = routes.subscribe();
@@ -509,17 +532,21 @@ async fn events(
         Event::default().comment("connected")
     };
     let head = futures::stream::iter([Ok(first.retry(SSE_RETRY))]);
-    let tail = futures::stream::unfold((rx, seen.closing), |(mut rx, closed)| async move {
-        if closed || rx.changed().await.is_err() {
-            return None;
-        }
-        let e = rx.borrow_and_update().clone();
-        if e.closing {
-            return None;
-        }
-        Some((Ok(refetch_event(&e)), (rx, false)))
-    });
-    Sse::new(head.chain(tail)).keep_alive(KeepAlive::default())
+    // The subscriber's permit lives as long as its stream.
+    let tail = futures::stream::unfold(
+        (rx, seen.closing, permit),
+        |(mut rx, closed, permit)| async move {
+            if closed || rx.changed().await.is_err() {
+                return None;
+            }
+            let e = rx.borrow_and_update().clone();
+            if e.closing {
+                return None;
+            }
+            Some((Ok(refetch_event(&e)), (rx, false, permit)))
+        },
+    );
+    Sse::new(head.chain(tail))
 }
 
 #[cfg(test)]
