@@ -129,3 +129,51 @@ async fn event_stream_subscribers_are_capped() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test]
+async fn free_text_is_capped_and_garbage_cursors_are_errors() {
+    use actuator_tests::call;
+    use reqwest::Method;
+    use serde_json::json;
+    let d = TestDaemon::start();
+    let c = http();
+    let u = &d.url;
+    let long = "d".repeat(1025);
+    for (body, field) in [
+        (json!({"name": "a", "description": long}), "description"),
+        (json!({"name": "a", "description": "red \u{1b}[31m alert"}), "control characters"),
+    ] {
+        let (s, b) = call(&c, Method::POST, &format!("{u}/v1/slots"), Some(body)).await;
+        assert_eq!(s, 400, "{b}");
+        assert!(b["error"]["message"].as_str().unwrap_or("").contains(field), "{b}");
+    }
+    let (s, b) =
+        call(&c, Method::POST, &format!("{u}/v1/slots"), Some(json!({"name": "chat"}))).await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = call(
+        &c,
+        Method::POST,
+        &format!("{u}/v1/slots/chat/versions"),
+        Some(json!({"document": {"model": "m"}, "message": "line\rforged"})),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    let (s, b) = call(
+        &c,
+        Method::POST,
+        &format!("{u}/v1/slots/chat/snapshots"),
+        Some(json!({"label": "l".repeat(257)})),
+    )
+    .await;
+    assert_eq!(s, 400, "{b}");
+    let (_, audit) = call(&c, Method::GET, &format!("{u}/v1/audit"), None).await;
+    assert_eq!(audit["items"].as_array().map(Vec::len), Some(1), "refusals wrote nothing: {audit}");
+    for path in [
+        "/v1/slots?cursor=%25%25%25",
+        "/v1/snapshots?cursor=zzz",
+        "/v1/slots/chat/versions?cursor=x",
+    ] {
+        let (s, b) = call(&c, Method::GET, &format!("{u}{path}"), None).await;
+        assert_eq!(s, 400, "{path}: {b}");
+    }
+}

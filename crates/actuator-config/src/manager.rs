@@ -83,6 +83,35 @@ pub struct Acknowledgement {
 /// Longest reason of an acknowledgement, in bytes.
 pub const MAX_ACK_REASON_BYTES: usize = 1024;
 
+/// Longest slot description, in bytes.
+pub const MAX_DESCRIPTION_BYTES: usize = 1024;
+
+/// Longest snapshot label, in bytes.
+pub const MAX_LABEL_BYTES: usize = 256;
+
+/// Longest message of an applied version or reason of a revert, in bytes.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// Checks a free-text field: at most `max` bytes and no control characters (a newline or
+/// a tab only where `lines` allows them), so that no field can forge a log line.
+///
+/// # Errors
+/// [`ConfigError::Core`] naming the field and the rule.
+pub fn check_text(field: &str, text: &str, max: usize, lines: bool) -> Result<(), ConfigError> {
+    let bad = |m: String| Err(ConfigError::Core(actuator_core::CoreError::InvalidRequest(m)));
+    if text.len() > max {
+        return bad(format!("{field} is {} bytes, at most {max} are allowed", text.len()));
+    }
+    if let Some(c) = text.chars().find(|c| c.is_control() && !(lines && (*c == '\n' || *c == '\t')))
+    {
+        return bad(format!(
+            "{field} must not hold control characters (found U+{:04X})",
+            u32::from(c)
+        ));
+    }
+    Ok(())
+}
+
 /// A store error as the manager reports it: a write refused because a rollout holds the
 /// slot is [`ConfigError::RolloutActive`].
 fn store_error(e: StoreError) -> ConfigError {
@@ -218,6 +247,7 @@ impl ConfigManager {
 
     /// Creates a slot, checking its schema first.
     pub async fn create_slot(&self, new: NewSlot, actor: &str) -> Result<Slot, ConfigError> {
+        check_text("description", &new.description, MAX_DESCRIPTION_BYTES, true)?;
         let target = new.name.to_string();
         if let Some(schema) = &new.schema
             && let Err(message) = check_schema(schema)
@@ -271,6 +301,7 @@ impl ConfigManager {
     /// slot and tries again (up to [`APPLY_RETRIES`] times), so it succeeds unless the slot
     /// is held by a rollout (an activating apply) or the document is refused.
     pub async fn apply(&self, req: ApplyRequest) -> Result<ApplyOutcome, ConfigError> {
+        check_text("message", &req.message, MAX_MESSAGE_BYTES, true)?;
         let mut attempt = 0;
         loop {
             let last = req.expected_latest.is_some() || attempt >= APPLY_RETRIES;
@@ -419,6 +450,7 @@ impl ConfigManager {
         actor: &str,
         reason: &str,
     ) -> Result<Slot, ConfigError> {
+        check_text("reason", reason, MAX_MESSAGE_BYTES, true)?;
         let s = self.slot(slot).await?;
         let target = slot.to_string();
         let Some(active) = s.active_version else {
@@ -452,6 +484,7 @@ impl ConfigManager {
         label: &str,
         actor: &str,
     ) -> Result<Snapshot, ConfigError> {
+        check_text("label", label, MAX_LABEL_BYTES, false)?;
         let s = self.slot(slot).await?;
         let target = slot.to_string();
         if s.active_version.is_none() {
@@ -563,6 +596,7 @@ impl ConfigManager {
         reason: &str,
     ) -> Result<Acknowledgement, ConfigError> {
         let reason = reason.trim();
+        check_text("reason", reason, MAX_ACK_REASON_BYTES, true)?;
         if reason.is_empty() || reason.len() > MAX_ACK_REASON_BYTES {
             return Err(ConfigError::Core(actuator_core::CoreError::InvalidRequest(format!(
                 "reason must be 1 to {MAX_ACK_REASON_BYTES} bytes, got {}",

@@ -60,6 +60,8 @@ struct Inner {
     limits: ServerLimits,
     /// One permit per open event-stream subscriber.
     subscribers: Arc<tokio::sync::Semaphore>,
+    /// Held while an audit verification runs: one at a time (it reads the whole log).
+    verifying: tokio::sync::Mutex<()>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -100,6 +102,7 @@ impl AppState {
                 auth: auth::Auth { settings, tokens: TokenTable::default() },
                 limits,
                 subscribers: Arc::new(tokio::sync::Semaphore::new(limits.max_sse_subscribers)),
+                verifying: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -107,6 +110,11 @@ impl AppState {
     /// The limits on connections and subscribers.
     pub fn limits(&self) -> ServerLimits {
         self.inner.limits
+    }
+
+    /// The right to run an audit verification, `None` while one runs.
+    pub(crate) fn verify_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        self.inner.verifying.try_lock().ok()
     }
 
     /// A permit for one more event-stream subscriber, `None` at the limit.

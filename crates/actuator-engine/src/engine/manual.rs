@@ -70,6 +70,13 @@ impl Engine {
                     got: format!("{} bytes", reason.len()),
                 });
             }
+            if let Some(c) = reason.chars().find(|c| c.is_control() && *c != '\n' && *c != '\t') {
+                return Err(EngineError::OutOfRange {
+                    field: "reason".into(),
+                    range: "text without control characters".into(),
+                    got: format!("U+{:04X}", u32::from(c)),
+                });
+            }
             if self.runtime(id).is_none() {
                 return self.rollback_completed(id, reason, *gradual, actor).await;
             }

@@ -77,6 +77,34 @@ pub(crate) struct PageQuery {
 }
 
 impl PageQuery {
+    /// A page of slots: the cursor is a slot name (the last one of the previous page).
+    fn slot_page(self) -> Result<PageRequest, ApiError> {
+        if let Some(c) = &self.cursor {
+            SlotName::new(c.as_str()).map_err(|_| {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", format!("cursor {c:?} is not a cursor of this list; pass the next_cursor of the previous page"))
+            })?;
+        }
+        self.page()
+    }
+
+    /// A page of snapshots: the cursor is a snapshot id.
+    fn snapshot_page(self) -> Result<PageRequest, ApiError> {
+        if let Some(c) = &self.cursor
+            && (c.is_empty()
+                || c.len() > 64
+                || !c.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+        {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                format!(
+                    "cursor {c:?} is not a cursor of this list; pass the next_cursor of the previous page"
+                ),
+            ));
+        }
+        self.page()
+    }
+
     fn page(self) -> Result<PageRequest, ApiError> {
         let p = PageRequest {
             limit: self.limit.unwrap_or(PageRequest::DEFAULT_LIMIT),
@@ -114,7 +142,7 @@ async fn list_slots(
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<Slot>>, ApiError> {
-    Ok(Json(st.config().list_slots(q.page()?).await?))
+    Ok(Json(st.config().list_slots(q.slot_page()?).await?))
 }
 
 /// A slot with the document of its active version.
@@ -275,7 +303,7 @@ async fn list_slot_snapshots(
     Path(slot): Path<String>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<Snapshot>>, ApiError> {
-    let page = st.config().snapshots(Some(&slot_name(&slot)?), q.page()?).await?;
+    let page = st.config().snapshots(Some(&slot_name(&slot)?), q.snapshot_page()?).await?;
     Ok(Json(masked_snapshots(&st, page).await))
 }
 
@@ -283,7 +311,7 @@ async fn list_snapshots(
     State(st): State<AppState>,
     ApiQuery(q): ApiQuery<PageQuery>,
 ) -> Result<Json<Page<Snapshot>>, ApiError> {
-    let page = st.config().snapshots(None, q.page()?).await?;
+    let page = st.config().snapshots(None, q.snapshot_page()?).await?;
     Ok(Json(masked_snapshots(&st, page).await))
 }
 
@@ -347,6 +375,13 @@ async fn list_audit(
 }
 
 async fn verify_audit(State(st): State<AppState>) -> Result<Json<AuditReport>, ApiError> {
+    let Some(_running) = st.verify_guard() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "audit_verify_running",
+            "an audit verification is already running; wait for it and retry",
+        ));
+    };
     Ok(Json(st.config().verify_audit().await?))
 }
 
