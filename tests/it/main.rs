@@ -10,6 +10,7 @@ mod decisions;
 mod durable_ingest;
 mod hardening;
 mod limits;
+mod metrics;
 mod observations;
 mod ofrep;
 mod rollouts;

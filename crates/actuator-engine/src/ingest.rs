@@ -22,6 +22,21 @@ use crate::error::EngineError;
 /// Most items in one batch.
 pub const MAX_BATCH: usize = 10_000;
 
+/// Counts a batch's items by what became of them.
+fn count_ingest(r: &IngestReport) {
+    let kept = r.accepted.saturating_sub(r.stale);
+    for (outcome, n) in [
+        ("accepted", kept),
+        ("rejected", r.rejected),
+        ("duplicate", r.duplicates),
+        ("stale", r.stale),
+    ] {
+        if n > 0 {
+            metrics::counter!("actuator_observations_total", "outcome" => outcome).increment(n);
+        }
+    }
+}
+
 /// One rejected item.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IngestItemError {
@@ -370,6 +385,7 @@ impl Engine {
                     items.len()
                 ),
             });
+            count_ingest(&report);
             return Ok(report);
         }
         let parsed = items.into_iter().map(|v| v.and_then(parse)).collect();
@@ -410,7 +426,18 @@ impl Engine {
         self.ingest_items(items, IngestReport::default()).await
     }
 
+    /// Ingests and counts the outcome in the metrics (`actuator_observations_total`).
     async fn ingest_items(
+        &self,
+        items: Vec<Result<(String, Item), String>>,
+        report: IngestReport,
+    ) -> Result<IngestReport, EngineError> {
+        let r = self.ingest_uncounted(items, report).await?;
+        count_ingest(&r);
+        Ok(r)
+    }
+
+    async fn ingest_uncounted(
         &self,
         items: Vec<Result<(String, Item), String>>,
         mut report: IngestReport,

@@ -156,6 +156,7 @@ impl Access {
 pub fn access(method: &Method, path: &str) -> Access {
     match path {
         "/healthz" | "/readyz" => Access::Public,
+        "/metrics" => Access::Read,
         "/v1/resolve" => Access::Resolve,
         p if p.starts_with("/ofrep/") => Access::Resolve,
         "/v1/observations" => Access::Report,

@@ -15,6 +15,7 @@ mod error;
 mod extract;
 mod listen;
 mod masking;
+pub mod metrics;
 mod routes;
 mod routing;
 
@@ -206,7 +207,9 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::ofrep::router())
         .merge(routes::rollouts::router())
         .merge(routes::tokens::router())
+        .route("/metrics", axum::routing::get(metrics::scrape))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
+        .route_layer(axum::middleware::from_fn(metrics::track))
         .method_not_allowed_fallback(routes::method_not_allowed)
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

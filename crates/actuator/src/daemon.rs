@@ -34,6 +34,8 @@ impl Notifier for Deadline {
 
 /// Builds the application state from settings and the compiled-in plugins.
 pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
+    // Counters and histograms from the first request on, for `/metrics`.
+    let _ = actuator_server::metrics::install();
     let registry = Registry::from_inventory().context("loading compiled-in plugins")?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;

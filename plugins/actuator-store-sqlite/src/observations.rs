@@ -57,7 +57,7 @@ impl SqliteStore {
                 StoreError::Backend(format!("sqlite: negative batch sequence number {seq}"))
             })?);
         }
-        tx.commit().await.map_err(backend("committing observation batches"))?;
+        crate::store::commit(tx).await?;
         Ok(seqs)
     }
 
@@ -98,7 +98,7 @@ impl SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(backend("deleting folded observation batches"))?;
-        tx.commit().await.map_err(backend("committing a checkpoint"))?;
+        crate::store::commit(tx).await?;
         Ok(cur)
     }
 

@@ -409,7 +409,11 @@ pub(crate) async fn seal(
 }
 
 pub(crate) async fn commit(tx: Transaction<'static, Sqlite>) -> Result<(), StoreError> {
-    tx.commit().await.map_err(backend("committing"))
+    let started = std::time::Instant::now();
+    let r = tx.commit().await.map_err(backend("committing"));
+    metrics::histogram!("actuator_store_commit_seconds", "store" => "sqlite")
+        .record(started.elapsed().as_secs_f64());
+    r
 }
 
 #[async_trait]

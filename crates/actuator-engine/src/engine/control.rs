@@ -63,6 +63,12 @@ impl Engine {
             let mode = rt.req.rollback_mode;
             return self.start_rollback(rt, reason, true, mode, "engine").await;
         }
+        metrics::counter!(
+            "actuator_decisions_total",
+            "kind" => view.kind.clone(),
+            "rule" => decision_rule(&eval.decision),
+        )
+        .increment(1);
         let changed =
             rt.st.last_decision.as_ref().is_none_or(|d| d.kind != view.kind || d.rule != view.rule);
         rt.st.last_decision = Some(view.clone());
@@ -244,4 +250,19 @@ impl Engine {
 /// What the remaining trigger (maximum duration) looks at.
 const fn trigger_input(past_max: bool) -> actuator_rollback::TriggerInput {
     actuator_rollback::TriggerInput { past_max_duration: past_max }
+}
+
+/// A decision's rule for the metrics, of bounded cardinality: the first rule of a rollback
+/// (`sequential:errors`, `sloguard:...`, `catastrophic:errors`), else the decision's kind.
+fn decision_rule(d: &Decision) -> String {
+    match d {
+        Decision::Rollback { rules, .. } => rules.first().map_or_else(
+            || "rollback".into(),
+            |r| format!("{:?}:{}", r.kind, r.metric).to_lowercase(),
+        ),
+        Decision::Continue => "continue".into(),
+        Decision::Promote { .. } => "promote".into(),
+        Decision::Inconclusive { .. } => "inconclusive".into(),
+        Decision::Halt { .. } => "halt".into(),
+    }
 }

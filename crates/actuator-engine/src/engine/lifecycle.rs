@@ -171,6 +171,13 @@ impl Engine {
     /// on. A store error that may pass (a conflict, the backend) is recorded and retried on
     /// the next pass.
     pub async fn run_pass(&self) {
+        let started = std::time::Instant::now();
+        self.run_pass_inner().await;
+        metrics::histogram!("actuator_control_loop_tick_seconds")
+            .record(started.elapsed().as_secs_f64());
+    }
+
+    async fn run_pass_inner(&self) {
         for rt in self.all_runtimes() {
             let mut g = rt.lock().await;
             match AssertUnwindSafe(self.tick(&mut g)).catch_unwind().await {

@@ -105,6 +105,17 @@ impl Engine {
         Ok(Page { items, next_cursor: p.next_cursor })
     }
 
+    /// The views of every rollout this engine drives now (in memory; no store read), for
+    /// metrics.
+    pub async fn active_views(&self) -> Vec<RolloutView> {
+        let mut out = Vec::new();
+        for rt in self.all_runtimes() {
+            let g = rt.lock().await;
+            out.push(RolloutView::new(&g.rec, &g.st));
+        }
+        out
+    }
+
     /// Counters since the store was created.
     pub fn stats(&self) -> ActuatorStats {
         lock(&self.inner.stats).clone()

@@ -15,6 +15,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let decided = Instant::now();
         let now = self.now();
+        metrics::counter!("actuator_rollbacks_total", "trigger" => rollback_trigger(&reason))
+            .increment(1);
         // A completed rollout rolled back within its window: the version it replaced becomes
         // active again in the same write, and the candidate's share steps down from there.
         let after_completion = rt.rec.state == DeploymentState::Completed;
@@ -240,4 +242,17 @@ impl Engine {
         );
         Ok(())
     }
+}
+
+/// The kind of a rollback's reason, for the metrics (`analysis`, `manual`, `timeout`, ...).
+fn rollback_trigger(reason: &RollbackReason) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| {
+            v.get("kind")
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned)
+                .or_else(|| v.as_str().map(str::to_owned))
+        })
+        .unwrap_or_else(|| "other".into())
 }

@@ -367,6 +367,7 @@ async fn evaluate_flag(
     };
     let mut masker = crate::masking::Masker::for_principal(principal.as_deref());
     masker.apply(&st, &key, &mut r).await;
+    crate::metrics::resolved("ofrep", r.variant_name());
     let tag = masked_tag(etag(table.etag_for([key.as_str()]), &ctx), masker.active());
     if if_none_match.matches(&tag) {
         return not_modified_response(&tag);
@@ -439,6 +440,9 @@ async fn evaluate_bulk(
         return not_modified_response(&tag);
     }
     let mut answers = table.resolve_all(&ctx);
+    for r in answers.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+        crate::metrics::resolved("ofrep", r.variant_name());
+    }
     if masker.active() {
         for (key, r) in &mut answers {
             if let Ok(r) = r {

@@ -131,6 +131,7 @@ async fn resolve(
             let ctx = eval_context(body.context)?;
             let mut r = st.routes().router().resolve(&slot, &ctx)?;
             masker.apply(&st, &slot, &mut r).await;
+            crate::metrics::resolved("resolve", r.variant_name());
             Ok(Json(Resolved::new(&slot, &r)).into_response())
         }
         (None, Some(items)) => {
@@ -158,6 +159,9 @@ async fn resolve(
                     (item.slot.as_str(), r)
                 })
                 .collect();
+            for r in answers.iter().filter_map(|(_, r)| r.as_ref().ok()) {
+                crate::metrics::resolved("resolve", r.variant_name());
+            }
             if masker.active() {
                 for (slot, r) in &mut answers {
                     if let Ok(r) = r {
