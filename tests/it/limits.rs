@@ -177,3 +177,20 @@ async fn free_text_is_capped_and_garbage_cursors_are_errors() {
         assert_eq!(s, 400, "{path}: {b}");
     }
 }
+
+#[tokio::test]
+async fn an_oversized_observation_batch_gets_the_json_error_shape() {
+    let d = TestDaemon::start();
+    let c = http();
+    let body = format!("[{}]", "1,".repeat(9 * 1024 * 1024));
+    let r = c
+        .post(format!("{}/v1/observations", d.url))
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status().as_u16(), 413);
+    let b: serde_json::Value = r.json().await.expect("a JSON error, not plain text");
+    assert_eq!(b["error"]["code"], "payload_too_large", "{b}");
+}

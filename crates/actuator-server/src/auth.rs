@@ -255,13 +255,14 @@ fn json_body(req: &Request, path: &str) -> Result<(), ApiError> {
         .unwrap_or("")
         .trim()
         .to_ascii_lowercase();
-    let ok =
-        ct == "application/json" || (path == "/v1/observations" && ct == "application/x-ndjson");
+    let ok = ct == "application/json"
+        || (path == "/v1/observations"
+            && (ct == "application/x-ndjson" || ct == "application/jsonl"));
     if ok {
         Ok(())
     } else {
         let what = if path == "/v1/observations" {
-            "`application/json` or `application/x-ndjson`"
+            "`application/json`, `application/x-ndjson` or `application/jsonl`"
         } else {
             "`application/json`"
         };

@@ -187,8 +187,21 @@ async fn stats(State(st): State<AppState>) -> Result<Json<actuator_core::Actuato
 async fn observations(
     State(st): State<AppState>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<actuator_engine::IngestReport>, ApiError> {
+    let body = body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!(
+                    "an observation batch is at most {MAX_OBSERVATION_BODY_BYTES} bytes; split it"
+                ),
+            )
+        } else {
+            ApiError::bad_request(format!("the request body could not be read: {e}"))
+        }
+    })?;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
     let items: Vec<Result<Value, String>> =
         if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") {
