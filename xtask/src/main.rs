@@ -6,12 +6,18 @@
 //! - `bench`: the benchmark table (release build), printed and written to `bench-results/`
 //! - `sim`: the real engine over the default canary request in simulated time (release build),
 //!   printed and written to `sim-results/` (markdown, CSV, JSON)
+//! - `openapi`: writes `docs/openapi.json`, the API's OpenAPI document
+//!
+//! `test` ends with schemathesis (installed in the same venv) fuzzing a live daemon over its
+//! OpenAPI document with an operator token: no server error, every status and body as
+//! documented.
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod fuzz;
 mod sim;
 
 #[derive(Debug, Parser)]
@@ -44,6 +50,10 @@ enum Task {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Write docs/openapi.json from the server's types.
+    Openapi,
+    /// Only the schemathesis run of `test` (builds the binary first).
+    Fuzz,
     /// The simulation itself (what `sim` runs, optimised).
     #[command(hide = true)]
     SimRun(sim::SimArgs),
@@ -76,8 +86,8 @@ fn has_nextest() -> bool {
 }
 
 /// The independent OpenFeature clients the integration tests drive (pinned).
-const OFREP_PY_PACKAGES: [&str; 2] =
-    ["openfeature-sdk==0.10.0", "openfeature-provider-ofrep==0.3.0"];
+const OFREP_PY_PACKAGES: [&str; 3] =
+    ["openfeature-sdk==0.10.0", "openfeature-provider-ofrep==0.3.0", "schemathesis==4.32.5"];
 
 fn is_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
@@ -134,7 +144,15 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     run(t)?;
     let mut doc = cargo();
     doc.args(["test", "--workspace", "--doc"]);
-    run(doc)
+    run(doc)?;
+    if args.is_empty() {
+        match ofrep_venv() {
+            Ok(python) => fuzz::schemathesis(&python, &target_dir())?,
+            Err(e) if is_ci() => return Err(e),
+            Err(e) => eprintln!("warning: {e:#}; schemathesis skipped"),
+        }
+    }
+    Ok(())
 }
 
 /// Installs `wrk` (the HTTP load generator of the throughput benchmark) with apt when it is
@@ -167,6 +185,20 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => test(&args),
         Task::SimRun(args) => sim::run(args),
+        Task::Fuzz => {
+            let mut build = cargo();
+            build.args(["build", "-p", "actuator", "--bin", "actuator"]);
+            run(build)?;
+            fuzz::schemathesis(&ofrep_venv()?, &target_dir())
+        }
+        Task::Openapi => {
+            let doc = actuator_server::openapi::document();
+            let text = serde_json::to_string_pretty(&doc).context("the OpenAPI document")? + "\n";
+            let path = root().join("docs/openapi.json");
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("wrote {}", path.display());
+            Ok(())
+        }
         Task::Bench { quick } => {
             ensure_wrk();
             let mut c = cargo();

@@ -8,7 +8,7 @@ use serde_json::{Map, Value};
 use crate::{Variant, VersionedConfig};
 
 /// Why a request got its variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     /// The slot has no active rollout: stable for everyone (OFREP `STATIC`).

@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// A path present only in the new document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Added {
     /// JSON Pointer of the value.
     pub path: String,
@@ -13,7 +13,7 @@ pub struct Added {
 }
 
 /// A path present only in the old document.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Removed {
     /// JSON Pointer of the value.
     pub path: String,
@@ -22,7 +22,7 @@ pub struct Removed {
 }
 
 /// A path whose value differs.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Changed {
     /// JSON Pointer of the value.
     pub path: String,
@@ -34,7 +34,7 @@ pub struct Changed {
 
 /// What differs between two documents. Objects are compared key by key and arrays index by
 /// index, down to the leaves; a value whose type changes is reported as changed whole.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Diff {
     /// Paths only in the new document.
     pub added: Vec<Added>,

@@ -53,7 +53,7 @@ pub struct ApplyRequest {
 }
 
 /// What an apply did (or, for a dry run, would do).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ApplyOutcome {
     /// Whether this was a dry run.
     pub dry_run: bool,
@@ -72,7 +72,7 @@ pub struct ApplyOutcome {
 pub const APPLY_RETRIES: u32 = 32;
 
 /// What an acknowledgement of a broken audit chain recorded.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Acknowledgement {
     /// The acknowledgement's own audit entry.
     pub entry: AuditEntry,

@@ -35,7 +35,7 @@ pub fn document_sha256(document: &Value) -> String {
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
 /// Whether the audited action succeeded.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditOutcome {
     /// The action took effect.
@@ -175,7 +175,7 @@ pub fn truncate_to_micros(at: DateTime<Utc>) -> DateTime<Utc> {
 }
 
 /// A sealed audit entry.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditEntry {
     /// Position in the chain, 1 for the first entry.
     pub seq: u64,
@@ -236,7 +236,7 @@ pub struct AuditHead {
 }
 
 /// What is wrong with a chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum ChainProblem {
     /// An entry's content no longer matches its hash: it was edited.
@@ -397,7 +397,7 @@ impl ChainVerifier {
 }
 
 /// A problem found by [`verify_chain`], and the acknowledgement that covers it, if any.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct FoundProblem {
     /// The problem.
     pub problem: ChainProblem,
@@ -407,7 +407,7 @@ pub struct FoundProblem {
 }
 
 /// The result of verifying the audit chain.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AuditReport {
     /// Whether every problem found is acknowledged (always true for an intact chain).
     pub ok: bool,

@@ -9,7 +9,9 @@ use crate::error::CoreError;
 
 /// The name of a config slot, such as `chat.default`: 1 to 128 characters of `a-z 0-9 . _ -`,
 /// starting with a letter or a digit. Slot names appear in URLs and OFREP flag keys.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct SlotName(String);
 
@@ -69,7 +71,7 @@ pub struct NewSlot {
 }
 
 /// A named LLM configuration, such as `chat.default`, with its version pointers.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Slot {
     /// The slot's name.
     pub name: SlotName,
@@ -91,7 +93,7 @@ pub struct Slot {
 
 /// One immutable version of a slot's configuration. Versions count up from 1 per slot and
 /// are never rewritten.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ConfigVersion {
     /// The slot this version belongs to.
     pub slot: SlotName,
@@ -108,7 +110,7 @@ pub struct ConfigVersion {
 }
 
 /// A saved copy of the configuration a slot was serving at a moment.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Snapshot {
     /// Time-ordered unique id (UUIDv7).
     pub id: String,

@@ -12,7 +12,19 @@ use crate::error::CoreError;
 use crate::state::DeploymentState;
 
 /// How a candidate config reaches traffic.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentStrategy {
     /// Phased shares (1% → 5% → 25% → 50% → 100%) compared against a control.
@@ -59,7 +71,7 @@ impl fmt::Display for DeploymentStrategy {
 }
 
 /// The config a deployment rolls out: an existing version, or a new document to write first.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Candidate {
     /// A version already in the store.
@@ -69,7 +81,7 @@ pub enum Candidate {
 }
 
 /// One canary phase.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanaryPhase {
     /// Share of traffic on the candidate, in percent (0.01 to 100).
@@ -100,7 +112,7 @@ pub struct CanaryPhase {
 }
 
 /// What a canary phase is for (docs/statistics.md, "Stages with roles").
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PhaseRole {
     /// Catch crashes and large regressions with coarse margins.
@@ -127,7 +139,7 @@ impl PhaseRole {
 /// Promotion margins of one phase. Each is optional; unset ones take the role's default
 /// (smoke: errors +1 pp or ×2, latency ×1.2, cost ×1.2; prove: errors +0.5 pp, latency ×1.1,
 /// cost ×1.05, quality −0.1).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct PhaseMargins {
     /// Absolute error-rate margin, in (0, 1).
@@ -143,7 +155,7 @@ pub struct PhaseMargins {
 }
 
 /// What a metric that cannot reach a verdict within the phase's budget does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum UnreachableMetric {
     /// It holds the phase.
@@ -157,7 +169,7 @@ pub enum UnreachableMetric {
 }
 
 /// What an inconclusive phase does.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PhaseInconclusive {
     /// Pause and alert.
@@ -286,7 +298,7 @@ mod defaults {
 }
 
 /// The thresholds of the seed's guard rails and significance level.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct SuccessCriteria {
     /// Minimum share of successful requests (0.99).
@@ -357,7 +369,9 @@ impl SuccessCriteria {
 }
 
 /// How a rollback moves traffic back.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum RollbackMode {
     /// The candidate's share drops to 0 and the stable snapshot is restored in one step.
@@ -368,7 +382,7 @@ pub enum RollbackMode {
 }
 
 /// Settings of the canary strategy.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanaryConfig {
     /// The phases, in order; the last is usually 100%.
@@ -441,7 +455,7 @@ impl CanaryConfig {
 }
 
 /// A request to roll a candidate config out to a slot.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeploymentRequest {
     /// Caller-chosen id; one is generated when absent.
@@ -577,7 +591,7 @@ pub struct DeploymentStatus {
 }
 
 /// Why a rollback happened.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum RollbackReason {
     /// An operator asked.
@@ -626,7 +640,7 @@ pub struct RollbackRequest {
 }
 
 /// What a rollback achieved.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RollbackResult {
     /// The deployment.
     pub deployment_id: String,
@@ -649,7 +663,7 @@ pub struct RollbackResult {
 }
 
 /// Counters of the actuator, as in the seed.
-#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ActuatorStats {
     /// Deployments started.
     pub total_deployments: u64,

@@ -16,7 +16,7 @@ use std::fmt;
 use crate::error::CoreError;
 
 /// Where a deployment is in its life.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DeploymentState {
     /// Accepted, not yet validated.

@@ -180,7 +180,7 @@ impl Default for PageRequest {
 }
 
 /// One page of results.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Page<T> {
     /// The items.
     pub items: Vec<T>,

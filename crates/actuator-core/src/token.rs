@@ -25,7 +25,19 @@ pub const MAX_SECRET_LEN: usize = 256;
 /// What a token may do. The management roles are ordered: an `admin` may do what an
 /// `operator` may, an `operator` what a `viewer` may. `client` is separate: what an
 /// application holds (resolve, OFREP, observations), and the only role that sees secrets.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Resolve, OFREP and observations; sees secret config fields.

@@ -38,7 +38,7 @@ fn count_ingest(r: &IngestReport) {
 }
 
 /// One rejected item.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IngestItemError {
     /// Index in the batch.
     pub index: usize,
@@ -47,7 +47,7 @@ pub struct IngestItemError {
 }
 
 /// The result of a batch.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct IngestReport {
     /// Items kept.
     pub accepted: u64,

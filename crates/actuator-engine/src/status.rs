@@ -19,7 +19,7 @@ pub const MAX_ERRORS: usize = 20;
 pub const MAX_ROLLBACKS: usize = 20;
 
 /// One state change, kept in the rollout's bounded history.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Transition {
     /// From.
     pub from: DeploymentState,
@@ -32,7 +32,7 @@ pub struct Transition {
 }
 
 /// One step of a gradual rollback.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RollbackStep {
     /// Candidate share after the step, basis points.
     pub share_bp: u16,
@@ -45,7 +45,7 @@ pub struct RollbackStep {
 }
 
 /// A rollback in progress or done.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RollbackState {
     /// Why.
     pub reason: RollbackReason,
@@ -220,7 +220,7 @@ pub(crate) fn rollback_window(rec: &RolloutRecord) -> Option<chrono::Duration> {
 }
 
 /// A decision, short.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DecisionView {
     /// `continue`, `promote`, `rollback`, `inconclusive`, `halt`.
     pub kind: String,
@@ -288,7 +288,7 @@ impl DecisionView {
 }
 
 /// One arm's numbers in the current step.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArmView {
     /// `control`, `canary`, `shadow` or an A/B arm.
     pub arm: String,
@@ -311,7 +311,7 @@ pub struct ArmView {
 }
 
 /// One metric's estimate with its always-valid interval.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MetricView {
     /// The arm compared with control.
     pub arm: String,
@@ -351,7 +351,7 @@ pub struct MetricView {
 }
 
 /// A rollback as listed in the history.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RollbackView {
     /// The rollout.
     pub rollout_id: String,
@@ -363,7 +363,7 @@ pub struct RollbackView {
 }
 
 /// What the API shows of a rollout.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RolloutView {
     /// Id.
     pub id: String,

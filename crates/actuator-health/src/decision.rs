@@ -115,7 +115,9 @@ pub enum HaltReason {
 }
 
 /// Where one metric stands on the way to promotion.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum MetricVerdict {
     /// The upper bound is below the margin.

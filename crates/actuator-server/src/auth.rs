@@ -155,7 +155,7 @@ impl Access {
 /// table for every route, so the table-driven tests and the docs read the same rules.
 pub fn access(method: &Method, path: &str) -> Access {
     match path {
-        "/healthz" | "/readyz" => Access::Public,
+        "/healthz" | "/readyz" | "/openapi.json" => Access::Public,
         "/metrics" => Access::Read,
         "/v1/resolve" => Access::Resolve,
         p if p.starts_with("/ofrep/") => Access::Resolve,

@@ -16,6 +16,7 @@ mod extract;
 mod listen;
 mod masking;
 pub mod metrics;
+pub mod openapi;
 mod routes;
 mod routing;
 
@@ -208,6 +209,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::rollouts::router())
         .merge(routes::tokens::router())
         .route("/metrics", axum::routing::get(metrics::scrape))
+        .route("/openapi.json", axum::routing::get(openapi::serve))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .method_not_allowed_fallback(routes::method_not_allowed)

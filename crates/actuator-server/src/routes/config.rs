@@ -69,7 +69,7 @@ fn slot_name(raw: &str) -> Result<SlotName, ApiError> {
 }
 
 /// `?limit=&cursor=`
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PageQuery {
     limit: Option<u32>,
@@ -115,9 +115,9 @@ impl PageQuery {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateSlot {
+pub(crate) struct CreateSlot {
     name: String,
     #[serde(default)]
     description: String,
@@ -146,8 +146,8 @@ async fn list_slots(
 }
 
 /// A slot with the document of its active version.
-#[derive(Debug, Serialize)]
-struct SlotView {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct SlotView {
     #[serde(flatten)]
     slot: Slot,
     current: Option<ConfigVersion>,
@@ -168,9 +168,9 @@ async fn get_slot(
     Ok(Json(SlotView { slot, current }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ApplyBody {
+pub(crate) struct ApplyBody {
     document: Value,
     #[serde(default)]
     message: String,
@@ -242,9 +242,9 @@ async fn get_version(
     Ok(Json(masked_version(version, schema_of(&st, &name).await.as_ref())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct DiffQuery {
+pub(crate) struct DiffQuery {
     from: u64,
     to: u64,
 }
@@ -259,9 +259,9 @@ async fn diff(
     Ok(Json(mask_diff(&d, schema_of(&st, &name).await.as_ref())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RevertBody {
+pub(crate) struct RevertBody {
     #[serde(default)]
     to: Option<u64>,
     #[serde(default)]
@@ -280,9 +280,9 @@ async fn revert(
     Ok(Json(slot))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct SnapshotBody {
+pub(crate) struct SnapshotBody {
     #[serde(default)]
     label: String,
 }
@@ -338,9 +338,9 @@ async fn restore(
     Ok(Json(slot))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AuditParams {
+pub(crate) struct AuditParams {
     limit: Option<u32>,
     cursor: Option<u64>,
     #[serde(default)]
@@ -348,9 +348,9 @@ struct AuditParams {
     target: Option<String>,
 }
 
-#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Default, Deserialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
-enum Order {
+pub(crate) enum Order {
     Asc,
     #[default]
     Desc,
@@ -385,9 +385,9 @@ async fn verify_audit(State(st): State<AppState>) -> Result<Json<AuditReport>, A
     Ok(Json(st.config().verify_audit().await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct AcknowledgeBody {
+pub(crate) struct AcknowledgeBody {
     /// Why the problem is accepted (1 to 1024 bytes).
     reason: String,
 }

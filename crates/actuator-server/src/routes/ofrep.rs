@@ -62,7 +62,7 @@ pub(crate) fn router() -> Router<AppState> {
 
 /// An OFREP failure: `{key?, errorCode, errorDetails}` with its status.
 #[derive(Debug)]
-struct Failure {
+pub(crate) struct Failure {
     status: StatusCode,
     code: &'static str,
     details: String,
@@ -90,9 +90,9 @@ impl From<ResolveError> for Failure {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct FailureBody<'a> {
+pub(crate) struct FailureBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     key: Option<&'a str>,
     error_code: &'static str,
@@ -100,8 +100,8 @@ struct FailureBody<'a> {
 }
 
 /// `{"context": {...}}`; other members are ignored (forward compatibility).
-#[derive(Debug, Deserialize)]
-struct EvaluationRequest {
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub(crate) struct EvaluationRequest {
     #[serde(default)]
     context: Option<Value>,
 }
@@ -165,9 +165,9 @@ const fn reason_detail(r: Reason) -> &'static str {
 
 /// Flag metadata: the same keys as `Resolution::ofrep_metadata`, without building a map, plus
 /// `reasonDetail`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct Metadata<'a> {
+pub(crate) struct Metadata<'a> {
     config_version: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     rollout_id: Option<&'a str>,
@@ -185,8 +185,8 @@ struct Metadata<'a> {
     reason_detail: &'static str,
 }
 
-#[derive(Debug, Serialize)]
-struct Success<'a> {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct Success<'a> {
     key: &'a str,
     value: &'a Value,
     reason: &'static str,
@@ -294,7 +294,7 @@ fn etag(routes: u64, ctx: &EvalContext) -> String {
 /// The `If-None-Match` header values, without cloning the whole header map (an empty vector
 /// does not allocate).
 #[derive(Debug, Default)]
-struct IfNoneMatch(Vec<HeaderValue>);
+pub(crate) struct IfNoneMatch(Vec<HeaderValue>);
 
 impl<S: Send + Sync> FromRequestParts<S> for IfNoneMatch {
     type Rejection = Infallible;
@@ -375,39 +375,39 @@ async fn evaluate_flag(
     json_response(StatusCode::OK, &tag, &Success::new(&key, &r))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
-enum BulkItem<'a> {
+pub(crate) enum BulkItem<'a> {
     Ok(Success<'a>),
     Err(FailureBody<'a>),
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct BulkMetadata {
+pub(crate) struct BulkMetadata {
     /// Content hash of every route (the `etag` of `refetchEvaluation` events).
     routes_etag: String,
     flag_count: usize,
 }
 
-#[derive(Debug, Serialize)]
-struct EndpointRef {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct EndpointRef {
     #[serde(rename = "requestUri")]
     request_uri: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct EventStream {
+pub(crate) struct EventStream {
     #[serde(rename = "type")]
     kind: &'static str,
     endpoint: EndpointRef,
     inactivity_delay_sec: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "camelCase")]
-struct BulkResponse<'a> {
+pub(crate) struct BulkResponse<'a> {
     flags: Vec<BulkItem<'a>>,
     metadata: BulkMetadata,
     event_streams: [EventStream; 1],

@@ -31,9 +31,9 @@ pub(crate) fn router() -> Router<AppState> {
     Router::new().route("/v1/resolve", post(resolve))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ResolveBody {
+pub(crate) struct ResolveBody {
     #[serde(default)]
     slot: Option<String>,
     #[serde(default)]
@@ -42,16 +42,16 @@ struct ResolveBody {
     requests: Option<Vec<ResolveItem>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ResolveItem {
+pub(crate) struct ResolveItem {
     slot: String,
     #[serde(default)]
     context: Option<Value>,
 }
 
 /// A resolution as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct Resolved<'a> {
     slot: &'a str,
     variant: &'a str,
@@ -68,7 +68,7 @@ pub(crate) struct Resolved<'a> {
 }
 
 /// The candidate to run on the side, in shadow mode.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub(crate) struct ShadowView<'a> {
     config_version: u64,
     config: &'a Value,
@@ -95,27 +95,27 @@ impl<'a> Resolved<'a> {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct ItemError<'a> {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct ItemError<'a> {
     slot: &'a str,
     error: ErrorBody,
 }
 
-#[derive(Debug, Serialize)]
-struct ErrorBody {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct ErrorBody {
     code: &'static str,
     message: String,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
-enum Outcome<'a> {
+pub(crate) enum Outcome<'a> {
     Ok(Resolved<'a>),
     Err(ItemError<'a>),
 }
 
-#[derive(Debug, Serialize)]
-struct BatchResponse<'a> {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct BatchResponse<'a> {
     results: Vec<Outcome<'a>>,
 }
 

@@ -72,9 +72,9 @@ async fn start(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     #[serde(default)]
     active: bool,
     slot: Option<String>,
@@ -108,9 +108,9 @@ async fn health(
     Ok(Json(engine(&st)?.health(&id).await?))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct ActBody {
+pub(crate) struct ActBody {
     #[serde(default)]
     full: bool,
     #[serde(default)]
@@ -162,9 +162,9 @@ async fn act(
     Ok(Json(engine(&st)?.act(&id, action, &actor.0).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct PageQuery {
+pub(crate) struct PageQuery {
     limit: Option<u32>,
     cursor: Option<String>,
 }
@@ -252,3 +252,8 @@ async fn observations(
     }
     Ok(Json(engine(&st)?.ingest_parsed(items).await?))
 }
+
+/// The body of a POST that takes no input: an empty JSON object (the content type is what
+/// makes it a JSON request).
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+pub(crate) struct EmptyBody {}

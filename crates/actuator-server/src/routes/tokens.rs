@@ -21,9 +21,9 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/tokens/{name}", delete(revoke))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     name: String,
     role: Role,
     /// A secret to use instead of a generated one (24 to 256 visible ASCII characters).
@@ -32,8 +32,8 @@ struct CreateBody {
 }
 
 /// A token as the API shows it (never the hash).
-#[derive(Debug, Serialize)]
-struct TokenView {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct TokenView {
     name: String,
     role: Role,
     created_at: chrono::DateTime<chrono::Utc>,
