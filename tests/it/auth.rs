@@ -409,3 +409,23 @@ async fn openfeature_clients_send_their_client_token() {
         }
     }
 }
+
+#[tokio::test]
+async fn cors_grants_only_the_configured_origins() {
+    let d = TestDaemon::start_with("[server]\ncors_origins = [\"https://ops.example.com\"]\n");
+    let c = http();
+    let preflight = |origin: &'static str| {
+        c.request(Method::OPTIONS, format!("{}/v1/slots", d.url))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "authorization,content-type")
+            .send()
+    };
+    let ok = preflight("https://ops.example.com").await.expect("preflight");
+    assert_eq!(
+        ok.headers().get("access-control-allow-origin").and_then(|v| v.to_str().ok()),
+        Some("https://ops.example.com")
+    );
+    let other = preflight("https://evil.example").await.expect("preflight");
+    assert!(other.headers().get("access-control-allow-origin").is_none());
+}
