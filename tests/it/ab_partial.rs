@@ -23,7 +23,10 @@ async fn slot(c: &reqwest::Client, url: &str, name: &str, stable: Value, candida
 }
 
 async fn start_ab(c: &reqwest::Client, url: &str, name: &str) -> String {
+    // A fixed id fixes the bucketing salt, so every run assigns the simulated users alike
+    // (a random salt made the comparison a fresh draw of its false-alarm chance each run).
     let req = json!({
+        "id": format!("fixed-{name}"),
         "slot": name, "candidate": {"version": 2}, "strategy": "ab_test",
         "settings": {"primary": "quality", "traffic_percent": 40, "min_samples": 200}
     });

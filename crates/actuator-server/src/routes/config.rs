@@ -443,6 +443,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn only_one_audit_verification_runs_at_a_time() {
+        let store = Arc::new(MemoryStore::new());
+        let st = AppState::new(
+            ConfigManager::new(store.clone(), vec![], ConfigSettings::default()),
+            crate::RouteBook::new(store),
+        );
+        let app = router(st.clone());
+        let running = st.verify_guard().expect("nothing runs yet");
+        let (s, b) = call(&app, "GET", "/v1/audit/verify", None).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("audit_verify_running"))
+        );
+        drop(running);
+        let (s, b) = call(&app, "GET", "/v1/audit/verify", None).await;
+        assert_eq!(s, StatusCode::OK, "{b}");
+    }
+
+    #[tokio::test]
     async fn errors_have_one_shape() {
         let app = app();
         let (s, b) = call(&app, "POST", "/v1/slots", Some("{not json")).await;
