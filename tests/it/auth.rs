@@ -10,26 +10,7 @@ use std::process::Command;
 
 const ADMIN: &str = "test-admin-secret-0123456789abcdef";
 
-/// Sends `method url` with an optional bearer token and JSON body.
-async fn req(
-    c: &reqwest::Client,
-    method: Method,
-    url: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let mut r = c.request(method, url).header("x-actuator-actor", "someone-else");
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.expect("body");
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
+use actuator_tests::call_as as req;
 
 async fn make_token(c: &reqwest::Client, url: &str, name: &str, role: &str) -> String {
     let (s, b) = req(
@@ -167,7 +148,7 @@ async fn the_audit_actor_is_the_token_name_whatever_the_request_says() {
     let (d, tokens) = secured().await;
     let c = http();
     let operator = &tokens.iter().find(|(r, _)| *r == "operator").expect("operator").1;
-    // The header says someone else, and the rollout body names an actor of its own.
+    // The header names an actor (`tester`), and the rollout body names one of its own.
     let body = json!({"slot": "chat", "candidate": {"version": 2}, "strategy": "canary",
         "actor": "root\nlevel=info msg=forged"});
     let (s, b) =
@@ -194,7 +175,7 @@ async fn the_audit_actor_is_the_token_name_whatever_the_request_says() {
         assert!(actor == "operator-bot" || actor == "engine", "{e}");
     }
     assert!(mine.iter().any(|e| e["action"] == "rollout.start" && e["actor"] == "operator-bot"));
-    assert!(entries.iter().all(|e| e["actor"] != "someone-else" && e["actor"] != "root"));
+    assert!(entries.iter().all(|e| e["actor"] != "tester" && e["actor"] != "root"));
     let made: Vec<&Value> = entries.iter().filter(|e| e["action"] == "token.create").collect();
     assert!(made.iter().any(|e| e["actor"] == "admin-env" && e["target"] == "viewer-bot"));
 }

@@ -15,13 +15,7 @@ async fn req(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut r = c.request(method, url).bearer_auth(token);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request");
-    let s = resp.status().as_u16();
-    (s, resp.json().await.unwrap_or(Value::Null))
+    actuator_tests::call_as(c, method, url, Some(token), body).await
 }
 
 /// A daemon with a canary rollout of slot `chat` at its first phase (1%), a viewer token,

@@ -17,13 +17,7 @@ async fn req(
     token: &str,
     body: Option<Value>,
 ) -> (u16, Value) {
-    let mut r = c.request(method, url).bearer_auth(token);
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status().as_u16();
-    (status, resp.json().await.unwrap_or(Value::Null))
+    actuator_tests::call_as(c, method, url, Some(token), body).await
 }
 
 async fn token(c: &reqwest::Client, url: &str, name: &str, role: &str) -> String {

@@ -202,6 +202,27 @@ pub async fn call(
     (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }
 
+/// Like [`call`], with `token` (when given) as `Authorization: Bearer`.
+pub async fn call_as(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<serde_json::Value>,
+) -> (u16, serde_json::Value) {
+    let mut r = c.request(method, url).header("x-actuator-actor", "tester");
+    if let Some(t) = token {
+        r = r.bearer_auth(t);
+    }
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.expect("request");
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
 /// A simulated LLM application: resolves configs for random users and reports outcomes
 /// drawn from each config document's `sim` object (`error_rate`, `latency_ms`, `cost`,
 /// `quality`; defaults 1 %, 300 ms, 0.002, 4.0).

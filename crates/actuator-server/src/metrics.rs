@@ -106,25 +106,27 @@ async fn rollout_gauges(st: &AppState) -> String {
     ] {
         let _ = writeln!(out, "actuator_rollouts_finished{{outcome=\"{outcome}\"}} {n}");
     }
-    out.push_str("# HELP actuator_rollout_phase Current phase index of each active rollout.\n# TYPE actuator_rollout_phase gauge\n");
-    for v in &views {
-        let _ = writeln!(
-            out,
-            "actuator_rollout_phase{{rollout=\"{}\",slot=\"{}\"}} {}",
-            label(&v.id),
-            label(&v.slot),
-            v.phase
-        );
-    }
-    out.push_str("# HELP actuator_rollout_share_percent Candidate share of each active rollout, percent.\n# TYPE actuator_rollout_share_percent gauge\n");
-    for v in &views {
-        let _ = writeln!(
-            out,
-            "actuator_rollout_share_percent{{rollout=\"{}\",slot=\"{}\"}} {}",
-            label(&v.id),
-            label(&v.slot),
-            v.share_percent
-        );
+    let per_rollout: [(&str, &str, fn(&actuator_engine::RolloutView) -> f64); 2] = [
+        ("actuator_rollout_phase", "Current phase index of each active rollout.", |v| {
+            v.phase as f64
+        }),
+        (
+            "actuator_rollout_share_percent",
+            "Candidate share of each active rollout, percent.",
+            |v| v.share_percent,
+        ),
+    ];
+    for (name, help, value) in per_rollout {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for v in &views {
+            let _ = writeln!(
+                out,
+                "{name}{{rollout=\"{}\",slot=\"{}\"}} {}",
+                label(&v.id),
+                label(&v.slot),
+                value(v)
+            );
+        }
     }
     out.push_str("# HELP actuator_rollout_log_e ln of the e-value of each compared metric, over the whole rollout (rollback at ln(1/alpha_m)).\n# TYPE actuator_rollout_log_e gauge\n");
     for v in &views {
