@@ -76,6 +76,9 @@ fn label(v: &str) -> String {
     v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }
 
+/// A per-rollout gauge's value.
+type Gauge = fn(&actuator_engine::RolloutView) -> f64;
+
 /// The gauges of the rollouts the engine drives now.
 async fn rollout_gauges(st: &AppState) -> String {
     let mut out = String::new();
@@ -106,7 +109,7 @@ async fn rollout_gauges(st: &AppState) -> String {
     ] {
         let _ = writeln!(out, "actuator_rollouts_finished{{outcome=\"{outcome}\"}} {n}");
     }
-    let per_rollout: [(&str, &str, fn(&actuator_engine::RolloutView) -> f64); 2] = [
+    let per_rollout: [(&str, &str, Gauge); 2] = [
         ("actuator_rollout_phase", "Current phase index of each active rollout.", |v| {
             v.phase as f64
         }),
