@@ -192,14 +192,7 @@ pub async fn call(
     url: &str,
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
-    let mut r = c.request(method, url).header("x-actuator-actor", "tester");
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let resp = r.send().await.expect("request");
-    let status = resp.status().as_u16();
-    let bytes = resp.bytes().await.expect("body");
-    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+    call_as(c, method, url, None, body).await
 }
 
 /// Like [`call`], with `token` (when given) as `Authorization: Bearer`.

@@ -14,5 +14,6 @@ pub use error::ConfigError;
 pub use manager::{
     APPLY_RETRIES, Acknowledgement, ApplyOutcome, ApplyRequest, ConfigManager, ConfigSettings,
     MAX_ACK_REASON_BYTES, MAX_DESCRIPTION_BYTES, MAX_LABEL_BYTES, MAX_MESSAGE_BYTES, check_text,
+    control_char,
 };
 pub use validate::{ValidationIssue, builtin_checks, check_schema, validate};

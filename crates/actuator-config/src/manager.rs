@@ -92,6 +92,12 @@ pub const MAX_LABEL_BYTES: usize = 256;
 /// Longest message of an applied version or reason of a revert, in bytes.
 pub const MAX_MESSAGE_BYTES: usize = 1024;
 
+/// The first control character of `text`, if any (a newline or a tab count only where
+/// `lines` is false): what no free-text field may hold, so that none can forge a log line.
+pub fn control_char(text: &str, lines: bool) -> Option<char> {
+    text.chars().find(|c| c.is_control() && !(lines && (*c == '\n' || *c == '\t')))
+}
+
 /// Checks a free-text field: at most `max` bytes and no control characters (a newline or
 /// a tab only where `lines` allows them), so that no field can forge a log line.
 ///
@@ -102,8 +108,7 @@ pub fn check_text(field: &str, text: &str, max: usize, lines: bool) -> Result<()
     if text.len() > max {
         return bad(format!("{field} is {} bytes, at most {max} are allowed", text.len()));
     }
-    if let Some(c) = text.chars().find(|c| c.is_control() && !(lines && (*c == '\n' || *c == '\t')))
-    {
+    if let Some(c) = control_char(text, lines) {
         return bad(format!(
             "{field} must not hold control characters (found U+{:04X})",
             u32::from(c)

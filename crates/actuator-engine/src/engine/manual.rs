@@ -70,7 +70,7 @@ impl Engine {
                     got: format!("{} bytes", reason.len()),
                 });
             }
-            if let Some(c) = reason.chars().find(|c| c.is_control() && *c != '\n' && *c != '\t') {
+            if let Some(c) = actuator_config::control_char(reason, true) {
                 return Err(EngineError::OutOfRange {
                     field: "reason".into(),
                     range: "text without control characters".into(),
