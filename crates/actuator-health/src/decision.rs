@@ -347,8 +347,14 @@ pub struct BenefitReport {
 pub struct ArmComparison {
     /// The treatment arm.
     pub arm: Arm,
-    /// ln of the weighted e-average (all metrics, all phases).
+    /// ln of the weighted e-average (all metrics, all phases; when assignment units return
+    /// across phases, this phase's own evidence less ln K for K planned phases).
     pub combined_log_e: f64,
+    /// Whether assignment units return across phases (`yes`: each phase is judged alone on
+    /// its share of the budget; `no`: the phases multiply their evidence; `undetermined`: too
+    /// few requests to tell yet, judged as `yes`).
+    #[serde(default)]
+    pub units_return: actuator_stats::UnitsRecur,
     /// ln(1/α) the average is compared with.
     pub log_threshold: f64,
     /// Always-valid p-value `min(1, 1/E)`.

@@ -23,6 +23,7 @@ mod guards;
 mod observation;
 mod rollout;
 
+pub use actuator_stats::UnitsRecur;
 pub use aggregate::{ArmStats, LOG_LATENCY_FLOOR_MS, RecentWindow};
 pub use baseline::{Baseline, Handover};
 pub use config::{

@@ -15,7 +15,8 @@ use actuator_stats::estimate::{
 use actuator_stats::{
     ClusteredRatio, CondBinomConfig, ConditionalBinomial, Estimate, EvidenceLedger,
     ExceedanceCounter, ExceedanceTest, HalfNormalMixture, RatioDirection, Stratified,
-    freeze_threshold, p_value_from_log_e, srm_clustered_log_e, srm_log_e,
+    UnitRecurrence, UnitsRecur, freeze_threshold, p_value_from_log_e, srm_clustered_log_e,
+    srm_log_e,
 };
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -228,6 +229,9 @@ pub struct RolloutHealth {
     history: VecDeque<HealthRecord>,
     last: Option<Evaluation>,
     duplicates: u64,
+    /// Whether assignment units return (sticky splits): decides how phases combine.
+    #[serde(default)]
+    recurrence: UnitRecurrence,
 }
 
 impl RolloutHealth {
@@ -294,6 +298,7 @@ impl RolloutHealth {
             history: VecDeque::new(),
             last: None,
             duplicates: 0,
+            recurrence: UnitRecurrence::new(),
         };
         me.phase = me.build_phase(0, first_phase, now, None)?;
         Ok(me)
@@ -337,6 +342,25 @@ impl RolloutHealth {
     /// The frozen baseline a no-control monitor compares with, if any.
     pub const fn baseline(&self) -> Option<&Baseline> {
         self.baseline.as_ref()
+    }
+
+    /// K, the phases the rollout plans (the engine's plan, the step at 100 % included): when
+    /// assignment units return across phases, each phase is judged alone on 1/K of the
+    /// budget ([`actuator_stats::budget`]).
+    pub fn set_planned_phases(&mut self, phases: u32) {
+        for t in &mut self.treatments {
+            t.ledger.set_planned_phases(phases);
+        }
+    }
+
+    /// Whether assignment units return across phases, as far as this monitor knows: only
+    /// sticky splits (requests with a unit) can tell; without units every request is its own.
+    pub fn units_recur(&self) -> UnitsRecur {
+        if self.phase.stats.iter().any(|s| s.clusters.is_some()) {
+            self.recurrence.decision()
+        } else {
+            UnitsRecur::No
+        }
     }
 
     /// Retries ignored so far.
@@ -729,6 +753,9 @@ impl RolloutHealth {
         if clean.has_unit {
             for s in &mut self.phase.stats {
                 s.ensure_clusters();
+            }
+            if let Some(unit) = obs.unit {
+                self.recurrence.observe(unit);
             }
         }
         // `clean` checked every value (finite, >= 0, in range), so aggregation cannot fail
@@ -1428,6 +1455,7 @@ impl RolloutHealth {
                 let log_e = pooled.map_or(0.0, |p| mix.log_e(p, theta0));
                 let _ = t.ledger.set_pooled(&e.key, log_e);
                 let _ = t.ledger.set_current(&e.key, 0.0);
+                let _ = t.ledger.set_own(&e.key, e.log_e);
             }
             _ => {
                 let _ = t.ledger.set_current(&e.key, e.log_e);
@@ -1682,7 +1710,10 @@ impl RolloutHealth {
             for g in &guard_evals {
                 let _ = self.treatments[ti].ledger.set_current(&g.key, g.log_e);
             }
+            let units = self.units_recur();
+            self.treatments[ti].ledger.set_units_recur(units);
             let verdict = self.treatments[ti].ledger.verdict();
+            let units_return = self.treatments[ti].ledger.units_recur();
             let requests = self.phase.stats[self.treatments[ti].arm].requests;
             let metrics = evals
                 .iter()
@@ -1719,6 +1750,7 @@ impl RolloutHealth {
             comparisons.push(ArmComparison {
                 arm: self.arms[self.treatments[ti].arm].clone(),
                 combined_log_e: verdict.combined_log_e,
+                units_return,
                 log_threshold: verdict.log_threshold,
                 p_value: p_value_from_log_e(verdict.combined_log_e),
                 metrics,

@@ -451,3 +451,115 @@ fn a_retry_on_the_other_arm_counts_once() {
     assert!(!h.remember_request("rb-1"));
     assert!(!h.remember_request("req-1"));
 }
+
+/// A/A over several phases whose canary users stay canary users as the share grows (nested
+/// sticky assignment, as consistent hashing does): returning users are detected and each
+/// phase is judged alone on 1/K of the budget, so false rollbacks stay within α over the
+/// whole rollout. Returns the end and the monitor.
+fn simulate_phases(
+    seed: u64,
+    shares: &[f64],
+    per_phase: u64,
+    with_unit: bool,
+) -> (End, RolloutHealth) {
+    let mut rng = Rng(mix(seed ^ 0x7068_6173_6573));
+    // 3,000 users: a position u in [0, 1) (canary while u < share), a unit hash and traits
+    let pop = Population::new(seed, 3_000, 0.0, 0.02);
+    let pos: Vec<f64> = pop.users.iter().map(|_| rng.uniform()).collect();
+    let mut h = RolloutHealth::new(
+        "r1",
+        "",
+        AnalysisMode::Canary,
+        config(),
+        PhaseConfig::canary(shares[0]).min(u64::MAX, i64::MAX),
+        t0(),
+    )
+    .expect("valid");
+    h.set_planned_phases(u32::try_from(shares.len()).expect("few phases"));
+    let mut clock = 0_i64;
+    for (p, &share) in shares.iter().enumerate() {
+        let phase = u32::try_from(p).expect("few phases");
+        if p > 0 {
+            let at = t0() + Duration::seconds(clock);
+            h.start_phase(PhaseConfig::canary(share).min(u64::MAX, i64::MAX), at).expect("valid");
+        }
+        for i in 0..per_phase {
+            clock += 1;
+            let k = pop.pick(&mut rng);
+            let u = &pop.users[k];
+            let arm = if pos[k] < share { Arm::Canary } else { Arm::Control };
+            let err = rng.uniform() < u.error_rate;
+            let latency = (u.log_latency + 0.5 * rng.normal()).exp();
+            let mut o = Observation::new(
+                "r1",
+                format!("q{p}-{i}"),
+                arm,
+                if err { Outcome::Error } else { Outcome::Ok },
+            )
+            .latency(latency)
+            .cost(u.cost * (0.3 * rng.normal()).exp())
+            .phase(phase);
+            if with_unit {
+                o = o.unit(u.unit);
+            }
+            h.record(&o).expect("valid observation");
+            if (i + 1) % 500 == 0 {
+                match h.look(t0() + Duration::seconds(clock)).decision {
+                    Decision::Rollback { .. } => return (End::Rollback, h),
+                    Decision::Halt { .. } => return (End::Halt, h),
+                    _ => {}
+                }
+            }
+        }
+    }
+    (End::Other, h)
+}
+
+#[test]
+fn returning_users_are_judged_phase_by_phase_and_keep_the_budget() {
+    use actuator_health::UnitsRecur;
+    let shares = [0.1, 0.25, 0.5];
+    let runs = 150;
+    let ends: Vec<End> =
+        (0..runs).map(|s| simulate_phases(9_000 + s, &shares, 4_000, true).0).collect();
+    let (rb, halt) = (count(&ends, End::Rollback), count(&ends, End::Halt));
+    eprintln!("nested sticky phases: {rb} rollbacks, {halt} halts of {runs}");
+    // budget 5% (7.5 of 150), with room for simulation noise (sd ≈ 2.7 runs)
+    assert!(rb <= 12, "{rb} false rollbacks of {runs}");
+    // the status says how the phases were combined
+    let (_, mut h) = simulate_phases(3, &shares, 1_000, true);
+    let eval = h.look(t0() + Duration::hours(2));
+    assert_eq!(eval.explanation.comparisons[0].units_return, UnitsRecur::Yes);
+    // without units (a per-request split) every request is its own unit: the phases multiply
+    let (_, mut h) = simulate_phases(3, &shares, 1_000, false);
+    let eval = h.look(t0() + Duration::hours(2));
+    assert_eq!(eval.explanation.comparisons[0].units_return, UnitsRecur::No);
+}
+
+#[test]
+fn distinct_keys_are_not_taken_for_returning_users() {
+    use actuator_health::UnitsRecur;
+    // every request its own targeting key: unit hashes repeat only by chance
+    let mut rng = Rng(42);
+    let mut h = RolloutHealth::new(
+        "r1",
+        "",
+        AnalysisMode::Canary,
+        config(),
+        PhaseConfig::canary(0.5).min(u64::MAX, i64::MAX),
+        t0(),
+    )
+    .expect("valid");
+    h.set_planned_phases(5);
+    for i in 0..3_000 {
+        let arm = if rng.uniform() < 0.5 { Arm::Canary } else { Arm::Control };
+        let o = Observation::new("r1", format!("q{i}"), arm, Outcome::Ok)
+            .latency(300.0 + 100.0 * rng.uniform())
+            .unit((rng.next_u64() >> 48) as u16)
+            .phase(0);
+        h.record(&o).expect("valid observation");
+    }
+    let eval = h.look(t0() + Duration::minutes(10));
+    assert_eq!(eval.explanation.comparisons[0].units_return, UnitsRecur::No);
+    assert_eq!(h.units_recur(), UnitsRecur::No);
+}

@@ -13,11 +13,23 @@
 //! is worse", so Ville's inequality bounds the probability of any false rollback, across every
 //! look, metric and phase, by α_total. It rejects whenever weighted Bonferroni
 //! (`E_m ≥ 1/(w_m α_total)`) would.
+//!
+//! The product and the pooling assume that phases are independent given the past, which
+//! holds when every request has its own key but not when the same users return phase after
+//! phase under a sticky split: the canary's users of one phase are canary users again in the
+//! next, so the phases share their users' traits. When units return
+//! ([`crate::UnitRecurrence`], told with [`EvidenceLedger::set_units_recur`]), or while that
+//! is not yet known, the ledger uses each phase's own evidence only, with the budget split
+//! evenly over the K planned phases ([`EvidenceLedger::set_planned_phases`]): the rollout
+//! rolls back when the current phase's `Σ_m w_m e_m ≥ K/α_total`. Each phase's test is valid
+//! by itself (its variances are cluster-robust), so by the union bound the probability of
+//! any false rollback over the K phases stays at most α_total whatever the phases share.
 
 use serde::{Deserialize, Serialize};
 
 use crate::cond_binom::log_sum_exp;
 use crate::error::{Result, StatsError, check_probability};
+use crate::recurrence::UnitsRecur;
 
 /// One metric (or sub-test) in the ledger.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +45,10 @@ pub struct LedgerEntry {
     /// ln of the mixture over the pooled estimate of every phase that pools (0 when none).
     #[serde(default)]
     pub pooled_log_e: f64,
+    /// ln e of the current phase's own evidence (its own mixture for a pooling test), what
+    /// the ledger uses when phases share units.
+    #[serde(default)]
+    pub own_log_e: f64,
 }
 
 impl LedgerEntry {
@@ -47,6 +63,24 @@ impl LedgerEntry {
 pub struct EvidenceLedger {
     alpha_total: f64,
     entries: Vec<LedgerEntry>,
+    /// Whether assignment units return across phases (state saved before this existed:
+    /// no, the product).
+    #[serde(default = "units_never_recur")]
+    units: UnitsRecur,
+    /// Phases the rollout plans (K of the per-phase split; at least the phases seen).
+    #[serde(default = "one_phase")]
+    planned_phases: u32,
+    /// Phases closed so far.
+    #[serde(default)]
+    closed_phases: u32,
+}
+
+const fn units_never_recur() -> UnitsRecur {
+    UnitsRecur::No
+}
+
+const fn one_phase() -> u32 {
+    1
 }
 
 /// What the ledger says at one look.
@@ -92,9 +126,56 @@ impl EvidenceLedger {
                 carried_log_e: 0.0,
                 current_log_e: 0.0,
                 pooled_log_e: 0.0,
+                own_log_e: 0.0,
             })
             .collect();
-        Ok(Self { alpha_total, entries })
+        Ok(Self {
+            alpha_total,
+            entries,
+            units: UnitsRecur::No,
+            planned_phases: 1,
+            closed_phases: 0,
+        })
+    }
+
+    /// Sets K, the phases the rollout plans (at least 1); the per-phase split of the budget
+    /// when phases share units uses the larger of K and the phases seen so far.
+    pub fn set_planned_phases(&mut self, phases: u32) {
+        self.planned_phases = phases.max(1);
+    }
+
+    /// Tells the ledger whether assignment units return across phases (module comment). A
+    /// `Yes` is final: later calls do not undo it.
+    pub fn set_units_recur(&mut self, units: UnitsRecur) {
+        if self.units != UnitsRecur::Yes {
+            self.units = units;
+        }
+    }
+
+    /// What the ledger assumes about returning units.
+    pub const fn units_recur(&self) -> UnitsRecur {
+        self.units
+    }
+
+    /// `true` when each phase's own evidence is used against a per-phase share of the budget
+    /// (units return, or it is not yet known).
+    pub fn per_phase(&self) -> bool {
+        self.units != UnitsRecur::No
+    }
+
+    /// ln K of the per-phase split (0 when the phases multiply).
+    pub fn phase_penalty(&self) -> f64 {
+        if self.per_phase() {
+            f64::from(self.planned_phases.max(self.closed_phases + 1)).ln()
+        } else {
+            0.0
+        }
+    }
+
+    /// The ln e of `entry` that the verdict uses: its own phase's when [`Self::per_phase`],
+    /// the product over phases otherwise.
+    pub fn counted_log_e(&self, entry: &LedgerEntry) -> f64 {
+        if self.per_phase() { entry.own_log_e } else { entry.log_e() }
     }
 
     /// α_total.
@@ -128,6 +209,23 @@ impl EvidenceLedger {
             .find(|e| e.name == name)
             .ok_or_else(|| StatsError::UnknownMetric(name.to_string()))?;
         e.current_log_e = if log_e.is_finite() { log_e } else { 0.0 };
+        e.own_log_e = e.current_log_e;
+        Ok(())
+    }
+
+    /// Sets the current phase's own ln e of metric `name` where it differs from its current
+    /// factor (a pooling test: its mixture over this phase alone). Call after
+    /// [`Self::set_current`], which sets both.
+    ///
+    /// # Errors
+    /// [`StatsError::UnknownMetric`] when `name` was not registered.
+    pub fn set_own(&mut self, name: &str, log_e: f64) -> Result<()> {
+        let e = self
+            .entries
+            .iter_mut()
+            .find(|e| e.name == name)
+            .ok_or_else(|| StatsError::UnknownMetric(name.to_string()))?;
+        e.own_log_e = if log_e.is_finite() { log_e } else { 0.0 };
         Ok(())
     }
 
@@ -152,7 +250,9 @@ impl EvidenceLedger {
         for e in &mut self.entries {
             e.carried_log_e += e.current_log_e;
             e.current_log_e = 0.0;
+            e.own_log_e = 0.0;
         }
+        self.closed_phases = self.closed_phases.saturating_add(1);
     }
 
     /// Continues the evidence of `earlier` (a ledger of the same rollout whose phases are
@@ -161,6 +261,11 @@ impl EvidenceLedger {
     /// an e-process, so the budget of `earlier` and this ledger is one. Returns the names
     /// that had no counterpart (their evidence is dropped, which can only lower E).
     pub fn absorb(&mut self, earlier: &Self) -> Vec<String> {
+        if earlier.units == UnitsRecur::Yes || self.units == UnitsRecur::No {
+            self.units = earlier.units;
+        }
+        self.planned_phases = self.planned_phases.max(earlier.planned_phases);
+        self.closed_phases = self.closed_phases.max(earlier.closed_phases);
         let mut missing = Vec::new();
         for o in &earlier.entries {
             match self.entries.iter_mut().find(|e| e.name == o.name) {
@@ -171,10 +276,12 @@ impl EvidenceLedger {
         missing
     }
 
-    /// ln Σ_m w_m E_m.
+    /// ln Σ_m w_m E_m; when phases share units, ln (Σ_m w_m e_m / K) over the current
+    /// phase's own e-values (module comment).
     pub fn combined_log_e(&self) -> f64 {
-        let terms: Vec<f64> = self.entries.iter().map(|e| e.weight.ln() + e.log_e()).collect();
-        log_sum_exp(&terms)
+        let terms: Vec<f64> =
+            self.entries.iter().map(|e| e.weight.ln() + self.counted_log_e(e)).collect();
+        log_sum_exp(&terms) - self.phase_penalty()
     }
 
     /// The verdict at this look.
@@ -184,13 +291,19 @@ impl EvidenceLedger {
         let significant = self
             .entries
             .iter()
-            .filter(|e| e.log_e() >= (1.0 / (e.weight * self.alpha_total)).ln())
+            .filter(|e| {
+                self.counted_log_e(e)
+                    >= (1.0 / (e.weight * self.alpha_total)).ln() + self.phase_penalty()
+            })
             .map(|e| e.name.clone())
             .collect();
         let top_contributor = self
             .entries
             .iter()
-            .max_by(|a, b| (a.weight.ln() + a.log_e()).total_cmp(&(b.weight.ln() + b.log_e())))
+            .max_by(|a, b| {
+                (a.weight.ln() + self.counted_log_e(a))
+                    .total_cmp(&(b.weight.ln() + self.counted_log_e(b)))
+            })
             .map(|e| e.name.clone());
         LedgerVerdict {
             combined_log_e: combined,
@@ -263,6 +376,52 @@ mod tests {
         assert!(l.set_current("nope", 1.0).is_err());
         assert!(EvidenceLedger::new(0.05, &[("a".into(), 1.0), ("a".into(), 1.0)]).is_err());
         assert!(EvidenceLedger::new(0.05, &[("a".into(), -1.0)]).is_err());
+    }
+
+    #[test]
+    fn when_units_return_each_phase_is_judged_alone_at_its_share_of_the_budget() {
+        let mut l = ledger();
+        l.set_planned_phases(5);
+        l.set_units_recur(UnitsRecur::Yes);
+        // errors: phase 1 ln e = 3, then phase 2 ln e = 2 — the product (e^5 ≈ 148 > 50)
+        // would reject, but no phase alone reaches K/α_m = 5/0.02 = 250
+        l.set_current("errors", 3.0).unwrap();
+        assert!(!l.verdict().reject);
+        l.close_phase();
+        l.set_current("errors", 2.0).unwrap();
+        let v = l.verdict();
+        assert!(!v.reject && v.significant.is_empty(), "{v:?}");
+        assert!((l.entry("errors").unwrap().log_e() - 5.0).abs() < 1e-12, "still recorded");
+        // one phase beyond 250 on its own does
+        l.set_current("errors", 250.001f64.ln()).unwrap();
+        let v = l.verdict();
+        assert!(v.reject && v.significant == vec!["errors".to_string()], "{v:?}");
+        // a pooling test counts its own phase's mixture, not the pool
+        let mut l = ledger();
+        l.set_units_recur(UnitsRecur::Undetermined);
+        l.set_planned_phases(2);
+        l.set_pooled("latency", 9.0).unwrap();
+        l.set_current("latency", 0.0).unwrap();
+        l.set_own("latency", 1.0).unwrap();
+        let expect = (0.2_f64.ln() + 1.0).exp() + 0.8;
+        assert!((l.combined_log_e() - (expect.ln() - 2f64.ln())).abs() < 1e-9);
+        // a Yes is final; absorbing carries it and K over
+        l.set_units_recur(UnitsRecur::Yes);
+        l.set_units_recur(UnitsRecur::No);
+        assert!(l.per_phase());
+        let mut later = ledger();
+        later.absorb(&l);
+        assert_eq!(later.units_recur(), UnitsRecur::Yes);
+        assert!((later.phase_penalty() - 2f64.ln()).abs() < 1e-12);
+        // with independent phases nothing changes
+        let mut l = ledger();
+        l.set_units_recur(UnitsRecur::No);
+        l.set_planned_phases(5);
+        assert_eq!(l.phase_penalty(), 0.0);
+        l.set_current("errors", 3.0).unwrap();
+        l.close_phase();
+        l.set_current("errors", 2.0).unwrap();
+        assert!(l.verdict().reject, "the product of independent phases");
     }
 
     #[test]

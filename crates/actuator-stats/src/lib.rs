@@ -14,6 +14,8 @@
 //! * [`EvidenceLedger`]: one false-rollback budget across metrics and phases.
 //! * [`cluster`]: cluster-robust ratio estimates over hashed user buckets ([`ClusteredRatio`]),
 //!   for sticky assignment; design effect and effective sample size.
+//! * [`UnitRecurrence`]: do assignment units return? (decides whether phases may multiply
+//!   their evidence).
 //! * [`srm_log_e`]: sample-ratio-mismatch guard; [`srm_clustered_log_e`] counts assignment
 //!   units (hashed user buckets) instead of requests.
 //! * [`classical`]: z-test, Welch t-test, intervals, effect sizes, fixed-horizon designs.
@@ -28,6 +30,7 @@ pub mod estimate;
 pub mod exceedance;
 pub mod msprt;
 pub mod normal;
+pub mod recurrence;
 pub mod running;
 pub mod sketch;
 pub mod srm;
@@ -44,6 +47,7 @@ pub use msprt::{
     Estimate, HalfNormalMixture, Interval, RunningInterval, c_alpha, p_value_from_log_e,
     tau_from_mde,
 };
+pub use recurrence::{RECURRENCE_CHECKS, RECURRENCE_SHARE, UnitRecurrence, UnitsRecur};
 pub use running::RunningStats;
 pub use sketch::QuantileSketch;
 pub use srm::{srm_clustered_log_e, srm_log_e, srm_mismatch};

@@ -230,7 +230,8 @@ impl Engine {
                     first,
                     now,
                 ) {
-                    Ok(h) => {
+                    Ok(mut h) => {
+                        h.set_planned_phases(super::steps::planned_phases(&rt.st.steps));
                         rt.st.health = Some(h);
                         None
                     }

@@ -51,6 +51,12 @@ pub(super) fn health_config(
 
 /// The analysis phase of step `i`: shares by step kind, the step's minimums and budget, and
 /// for canary phases the role, margins and unreachable-metric policy of the request's phase.
+/// K for the per-phase split of the rollback budget when assignment units return across
+/// phases: every step of the plan can roll back, so every step counts.
+pub(super) fn planned_phases(steps: &[Step]) -> u32 {
+    u32::try_from(steps.len()).unwrap_or(u32::MAX).max(1)
+}
+
 pub(super) fn phase_config(
     req: &DeploymentRequest,
     step: &Step,
@@ -267,6 +273,7 @@ impl Engine {
             if let Some(ho) = handover {
                 h = h.with_handover(ho).map_err(|e| EngineError::Invalid(e.to_string()))?;
             }
+            h.set_planned_phases(planned_phases(&rt.st.steps));
             rt.st.health = Some(h);
         } else if let Some(h) = rt.st.health.as_mut() {
             h.start_phase(cfg, now).map_err(|e| EngineError::Invalid(e.to_string()))?;
