@@ -1696,6 +1696,7 @@ impl RolloutHealth {
 
         let mut comparisons = Vec::new();
         let mut delays: Vec<String> = Vec::new();
+        let units = self.units_recur();
         for ti in 0..self.treatments.len() {
             let evals = self.evaluate_metrics(ti);
             for d in self.burn_in_delays(&evals) {
@@ -1710,7 +1711,6 @@ impl RolloutHealth {
             for g in &guard_evals {
                 let _ = self.treatments[ti].ledger.set_current(&g.key, g.log_e);
             }
-            let units = self.units_recur();
             self.treatments[ti].ledger.set_units_recur(units);
             let verdict = self.treatments[ti].ledger.verdict();
             let units_return = self.treatments[ti].ledger.units_recur();

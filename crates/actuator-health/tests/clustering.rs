@@ -109,6 +109,25 @@ fn config() -> HealthConfig {
     HealthConfig::default()
 }
 
+/// The observation of one request of user `u` on `arm` (its error and latency drawn here).
+fn observe(
+    rng: &mut Rng,
+    u: &User,
+    id: String,
+    arm: Arm,
+    error_factor: f64,
+    phase: u32,
+    with_unit: bool,
+) -> Observation {
+    let err = rng.uniform() < (u.error_rate * error_factor).min(0.95);
+    let latency = (u.log_latency + 0.5 * rng.normal()).exp();
+    let o = Observation::new("r1", id, arm, if err { Outcome::Error } else { Outcome::Ok })
+        .latency(latency)
+        .cost(u.cost * (0.3 * rng.normal()).exp())
+        .phase(phase);
+    if with_unit { o.unit(u.unit) } else { o }
+}
+
 fn simulate(seed: u64, sim: &Sim) -> (End, RolloutHealth) {
     let pop = Population::new(seed, 3_000, sim.share, 0.02);
     let mut rng = Rng(mix(seed));
@@ -131,20 +150,7 @@ fn simulate(seed: u64, sim: &Sim) -> (End, RolloutHealth) {
         } else {
             (Arm::Control, 1.0)
         };
-        let err = rng.uniform() < (u.error_rate * factor).min(0.95);
-        let latency = (u.log_latency + 0.5 * rng.normal()).exp();
-        let mut o = Observation::new(
-            "r1",
-            format!("q{i}"),
-            arm,
-            if err { Outcome::Error } else { Outcome::Ok },
-        )
-        .latency(latency)
-        .cost(u.cost * (0.3 * rng.normal()).exp())
-        .phase(0);
-        if sim.with_unit {
-            o = o.unit(u.unit);
-        }
+        let o = observe(&mut rng, u, format!("q{i}"), arm, factor, 0, sim.with_unit);
         h.record(&o).expect("valid observation");
         if (i + 1) % sim.look_every == 0 {
             let at = t0() + Duration::seconds(i64::try_from(i).unwrap_or(0));
@@ -488,20 +494,7 @@ fn simulate_phases(
             let k = pop.pick(&mut rng);
             let u = &pop.users[k];
             let arm = if pos[k] < share { Arm::Canary } else { Arm::Control };
-            let err = rng.uniform() < u.error_rate;
-            let latency = (u.log_latency + 0.5 * rng.normal()).exp();
-            let mut o = Observation::new(
-                "r1",
-                format!("q{p}-{i}"),
-                arm,
-                if err { Outcome::Error } else { Outcome::Ok },
-            )
-            .latency(latency)
-            .cost(u.cost * (0.3 * rng.normal()).exp())
-            .phase(phase);
-            if with_unit {
-                o = o.unit(u.unit);
-            }
+            let o = observe(&mut rng, u, format!("q{p}-{i}"), arm, 1.0, phase, with_unit);
             h.record(&o).expect("valid observation");
             if (i + 1) % 500 == 0 {
                 match h.look(t0() + Duration::seconds(clock)).decision {

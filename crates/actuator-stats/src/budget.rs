@@ -83,6 +83,11 @@ const fn one_phase() -> u32 {
     1
 }
 
+/// A non-finite ln e counts as 0 (no evidence).
+const fn finite_or_zero(log_e: f64) -> f64 {
+    if log_e.is_finite() { log_e } else { 0.0 }
+}
+
 /// What the ledger says at one look.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LedgerVerdict {
@@ -193,6 +198,13 @@ impl EvidenceLedger {
         self.entries.iter().find(|e| e.name == name)
     }
 
+    fn entry_mut(&mut self, name: &str) -> Result<&mut LedgerEntry> {
+        self.entries
+            .iter_mut()
+            .find(|e| e.name == name)
+            .ok_or_else(|| StatsError::UnknownMetric(name.to_string()))
+    }
+
     /// α_m = w_m·α_total for metric `name`.
     pub fn alpha_for(&self, name: &str) -> Option<f64> {
         self.entry(name).map(|e| e.weight * self.alpha_total)
@@ -203,12 +215,8 @@ impl EvidenceLedger {
     /// # Errors
     /// [`StatsError::UnknownMetric`] when `name` was not registered.
     pub fn set_current(&mut self, name: &str, log_e: f64) -> Result<()> {
-        let e = self
-            .entries
-            .iter_mut()
-            .find(|e| e.name == name)
-            .ok_or_else(|| StatsError::UnknownMetric(name.to_string()))?;
-        e.current_log_e = if log_e.is_finite() { log_e } else { 0.0 };
+        let e = self.entry_mut(name)?;
+        e.current_log_e = finite_or_zero(log_e);
         e.own_log_e = e.current_log_e;
         Ok(())
     }
@@ -220,12 +228,8 @@ impl EvidenceLedger {
     /// # Errors
     /// [`StatsError::UnknownMetric`] when `name` was not registered.
     pub fn set_own(&mut self, name: &str, log_e: f64) -> Result<()> {
-        let e = self
-            .entries
-            .iter_mut()
-            .find(|e| e.name == name)
-            .ok_or_else(|| StatsError::UnknownMetric(name.to_string()))?;
-        e.own_log_e = if log_e.is_finite() { log_e } else { 0.0 };
+        let e = self.entry_mut(name)?;
+        e.own_log_e = finite_or_zero(log_e);
         Ok(())
     }
 
@@ -236,12 +240,8 @@ impl EvidenceLedger {
     /// # Errors
     /// [`StatsError::UnknownMetric`] when `name` was not registered.
     pub fn set_pooled(&mut self, name: &str, log_e: f64) -> Result<()> {
-        let e = self
-            .entries
-            .iter_mut()
-            .find(|e| e.name == name)
-            .ok_or_else(|| StatsError::UnknownMetric(name.to_string()))?;
-        e.pooled_log_e = if log_e.is_finite() { log_e } else { 0.0 };
+        let e = self.entry_mut(name)?;
+        e.pooled_log_e = finite_or_zero(log_e);
         Ok(())
     }
 
