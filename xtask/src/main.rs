@@ -42,6 +42,12 @@ enum Task {
         /// Shorter runs, for a quick look.
         #[arg(long)]
         quick: bool,
+        /// Live rollouts of the scale rows (1,000 by default, 200 with --quick).
+        #[arg(long)]
+        scale: Option<usize>,
+        /// Only one module: resolve, rollback, http or scale.
+        #[arg(long)]
+        only: Option<String>,
     },
     /// Simulate default canary rollouts through the real engine (release build); writes
     /// sim-results/sim.md, .csv and .json.
@@ -199,13 +205,21 @@ fn main() -> anyhow::Result<()> {
             eprintln!("wrote {}", path.display());
             Ok(())
         }
-        Task::Bench { quick } => {
-            ensure_wrk();
+        Task::Bench { quick, scale, only } => {
+            if only.as_deref().is_none_or(|m| m == "http") {
+                ensure_wrk();
+            }
             let mut c = cargo();
             c.args(["run", "--release", "-p", "actuator-bench", "--bin", "actuator-bench", "--"]);
             c.args(["--out", "bench-results/bench.md"]);
             if quick {
                 c.arg("--quick");
+            }
+            if let Some(n) = scale {
+                c.args(["--scale", &n.to_string()]);
+            }
+            if let Some(m) = only {
+                c.args(["--only", &m]);
             }
             run(c)
         }

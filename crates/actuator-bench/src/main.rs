@@ -1,7 +1,7 @@
 //! `actuator-bench`: measures the actuator and writes a markdown table.
 //!
 //! ```text
-//! cargo run --release -p actuator-bench -- [--quick] [--strict] [--out PATH]
+//! cargo run --release -p actuator-bench -- [--quick] [--strict] [--scale N] [--only NAME] [--out PATH]
 //! ```
 //!
 //! Each module appends rows (name | value | unit | baseline | ratio | target | verdict) to one
@@ -15,6 +15,7 @@
 mod http;
 mod resolve;
 mod rollback;
+mod scale;
 mod table;
 
 use std::path::PathBuf;
@@ -31,19 +32,45 @@ pub(crate) struct Options {
     pub(crate) strict: bool,
     /// Where the markdown table goes.
     pub(crate) out: PathBuf,
+    /// Live rollouts of the scale rows (1,000 by default, 200 with `--quick`).
+    pub(crate) scale: Option<usize>,
+    /// Run only the module of this name (`resolve`, `rollback`, `http`, `scale`).
+    pub(crate) only: Option<String>,
 }
 
-const USAGE: &str = "usage: actuator-bench [--quick] [--strict] [--out PATH]";
+const MODULES: [&str; 4] = ["resolve", "rollback", "http", "scale"];
+
+const USAGE: &str = "usage: actuator-bench [--quick] [--strict] [--scale N] [--only resolve|rollback|http|scale] [--out PATH]";
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
-    let mut opts =
-        Options { quick: false, strict: false, out: PathBuf::from("bench-results/bench.md") };
+    let mut opts = Options {
+        quick: false,
+        strict: false,
+        out: PathBuf::from("bench-results/bench.md"),
+        scale: None,
+        only: None,
+    };
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => opts.quick = true,
             "--strict" => opts.strict = true,
             "--out" => {
                 opts.out = args.next().map(PathBuf::from).ok_or("--out needs a path")?;
+            }
+            "--scale" => {
+                let n = args.next().ok_or("--scale needs a number of rollouts")?;
+                let n: usize = n.parse().map_err(|_| format!("--scale: `{n}` is not a number"))?;
+                if !(40..=1_000_000).contains(&n) {
+                    return Err(format!("--scale must be between 40 and 1,000,000, got {n}"));
+                }
+                opts.scale = Some(n);
+            }
+            "--only" => {
+                let m = args.next().ok_or("--only needs a module name")?;
+                if !MODULES.contains(&m.as_str()) {
+                    return Err(format!("--only: no module `{m}` (one of {})", MODULES.join(", ")));
+                }
+                opts.only = Some(m);
             }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             other => return Err(format!("unknown argument `{other}`\n{USAGE}")),
@@ -61,9 +88,19 @@ fn main() -> ExitCode {
         }
     };
     let mut table = Table::default();
-    resolve::run(&opts, &mut table);
-    rollback::run(&opts, &mut table);
-    http::run(&opts, &mut table);
+    let wanted = |m: &str| opts.only.as_deref().is_none_or(|o| o == m);
+    if wanted("resolve") {
+        resolve::run(&opts, &mut table);
+    }
+    if wanted("rollback") {
+        rollback::run(&opts, &mut table);
+    }
+    if wanted("http") {
+        http::run(&opts, &mut table);
+    }
+    if wanted("scale") {
+        scale::run(&opts, &mut table);
+    }
 
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
     let mode = if opts.quick { "quick" } else { "full" };
@@ -107,5 +144,10 @@ mod tests {
         assert_eq!(o.out.to_str(), Some("x.md"));
         assert!(parse_args(args(&["--out"])).is_err());
         assert!(parse_args(args(&["--nope"])).is_err());
+        let o = parse_args(args(&["--scale", "10000", "--only", "scale"])).unwrap();
+        assert_eq!((o.scale, o.only.as_deref()), (Some(10_000), Some("scale")));
+        assert!(parse_args(args(&["--scale", "3"])).unwrap_err().contains("between 40"));
+        assert!(parse_args(args(&["--scale", "x"])).is_err());
+        assert!(parse_args(args(&["--only", "nope"])).unwrap_err().contains("scale"));
     }
 }

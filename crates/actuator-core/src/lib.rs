@@ -31,8 +31,8 @@ pub use plugin::{
 };
 pub use state::DeploymentState;
 pub use store::{
-    Admission, AppendVersion, AuditQuery, NewObservationBatch, NewRollout, NewSnapshot,
-    ObservationBatch, Page, PageRequest, RolloutFilter, RolloutRecord, RolloutUpdate, Store,
-    StoreError,
+    Admission, AppendVersion, AuditQuery, CheckpointWrite, NewObservationBatch, NewRollout,
+    NewSnapshot, ObservationBatch, Page, PageRequest, RolloutFilter, RolloutRecord, RolloutUpdate,
+    Store, StoreError,
 };
 pub use token::{NewToken, Role, TokenRecord};

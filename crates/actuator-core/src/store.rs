@@ -290,6 +290,21 @@ pub struct NewRollout {
     pub admission: Admission,
 }
 
+/// One rollout's checkpoint in [`Store::checkpoint_rollouts`]: the arguments of
+/// [`Store::checkpoint_rollout`].
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckpointWrite {
+    /// The rollout.
+    pub id: String,
+    /// The revision the write expects (a [`StoreError::Conflict`] for this item otherwise).
+    pub expected_revision: u64,
+    /// The engine state to save.
+    pub status: Value,
+    /// The highest observation batch the saved state has folded in; the rollout's batches up
+    /// to it are deleted with the write.
+    pub folded_through: u64,
+}
+
 /// An update of a rollout, applied only if its revision is still `expected_revision`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RolloutUpdate {
@@ -513,6 +528,27 @@ pub trait Store: Send + Sync + 'static {
         status: Value,
         folded_through: u64,
     ) -> Result<RolloutRecord, StoreError>;
+    /// Several checkpoints at once: the control loop's group commit, so that saving the
+    /// evidence of every changed rollout costs one durable commit per interval, not one per
+    /// rollout. Each item follows the rule of [`Store::checkpoint_rollout`] and gets its own
+    /// result, in the order given: an item's conflict or absence is its own error and the
+    /// other items are still written. An `Err` of the whole call means no item was written.
+    ///
+    /// Stores that can should write every item in one transaction; this default writes them
+    /// one by one with [`Store::checkpoint_rollout`] (one commit each, same results).
+    async fn checkpoint_rollouts(
+        &self,
+        items: Vec<CheckpointWrite>,
+    ) -> Result<Vec<Result<RolloutRecord, StoreError>>, StoreError> {
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            out.push(
+                self.checkpoint_rollout(&it.id, it.expected_revision, it.status, it.folded_through)
+                    .await,
+            );
+        }
+        Ok(out)
+    }
     /// Deletes the batches of `rollout_id` with a sequence number up to `through` (already
     /// folded into state saved by another write, e.g. a transition) and returns how many.
     async fn prune_observation_batches(

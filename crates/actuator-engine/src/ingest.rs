@@ -249,6 +249,7 @@ pub(crate) fn fold(rt: &mut Runtime, entries: Vec<Entry>) -> Folded {
         _ => return out,
     }
     rt.dirty = true;
+    rt.fresh = true;
     out
 }
 

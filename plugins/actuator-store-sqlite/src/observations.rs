@@ -3,7 +3,7 @@
 
 use actuator_core::audit::truncate_to_micros;
 use actuator_core::store::{
-    NewObservationBatch, ObservationBatch, PageRequest, RolloutRecord, StoreError,
+    CheckpointWrite, NewObservationBatch, ObservationBatch, PageRequest, RolloutRecord, StoreError,
 };
 use chrono::Utc;
 use serde_json::Value;
@@ -102,6 +102,42 @@ impl SqliteStore {
         Ok(cur)
     }
 
+    /// Every checkpoint of `items` in one transaction (one durable commit). An item whose
+    /// rollout moved on (a conflict), is gone or whose status cannot be encoded gets its own
+    /// error and writes nothing; an error of the database rolls the whole transaction back.
+    pub(crate) async fn checkpoint_many(
+        &self,
+        items: Vec<CheckpointWrite>,
+    ) -> Result<Vec<Result<RolloutRecord, StoreError>>, StoreError> {
+        let mut tx = self.begin_write().await?;
+        let mut out = Vec::with_capacity(items.len());
+        for it in items {
+            match write_status(
+                &mut tx,
+                &it.id,
+                it.expected_revision,
+                it.status,
+                "saving a rollout's checkpoint",
+            )
+            .await
+            {
+                Ok(cur) => {
+                    sqlx::query("DELETE FROM observation_batches WHERE rollout = ?1 AND seq <= ?2")
+                        .bind(&it.id)
+                        .bind(to_i64_saturating(it.folded_through))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend("deleting folded observation batches"))?;
+                    out.push(Ok(cur));
+                }
+                Err(e @ (StoreError::Backend(_) | StoreError::Unavailable(_))) => return Err(e),
+                Err(e) => out.push(Err(e)),
+            }
+        }
+        crate::store::commit(tx).await?;
+        Ok(out)
+    }
+
     pub(crate) async fn prune_batches(
         &self,
         rollout_id: &str,
@@ -184,5 +220,97 @@ mod tests {
         assert_eq!(got.len(), 1);
         assert_eq!(got[0].seq, seqs[0]);
         assert_eq!(got[0].items, r#"{"items": [1, 2.5, "x"]}"#);
+    }
+
+    /// A slot `slot` with an active version and a monitored rollout `id` on it.
+    async fn rollout_on(store: &SqliteStore, slot: &str, id: &str) {
+        let name = SlotName::new(slot).unwrap();
+        store
+            .create_slot(
+                NewSlot { name: name.clone(), description: String::new(), schema: None },
+                AuditDraft::success("t", "slot.create", slot),
+            )
+            .await
+            .unwrap();
+        store
+            .append_version(
+                AppendVersion {
+                    slot: name.clone(),
+                    expected_latest: 0,
+                    document: json!({}),
+                    author: "t".into(),
+                    message: String::new(),
+                    activate: true,
+                },
+                AuditDraft::success("t", "config.apply", slot),
+            )
+            .await
+            .unwrap();
+        store
+            .create_rollout(
+                NewRollout {
+                    id: id.into(),
+                    slot: name,
+                    strategy: DeploymentStrategy::Canary,
+                    state: DeploymentState::Monitoring,
+                    request: json!({}),
+                    status: json!({"n": 0}),
+                    admission: Default::default(),
+                },
+                AuditDraft::success("t", "rollout.start", id),
+            )
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_group_checkpoint_writes_every_item_but_the_one_that_conflicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("g.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        for (slot, id) in [("a", "ra"), ("b", "rb"), ("c", "rc")] {
+            rollout_on(&store, slot, id).await;
+        }
+        let seqs = store
+            .append_observation_batches(
+                ["ra", "rb", "rc"]
+                    .iter()
+                    .map(|r| NewObservationBatch { rollout_id: (*r).into(), items: "{}".into() })
+                    .collect(),
+            )
+            .await
+            .unwrap();
+        let rev = store.get_rollout("rb").await.unwrap().unwrap().revision;
+        let item =
+            |id: &str, expected_revision: u64, n: u64, folded_through: u64| CheckpointWrite {
+                id: id.into(),
+                expected_revision,
+                status: json!({"n": n}),
+                folded_through,
+            };
+        let out = store
+            .checkpoint_rollouts(vec![
+                item("ra", rev, 1, seqs[0]),
+                item("rb", rev + 7, 2, seqs[1]),
+                item("rc", rev, 3, seqs[2]),
+                item("gone", 1, 4, 0),
+            ])
+            .await
+            .unwrap();
+        assert_eq!(out.len(), 4);
+        assert_eq!(out[0].as_ref().unwrap().status, json!({"n": 1}));
+        assert!(matches!(out[1], Err(StoreError::Conflict { .. })), "{:?}", out[1]);
+        assert_eq!(out[2].as_ref().unwrap().status, json!({"n": 3}));
+        assert!(matches!(out[3], Err(StoreError::NotFound { .. })), "{:?}", out[3]);
+        store.close().await;
+        // Durable, and the conflicting item wrote nothing: neither its status nor the
+        // deletion of its batches.
+        let again = SqliteStore::open(&path).await.unwrap();
+        for (id, n, batches) in [("ra", 1, 0), ("rb", 0, 1), ("rc", 3, 0)] {
+            let rec = again.get_rollout(id).await.unwrap().unwrap();
+            assert_eq!(rec.status, json!({"n": n}), "{id}");
+            let left = again.list_observation_batches(id, 0, 10).await.unwrap();
+            assert_eq!(left.len(), batches, "{id}");
+        }
     }
 }

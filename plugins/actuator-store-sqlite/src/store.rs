@@ -11,9 +11,9 @@ use actuator_core::audit::{
 };
 use actuator_core::config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
 use actuator_core::store::{
-    Admission, AppendVersion, AuditQuery, NewObservationBatch, NewRollout, NewSnapshot,
-    ObservationBatch, Page, PageRequest, RolloutFilter, RolloutRecord, RolloutUpdate, Store,
-    StoreError,
+    Admission, AppendVersion, AuditQuery, CheckpointWrite, NewObservationBatch, NewRollout,
+    NewSnapshot, ObservationBatch, Page, PageRequest, RolloutFilter, RolloutRecord, RolloutUpdate,
+    Store, StoreError,
 };
 use actuator_core::token::{NewToken, TokenRecord};
 use async_trait::async_trait;
@@ -1063,6 +1063,16 @@ impl Store for SqliteStore {
         folded_through: u64,
     ) -> Result<RolloutRecord, StoreError> {
         self.guarded(false, self.checkpoint(id, expected_revision, status, folded_through)).await
+    }
+
+    async fn checkpoint_rollouts(
+        &self,
+        items: Vec<CheckpointWrite>,
+    ) -> Result<Vec<Result<RolloutRecord, StoreError>>, StoreError> {
+        if items.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.guarded(false, self.checkpoint_many(items)).await
     }
 
     async fn prune_observation_batches(

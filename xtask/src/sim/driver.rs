@@ -484,7 +484,6 @@ mod tests {
                 traffic,
                 effect,
                 expect: Expect::Regression,
-                rollouts_divisor: 1,
             },
             scenario_index: 0,
             first: 0,

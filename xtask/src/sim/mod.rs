@@ -90,7 +90,7 @@ pub(crate) fn run(args: SimArgs) -> Result<()> {
     let mut jobs = Vec::new();
     let mut rows = Vec::new();
     for (row, (i, s)) in grid.iter().enumerate() {
-        let n = (rollouts / s.rollouts_divisor.max(1)).max(1);
+        let n = rollouts.max(1);
         let mut first = 0;
         // Waves no larger than a thread's share, so a single row keeps every thread busy.
         let wave = args.wave.min(n.div_ceil(args.threads as u64)).max(1);

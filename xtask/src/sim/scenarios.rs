@@ -29,9 +29,6 @@ pub(crate) struct Scenario {
     pub(crate) effect: Effect,
     /// The right outcome.
     pub(crate) expect: Expect,
-    /// This row runs `rollouts / rollouts_divisor` rollouts (5 at 500 rps, whose request
-    /// volume would otherwise take most of the run; 1 elsewhere).
-    pub(crate) rollouts_divisor: u64,
 }
 
 const BASE: Baseline = Baseline { error_rate: 0.01, latency_median_ms: 400.0, latency_sigma: 0.6 };
@@ -110,7 +107,6 @@ pub(crate) fn all() -> Vec<Scenario> {
                     traffic: t,
                     effect,
                     expect,
-                    rollouts_divisor: if t.rps > 100.0 { 5 } else { 1 },
                 });
             }
         }

@@ -69,14 +69,8 @@ impl Engine {
                 limit: self.inner.settings.max_active_rollouts,
             });
         }
-        for rt in self.all_runtimes() {
-            let g = rt.lock().await;
-            if g.rec.slot == req.slot {
-                return Err(EngineError::SlotBusy {
-                    slot: req.slot.to_string(),
-                    rollout: g.rec.id.clone(),
-                });
-            }
+        if let Some(holder) = self.slot_holder(&req.slot) {
+            return Err(EngineError::SlotBusy { slot: req.slot.to_string(), rollout: holder });
         }
         for arm in &settings.arms {
             self.inner.config.get_version(&req.slot, arm.version).await?;
@@ -178,12 +172,13 @@ impl Engine {
             *s.by_strategy.entry(req.strategy).or_default() += 1;
         }
         let actor = req.actor.clone();
+        let slot = rec.slot.clone();
         let rt: Shared = Arc::new(Mutex::new(Runtime::new(rec, st, req, self.now())));
-        self.inner
-            .runtimes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.clone(), rt.clone());
+        self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner()).insert(
+            id.clone(),
+            slot,
+            rt.clone(),
+        );
         let mut g = rt.lock().await;
         self.begin(&mut g, &actor).await?;
         self.notify(

@@ -30,12 +30,12 @@ impl Engine {
             // A rollback's steps and validation window count the same active time.
             if let Some(rb) = rt.st.rollback.as_mut() {
                 rb.step_active_ms = rb.step_active_ms.saturating_add(delta);
-                rt.dirty = true;
+                rt.clock_moved = true;
             }
         } else if delta > 0 {
             rt.st.active_ms = rt.st.active_ms.saturating_add(delta);
             rt.st.step_active_ms = rt.st.step_active_ms.saturating_add(delta);
-            rt.dirty = true;
+            rt.clock_moved = true;
         }
     }
 

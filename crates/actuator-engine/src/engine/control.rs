@@ -10,18 +10,18 @@ impl Engine {
         self.accrue(rt, now);
         match rt.rec.state {
             DeploymentState::Monitoring => {
-                self.look(rt, now).await?;
+                // The rollout budget has its own check on every pass, before the analysis.
+                if self.check_rollout_budget(rt, now).await? {
+                    return Ok(());
+                }
+                if look_due(rt, now) {
+                    self.look(rt, now).await?;
+                }
             }
             DeploymentState::RollingBack => self.rollback_tick(rt, now).await?,
             _ => {}
         }
-        if rt.dirty
-            && rt.rec.state.is_active()
-            && (now - rt.last_save).num_milliseconds()
-                >= i64::try_from(self.inner.settings.checkpoint_ms).unwrap_or(i64::MAX)
-        {
-            self.checkpoint(rt).await;
-        }
+        // The checkpoint, when due, is written by the pass with every other due rollout's.
         Ok(())
     }
 
@@ -30,10 +30,8 @@ impl Engine {
         rt: &mut Runtime,
         now: DateTime<Utc>,
     ) -> Result<(), EngineError> {
-        // The rollout budget has its own check, before the analysis and the triggers.
-        if self.check_rollout_budget(rt, now).await? {
-            return Ok(());
-        }
+        rt.fresh = false;
+        rt.looked = Some((now, rt.st.step, rt.st.step_active_ms));
         // The step's analysis sees the step's active time as its elapsed time.
         let phase_now = Self::phase_now(rt);
         let Some(health) = rt.st.health.as_mut() else { return Ok(()) };
@@ -72,7 +70,12 @@ impl Engine {
         let changed =
             rt.st.last_decision.as_ref().is_none_or(|d| d.kind != view.kind || d.rule != view.rule);
         rt.st.last_decision = Some(view.clone());
-        rt.dirty = true;
+        // A look that decides what the last one did is not worth a write of its own: the
+        // evidence behind it is saved when it changes (new observations mark the rollout
+        // dirty), and the view is saved with the next checkpoint.
+        if changed {
+            rt.dirty = true;
+        }
         let auto_promote = rt.req.canary.auto_promote;
         let auto_rollback = rt.req.canary.auto_rollback;
         match eval.decision {
@@ -245,6 +248,28 @@ impl Engine {
         );
         Ok(())
     }
+}
+
+/// How long a monitored rollout with no new evidence goes without a look (10 s): what a
+/// look decides without new data changes only with time (projections at the current
+/// traffic, the step's minimum and maximum durations, which are checked exactly below).
+pub(super) const IDLE_LOOK_MS: i64 = 10_000;
+
+/// Whether the analysis should look at `rt` now: new evidence or a change of state since the
+/// last look, a new step, the step's minimum or maximum duration crossed in active time since
+/// the last look, or [`IDLE_LOOK_MS`] passed. A rollout that nothing happened to costs no
+/// analysis on a pass.
+fn look_due(rt: &Runtime, now: DateTime<Utc>) -> bool {
+    let Some((at, step, step_ms)) = rt.looked else { return true };
+    if rt.fresh || step != rt.st.step || (now - at).num_milliseconds() >= IDLE_LOOK_MS {
+        return true;
+    }
+    let Some(s) = rt.st.steps.get(rt.st.step) else { return true };
+    let crossed = |secs: u64| {
+        let gate = secs.saturating_mul(1000);
+        step_ms < gate && gate <= rt.st.step_active_ms
+    };
+    crossed(s.min_secs) || s.max_secs.is_some_and(crossed)
 }
 
 /// What the remaining trigger (maximum duration) looks at.

@@ -81,11 +81,11 @@ impl Engine {
                             if replayed > 0 {
                                 tracing::info!(rollout = %rec.id, batches = replayed, "replayed durable observation batches");
                             }
-                            self.inner
-                                .runtimes
-                                .write()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .insert(rec.id.clone(), Arc::new(Mutex::new(rt)));
+                            self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner()).insert(
+                                rec.id.clone(),
+                                rec.slot.clone(),
+                                Arc::new(Mutex::new(rt)),
+                            );
                             self.inner.routes.refresh_slot(&rec.slot).await;
                             tracing::info!(rollout = %rec.id, state = %rec.state, "resumed rollout");
                         }
@@ -114,12 +114,15 @@ impl Engine {
         if let Some(h) = handle {
             let _ = h.await;
         }
+        let mut unsaved = Vec::new();
         for rt in self.all_runtimes() {
-            let mut g = rt.lock().await;
-            if g.dirty {
-                self.checkpoint(&mut g).await;
+            let g = rt.lock_owned().await;
+            if g.unsaved() && g.rec.state.is_active() {
+                unsaved.push(g);
             }
         }
+        let mut refs: Vec<&mut Runtime> = unsaved.iter_mut().map(|g| &mut **g).collect();
+        self.checkpoint_many(&mut refs).await;
         self.inner.loop_alive.store(false, Ordering::SeqCst);
         *lock(&self.inner.state) = ActuatorState::Stopped;
         Ok(())
@@ -178,8 +181,11 @@ impl Engine {
     }
 
     async fn run_pass_inner(&self) {
+        // Rollouts due for a checkpoint stay locked until the pass writes all of them in one
+        // store call; the others are let go as soon as they were looked at.
+        let mut due: Vec<tokio::sync::OwnedMutexGuard<Runtime>> = Vec::new();
         for rt in self.all_runtimes() {
-            let mut g = rt.lock().await;
+            let mut g = rt.lock_owned().await;
             match AssertUnwindSafe(self.tick(&mut g)).catch_unwind().await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) if retryable(&e) => {
@@ -198,12 +204,17 @@ impl Engine {
                     self.fail(&mut g, &why).await;
                 }
             }
-            let done = g.rec.state.is_terminal();
-            let id = g.rec.id.clone();
-            drop(g);
-            if done {
+            if g.rec.state.is_terminal() {
+                let id = g.rec.id.clone();
+                drop(g);
                 self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
+            } else if self.checkpoint_due(&g, self.now()) {
+                due.push(g);
             }
+        }
+        if !due.is_empty() {
+            let mut refs: Vec<&mut Runtime> = due.iter_mut().map(|g| &mut **g).collect();
+            self.checkpoint_many(&mut refs).await;
         }
     }
 
@@ -268,7 +279,7 @@ fn retryable(e: &EngineError) -> bool {
     )
 }
 
-fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
+pub(super) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
     p.downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| p.downcast_ref::<String>().cloned())

@@ -275,12 +275,13 @@ impl Engine {
                 s.failed_deployments = s.failed_deployments.saturating_sub(1);
             }
         }
+        let slot_name = rt.rec.slot.clone();
         let shared: Shared = Arc::new(Mutex::new(rt));
-        self.inner
-            .runtimes
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(id.to_owned(), shared.clone());
+        self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner()).insert(
+            id.to_owned(),
+            slot_name,
+            shared.clone(),
+        );
         let mut g = shared.lock().await;
         self.begin(&mut g, actor).await?;
         Ok(RolloutView::new(&g.rec, &g.st))
@@ -323,8 +324,7 @@ impl Engine {
                 Ok(rec) => {
                     rt.st.stable_version = rec.stable_version;
                     rt.rec = rec;
-                    rt.dirty = false;
-                    rt.last_save = self.now();
+                    rt.mark_saved(self.now());
                     self.inner.routes.refresh_slot(&rt.rec.slot).await;
                     return Ok(());
                 }
@@ -419,11 +419,8 @@ impl Engine {
                 "its completion made no version active, so there is nothing to roll back".into(),
             ));
         };
-        for other in self.all_runtimes() {
-            let g = other.lock().await;
-            if g.rec.slot == rec.slot {
-                return Err(refuse(format!("rollout {} now holds slot {}", g.rec.id, rec.slot)));
-            }
+        if let Some(holder) = self.slot_holder(&rec.slot) {
+            return Err(refuse(format!("rollout {holder} now holds slot {}", rec.slot)));
         }
         let slot = self.inner.config.get_slot(&rec.slot).await?;
         if slot.active_version != Some(activated) {
@@ -448,14 +445,15 @@ impl Engine {
         rt.st.route = Some(route);
         rt.st.outcome = None;
         rt.st.stable_version = Some(stable);
+        let slot_name = rt.rec.slot.clone();
         let shared: Shared = Arc::new(Mutex::new(rt));
         {
             let mut map = self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner());
-            if map.contains_key(id) {
+            if map.contains(id) {
                 // Another request is already rolling it back: that one wins.
                 return Err(refuse("a rollback of it is already under way".into()));
             }
-            map.insert(id.to_owned(), shared.clone());
+            map.insert(id.to_owned(), slot_name.clone(), shared.clone());
         }
         let mut g = shared.lock().await;
         let mode = if gradual { RollbackMode::Gradual } else { RollbackMode::Fast };
@@ -471,7 +469,7 @@ impl Engine {
         if let Err(e) = started {
             drop(g);
             let mut map = self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner());
-            if map.get(id).is_some_and(|r| Arc::ptr_eq(r, &shared)) {
+            if map.get(id).is_some_and(|r| Arc::ptr_eq(&r, &shared)) {
                 map.remove(id);
             }
             drop(map);

@@ -58,8 +58,15 @@ pub struct EngineSettings {
     pub tick_ms: u64,
     /// Rollouts active at once (3).
     pub max_active_rollouts: usize,
-    /// Milliseconds between checkpoints of accumulated evidence (1000).
+    /// Milliseconds between checkpoints of accumulated evidence (1000). A rollout whose
+    /// evidence or decision changed is saved at most this long after; all rollouts due in a
+    /// pass are saved in one store transaction (group commit).
     pub checkpoint_ms: u64,
+    /// Milliseconds between checkpoints of a rollout whose only change is its clocks of
+    /// active time (60000): an idle rollout costs no write per tick. A crash loses at most
+    /// this much of its counted active time (the clocks then run a little longer; downtime
+    /// never counts either way).
+    pub idle_checkpoint_ms: u64,
     /// Seconds per step of a gradual rollback (30).
     pub gradual_step_secs: u64,
     /// Seconds of post-rollback validation of the stable config (30).
@@ -94,18 +101,20 @@ pub enum Durability {
 
 impl EngineSettings {
     /// Checks every knob against its range (`tick_ms` 1 to 60,000; `max_active_rollouts`
-    /// 1 to 1,000,000; `checkpoint_ms` up to 3,600,000; `gradual_step_secs` and
-    /// `validation_secs` up to 86,400; `validation_min_samples` up to 10^9;
+    /// 1 to 1,000,000; `checkpoint_ms` and `idle_checkpoint_ms` up to 3,600,000;
+    /// `gradual_step_secs` and `validation_secs` up to 86,400; `validation_min_samples` up to
+    /// 10^9;
     /// `rollback_timeout_ms` 1 to 600,000; `max_tick_gap_ms` 1 to 86,400,000), naming the
     /// setting and its range when one is outside.
     ///
     /// # Errors
     /// [`EngineError::Invalid`] for the first setting out of its range.
     pub fn validate(&self) -> Result<(), EngineError> {
-        let checks: [(&str, u64, u64, u64); 8] = [
+        let checks: [(&str, u64, u64, u64); 9] = [
             ("engine.tick_ms", self.tick_ms, 1, 60_000),
             ("engine.max_active_rollouts", self.max_active_rollouts as u64, 1, 1_000_000),
             ("engine.checkpoint_ms", self.checkpoint_ms, 0, 3_600_000),
+            ("engine.idle_checkpoint_ms", self.idle_checkpoint_ms, 0, 3_600_000),
             ("engine.gradual_step_secs", self.gradual_step_secs, 0, 86_400),
             ("engine.validation_secs", self.validation_secs, 0, 86_400),
             ("engine.validation_min_samples", self.validation_min_samples, 0, 1_000_000_000),
@@ -129,6 +138,7 @@ impl Default for EngineSettings {
             tick_ms: 1000,
             max_active_rollouts: 3,
             checkpoint_ms: 1000,
+            idle_checkpoint_ms: 60_000,
             gradual_step_secs: 30,
             validation_secs: 30,
             validation_min_samples: 50,
@@ -152,7 +162,17 @@ pub(crate) struct Runtime {
     pub(crate) rec: RolloutRecord,
     pub(crate) st: EngineStatus,
     pub(crate) req: DeploymentRequest,
+    /// The evidence or the decision changed since the last save: checkpointed within
+    /// `checkpoint_ms`.
     pub(crate) dirty: bool,
+    /// Only the clocks of active time moved since the last save: checkpointed within
+    /// `idle_checkpoint_ms`, so an idle rollout costs no write per tick.
+    pub(crate) clock_moved: bool,
+    /// New evidence was folded in, or the rollout changed state, since its last look: the
+    /// next pass looks at it.
+    pub(crate) fresh: bool,
+    /// When the analysis last looked at the rollout, and at which step and step active time.
+    pub(crate) looked: Option<(DateTime<Utc>, usize, u64)>,
     pub(crate) last_save: DateTime<Utc>,
     /// When the rollout's clocks were last advanced; `None` after a load, so downtime never
     /// counts.
@@ -166,11 +186,79 @@ impl Runtime {
         req: DeploymentRequest,
         now: DateTime<Utc>,
     ) -> Self {
-        Self { rec, st, req, dirty: false, last_save: now, anchor: None }
+        Self {
+            rec,
+            st,
+            req,
+            dirty: false,
+            clock_moved: false,
+            fresh: true,
+            looked: None,
+            last_save: now,
+            anchor: None,
+        }
+    }
+
+    /// Whether anything of this rollout waits to be saved.
+    pub(crate) fn unsaved(&self) -> bool {
+        self.dirty || self.clock_moved
+    }
+
+    /// Everything in memory is now in the store.
+    pub(crate) fn mark_saved(&mut self, now: DateTime<Utc>) {
+        self.dirty = false;
+        self.clock_moved = false;
+        self.last_save = now;
     }
 }
 
 pub(crate) type Shared = Arc<Mutex<Runtime>>;
+
+/// The rollouts this engine drives, by id and by slot. The slot index answers "does a live
+/// rollout hold this slot?" without locking any rollout (the store's transaction is what
+/// enforces one rollout per slot; the index only refuses early).
+#[derive(Default)]
+pub(crate) struct Runtimes {
+    by_id: HashMap<String, (SlotName, Shared)>,
+    by_slot: HashMap<SlotName, String>,
+}
+
+impl Runtimes {
+    pub(crate) fn get(&self, id: &str) -> Option<Shared> {
+        self.by_id.get(id).map(|(_, rt)| rt.clone())
+    }
+
+    pub(crate) fn contains(&self, id: &str) -> bool {
+        self.by_id.contains_key(id)
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// The id of the live rollout that holds `slot`, if one does.
+    pub(crate) fn holder(&self, slot: &SlotName) -> Option<&str> {
+        self.by_slot.get(slot).map(String::as_str)
+    }
+
+    pub(crate) fn insert(&mut self, id: String, slot: SlotName, rt: Shared) {
+        self.by_slot.insert(slot.clone(), id.clone());
+        self.by_id.insert(id, (slot, rt));
+    }
+
+    /// Lets `id` go, and its slot with it when the slot still names it.
+    pub(crate) fn remove(&mut self, id: &str) -> Option<Shared> {
+        let (slot, rt) = self.by_id.remove(id)?;
+        if self.by_slot.get(&slot).is_some_and(|holder| holder == id) {
+            self.by_slot.remove(&slot);
+        }
+        Some(rt)
+    }
+
+    pub(crate) fn values(&self) -> impl Iterator<Item = &Shared> {
+        self.by_id.values().map(|(_, rt)| rt)
+    }
+}
 
 struct Inner {
     store: Arc<dyn Store>,
@@ -178,7 +266,7 @@ struct Inner {
     routes: Arc<dyn RouteSink>,
     notifiers: Vec<Arc<dyn Notifier>>,
     settings: EngineSettings,
-    runtimes: RwLock<HashMap<String, Shared>>,
+    runtimes: RwLock<Runtimes>,
     wake: Notify,
     stop: Notify,
     state: StdMutex<ActuatorState>,
@@ -287,7 +375,17 @@ impl Engine {
     }
 
     pub(crate) fn runtime(&self, id: &str) -> Option<Shared> {
-        self.inner.runtimes.read().unwrap_or_else(|p| p.into_inner()).get(id).cloned()
+        self.inner.runtimes.read().unwrap_or_else(|p| p.into_inner()).get(id)
+    }
+
+    /// The id of the live rollout that holds `slot`, read from the index (no rollout locked).
+    pub(super) fn slot_holder(&self, slot: &SlotName) -> Option<String> {
+        self.inner
+            .runtimes
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .holder(slot)
+            .map(str::to_owned)
     }
 
     pub(super) fn active_count(&self) -> usize {

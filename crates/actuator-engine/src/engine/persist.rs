@@ -8,6 +8,7 @@
 //! number is at most the saved one, and replay skips it) or it is replayed.
 
 use super::*;
+use actuator_core::CheckpointWrite;
 
 /// The key of the persisted status that holds the highest batch folded into it.
 pub(crate) const SEQ_KEY: &str = "folded_batch_seq";
@@ -134,8 +135,9 @@ impl Engine {
         match self.store().update_rollout(&rt.rec.id, update, audit).await {
             Ok(rec) => {
                 rt.rec = rec;
-                rt.dirty = false;
-                rt.last_save = self.now();
+                rt.mark_saved(self.now());
+                // A transition (or a resume) is looked at on the next pass.
+                rt.fresh = true;
                 if rt.rec.state.is_terminal() {
                     // A finished rollout takes no more observations: its batches are done with
                     // (a retry starts its evidence afresh).
@@ -181,6 +183,8 @@ impl Engine {
         rt.st = st;
         rt.rec = rec;
         rt.dirty = false;
+        rt.clock_moved = false;
+        rt.fresh = true;
         if rt.rec.state.is_terminal() {
             // Another writer finished it: it takes no more observations.
             lock(&self.inner.cursors).remove(&rt.rec.id);
@@ -192,33 +196,130 @@ impl Engine {
         }
     }
 
-    /// Saves the accumulated evidence. A failed write keeps everything in memory (the rollout
-    /// stays dirty, so the next tick tries again); only a revision conflict, where another
-    /// writer saved the rollout first, re-reads it and replays the durable batches.
-    pub(super) async fn checkpoint(&self, rt: &mut Runtime) {
+    /// Whether `rt` is due for a checkpoint at `now`: its evidence or decision changed and
+    /// `checkpoint_ms` passed since its last save, or only its clocks moved and
+    /// `idle_checkpoint_ms` (and at least `checkpoint_ms`) passed. Finished rollouts never are (their last commit saved them).
+    pub(super) fn checkpoint_due(&self, rt: &Runtime, now: DateTime<Utc>) -> bool {
+        if !rt.rec.state.is_active() || !rt.unsaved() {
+            return false;
+        }
+        let since = (now - rt.last_save).num_milliseconds();
+        let s = &self.inner.settings;
+        let wait =
+            if rt.dirty { s.checkpoint_ms } else { s.idle_checkpoint_ms.max(s.checkpoint_ms) };
+        since >= i64::try_from(wait).unwrap_or(i64::MAX)
+    }
+
+    /// The checkpoint of `rt` to write, with the cursor it saves; `None` when it cannot be
+    /// written now (a replay it needs failed, or its state cannot be encoded).
+    async fn prepared(&self, rt: &mut Runtime) -> Option<(CheckpointWrite, Cursor)> {
         if self.cursor(rt).needs_replay
             && let Err(e) = self.replay(rt).await
         {
             tracing::warn!(rollout = %rt.rec.id, error = %e, "checkpoint postponed: replaying durable observations failed");
-            return;
+            return None;
         }
         let cursor = self.cursor(rt);
-        let status = match self.status_value(rt, cursor.folded) {
-            Ok(s) => s,
-            Err(e) => {
+        let encoded =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.status_value(rt, cursor.folded)));
+        let status = match encoded {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
                 tracing::error!(rollout = %rt.rec.id, error = %e, "cannot encode the rollout's state");
+                return None;
+            }
+            Err(_) => {
+                tracing::error!(rollout = %rt.rec.id, "encoding the rollout's state panicked");
+                return None;
+            }
+        };
+        let write = CheckpointWrite {
+            id: rt.rec.id.clone(),
+            expected_revision: rt.rec.revision,
+            status,
+            folded_through: cursor.folded,
+        };
+        Some((write, cursor))
+    }
+
+    /// Saves the accumulated evidence of every rollout of `rts` (each held under its lock by
+    /// the caller) in one store call, which a store that can writes in one transaction: one
+    /// durable commit for all of them (group commit). A failed write keeps everything in
+    /// memory (the rollouts stay unsaved, so a later pass tries again); only a revision
+    /// conflict, where another writer saved a rollout first, re-reads that rollout and
+    /// replays its durable batches. Nothing is reported saved before the store said the
+    /// write is durable. A panic in the group write is a bug that one rollout's state may
+    /// trigger: each rollout is then written alone, and the one whose write panics is failed
+    /// while the others are saved.
+    pub(super) async fn checkpoint_many(&self, rts: &mut [&mut Runtime]) {
+        let mut items = Vec::with_capacity(rts.len());
+        let mut written: Vec<(usize, Cursor)> = Vec::with_capacity(rts.len());
+        for (i, rt) in rts.iter_mut().enumerate() {
+            if let Some((write, cursor)) = self.prepared(rt).await {
+                items.push(write);
+                written.push((i, cursor));
+            }
+        }
+        if items.is_empty() {
+            return;
+        }
+        let group = AssertUnwindSafe(self.store().checkpoint_rollouts(items)).catch_unwind().await;
+        let results = match group {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                tracing::warn!(rollouts = written.len(), error = %e, "checkpoint failed; the evidence stays in memory and is saved on a later pass");
+                return;
+            }
+            Err(_) => {
+                tracing::error!(
+                    rollouts = written.len(),
+                    "the group checkpoint panicked; writing each rollout alone"
+                );
+                for (i, _) in written {
+                    if let Some(rt) = rts.get_mut(i) {
+                        self.checkpoint_alone(rt).await;
+                    }
+                }
                 return;
             }
         };
-        match self
-            .store()
-            .checkpoint_rollout(&rt.rec.id, rt.rec.revision, status, cursor.folded)
-            .await
-        {
+        metrics::counter!("actuator_checkpoint_commits_total").increment(1);
+        metrics::counter!("actuator_checkpoint_rollouts_total").increment(written.len() as u64);
+        for ((i, cursor), result) in written.into_iter().zip(results) {
+            if let Some(rt) = rts.get_mut(i) {
+                self.saved(rt, cursor, result).await;
+            }
+        }
+    }
+
+    /// One rollout's checkpoint in a write of its own; a panic fails that rollout.
+    async fn checkpoint_alone(&self, rt: &mut Runtime) {
+        let Some((w, cursor)) = self.prepared(rt).await else { return };
+        let one =
+            self.store().checkpoint_rollout(&w.id, w.expected_revision, w.status, w.folded_through);
+        match AssertUnwindSafe(one).catch_unwind().await {
+            Ok(result) => self.saved(rt, cursor, result).await,
+            Err(panic) => {
+                let why = format!(
+                    "internal error while saving the rollout's evidence (a panic: {})",
+                    super::lifecycle::panic_message(panic.as_ref())
+                );
+                self.fail(rt, &why).await;
+            }
+        }
+    }
+
+    /// Applies the store's answer to one rollout's checkpoint.
+    async fn saved(
+        &self,
+        rt: &mut Runtime,
+        cursor: Cursor,
+        result: Result<RolloutRecord, StoreError>,
+    ) {
+        match result {
             Ok(rec) => {
                 rt.rec = rec;
-                rt.dirty = false;
-                rt.last_save = self.now();
+                rt.mark_saved(self.now());
                 self.set_cursor(rt, Cursor { saved: cursor.folded, ..cursor });
             }
             Err(e @ StoreError::Conflict { .. }) => {
@@ -226,7 +327,7 @@ impl Engine {
                 self.reload(rt).await;
             }
             Err(e) => {
-                tracing::warn!(rollout = %rt.rec.id, error = %e, "checkpoint failed; the evidence stays in memory and is saved on a later tick");
+                tracing::warn!(rollout = %rt.rec.id, error = %e, "checkpoint failed; the evidence stays in memory and is saved on a later pass");
             }
         }
     }
