@@ -11,6 +11,7 @@ use actuator_core::{
 };
 use actuator_core::{AuditReport, NewObservationBatch, ObservationBatch};
 use actuator_engine::{Engine, EngineSettings, ManualAction, ManualClock, RouteSink};
+use actuator_health::{Arm, Observation, Outcome};
 use async_trait::async_trait;
 use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::{Value, json};
@@ -265,9 +266,18 @@ async fn a_panic_in_one_rollouts_look_fails_that_rollout_and_spares_the_others()
         .await
         .unwrap();
     assert!(audit.items.iter().any(|a| a.action == "rollout.fail"), "the failure is audited");
-    // The loop is alive and still looks at the other rollout: its decisions keep coming.
+    // The loop is alive and still looks at the other rollout: new evidence of it is
+    // analysed.
     assert!(e.loop_alive());
     let before = e.view(&calm.id).await.unwrap().last_decision.map(|d| d.at);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let outcomes = (0..20)
+        .map(|i| {
+            let arm = if i % 10 == 0 { Arm::Canary } else { Arm::Control };
+            Observation::new(calm.id.clone(), format!("c{i}"), arm, Outcome::Ok).latency(100.0)
+        })
+        .collect();
+    assert_eq!(e.report(outcomes).await.unwrap().accepted, 20);
     let mut later = before;
     for _ in 0..500 {
         later = e.view(&calm.id).await.unwrap().last_decision.map(|d| d.at);
