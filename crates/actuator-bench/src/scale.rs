@@ -1,29 +1,24 @@
 //! Many live rollouts on one engine (SQLite on a temporary file): what creating one costs as
 //! the number of live rollouts grows, what one pass of the control loop costs when nothing
 //! changed and when every rollout has new evidence (saved by one group commit), the CPU an
-//! idle engine burns with its loop ticking every second, and the memory per live rollout.
+//! idle engine burns with its loop ticking every second, the memory per live rollout, and
+//! how long a restart takes to resume them all. Routes go to the daemon's routing book, as
+//! in the daemon.
 //!
 //! `--scale N` sets the number of live rollouts (1,000 by default, 200 with `--quick`).
 
 use actuator_config::{ApplyRequest, ConfigManager, ConfigSettings};
 use actuator_core::{DeploymentRequest, NewSlot, SlotName, Store};
-use actuator_engine::{Engine, EngineSettings, RouteSink};
+use actuator_engine::{Engine, EngineSettings};
 use actuator_health::{Arm, Observation, Outcome};
+use actuator_server::RouteBook;
 use actuator_store_sqlite::SqliteStore;
-use async_trait::async_trait;
 use serde_json::json;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::Options;
 use crate::table::{Limit, Row, Table};
-
-struct NoRoutes;
-
-#[async_trait]
-impl RouteSink for NoRoutes {
-    async fn refresh_slot(&self, _: &SlotName) {}
-}
 
 fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() {
@@ -121,8 +116,9 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
         validation_secs: 0,
         ..EngineSettings::default()
     };
+    let routes = RouteBook::load(store.clone()).await.map_err(|e| e.to_string())?;
     // Driven: the bench calls `run_pass` itself, as the daemon's loop does on each tick.
-    let engine = Engine::new(config.clone(), Arc::new(NoRoutes), vec![], settings);
+    let engine = Engine::new(config.clone(), Arc::new(routes), vec![], settings.clone());
     engine.start_driven().await.map_err(|e| e.to_string())?;
     for i in 0..n {
         slot(&config, &format!("s{i}")).await?;
@@ -176,6 +172,19 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs().zip(cpu0).map(|(b, a)| (b - a) / wall * 100.0);
     engine.stop().await.map_err(|e| e.to_string())?;
+    drop(engine);
+
+    // A restart: the routing book and the engine over the same store, every rollout resumed.
+    let t0 = Instant::now();
+    let routes = RouteBook::load(store.clone()).await.map_err(|e| e.to_string())?;
+    let book_s = t0.elapsed().as_secs_f64();
+    let again = Engine::new(config.clone(), Arc::new(routes.clone()), vec![], settings);
+    again.start_driven().await.map_err(|e| e.to_string())?;
+    let startup_s = t0.elapsed().as_secs_f64();
+    if routes.router().snapshot().len() < n {
+        return Err(format!("after the restart only {} routes", routes.router().snapshot().len()));
+    }
+    again.stop().await.map_err(|e| e.to_string())?;
 
     let first_ms = median(first);
     let idle_ms = median(idle);
@@ -211,6 +220,15 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
         .baseline((one_ms - idle_ms).max(f64::MIN_POSITIVE))
         .target(Limit::RatioAtMost(1.0)),
     ];
+    rows.push(Row::new(format!("startup: the routing book loads {n} slots"), book_s, "s"));
+    rows.push(
+        Row::new(
+            format!("startup: routing book and engine resume {n} live rollouts"),
+            startup_s,
+            "s",
+        )
+        .target(Limit::ValueAtMost(5.0 * n as f64 / 100_000.0)),
+    );
     if let Some(c) = cpu {
         rows.push(
             Row::new(
