@@ -12,6 +12,7 @@
 //! To add a module: write `src/<name>.rs` with `pub(crate) fn run(opts: &Options, table: &mut
 //! Table)` and call it from `main`.
 
+mod engine_rig;
 mod http;
 mod resolve;
 mod rollback;

@@ -3,8 +3,8 @@
 //! closely gradual rollback keeps its step interval.
 
 use actuator_canary::{EvalContext, Variant};
-use actuator_config::{ApplyRequest, ConfigManager, ConfigSettings};
-use actuator_core::{AuditDraft, DeploymentRequest, NewSlot, SlotName, Store};
+use actuator_config::{ConfigManager, ConfigSettings};
+use actuator_core::{AuditDraft, DeploymentRequest, Store};
 use actuator_engine::{Engine, EngineSettings, ManualAction};
 use actuator_server::RouteBook;
 use actuator_store_sqlite::SqliteStore;
@@ -13,15 +13,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::Options;
+use crate::engine_rig::{percentile, run_rows, two_version_slot};
 use crate::table::{Limit, Row, Table};
-
-fn percentile(sorted: &[f64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[i]
-}
 
 struct Rig {
     store: Arc<dyn Store>,
@@ -46,28 +39,7 @@ async fn rig() -> Result<Rig, String> {
     };
     let engine = Engine::new(config.clone(), Arc::new(routes.clone()), vec![], settings);
     engine.start().await.map_err(|e| e.to_string())?;
-    let slot = SlotName::new("bench").map_err(|e| e.to_string())?;
-    config
-        .create_slot(
-            NewSlot { name: slot.clone(), description: String::new(), schema: None },
-            "bench",
-        )
-        .await
-        .map_err(|e| e.to_string())?;
-    for (model, activate) in [("stable", true), ("candidate", false)] {
-        config
-            .apply(ApplyRequest {
-                slot: slot.clone(),
-                document: json!({"model": model}),
-                actor: "bench".into(),
-                message: String::new(),
-                dry_run: false,
-                activate,
-                expected_latest: None,
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-    }
+    let slot = two_version_slot(&config, "bench").await?;
     routes.refresh_slot_or_log(&slot).await;
     Ok(Rig { store, routes, engine, _dir: dir })
 }
@@ -198,16 +170,5 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
 
 /// Appends the rollback rows.
 pub(crate) fn run(opts: &Options, table: &mut Table) {
-    let rt =
-        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("rollback bench skipped: no runtime: {e}");
-                return;
-            }
-        };
-    match rt.block_on(measure(opts)) {
-        Ok(rows) => rows.into_iter().for_each(|r| table.push(r)),
-        Err(e) => eprintln!("rollback bench failed: {e}"),
-    }
+    run_rows("rollback", table, measure(opts));
 }

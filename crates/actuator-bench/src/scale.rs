@@ -7,8 +7,8 @@
 //!
 //! `--scale N` sets the number of live rollouts (1,000 by default, 200 with `--quick`).
 
-use actuator_config::{ApplyRequest, ConfigManager, ConfigSettings};
-use actuator_core::{DeploymentRequest, NewSlot, SlotName, Store};
+use actuator_config::{ConfigManager, ConfigSettings};
+use actuator_core::{DeploymentRequest, Store};
 use actuator_engine::{Engine, EngineSettings};
 use actuator_health::{Arm, Observation, Outcome};
 use actuator_server::RouteBook;
@@ -18,15 +18,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::Options;
+use crate::engine_rig::{median, run_rows, two_version_slot};
 use crate::table::{Limit, Row, Table};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 /// Resident memory of this process in bytes (Linux `/proc/self/statm`), if readable.
 fn rss_bytes() -> Option<f64> {
@@ -45,29 +38,6 @@ fn cpu_secs() -> Option<f64> {
     let utime: f64 = f.get(11)?.parse().ok()?;
     let stime: f64 = f.get(12)?.parse().ok()?;
     Some((utime + stime) / 100.0)
-}
-
-async fn slot(config: &ConfigManager, name: &str) -> Result<(), String> {
-    let slot = SlotName::new(name).map_err(|e| e.to_string())?;
-    config
-        .create_slot(NewSlot { name: slot.clone(), description: String::new(), schema: None }, "b")
-        .await
-        .map_err(|e| e.to_string())?;
-    for (model, activate) in [("stable", true), ("candidate", false)] {
-        config
-            .apply(ApplyRequest {
-                slot: slot.clone(),
-                document: json!({"model": model}),
-                actor: "bench".into(),
-                message: String::new(),
-                dry_run: false,
-                activate,
-                expected_latest: None,
-            })
-            .await
-            .map_err(|e| e.to_string())?;
-    }
-    Ok(())
 }
 
 /// A canary at 1 % that never has enough requests to move on: it stays monitored.
@@ -121,7 +91,7 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
     let engine = Engine::new(config.clone(), Arc::new(routes), vec![], settings.clone());
     engine.start_driven().await.map_err(|e| e.to_string())?;
     for i in 0..n {
-        slot(&config, &format!("s{i}")).await?;
+        two_version_slot(&config, &format!("s{i}")).await?;
     }
     let rss0 = rss_bytes();
     let mut first = Vec::new();
@@ -254,16 +224,5 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
 
 /// Appends the scale rows.
 pub(crate) fn run(opts: &Options, table: &mut Table) {
-    let rt =
-        match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => {
-                eprintln!("scale bench skipped: no runtime: {e}");
-                return;
-            }
-        };
-    match rt.block_on(measure(opts)) {
-        Ok(rows) => rows.into_iter().for_each(|r| table.push(r)),
-        Err(e) => eprintln!("scale bench failed: {e}"),
-    }
+    run_rows("scale", table, measure(opts));
 }

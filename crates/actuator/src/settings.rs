@@ -206,4 +206,14 @@ mod tests {
             "{msg}"
         );
     }
+
+    #[test]
+    fn the_idle_checkpoint_interval_is_read_and_held_to_its_range() {
+        let s: Settings = toml::from_str("[engine]\nidle_checkpoint_ms = 300000").unwrap();
+        assert_eq!(s.engine.idle_checkpoint_ms, 300_000);
+        s.engine.validate().unwrap();
+        let s: Settings = toml::from_str("[engine]\nidle_checkpoint_ms = 3600001").unwrap();
+        let msg = s.engine.validate().unwrap_err().to_string();
+        assert!(msg.contains("engine.idle_checkpoint_ms") && msg.contains("3600000"), "{msg}");
+    }
 }

@@ -81,6 +81,7 @@ impl SqliteStore {
         rows.iter().map(batch).collect()
     }
 
+    /// One checkpoint: [`SqliteStore::checkpoint_many`] with a single item.
     pub(crate) async fn checkpoint(
         &self,
         id: &str,
@@ -88,18 +89,10 @@ impl SqliteStore {
         status: Value,
         folded_through: u64,
     ) -> Result<RolloutRecord, StoreError> {
-        let mut tx = self.begin_write().await?;
-        let cur =
-            write_status(&mut tx, id, expected_revision, status, "saving a rollout's checkpoint")
-                .await?;
-        sqlx::query("DELETE FROM observation_batches WHERE rollout = ?1 AND seq <= ?2")
-            .bind(id)
-            .bind(to_i64_saturating(folded_through))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend("deleting folded observation batches"))?;
-        crate::store::commit(tx).await?;
-        Ok(cur)
+        let item = CheckpointWrite { id: id.to_owned(), expected_revision, status, folded_through };
+        self.checkpoint_many(vec![item]).await?.pop().unwrap_or_else(|| {
+            Err(StoreError::Backend("a checkpoint of one rollout gave no result".into()))
+        })
     }
 
     /// Every checkpoint of `items` in one transaction (one durable commit). An item whose
@@ -122,12 +115,7 @@ impl SqliteStore {
             .await
             {
                 Ok(cur) => {
-                    sqlx::query("DELETE FROM observation_batches WHERE rollout = ?1 AND seq <= ?2")
-                        .bind(&it.id)
-                        .bind(to_i64_saturating(it.folded_through))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(backend("deleting folded observation batches"))?;
+                    delete_folded(&mut tx, &it.id, it.folded_through).await?;
                     out.push(Ok(cur));
                 }
                 Err(e @ (StoreError::Backend(_) | StoreError::Unavailable(_))) => return Err(e),
@@ -144,15 +132,26 @@ impl SqliteStore {
         through: u64,
     ) -> Result<u64, StoreError> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("DELETE FROM observation_batches WHERE rollout = ?1 AND seq <= ?2")
-            .bind(rollout_id)
-            .bind(to_i64_saturating(through))
-            .execute(&mut *tx)
-            .await
-            .map_err(backend("deleting folded observation batches"))?;
+        let done = delete_folded(&mut tx, rollout_id, through).await?;
         tx.commit().await.map_err(backend("committing a prune"))?;
-        Ok(done.rows_affected())
+        Ok(done)
     }
+}
+
+/// Deletes the batches of `rollout_id` up to `through` inside the caller's transaction and
+/// returns how many.
+async fn delete_folded(
+    conn: &mut sqlx::SqliteConnection,
+    rollout_id: &str,
+    through: u64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query("DELETE FROM observation_batches WHERE rollout = ?1 AND seq <= ?2")
+        .bind(rollout_id)
+        .bind(to_i64_saturating(through))
+        .execute(&mut *conn)
+        .await
+        .map_err(backend("deleting folded observation batches"))?;
+    Ok(done.rows_affected())
 }
 
 #[cfg(test)]
