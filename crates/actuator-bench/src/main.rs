@@ -13,6 +13,9 @@
 //! Table)` and call it from `main`.
 
 mod engine_rig;
+// A global allocator is an `unsafe` trait; this module forwards every call to `System`.
+#[allow(unsafe_code)]
+mod heap;
 mod http;
 mod resolve;
 mod rollback;
@@ -23,6 +26,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::table::Table;
+
+/// Every allocation is counted, for the memory rows.
+#[global_allocator]
+static ALLOC: heap::Counting = heap::Counting;
 
 /// Command-line options shared by every module.
 #[derive(Debug, Clone)]

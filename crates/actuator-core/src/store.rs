@@ -258,6 +258,29 @@ pub struct RolloutRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// The traffic split an active rollout asks routers to serve (see
+/// [`Store::list_active_routes`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct RolloutRoute {
+    /// The rollout id.
+    pub id: String,
+    /// Its slot.
+    pub slot: SlotName,
+    /// The record's revision when read.
+    pub revision: u64,
+    /// `status.route` (an `actuator_canary::Rollout` in JSON); `Null` when the rollout routes
+    /// no traffic.
+    pub route: Value,
+}
+
+impl RolloutRoute {
+    /// The route of a full record (its status's `route`, `Null` when absent).
+    pub fn of_record(mut rec: RolloutRecord) -> Self {
+        let route = rec.status.get_mut("route").map(Value::take).unwrap_or(Value::Null);
+        Self { id: rec.id, slot: rec.slot, revision: rec.revision, route }
+    }
+}
+
 /// What a store checks, inside the transaction that makes a rollout active, before it admits
 /// it. The rule "one active rollout per slot" always holds and needs no field.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -476,6 +499,20 @@ pub trait Store: Send + Sync + 'static {
         filter: RolloutFilter,
         page: PageRequest,
     ) -> Result<Page<RolloutRecord>, StoreError>;
+    /// The traffic split (`status.route`) of every active rollout, newest first, paged like
+    /// [`Store::list_rollouts`] with `active_only`: what a router needs to rebuild its table
+    /// without reading every rollout's whole status. The default reads the full records; a
+    /// store that can extract the field where it keeps it should.
+    async fn list_active_routes(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<RolloutRoute>, StoreError> {
+        let p = self.list_rollouts(RolloutFilter { active_only: true, slot: None }, page).await?;
+        Ok(Page {
+            items: p.items.into_iter().map(RolloutRoute::of_record).collect(),
+            next_cursor: p.next_cursor,
+        })
+    }
     /// Saves a rollout's engine state without changing its state and without an audit entry:
     /// the periodic checkpoint of accumulated statistics and evidence. Same revision rule as
     /// [`Store::update_rollout`].

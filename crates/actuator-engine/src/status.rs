@@ -212,11 +212,10 @@ impl EngineStatus {
     }
 }
 
-/// The rollback window of a rollout, from its stored request.
-pub(crate) fn rollback_window(rec: &RolloutRecord) -> Option<chrono::Duration> {
-    let secs = serde_json::from_value::<actuator_core::DeploymentRequest>(rec.request.clone())
-        .map_or(0, |r| r.canary.rollback_window_secs);
-    crate::plan::secs(secs)
+/// The rollback window of a rollout, in seconds, from its stored request (0 when unreadable).
+pub(crate) fn stored_rollback_window(rec: &RolloutRecord) -> u64 {
+    serde_json::from_value::<actuator_core::DeploymentRequest>(rec.request.clone())
+        .map_or(0, |r| r.canary.rollback_window_secs)
 }
 
 /// A decision, short.
@@ -422,9 +421,10 @@ pub struct RolloutView {
 }
 
 impl RolloutView {
-    pub(crate) fn new(rec: &RolloutRecord, st: &EngineStatus) -> Self {
+    /// The view of `rec` with state `st`; `window_secs` is the request's rollback window.
+    pub(crate) fn new(rec: &RolloutRecord, st: &EngineStatus, window_secs: u64) -> Self {
         let window_until = if rec.state == DeploymentState::Completed {
-            st.completed_at.and_then(|at| at.checked_add_signed(rollback_window(rec)?))
+            st.completed_at.and_then(|at| at.checked_add_signed(crate::plan::secs(window_secs)?))
         } else {
             None
         };

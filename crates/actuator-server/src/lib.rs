@@ -27,7 +27,22 @@ impl actuator_engine::RouteSink for RouteBook {
     async fn refresh_slot(&self, slot: &actuator_core::SlotName) {
         self.refresh_slot_or_log(slot).await;
     }
+
+    /// More than a few slots: one rebuild of the whole table (one pass over the store) costs
+    /// less than a refresh per slot.
+    async fn refresh_slots(&self, slots: &[actuator_core::SlotName]) {
+        if slots.len() <= REFRESH_ONE_BY_ONE {
+            for slot in slots {
+                self.refresh_slot_or_log(slot).await;
+            }
+        } else if let Err(e) = self.rebuild_all().await {
+            tracing::error!(slots = slots.len(), error = %e, "route rebuild failed; the resync will retry");
+        }
+    }
 }
+
+/// Up to this many slots are refreshed one by one; more are rebuilt in one pass.
+const REFRESH_ONE_BY_ONE: usize = 8;
 
 use actuator_config::ConfigManager;
 use actuator_core::Store;

@@ -11,13 +11,14 @@
 //! read only by [`RouteBook::rebuild_all`] (startup, periodic resync) and
 //! [`RouteBook::refresh_slot`] (after every change).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actuator_canary::{
     EvalContext, ResolveError, Rollout, Router, RoutingTable, SlotRoute, VersionedConfig,
 };
-use actuator_core::{PageRequest, RolloutFilter, Slot, SlotName, Store, StoreError};
+use actuator_core::{PageRequest, RolloutFilter, RolloutRoute, Slot, SlotName, Store, StoreError};
 use serde_json::Value;
 use tokio::sync::{Mutex, watch};
 
@@ -163,6 +164,7 @@ impl RouteBook {
     pub async fn rebuild_all(&self) -> Result<bool, RouteError> {
         let _serial = self.inner.refresh.lock().await;
         let current = self.inner.router.snapshot();
+        let mut routes = self.active_routes().await?;
         let mut table = RoutingTable::new();
         let mut cursor = None;
         loop {
@@ -172,7 +174,8 @@ impl RouteBook {
                 .list_slots(PageRequest { limit: PageRequest::MAX_LIMIT, cursor })
                 .await?;
             for slot in &page.items {
-                if let Some(mut route) = self.load_route(slot).await? {
+                let rollout = routes.remove(&slot.name).unwrap_or(ActiveRoute::None);
+                if let Some(mut route) = self.build_route(slot, rollout).await? {
                     // An unchanged route is carried over as it is (a round-robin rollout keeps
                     // its position: clones share the counter).
                     if let Some(same) = current.get(slot.name.as_str()).filter(|r| ***r == route) {
@@ -210,7 +213,10 @@ impl RouteBook {
     pub async fn refresh_slot(&self, name: &SlotName) -> Result<bool, RouteError> {
         let _serial = self.inner.refresh.lock().await;
         let route = match self.inner.store.get_slot(name).await? {
-            Some(slot) => self.load_route(&slot).await?,
+            Some(slot) => {
+                let rollout = self.active_route_of(name).await?;
+                self.build_route(&slot, rollout).await?
+            }
             None => None,
         };
         let router = &self.inner.router;
@@ -272,8 +278,51 @@ impl RouteBook {
         })
     }
 
+    /// The traffic split of every active rollout, by slot: one paged pass that reads only each
+    /// status's `route` ([`Store::list_active_routes`]) instead of a query per slot.
+    async fn active_routes(&self) -> Result<HashMap<SlotName, ActiveRoute>, RouteError> {
+        let mut out = HashMap::new();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .inner
+                .store
+                .list_active_routes(PageRequest { limit: PageRequest::MAX_LIMIT, cursor })
+                .await?;
+            for r in page.items {
+                out.entry(r.slot.clone()).or_insert_with(|| ActiveRoute::of(r));
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The traffic split of the active rollout of one slot.
+    async fn active_route_of(&self, name: &SlotName) -> Result<ActiveRoute, RouteError> {
+        let records = self
+            .inner
+            .store
+            .list_rollouts(
+                RolloutFilter { active_only: true, slot: Some(name.clone()) },
+                PageRequest::first(1),
+            )
+            .await?;
+        Ok(records
+            .items
+            .into_iter()
+            .next()
+            .map_or(ActiveRoute::None, |r| ActiveRoute::of(RolloutRoute::of_record(r))))
+    }
+
     /// The route of one slot as persisted, `None` when the slot serves nothing.
-    async fn load_route(&self, slot: &Slot) -> Result<Option<SlotRoute>, RouteError> {
+    async fn build_route(
+        &self,
+        slot: &Slot,
+        rollout: ActiveRoute,
+    ) -> Result<Option<SlotRoute>, RouteError> {
         let Some(active) = slot.active_version else { return Ok(None) };
         let store = &self.inner.store;
         let Some(version) = store.get_version(&slot.name, active).await? else {
@@ -281,30 +330,37 @@ impl RouteBook {
             return Ok(None);
         };
         let stable = SlotRoute::stable(VersionedConfig::new(active, version.document));
-        let records = store
-            .list_rollouts(
-                RolloutFilter { active_only: true, slot: Some(slot.name.clone()) },
-                PageRequest::first(1),
-            )
-            .await?;
-        let Some(record) = records.items.first() else { return Ok(Some(stable)) };
-        let raw = match record.status.get("route") {
-            None | Some(Value::Null) => return Ok(Some(stable)),
-            Some(raw) => raw,
-        };
-        let rollout = match serde_json::from_value::<Rollout>(raw.clone()) {
+        let ActiveRoute::Split { rollout_id, raw } = rollout else { return Ok(Some(stable)) };
+        let rollout = match serde_json::from_value::<Rollout>(raw) {
             Ok(r) => r,
             Err(e) => {
-                tracing::error!(slot = %slot.name, rollout = %record.id, error = %e, "the rollout's route is invalid; serving the stable config to everyone");
+                tracing::error!(slot = %slot.name, rollout = %rollout_id, error = %e, "the rollout's route is invalid; serving the stable config to everyone");
                 return Ok(Some(stable));
             }
         };
         let route = stable.clone().with_rollout(rollout);
         if let Err(e) = route.validate(slot.name.as_str()) {
-            tracing::error!(slot = %slot.name, rollout = %record.id, error = %e, "the rollout's route is invalid; serving the stable config to everyone");
+            tracing::error!(slot = %slot.name, rollout = %rollout_id, error = %e, "the rollout's route is invalid; serving the stable config to everyone");
             return Ok(Some(stable));
         }
         Ok(Some(route))
+    }
+}
+
+/// What the active rollout of a slot asks the router to serve.
+enum ActiveRoute {
+    /// No active rollout, or one that routes no traffic.
+    None,
+    /// The persisted split (an `actuator_canary::Rollout` in JSON) of rollout `rollout_id`.
+    Split { rollout_id: String, raw: Value },
+}
+
+impl ActiveRoute {
+    fn of(r: RolloutRoute) -> Self {
+        match r.route {
+            Value::Null => Self::None,
+            raw => Self::Split { rollout_id: r.id, raw },
+        }
     }
 }
 

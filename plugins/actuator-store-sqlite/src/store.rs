@@ -12,8 +12,8 @@ use actuator_core::audit::{
 use actuator_core::config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
 use actuator_core::store::{
     Admission, AppendVersion, AuditQuery, CheckpointWrite, NewObservationBatch, NewRollout,
-    NewSnapshot, ObservationBatch, Page, PageRequest, RolloutFilter, RolloutRecord, RolloutUpdate,
-    Store, StoreError,
+    NewSnapshot, ObservationBatch, Page, PageRequest, RolloutFilter, RolloutRecord, RolloutRoute,
+    RolloutUpdate, Store, StoreError,
 };
 use actuator_core::token::{NewToken, TokenRecord};
 use async_trait::async_trait;
@@ -936,6 +936,46 @@ impl Store for SqliteStore {
                 None
             };
             Ok(Page { items: map_rows(&rows, rows::rollout)?, next_cursor })
+        })
+        .await
+    }
+
+    async fn list_active_routes(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<RolloutRoute>, StoreError> {
+        self.reading(async move {
+            page.validate()?;
+            let below = page.numeric_cursor()?.map_or(i64::MAX, to_i64_saturating);
+            // SQLite extracts the one field: the rest of each status is never decoded.
+            let mut rows = sqlx::query(concat!(
+                "SELECT seq, id, slot, revision, json_extract(status, '$.route') AS route ",
+                "FROM rollouts WHERE seq < ?1 AND state NOT IN ",
+                terminal_states!(),
+                " ORDER BY seq DESC LIMIT ?2"
+            ))
+            .bind(below)
+            .bind(i64::from(page.limit) + 1)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend("listing the routes of active rollouts"))?;
+            let next_cursor = if rows.len() > page.limit as usize {
+                let first_left = Cols::new(&rows[page.limit as usize], "rollouts").u64("seq")?;
+                rows.truncate(page.limit as usize);
+                Some((first_left + 1).to_string())
+            } else {
+                None
+            };
+            let items = map_rows(&rows, |row| {
+                let c = Cols::new(row, "rollouts");
+                Ok(RolloutRoute {
+                    id: c.text("id")?,
+                    slot: c.slot_name("slot")?,
+                    revision: c.u64("revision")?,
+                    route: c.opt_json("route")?.unwrap_or(serde_json::Value::Null),
+                })
+            })?;
+            Ok(Page { items, next_cursor })
         })
         .await
     }

@@ -189,7 +189,7 @@ impl Engine {
             format!("rollout {id} of {} started ({})", g.rec.slot, g.rec.strategy),
             json!({"candidate_version": candidate}),
         );
-        Ok(RolloutView::new(&g.rec, &g.st))
+        Ok(g.view())
     }
 
     /// Pending → Validating → first step.

@@ -59,6 +59,7 @@ impl Engine {
     async fn load(&self) -> Result<(), EngineError> {
         *lock(&self.inner.state) = ActuatorState::Starting;
         let mut cursor = None;
+        let mut resumed = Vec::new();
         loop {
             let page = self
                 .store()
@@ -67,31 +68,37 @@ impl Engine {
                     PageRequest { limit: PageRequest::MAX_LIMIT, cursor },
                 )
                 .await?;
-            for rec in &page.items {
-                if rec.state.is_active() {
-                    match (
-                        serde_json::from_value::<EngineStatus>(rec.status.clone()),
-                        serde_json::from_value::<DeploymentRequest>(rec.request.clone()),
-                    ) {
-                        (Ok(st), Ok(req)) => {
-                            let mut rt = Runtime::new(rec.clone(), st, req, self.now());
-                            // Acknowledged batches the checkpoint does not hold yet are folded
-                            // in before the loop looks at the rollout.
-                            let replayed = self.replay(&mut rt).await?;
-                            if replayed > 0 {
-                                tracing::info!(rollout = %rec.id, batches = replayed, "replayed durable observation batches");
-                            }
-                            self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner()).insert(
-                                rec.id.clone(),
-                                rec.slot.clone(),
-                                Arc::new(Mutex::new(rt)),
-                            );
-                            self.inner.routes.refresh_slot(&rec.slot).await;
-                            tracing::info!(rollout = %rec.id, state = %rec.state, "resumed rollout");
+            for mut rec in page.items {
+                if !rec.state.is_active() {
+                    continue;
+                }
+                let status = std::mem::take(&mut rec.status);
+                let request = std::mem::take(&mut rec.request);
+                let seq = persist::stored_seq(&status);
+                match (
+                    serde_json::from_value::<EngineStatus>(status),
+                    serde_json::from_value::<DeploymentRequest>(request),
+                ) {
+                    (Ok(st), Ok(req)) => {
+                        let (id, slot, state) = (rec.id.clone(), rec.slot.clone(), rec.state);
+                        let mut rt = Runtime::new(rec, st, req, self.now());
+                        rt.stored_seq = seq;
+                        // Acknowledged batches the checkpoint does not hold yet are folded
+                        // in before the loop looks at the rollout.
+                        let replayed = self.replay(&mut rt).await?;
+                        if replayed > 0 {
+                            tracing::info!(rollout = %id, batches = replayed, "replayed durable observation batches");
                         }
-                        (Err(e), _) | (_, Err(e)) => {
-                            tracing::error!(rollout = %rec.id, error = %e, "cannot resume rollout: unreadable state")
-                        }
+                        self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner()).insert(
+                            id.clone(),
+                            slot.clone(),
+                            Arc::new(Mutex::new(rt)),
+                        );
+                        resumed.push(slot);
+                        tracing::debug!(rollout = %id, state = %state, "resumed rollout");
+                    }
+                    (Err(e), _) | (_, Err(e)) => {
+                        tracing::error!(rollout = %rec.id, error = %e, "cannot resume rollout: unreadable state")
                     }
                 }
             }
@@ -99,6 +106,11 @@ impl Engine {
                 Some(c) => cursor = Some(c),
                 None => break,
             }
+        }
+        if !resumed.is_empty() {
+            tracing::info!(rollouts = resumed.len(), "resumed the active rollouts");
+            // Their routes, refreshed together (a router may rebuild its table in one pass).
+            self.inner.routes.refresh_slots(&resumed).await;
         }
         let stats = self.recount().await?;
         *lock(&self.inner.stats) = stats;

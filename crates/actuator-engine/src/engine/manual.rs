@@ -199,7 +199,7 @@ impl Engine {
             }
             ManualAction::Retry => {}
         }
-        let view = RolloutView::new(&g.rec, &g.st);
+        let view = g.view();
         let done = g.rec.state.is_terminal();
         drop(g);
         if done {
@@ -284,7 +284,7 @@ impl Engine {
         );
         let mut g = shared.lock().await;
         self.begin(&mut g, actor).await?;
-        Ok(RolloutView::new(&g.rec, &g.st))
+        Ok(g.view())
     }
 }
 
@@ -323,7 +323,7 @@ impl Engine {
             match self.store().update_rollout(&rt.rec.id, update, audit).await {
                 Ok(rec) => {
                     rt.st.stable_version = rec.stable_version;
-                    rt.rec = rec;
+                    rt.set_record(rec);
                     rt.mark_saved(self.now());
                     self.inner.routes.refresh_slot(&rt.rec.slot).await;
                     return Ok(());
@@ -485,7 +485,7 @@ impl Engine {
             s.successful_deployments = s.successful_deployments.saturating_sub(1);
             s.active_deployments += 1;
         }
-        let view = RolloutView::new(&g.rec, &g.st);
+        let view = g.view();
         drop(g);
         self.wake();
         Ok(view)

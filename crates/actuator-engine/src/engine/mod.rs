@@ -33,6 +33,7 @@ use crate::error::EngineError;
 use crate::plan::{self, InconclusivePolicy, Step, StepKind};
 use crate::status::{
     DecisionView, EngineStatus, RollbackState, RollbackStep, RollbackView, RolloutView, Transition,
+    stored_rollback_window,
 };
 
 mod actuator_impl;
@@ -154,12 +155,27 @@ impl Default for EngineSettings {
 pub trait RouteSink: Send + Sync + 'static {
     /// Rebuilds the route of `slot` from the store.
     async fn refresh_slot(&self, slot: &SlotName);
+
+    /// Rebuilds the routes of several slots (after a start resumed their rollouts). The
+    /// default refreshes them one by one; a sink that can rebuild everything in one pass may
+    /// do that instead.
+    async fn refresh_slots(&self, slots: &[SlotName]) {
+        for slot in slots {
+            self.refresh_slot(slot).await;
+        }
+    }
 }
 
 /// The in-memory side of an active rollout. Its mutex is per rollout: observations and
 /// looks of different rollouts never wait for each other.
 pub(crate) struct Runtime {
+    /// The rollout's row as last read from or written to the store, without its `status` and
+    /// `request` documents (both `Null`): the typed `st` and `req` are the only copies kept in
+    /// memory (see [`Runtime::set_record`]).
     pub(crate) rec: RolloutRecord,
+    /// The highest durable observation batch folded into the status last read from or
+    /// written to the store.
+    pub(crate) stored_seq: u64,
     pub(crate) st: EngineStatus,
     pub(crate) req: DeploymentRequest,
     /// The evidence or the decision changed since the last save: checkpointed within
@@ -181,13 +197,17 @@ pub(crate) struct Runtime {
 
 impl Runtime {
     pub(crate) fn new(
-        rec: RolloutRecord,
+        mut rec: RolloutRecord,
         st: EngineStatus,
         req: DeploymentRequest,
         now: DateTime<Utc>,
     ) -> Self {
+        let stored_seq = persist::stored_seq(&rec.status);
+        rec.status = Value::Null;
+        rec.request = Value::Null;
         Self {
             rec,
+            stored_seq,
             st,
             req,
             dirty: false,
@@ -197,6 +217,21 @@ impl Runtime {
             last_save: now,
             anchor: None,
         }
+    }
+
+    /// Keeps `rec` as the rollout's row, dropping its `status` and `request` documents: the
+    /// typed state holds the same facts, and a parsed copy of a status is several times its
+    /// encoded size.
+    pub(crate) fn set_record(&mut self, mut rec: RolloutRecord) {
+        self.stored_seq = persist::stored_seq(&rec.status);
+        rec.status = Value::Null;
+        rec.request = Value::Null;
+        self.rec = rec;
+    }
+
+    /// The rollout as the API shows it.
+    pub(crate) fn view(&self) -> RolloutView {
+        RolloutView::new(&self.rec, &self.st, self.req.canary.rollback_window_secs)
     }
 
     /// Whether anything of this rollout waits to be saved.

@@ -29,7 +29,7 @@ pub(crate) struct Cursor {
 }
 
 /// The highest folded batch recorded in a persisted status (0 when none is).
-fn stored_seq(status: &Value) -> u64 {
+pub(crate) fn stored_seq(status: &Value) -> u64 {
     status.get(SEQ_KEY).and_then(Value::as_u64).unwrap_or(0)
 }
 
@@ -39,7 +39,7 @@ impl Engine {
     /// The cursor of `rt`. A rollout with no entry has folded nothing since its last save.
     pub(crate) fn cursor(&self, rt: &Runtime) -> Cursor {
         lock(&self.inner.cursors).get(&rt.rec.id).copied().unwrap_or_else(|| {
-            let s = stored_seq(&rt.rec.status);
+            let s = rt.stored_seq;
             Cursor { folded: s, saved: s, needs_replay: false }
         })
     }
@@ -134,7 +134,7 @@ impl Engine {
         let audit = AuditDraft::success(actor, action, rt.rec.id.clone()).with_metadata(meta);
         match self.store().update_rollout(&rt.rec.id, update, audit).await {
             Ok(rec) => {
-                rt.rec = rec;
+                rt.set_record(rec);
                 rt.mark_saved(self.now());
                 // A transition (or a resume) is looked at on the next pass.
                 rt.fresh = true;
@@ -181,7 +181,7 @@ impl Engine {
         };
         let seq = stored_seq(&rec.status);
         rt.st = st;
-        rt.rec = rec;
+        rt.set_record(rec);
         rt.dirty = false;
         rt.clock_moved = false;
         rt.fresh = true;
@@ -318,7 +318,7 @@ impl Engine {
     ) {
         match result {
             Ok(rec) => {
-                rt.rec = rec;
+                rt.set_record(rec);
                 rt.mark_saved(self.now());
                 self.set_cursor(rt, Cursor { saved: cursor.folded, ..cursor });
             }

@@ -9,7 +9,7 @@ impl Engine {
     pub async fn view(&self, id: &str) -> Result<RolloutView, EngineError> {
         if let Some(rt) = self.runtime(id) {
             let g = rt.lock().await;
-            return Ok(RolloutView::new(&g.rec, &g.st));
+            return Ok(g.view());
         }
         let rec = self
             .store()
@@ -18,7 +18,7 @@ impl Engine {
             .ok_or_else(|| EngineError::UnknownRollout(id.into()))?;
         let st: EngineStatus = serde_json::from_value(rec.status.clone())
             .map_err(|e| EngineError::Invalid(format!("stored status of {id}: {e}")))?;
-        Ok(RolloutView::new(&rec, &st))
+        Ok(RolloutView::new(&rec, &st, stored_rollback_window(&rec)))
     }
 
     /// The last evaluation with its explanation, and the bounded history of decisions.
@@ -58,10 +58,10 @@ impl Engine {
             let view = match live {
                 Some(rt) => {
                     let g = rt.lock().await;
-                    RolloutView::new(&g.rec, &g.st)
+                    g.view()
                 }
                 None => match serde_json::from_value::<EngineStatus>(rec.status.clone()) {
-                    Ok(st) => RolloutView::new(&rec, &st),
+                    Ok(st) => RolloutView::new(&rec, &st, stored_rollback_window(&rec)),
                     Err(e) => {
                         return Err(EngineError::Invalid(format!(
                             "stored status of {}: {e}",
@@ -111,7 +111,7 @@ impl Engine {
         let mut out = Vec::new();
         for rt in self.all_runtimes() {
             let g = rt.lock().await;
-            out.push(RolloutView::new(&g.rec, &g.st));
+            out.push(g.view());
         }
         out
     }
