@@ -322,6 +322,21 @@ fn not_found(what: String) -> StoreError {
 }
 
 /// Maps rows with `f`, stopping at the first corrupt one.
+/// The cursor after a page of rollout rows fetched with one row more than `limit`: the
+/// internal sequence number of the first row not returned, plus one (the next page holds the
+/// rollouts below it). Drops that extra row.
+fn next_rollout_cursor(
+    rows: &mut Vec<SqliteRow>,
+    limit: u32,
+) -> Result<Option<String>, StoreError> {
+    if rows.len() <= limit as usize {
+        return Ok(None);
+    }
+    let first_left = Cols::new(&rows[limit as usize], "rollouts").u64("seq")?;
+    rows.truncate(limit as usize);
+    Ok(Some((first_left + 1).to_string()))
+}
+
 fn map_rows<T>(
     rows: &[SqliteRow],
     f: fn(&SqliteRow) -> Result<T, StoreError>,
@@ -926,15 +941,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(backend("listing rollouts"))?;
-            // The cursor is the internal sequence number of the first rollout not returned, plus
-            // one: the next page holds the rollouts below it.
-            let next_cursor = if rows.len() > page.limit as usize {
-                let first_left = Cols::new(&rows[page.limit as usize], "rollouts").u64("seq")?;
-                rows.truncate(page.limit as usize);
-                Some((first_left + 1).to_string())
-            } else {
-                None
-            };
+            let next_cursor = next_rollout_cursor(&mut rows, page.limit)?;
             Ok(Page { items: map_rows(&rows, rows::rollout)?, next_cursor })
         })
         .await
@@ -959,13 +966,7 @@ impl Store for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(backend("listing the routes of active rollouts"))?;
-            let next_cursor = if rows.len() > page.limit as usize {
-                let first_left = Cols::new(&rows[page.limit as usize], "rollouts").u64("seq")?;
-                rows.truncate(page.limit as usize);
-                Some((first_left + 1).to_string())
-            } else {
-                None
-            };
+            let next_cursor = next_rollout_cursor(&mut rows, page.limit)?;
             let items = map_rows(&rows, |row| {
                 let c = Cols::new(row, "rollouts");
                 Ok(RolloutRoute {

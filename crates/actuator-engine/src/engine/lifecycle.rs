@@ -68,21 +68,18 @@ impl Engine {
                     PageRequest { limit: PageRequest::MAX_LIMIT, cursor },
                 )
                 .await?;
-            for mut rec in page.items {
+            for rec in page.items {
                 if !rec.state.is_active() {
                     continue;
                 }
-                let status = std::mem::take(&mut rec.status);
-                let request = std::mem::take(&mut rec.request);
-                let seq = persist::stored_seq(&status);
+                // Decoded from the stored documents in place; `Runtime::new` then drops them.
                 match (
-                    serde_json::from_value::<EngineStatus>(status),
-                    serde_json::from_value::<DeploymentRequest>(request),
+                    EngineStatus::deserialize(&rec.status),
+                    DeploymentRequest::deserialize(&rec.request),
                 ) {
                     (Ok(st), Ok(req)) => {
                         let (id, slot, state) = (rec.id.clone(), rec.slot.clone(), rec.state);
                         let mut rt = Runtime::new(rec, st, req, self.now());
-                        rt.stored_seq = seq;
                         // Acknowledged batches the checkpoint does not hold yet are folded
                         // in before the loop looks at the rollout.
                         let replayed = self.replay(&mut rt).await?;
