@@ -78,11 +78,7 @@ fn measure(opts: &Options, table: &mut Table) -> anyhow::Result<()> {
     std::fs::write(&script, SCRIPT).context("writing the wrk script")?;
     let (secs, rounds) = if opts.quick { (3, 3) } else { (5, 5) };
     let resolve_script = dir.path().join("resolve.lua");
-    std::fs::write(
-        &resolve_script,
-        SCRIPT.replace(r#"'{"context":"#, &format!(r#"'{{"slot":"{SLOT}","context":"#)),
-    )
-    .context("writing the wrk script")?;
+    std::fs::write(&resolve_script, resolve_script_for(SLOT)).context("writing the wrk script")?;
     let targets = [
         (&script, format!("http://{baseline}/")),
         (&script, format!("http://{actuator}/ofrep/v1/evaluate/flags/{SLOT}")),
@@ -124,8 +120,13 @@ fn measure(opts: &Options, table: &mut Table) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `wrk` script of `POST /v1/resolve` on `slot` with 1024 distinct targeting keys.
+pub(crate) fn resolve_script_for(slot: &str) -> String {
+    SCRIPT.replace(r#"'{"context":"#, &format!(r#"'{{"slot":"{slot}","context":"#))
+}
+
 /// Runs `wrk` and returns its requests per second; fails on errors or non-2xx answers.
-fn wrk(script: &Path, url: &str, secs: u32) -> anyhow::Result<f64> {
+pub(crate) fn wrk(script: &Path, url: &str, secs: u32) -> anyhow::Result<f64> {
     let out = Command::new("wrk")
         .args(["-t1", &format!("-c{CONNECTIONS}"), &format!("-d{secs}s"), "-s"])
         .arg(script)

@@ -17,6 +17,7 @@ mod engine_rig;
 #[allow(unsafe_code)]
 mod heap;
 mod http;
+mod ingest;
 mod resolve;
 mod rollback;
 mod scale;
@@ -42,13 +43,13 @@ pub(crate) struct Options {
     pub(crate) out: PathBuf,
     /// Live rollouts of the scale rows (1,000 by default, 200 with `--quick`).
     pub(crate) scale: Option<usize>,
-    /// Run only the module of this name (`resolve`, `rollback`, `http`, `scale`).
+    /// Run only the module of this name (`resolve`, `rollback`, `http`, `scale`, `ingest`).
     pub(crate) only: Option<String>,
 }
 
-const MODULES: [&str; 4] = ["resolve", "rollback", "http", "scale"];
+const MODULES: [&str; 5] = ["resolve", "rollback", "http", "scale", "ingest"];
 
-const USAGE: &str = "usage: actuator-bench [--quick] [--strict] [--scale N] [--only resolve|rollback|http|scale] [--out PATH]";
+const USAGE: &str = "usage: actuator-bench [--quick] [--strict] [--scale N] [--only resolve|rollback|http|scale|ingest] [--out PATH]";
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut opts = Options {
@@ -108,6 +109,9 @@ fn main() -> ExitCode {
     }
     if wanted("scale") {
         scale::run(&opts, &mut table);
+    }
+    if wanted("ingest") {
+        ingest::run(&opts, &mut table);
     }
 
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);

@@ -81,6 +81,22 @@ pub enum EngineError {
         "the store could not persist the observation batch, so none of it was kept; retry the whole batch: {0}"
     )]
     NotDurable(StoreError),
+    /// The ingestion shard of an observation body already holds as many bodies as it may:
+    /// nothing of this one was read.
+    #[error(
+        "observation ingestion is at capacity: shard {shard} already holds {waiting} batches waiting to be recorded; nothing of this one was kept, retry after {retry_after_secs} s"
+    )]
+    Overloaded {
+        /// The shard.
+        shard: usize,
+        /// Bodies waiting in it (its capacity).
+        waiting: usize,
+        /// Seconds to wait before sending again.
+        retry_after_secs: u64,
+    },
+    /// An observation body as a whole is unusable; nothing of it was kept.
+    #[error(transparent)]
+    Body(#[from] crate::ingest::BodyError),
 }
 
 impl EngineError {
@@ -104,6 +120,10 @@ impl EngineError {
             Self::Store(StoreError::Invalid(_)) => "invalid_request",
             Self::Store(_) => "store_error",
             Self::NotDurable(_) => "store_unavailable",
+            Self::Overloaded { .. } => "ingest_overloaded",
+            Self::Body(crate::ingest::BodyError::Malformed(_)) => "malformed_json",
+            Self::Body(crate::ingest::BodyError::TooMany(_)) => "batch_too_large",
+            Self::Body(_) => "invalid_body",
         }
     }
 }

@@ -14,6 +14,8 @@ use actuator_core::{DeploymentState, NewObservationBatch};
 use actuator_health::{AnalysisMode, Arm, Observation, Outcome, QualityUpdate, RecordOutcome};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use crate::engine::{Durability, Engine, Runtime};
@@ -62,19 +64,23 @@ pub struct IngestReport {
     pub results: Vec<IngestItemError>,
 }
 
+/// One item as the API carries it, borrowing its strings from the request body where
+/// they need no unescaping.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Wire {
-    request_id: String,
-    rollout_id: String,
-    #[serde(default)]
-    arm: Option<String>,
-    #[serde(default)]
-    variant: Option<String>,
+struct Wire<'a> {
+    #[serde(borrow)]
+    request_id: Cow<'a, str>,
+    #[serde(borrow)]
+    rollout_id: Cow<'a, str>,
+    #[serde(default, borrow)]
+    arm: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    variant: Option<Cow<'a, str>>,
     /// Accepted for the caller's bookkeeping; the rollout id already names the slot.
-    #[serde(default)]
+    #[serde(default, borrow)]
     #[allow(dead_code)]
-    slot: Option<String>,
+    slot: Option<Cow<'a, str>>,
     /// The resolution's `phase` (the rollout's step): an outcome or score of another step is
     /// stale.
     #[serde(default)]
@@ -101,24 +107,37 @@ struct Wire {
     quality: Option<f64>,
 }
 
+/// Only the rollout id of an item (the shard key of a body).
+#[derive(Deserialize)]
+struct RolloutOf<'a> {
+    #[serde(borrow)]
+    rollout_id: Cow<'a, str>,
+}
+
 enum Item {
     Obs(Observation, Option<u32>),
     Quality(QualityUpdate),
 }
 
 fn parse(v: Value) -> Result<(String, Item), String> {
-    let w: Wire = serde_json::from_value(v).map_err(|e| e.to_string())?;
+    let w = Wire::deserialize(v).map_err(|e| e.to_string())?;
+    from_wire(w)
+}
+
+fn from_wire(w: Wire<'_>) -> Result<(String, Item), String> {
     let label = w.arm.or(w.variant);
     let arm = label.as_deref().map(Arm::parse);
+    let rollout_id = w.rollout_id.into_owned();
+    let request_id = w.request_id.into_owned();
     match w.outcome {
         None => match w.quality {
             Some(score) => {
-                let mut q = QualityUpdate::new(w.rollout_id.clone(), w.request_id, score);
+                let mut q = QualityUpdate::new(rollout_id.clone(), request_id, score);
                 q.arm = arm;
                 q.phase = w.phase;
                 q.unit = w.unit;
                 q.in_experiment = w.in_experiment.unwrap_or(true);
-                Ok((w.rollout_id, Item::Quality(q)))
+                Ok((rollout_id, Item::Quality(q)))
             }
             None => Err("outcome is required (ok, error, timeout or refused), unless the item only carries a late quality score".into()),
         },
@@ -126,7 +145,7 @@ fn parse(v: Value) -> Result<(String, Item), String> {
             let Some(arm) = arm else {
                 return Err("arm is required: the variant the resolve answer gave (stable, canary, shadow or an A/B arm)".into());
             };
-            let mut o = Observation::new(w.rollout_id.clone(), w.request_id, arm, outcome);
+            let mut o = Observation::new(rollout_id.clone(), request_id, arm, outcome);
             o.latency_ms = w.latency_ms;
             o.ttft_ms = w.ttft_ms;
             o.tokens_in = w.tokens_in;
@@ -135,8 +154,137 @@ fn parse(v: Value) -> Result<(String, Item), String> {
             o.quality = w.quality;
             o.unit = w.unit;
             o.in_experiment = w.in_experiment.unwrap_or(true);
-            Ok((w.rollout_id, Item::Obs(o, w.phase)))
+            Ok((rollout_id, Item::Obs(o, w.phase)))
         }
+    }
+}
+
+/// How an observation body is encoded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BodyFormat {
+    /// A JSON array of items (or one item object).
+    Json,
+    /// One JSON object per line (`application/x-ndjson`); blank lines are skipped.
+    Ndjson,
+}
+
+/// Why a whole observation body was refused (nothing of it was recorded).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BodyError {
+    /// The body is not valid JSON.
+    #[error("the request body is not valid JSON: {0}")]
+    Malformed(String),
+    /// The body is JSON but neither an array nor an object.
+    #[error("send a JSON array of observations")]
+    NotAnArray,
+    /// More items than [`MAX_BATCH`].
+    #[error("a batch holds at most {MAX_BATCH} observations, got {0}; split it")]
+    TooMany(usize),
+}
+
+/// An observation body parsed item by item straight into typed observations (no generic
+/// JSON tree): an item that does not parse is kept as its error, at its index.
+pub struct ParsedBatch {
+    items: Vec<Result<(String, Item), String>>,
+}
+
+impl std::fmt::Debug for ParsedBatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ParsedBatch").field("items", &self.items.len()).finish()
+    }
+}
+
+impl ParsedBatch {
+    /// Parses `body` in `format`.
+    ///
+    /// # Errors
+    /// [`BodyError`] when the body as a whole is unusable: not JSON (a JSON body), neither
+    /// an array nor an object, or more than [`MAX_BATCH`] items. An NDJSON line that is not
+    /// JSON fails alone, as its item's error.
+    pub fn parse(body: &[u8], format: BodyFormat) -> Result<Self, BodyError> {
+        let items = match format {
+            BodyFormat::Json => {
+                let raw: Vec<&RawValue> = match serde_json::from_slice(body) {
+                    Ok(raw) => raw,
+                    Err(e) => {
+                        return match serde_json::from_slice::<&RawValue>(body) {
+                            Err(_) => Err(BodyError::Malformed(e.to_string())),
+                            Ok(one) if one.get().starts_with('{') => Ok(Self {
+                                items: vec![item(serde_json::from_str(one.get()), None)],
+                            }),
+                            Ok(_) => Err(BodyError::NotAnArray),
+                        };
+                    }
+                };
+                if raw.len() > MAX_BATCH {
+                    return Err(BodyError::TooMany(raw.len()));
+                }
+                raw.into_iter().map(|r| item(serde_json::from_str(r.get()), None)).collect()
+            }
+            BodyFormat::Ndjson => {
+                let lines: Vec<(usize, &[u8])> = body
+                    .split(|b| *b == b'\n')
+                    .enumerate()
+                    .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
+                    .collect();
+                if lines.len() > MAX_BATCH {
+                    return Err(BodyError::TooMany(lines.len()));
+                }
+                lines
+                    .into_iter()
+                    .map(|(i, line)| item(serde_json::from_slice(line), Some(i + 1)))
+                    .collect()
+            }
+        };
+        Ok(Self { items })
+    }
+
+    /// The `rollout_id` of the first item that has one, read without parsing the rest.
+    pub fn first_rollout_id(body: &[u8], format: BodyFormat) -> Option<String> {
+        let first = match format {
+            BodyFormat::Json => {
+                let mut de = serde_json::Deserializer::from_slice(body);
+                let raw: Vec<&RawValue> = serde::Deserialize::deserialize(&mut de).ok()?;
+                return raw.into_iter().find_map(|r| {
+                    serde_json::from_str::<RolloutOf<'_>>(r.get())
+                        .ok()
+                        .map(|o| o.rollout_id.into_owned())
+                });
+            }
+            BodyFormat::Ndjson => body
+                .split(|b| *b == b'\n')
+                .find(|line| !line.iter().all(u8::is_ascii_whitespace))?,
+        };
+        serde_json::from_slice::<RolloutOf<'_>>(first).ok().map(|o| o.rollout_id.into_owned())
+    }
+
+    /// How many items the body held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether the body held no item.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+}
+
+/// One parsed item, or its error; `line` names the NDJSON line of a syntax error.
+fn item(
+    parsed: serde_json::Result<Wire<'_>>,
+    line: Option<usize>,
+) -> Result<(String, Item), String> {
+    match parsed {
+        Ok(w) => from_wire(w),
+        Err(e) => match (line, e.classify()) {
+            (Some(n), serde_json::error::Category::Syntax | serde_json::error::Category::Eof) => {
+                Err(format!("line {n} is not valid JSON: {e}"))
+            }
+            _ => Err(e.to_string()),
+        },
     }
 }
 
@@ -393,6 +541,15 @@ impl Engine {
         self.ingest_items(parsed, report).await
     }
 
+    /// Records a parsed body ([`ParsedBatch`]): the same rules and durability as
+    /// [`Engine::ingest`], without a generic JSON tree on the way.
+    ///
+    /// # Errors
+    /// As [`Engine::ingest`].
+    pub async fn ingest_batch(&self, batch: ParsedBatch) -> Result<IngestReport, EngineError> {
+        self.ingest_items(batch.items, IngestReport::default()).await
+    }
+
     /// Records outcomes reported in-process by an application that embeds the engine (no
     /// JSON on the way): the same rules, and the same durability, as [`Engine::ingest`]. Set
     /// each observation's `phase` to the resolution's `phase` (the rollout's step), `unit` and
@@ -635,6 +792,47 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.contains("70000"), "{e}");
+    }
+
+    #[test]
+    fn bodies_parse_item_by_item_and_fail_whole_only_when_unusable() {
+        let one = r#"{"request_id": "a", "rollout_id": "r", "arm": "canary", "outcome": "ok"}"#;
+        let two = format!(r#"[{one}, {{"request_id": "b", "rollout_id": "r", "outcome": "ok"}}]"#);
+        let b = ParsedBatch::parse(two.as_bytes(), BodyFormat::Json).unwrap();
+        assert_eq!(b.len(), 2);
+        assert!(b.items[0].is_ok());
+        assert!(b.items[1].as_ref().err().unwrap().contains("arm is required"));
+        // One object is a batch of one.
+        assert_eq!(ParsedBatch::parse(one.as_bytes(), BodyFormat::Json).unwrap().len(), 1);
+        // Escaped strings are unescaped (they cannot be borrowed from the body).
+        let esc = r#"[{"request_id": "a\"b", "rollout_id": "r\u0031", "arm": "canary", "outcome": "ok"}]"#;
+        let b = ParsedBatch::parse(esc.as_bytes(), BodyFormat::Json).unwrap();
+        let Ok((rollout, Item::Obs(o, _))) = &b.items[0] else { panic!("an outcome") };
+        assert_eq!((rollout.as_str(), o.request_id.as_str()), ("r1", "a\"b"));
+        assert!(matches!(
+            ParsedBatch::parse(b"[{", BodyFormat::Json),
+            Err(BodyError::Malformed(_))
+        ));
+        assert_eq!(ParsedBatch::parse(b"42", BodyFormat::Json).unwrap_err(), BodyError::NotAnArray);
+        let many = format!("[{}]", vec![one; MAX_BATCH + 1].join(","));
+        assert_eq!(
+            ParsedBatch::parse(many.as_bytes(), BodyFormat::Json).unwrap_err(),
+            BodyError::TooMany(MAX_BATCH + 1)
+        );
+        // NDJSON: a bad line fails alone and is named; blank lines are skipped.
+        let nd = format!("{one}\n\n{{\"request_id\": NaN}}\n{one}\n");
+        let b = ParsedBatch::parse(nd.as_bytes(), BodyFormat::Ndjson).unwrap();
+        assert_eq!(b.len(), 3);
+        assert!(b.items[1].as_ref().err().unwrap().starts_with("line 3 is not valid JSON"));
+        assert_eq!(
+            ParsedBatch::first_rollout_id(nd.as_bytes(), BodyFormat::Ndjson).as_deref(),
+            Some("r")
+        );
+        assert_eq!(
+            ParsedBatch::first_rollout_id(two.as_bytes(), BodyFormat::Json).as_deref(),
+            Some("r")
+        );
+        assert_eq!(ParsedBatch::first_rollout_id(b"nope", BodyFormat::Json), None);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 mod engine;
 mod error;
 mod ingest;
+mod ingest_queue;
 mod plan;
 mod status;
 
@@ -28,7 +29,7 @@ pub use engine::{
     Clock, Durability, Engine, EngineSettings, ManualAction, ManualClock, RouteSink, SystemClock,
 };
 pub use error::EngineError;
-pub use ingest::{IngestItemError, IngestReport, MAX_BATCH};
+pub use ingest::{BodyError, BodyFormat, IngestItemError, IngestReport, MAX_BATCH, ParsedBatch};
 pub use plan::{
     InconclusivePolicy, MAX_AB_ARMS, MAX_ACTOR_BYTES, MAX_ATTRIBUTE_OVERRIDES, MAX_COST_RATIO,
     MAX_DESCRIPTION_BYTES, MAX_DURATION_SECS, MAX_FAILING_LOOKS, MAX_KEYS, MAX_LATENCY_MS,

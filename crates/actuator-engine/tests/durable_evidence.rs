@@ -34,6 +34,9 @@ struct Faulty {
     checkpoint_calls: AtomicUsize,
     fail_appends: AtomicBool,
     keep_folded_batches: AtomicBool,
+    /// Appends wait for this lock: a test that holds it keeps every append in flight.
+    appends_held: tokio::sync::Mutex<()>,
+    append_calls: AtomicUsize,
 }
 
 fn down() -> StoreError {
@@ -170,6 +173,8 @@ impl Store for Faulty {
         &self,
         batches: Vec<NewObservationBatch>,
     ) -> Result<Vec<u64>, StoreError> {
+        self.append_calls.fetch_add(1, Ordering::SeqCst);
+        let _held = self.appends_held.lock().await;
         if self.fail_appends.load(Ordering::SeqCst) {
             return Err(down());
         }
@@ -411,4 +416,60 @@ async fn checkpoint_durability_acknowledges_before_the_evidence_is_on_disk() {
         0,
         "the documented cost: outcomes since the last checkpoint are lost in a crash"
     );
+}
+
+/// An HTTP-style body of `n` outcomes of rollout `id`, request ids from `from`.
+fn body(id: &str, from: usize, n: usize) -> bytes::Bytes {
+    let items: Vec<Value> = (from..from + n)
+        .map(|i| {
+            let arm = if i % 10 == 0 { "canary" } else { "stable" };
+            json!({"request_id": format!("r{i}"), "rollout_id": id, "arm": arm,
+                   "outcome": "ok", "latency_ms": 200.0})
+        })
+        .collect();
+    bytes::Bytes::from(Value::Array(items).to_string())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_ingestion_shard_refuses_a_body_at_once_and_records_the_ones_it_took() {
+    let store = Arc::new(Faulty::default());
+    let config = setup(store.clone()).await;
+    let s = EngineSettings { ingest_shards: 1, ingest_queue: 1, ..settings(Durability::Batch, 0) };
+    let e = engine(&config, s).await;
+    let id = e.deploy(req()).await.unwrap().id;
+    let held = store.appends_held.lock().await;
+    // The first body is taken by the shard's thread and waits in its durable append...
+    let first = tokio::spawn({
+        let (e, b) = (e.clone(), body(&id, 0, 100));
+        async move { e.ingest_body(b, actuator_engine::BodyFormat::Json).await }
+    });
+    while store.append_calls.load(Ordering::SeqCst) == 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    // ...the second fills the queue...
+    let second = tokio::spawn({
+        let (e, b) = (e.clone(), body(&id, 100, 100));
+        async move { e.ingest_body(b, actuator_engine::BodyFormat::Json).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    // ...and the third is refused at once, naming the shard and when to come back.
+    let third = e.ingest_body(body(&id, 200, 100), actuator_engine::BodyFormat::Json).await;
+    match third {
+        Err(err @ EngineError::Overloaded { retry_after_secs: 1, .. }) => {
+            assert_eq!(err.code(), "ingest_overloaded");
+            assert!(err.to_string().contains("shard 0"), "{err}");
+        }
+        other => panic!("a full shard must refuse the body: {other:?}"),
+    }
+    drop(held);
+    for task in [first, second] {
+        let rep = task.await.unwrap().unwrap();
+        assert_eq!((rep.accepted, rep.rejected), (100, 0), "{rep:?}");
+    }
+    assert_eq!(counted(&e, &id).await, 200, "the refused body left nothing behind");
+    // A body that is not JSON is refused whole on the shard, and the shard goes on.
+    let bad = e.ingest_body(bytes::Bytes::from_static(b"[{"), actuator_engine::BodyFormat::Json);
+    assert_eq!(bad.await.unwrap_err().code(), "malformed_json");
+    let rep = e.ingest_body(body(&id, 300, 10), actuator_engine::BodyFormat::Ndjson).await.unwrap();
+    assert_eq!(rep.rejected, 1, "an array on one NDJSON line is one item, not an outcome");
 }

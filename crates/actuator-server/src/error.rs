@@ -20,12 +20,21 @@ pub struct ApiError {
     pub message: String,
     /// Structured details (validation issues, ...).
     pub details: Option<Value>,
+    /// Seconds the caller should wait before trying again, sent as `Retry-After`.
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
     /// An error with no details.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into(), details: None }
+        Self { status, code, message: message.into(), details: None, retry_after_secs: None }
+    }
+
+    /// The same error with a `Retry-After` of `secs` seconds.
+    #[must_use]
+    pub fn retry_after(mut self, secs: u64) -> Self {
+        self.retry_after_secs = Some(secs);
+        self
     }
 
     /// 400 with code `invalid_request`.
@@ -48,7 +57,11 @@ impl IntoResponse for ApiError {
         if let Some(d) = self.details {
             body["error"]["details"] = d;
         }
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(secs) = self.retry_after_secs {
+            response.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+        }
+        response
     }
 }
 
@@ -74,7 +87,7 @@ impl From<ConfigError> for ApiError {
             ConfigError::Invalid { issues, .. } => serde_json::to_value(issues).ok(),
             _ => None,
         };
-        Self { status, code, message: e.to_string(), details }
+        Self { status, code, message: e.to_string(), details, retry_after_secs: None }
     }
 }
 

@@ -46,6 +46,10 @@ const ERRORS: &[(u16, &str)] = &[
     (413, "payload_too_large"),
     (415, "unsupported_media_type"),
     (422, "invalid_body, validation_failed, invalid_schema"),
+    (
+        429,
+        "ingest_overloaded: an ingestion shard's queue is full; retry after the Retry-After seconds",
+    ),
     (500, "store_error, internal"),
     (
         503,

@@ -83,6 +83,13 @@ pub struct EngineSettings {
     pub max_tick_gap_ms: u64,
     /// When an observation batch is acknowledged (`batch`).
     pub durability: Durability,
+    /// Threads that record observation bodies taken over HTTP (2), each with its own
+    /// bounded queue: resolve never waits behind an observation batch.
+    pub ingest_shards: usize,
+    /// Bodies that may wait in one ingestion shard's queue (8); a body that finds its shard
+    /// full is refused at once (HTTP 429 with `Retry-After`). At most `ingest_shards ×
+    /// ingest_queue` bodies are held, each at most the API's body limit.
+    pub ingest_queue: usize,
 }
 
 /// When an observation batch is acknowledged.
@@ -105,13 +112,14 @@ impl EngineSettings {
     /// 1 to 1,000,000; `checkpoint_ms` and `idle_checkpoint_ms` up to 3,600,000;
     /// `gradual_step_secs` and `validation_secs` up to 86,400; `validation_min_samples` up to
     /// 10^9;
-    /// `rollback_timeout_ms` 1 to 600,000; `max_tick_gap_ms` 1 to 86,400,000), naming the
-    /// setting and its range when one is outside.
+    /// `rollback_timeout_ms` 1 to 600,000; `max_tick_gap_ms` 1 to 86,400,000; `ingest_shards`
+    /// 1 to 64; `ingest_queue` 1 to 1,024), naming the setting and its range when one is
+    /// outside.
     ///
     /// # Errors
     /// [`EngineError::Invalid`] for the first setting out of its range.
     pub fn validate(&self) -> Result<(), EngineError> {
-        let checks: [(&str, u64, u64, u64); 9] = [
+        let checks: [(&str, u64, u64, u64); 11] = [
             ("engine.tick_ms", self.tick_ms, 1, 60_000),
             ("engine.max_active_rollouts", self.max_active_rollouts as u64, 1, 1_000_000),
             ("engine.checkpoint_ms", self.checkpoint_ms, 0, 3_600_000),
@@ -121,6 +129,8 @@ impl EngineSettings {
             ("engine.validation_min_samples", self.validation_min_samples, 0, 1_000_000_000),
             ("engine.rollback_timeout_ms", self.rollback_timeout_ms, 1, 600_000),
             ("engine.max_tick_gap_ms", self.max_tick_gap_ms, 1, 86_400_000),
+            ("engine.ingest_shards", self.ingest_shards as u64, 1, 64),
+            ("engine.ingest_queue", self.ingest_queue as u64, 1, 1_024),
         ];
         for (name, v, lo, hi) in checks {
             if !(lo..=hi).contains(&v) {
@@ -146,6 +156,8 @@ impl Default for EngineSettings {
             rollback_timeout_ms: 10_000,
             max_tick_gap_ms: 10_000,
             durability: Durability::Batch,
+            ingest_shards: 2,
+            ingest_queue: 8,
         }
     }
 }
@@ -295,7 +307,7 @@ impl Runtimes {
     }
 }
 
-struct Inner {
+pub(crate) struct Inner {
     store: Arc<dyn Store>,
     config: ConfigManager,
     routes: Arc<dyn RouteSink>,
@@ -319,6 +331,8 @@ struct Inner {
     driven: AtomicBool,
     /// Per active rollout: how far its evidence has folded in the durable batches.
     cursors: StdMutex<HashMap<String, persist::Cursor>>,
+    /// The ingestion shards, started by the first body that needs them.
+    ingest: std::sync::OnceLock<crate::ingest_queue::IngestQueue>,
 }
 
 /// The rollout coordinator. Cheap to clone; all clones share one engine.
@@ -380,8 +394,34 @@ impl Engine {
                 loop_restarts: AtomicU64::new(0),
                 driven: AtomicBool::new(false),
                 cursors: StdMutex::default(),
+                ingest: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// An engine handle from its shared state (an ingestion shard's weak handle, upgraded).
+    pub(crate) fn from_inner(inner: Arc<Inner>) -> Self {
+        Self { inner }
+    }
+
+    /// Records an observation body taken over HTTP on an ingestion shard's thread (see
+    /// `engine.ingest_shards`): parsed straight into typed observations, made durable and
+    /// folded there, while the caller's task only waits for the answer.
+    ///
+    /// # Errors
+    /// [`EngineError::Overloaded`] when the body's shard queue is full (nothing was read;
+    /// send it again after the delay), [`EngineError::Body`] when the body as a whole is
+    /// unusable, otherwise as [`Engine::ingest`].
+    pub async fn ingest_body(
+        &self,
+        body: bytes::Bytes,
+        format: crate::ingest::BodyFormat,
+    ) -> Result<crate::ingest::IngestReport, EngineError> {
+        let s = &self.inner.settings;
+        let queue = self.inner.ingest.get_or_init(|| {
+            crate::ingest_queue::IngestQueue::start(&self.inner, s.ingest_shards, s.ingest_queue)
+        });
+        queue.submit(self, body, format).await
     }
 
     /// The time on the engine's clock.

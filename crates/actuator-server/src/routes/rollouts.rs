@@ -1,7 +1,7 @@
 //! Rollouts, manual control, rollback history, statistics and observation ingestion.
 
 use actuator_core::{DeploymentRequest, PageRequest, RolloutFilter, SlotName};
-use actuator_engine::{Engine, EngineError, MAX_BATCH, ManualAction};
+use actuator_engine::{BodyError, BodyFormat, Engine, EngineError, ManualAction};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -45,6 +45,13 @@ impl From<EngineError> for ApiError {
             | EngineError::SlotBusy { .. }
             | EngineError::InvalidTransition { .. } => StatusCode::CONFLICT,
             EngineError::NotRunning | EngineError::NotDurable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Overloaded { retry_after_secs, .. } => {
+                return Self::new(StatusCode::TOO_MANY_REQUESTS, e.code(), e.to_string())
+                    .retry_after(retry_after_secs);
+            }
+            EngineError::Body(BodyError::Malformed(_)) => StatusCode::BAD_REQUEST,
+            EngineError::Body(BodyError::TooMany(_)) => StatusCode::PAYLOAD_TOO_LARGE,
+            EngineError::Body(_) => StatusCode::UNPROCESSABLE_ENTITY,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         };
         Self::new(status, e.code(), e.to_string())
@@ -203,57 +210,47 @@ async fn observations(
         }
     })?;
     let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let items: Vec<Result<Value, String>> =
-        if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") {
-            // A line that is not JSON (NaN, a truncated line) fails alone; the others are kept.
-            body.split(|b| *b == b'\n')
-                .enumerate()
-                .filter(|(_, line)| !line.iter().all(u8::is_ascii_whitespace))
-                .map(|(i, line)| {
-                    serde_json::from_slice(line)
-                        .map_err(|e| format!("line {} is not valid JSON: {e}", i + 1))
-                })
-                .collect()
-        } else if ct.starts_with("application/json") {
-            match serde_json::from_slice::<Value>(&body) {
-                Ok(Value::Array(a)) => a.into_iter().map(Ok).collect(),
-                Ok(Value::Object(o)) => vec![Ok(Value::Object(o))],
-                Ok(_) => {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "invalid_body",
-                        "send a JSON array of observations",
-                    ));
-                }
-                Err(e) => {
-                    return Err(ApiError::new(
-                        StatusCode::BAD_REQUEST,
-                        "malformed_json",
-                        format!("the request body is not valid JSON: {e}"),
-                    ));
-                }
-            }
-        } else {
-            return Err(ApiError::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                "send observations as application/json (an array) or application/x-ndjson",
-            ));
-        };
-    if items.len() > MAX_BATCH {
+    // A line that is not JSON (NaN, a truncated line) fails alone; the others are kept.
+    let format = if ct.starts_with("application/x-ndjson") || ct.starts_with("application/jsonl") {
+        BodyFormat::Ndjson
+    } else if ct.starts_with("application/json") {
+        BodyFormat::Json
+    } else {
         return Err(ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "batch_too_large",
-            format!(
-                "a batch holds at most {MAX_BATCH} observations, got {}; split it",
-                items.len()
-            ),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send observations as application/json (an array) or application/x-ndjson",
         ));
-    }
-    Ok(Json(engine(&st)?.ingest_parsed(items).await?))
+    };
+    // Parsed, made durable and recorded on an ingestion shard's own thread: this task only
+    // waits, and a full shard answers 429 at once.
+    Ok(Json(engine(&st)?.ingest_body(body, format).await?))
 }
 
 /// The body of a POST that takes no input: an empty JSON object (the content type is what
 /// makes it a JSON request).
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub(crate) struct EmptyBody {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::response::IntoResponse;
+
+    #[test]
+    fn a_full_ingestion_queue_answers_429_with_retry_after() {
+        let e = EngineError::Overloaded { shard: 1, waiting: 8, retry_after_secs: 1 };
+        let r = ApiError::from(e).into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers().get(header::RETRY_AFTER).and_then(|v| v.to_str().ok()), Some("1"));
+        let body_errors = [
+            (BodyError::Malformed("eof".into()), StatusCode::BAD_REQUEST, "malformed_json"),
+            (BodyError::NotAnArray, StatusCode::UNPROCESSABLE_ENTITY, "invalid_body"),
+            (BodyError::TooMany(10_001), StatusCode::PAYLOAD_TOO_LARGE, "batch_too_large"),
+        ];
+        for (b, status, code) in body_errors {
+            let a = ApiError::from(EngineError::Body(b));
+            assert_eq!((a.status, a.code, a.retry_after_secs), (status, code, None));
+        }
+    }
+}
