@@ -119,12 +119,22 @@ enum Item {
     Quality(QualityUpdate),
 }
 
-fn parse(v: Value) -> Result<(String, Item), String> {
+impl Item {
+    /// The rollout the item names.
+    fn rollout(&self) -> &str {
+        match self {
+            Item::Obs(o, _) => &o.rollout_id,
+            Item::Quality(q) => &q.rollout_id,
+        }
+    }
+}
+
+fn parse(v: Value) -> Result<Item, String> {
     let w = Wire::deserialize(v).map_err(|e| e.to_string())?;
     from_wire(w)
 }
 
-fn from_wire(w: Wire<'_>) -> Result<(String, Item), String> {
+fn from_wire(w: Wire<'_>) -> Result<Item, String> {
     let label = w.arm.or(w.variant);
     let arm = label.as_deref().map(Arm::parse);
     let rollout_id = w.rollout_id.into_owned();
@@ -132,12 +142,12 @@ fn from_wire(w: Wire<'_>) -> Result<(String, Item), String> {
     match w.outcome {
         None => match w.quality {
             Some(score) => {
-                let mut q = QualityUpdate::new(rollout_id.clone(), request_id, score);
+                let mut q = QualityUpdate::new(rollout_id, request_id, score);
                 q.arm = arm;
                 q.phase = w.phase;
                 q.unit = w.unit;
                 q.in_experiment = w.in_experiment.unwrap_or(true);
-                Ok((rollout_id, Item::Quality(q)))
+                Ok(Item::Quality(q))
             }
             None => Err("outcome is required (ok, error, timeout or refused), unless the item only carries a late quality score".into()),
         },
@@ -145,7 +155,7 @@ fn from_wire(w: Wire<'_>) -> Result<(String, Item), String> {
             let Some(arm) = arm else {
                 return Err("arm is required: the variant the resolve answer gave (stable, canary, shadow or an A/B arm)".into());
             };
-            let mut o = Observation::new(rollout_id.clone(), request_id, arm, outcome);
+            let mut o = Observation::new(rollout_id, request_id, arm, outcome);
             o.latency_ms = w.latency_ms;
             o.ttft_ms = w.ttft_ms;
             o.tokens_in = w.tokens_in;
@@ -154,7 +164,7 @@ fn from_wire(w: Wire<'_>) -> Result<(String, Item), String> {
             o.quality = w.quality;
             o.unit = w.unit;
             o.in_experiment = w.in_experiment.unwrap_or(true);
-            Ok((rollout_id, Item::Obs(o, w.phase)))
+            Ok(Item::Obs(o, w.phase))
         }
     }
 }
@@ -186,7 +196,7 @@ pub enum BodyError {
 /// An observation body parsed item by item straight into typed observations (no generic
 /// JSON tree): an item that does not parse is kept as its error, at its index.
 pub struct ParsedBatch {
-    items: Vec<Result<(String, Item), String>>,
+    items: Vec<Result<Item, String>>,
 }
 
 impl std::fmt::Debug for ParsedBatch {
@@ -273,10 +283,7 @@ impl ParsedBatch {
 }
 
 /// One parsed item, or its error; `line` names the NDJSON line of a syntax error.
-fn item(
-    parsed: serde_json::Result<Wire<'_>>,
-    line: Option<usize>,
-) -> Result<(String, Item), String> {
+fn item(parsed: serde_json::Result<Wire<'_>>, line: Option<usize>) -> Result<Item, String> {
     match parsed {
         Ok(w) => from_wire(w),
         Err(e) => match (line, e.classify()) {
@@ -404,14 +411,14 @@ pub(crate) fn fold(rt: &mut Runtime, entries: Vec<Entry>) -> Folded {
 /// A stored batch must replay exactly as it was recorded: a number JSON cannot carry (NaN,
 /// infinity, which an in-process caller can pass) is refused up front.
 fn finite(entry: &Entry) -> Result<(), String> {
-    let fields: Vec<(&str, Option<f64>)> = match entry {
-        Entry::Obs(o) => vec![
+    let fields = match entry {
+        Entry::Obs(o) => [
             ("latency_ms", o.latency_ms),
             ("ttft_ms", o.ttft_ms),
             ("cost", o.cost),
             ("quality", o.quality),
         ],
-        Entry::Quality(q) => vec![("quality", Some(q.score))],
+        Entry::Quality(q) => [("quality", Some(q.score)), ("", None), ("", None), ("", None)],
     };
     match fields.into_iter().find(|(_, v)| v.is_some_and(|v| !v.is_finite())) {
         Some((name, Some(v))) => Err(format!("{name} must be a finite number, got {v}")),
@@ -578,7 +585,7 @@ impl Engine {
             .into_iter()
             .map(|o| {
                 let step = o.phase;
-                Ok((o.rollout_id.clone(), Item::Obs(o, step)))
+                Ok(Item::Obs(o, step))
             })
             .collect();
         self.ingest_items(items, IngestReport::default()).await
@@ -587,7 +594,7 @@ impl Engine {
     /// Ingests and counts the outcome in the metrics (`actuator_observations_total`).
     async fn ingest_items(
         &self,
-        items: Vec<Result<(String, Item), String>>,
+        items: Vec<Result<Item, String>>,
         report: IngestReport,
     ) -> Result<IngestReport, EngineError> {
         let r = self.ingest_uncounted(items, report).await?;
@@ -597,13 +604,19 @@ impl Engine {
 
     async fn ingest_uncounted(
         &self,
-        items: Vec<Result<(String, Item), String>>,
+        items: Vec<Result<Item, String>>,
         mut report: IngestReport,
     ) -> Result<IngestReport, EngineError> {
         let mut groups: BTreeMap<String, Vec<(usize, Item)>> = BTreeMap::new();
         for (index, v) in items.into_iter().enumerate() {
             match v {
-                Ok((rollout, item)) => groups.entry(rollout).or_default().push((index, item)),
+                // One key per rollout, not one per item: a batch usually names one rollout.
+                Ok(item) => match groups.get_mut(item.rollout()) {
+                    Some(group) => group.push((index, item)),
+                    None => {
+                        groups.insert(item.rollout().to_owned(), vec![(index, item)]);
+                    }
+                },
                 Err(error) => report.results.push(IngestItemError { index, error }),
             }
         }
@@ -774,14 +787,14 @@ mod tests {
 
     #[test]
     fn the_wire_carries_phase_unit_and_tag_of_outcomes_and_scores() {
-        let (_, item) = parse(json!({
+        let item = parse(json!({
             "request_id": "q1", "rollout_id": "r", "arm": "canary", "outcome": "ok",
             "latency_ms": 10.0, "phase": 2, "unit": 4634, "in_experiment": false
         }))
         .unwrap();
         let Item::Obs(o, phase) = item else { panic!("an outcome") };
         assert_eq!((phase, o.unit, o.in_experiment), (Some(2), Some(4634), false));
-        let (_, item) = parse(json!({
+        let item = parse(json!({
             "request_id": "q1", "rollout_id": "r", "quality": 4.0, "phase": 1, "unit": 7
         }))
         .unwrap();
@@ -807,8 +820,8 @@ mod tests {
         // Escaped strings are unescaped (they cannot be borrowed from the body).
         let esc = r#"[{"request_id": "a\"b", "rollout_id": "r\u0031", "arm": "canary", "outcome": "ok"}]"#;
         let b = ParsedBatch::parse(esc.as_bytes(), BodyFormat::Json).unwrap();
-        let Ok((rollout, Item::Obs(o, _))) = &b.items[0] else { panic!("an outcome") };
-        assert_eq!((rollout.as_str(), o.request_id.as_str()), ("r1", "a\"b"));
+        let Ok(Item::Obs(o, _)) = &b.items[0] else { panic!("an outcome") };
+        assert_eq!((o.rollout_id.as_str(), o.request_id.as_str()), ("r1", "a\"b"));
         assert!(matches!(
             ParsedBatch::parse(b"[{", BodyFormat::Json),
             Err(BodyError::Malformed(_))

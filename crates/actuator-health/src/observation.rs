@@ -79,7 +79,7 @@ pub struct Observation {
     /// Logical request id; retries carry the same id and are counted once.
     pub request_id: String,
     /// The configuration slot the rollout changes (empty matches any).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub slot: String,
     /// The rollout this request belongs to.
     pub rollout_id: String,
@@ -89,42 +89,55 @@ pub struct Observation {
     pub outcome: Outcome,
     /// End-to-end latency in milliseconds (required for `ok`; for `timeout` the configured
     /// timeout is used when missing or smaller).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency_ms: Option<f64>,
     /// Time to first token in milliseconds.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttft_ms: Option<f64>,
     /// Prompt tokens.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub tokens_in: u64,
     /// Completion tokens.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub tokens_out: u64,
     /// Cost of the request (any currency unit, the same for all arms), when known.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cost: Option<f64>,
     /// Quality score (1..=5 by default), when already judged.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quality: Option<f64>,
     /// The assignment-unit hash the resolution returned (`unit`, 0..=65535) when a sticky
     /// split served the request. Requests of one unit are analysed as one cluster; without it
     /// each request counts as its own unit (correct only for per-request splits).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<u16>,
     /// `false` when the resolution said the request was routed outside the phase share
     /// (override, preview pin, region rule, not enrolled in a partial A/B): counted separately,
     /// left out of every comparison and of the sample-ratio check. Default `true`.
-    #[serde(default = "in_experiment_default")]
+    #[serde(default = "in_experiment_default", skip_serializing_if = "is_true")]
     pub in_experiment: bool,
     /// The monitor's phase index the request was served in. An outcome of another phase is
     /// dropped as stale and counted; without a phase it is counted in the current phase (and
     /// counted as unphased).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<u32>,
 }
 
 const fn in_experiment_default() -> bool {
     true
+}
+
+// Serialised forms (the engine's durable observation batches) leave out what reads back as
+// its default: a batch is written before every acknowledgement, so its size is ingestion's
+// cost.
+#[allow(clippy::trivially_copy_pass_by_ref)]
+const fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)]
+const fn is_true(v: &bool) -> bool {
+    *v
 }
 
 impl Observation {
@@ -226,21 +239,21 @@ pub struct QualityUpdate {
     /// The request that was judged.
     pub request_id: String,
     /// The arm, if the sender knows it (needed when the request id is no longer remembered).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub arm: Option<Arm>,
     /// The score.
     pub score: f64,
     /// The monitor's phase index the request was served in (needed when the request id is no
     /// longer remembered; a score of another phase is dropped as stale and counted).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<u32>,
     /// The request's assignment-unit hash (see [`Observation::unit`]), when the request is no
     /// longer remembered.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unit: Option<u16>,
     /// `false` for a request routed outside the phase share (see
     /// [`Observation::in_experiment`]): the score is then not compared.
-    #[serde(default = "in_experiment_default")]
+    #[serde(default = "in_experiment_default", skip_serializing_if = "is_true")]
     pub in_experiment: bool,
 }
 
