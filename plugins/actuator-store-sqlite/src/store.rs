@@ -929,18 +929,15 @@ impl Store for SqliteStore {
         self.reading(async move {
             page.validate()?;
             let below = page.numeric_cursor()?.map_or(i64::MAX, to_i64_saturating);
-            let mut rows = sqlx::query(concat!(
-                "SELECT * FROM rollouts WHERE seq < ?1 AND (NOT ?2 OR state NOT IN ",
-                terminal_states!(),
-                ") AND (?3 IS NULL OR slot = ?3) ORDER BY seq DESC LIMIT ?4"
-            ))
-            .bind(below)
-            .bind(filter.active_only)
-            .bind(filter.slot.as_ref().map(SlotName::as_str))
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend("listing rollouts"))?;
+            let sql = if filter.slot.is_some() { LIST_ROLLOUTS_OF_SLOT } else { LIST_ROLLOUTS };
+            let mut rows = sqlx::query(sql)
+                .bind(below)
+                .bind(filter.active_only)
+                .bind(filter.slot.as_ref().map(SlotName::as_str))
+                .bind(i64::from(page.limit) + 1)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend("listing rollouts"))?;
             let next_cursor = next_rollout_cursor(&mut rows, page.limit)?;
             Ok(Page { items: map_rows(&rows, rows::rollout)?, next_cursor })
         })
@@ -1190,9 +1187,14 @@ async fn admit(
         });
     }
     if let Some(limit) = admission.max_active {
+        // Both counts are answered from indexes (the partial index of active rollouts, the
+        // id's unique index): no status is read, however many rollouts are live.
         let active: i64 = sqlx::query_scalar(concat!(
-            "SELECT COUNT(*) FROM rollouts WHERE (?1 IS NULL OR id <> ?1) AND state NOT IN ",
-            terminal_states!()
+            "SELECT (SELECT COUNT(*) FROM rollouts WHERE state NOT IN ",
+            terminal_states!(),
+            ") - (SELECT COUNT(*) FROM rollouts WHERE id = ?1 AND state NOT IN ",
+            terminal_states!(),
+            ")"
         ))
         .bind(except)
         .fetch_one(&mut *conn)
@@ -1210,6 +1212,22 @@ async fn admit(
     }
     Ok(stable)
 }
+
+/// A page of rollouts, newest first (`?1` the cursor, `?2` active only, `?4` the limit).
+const LIST_ROLLOUTS: &str = concat!(
+    "SELECT * FROM rollouts WHERE seq < ?1 AND (NOT ?2 OR state NOT IN ",
+    terminal_states!(),
+    ") ORDER BY seq DESC LIMIT ?4"
+);
+
+/// A page of one slot's rollouts (`?3`). The slot is named first so that SQLite walks that
+/// slot's `(slot, seq)` index: an `?3 IS NULL OR slot = ?3` form scans every rollout (and
+/// reads every status) to fill the page, and the routing book runs this on each transition.
+const LIST_ROLLOUTS_OF_SLOT: &str = concat!(
+    "SELECT * FROM rollouts WHERE slot = ?3 AND seq < ?1 AND (NOT ?2 OR state NOT IN ",
+    terminal_states!(),
+    ") ORDER BY seq DESC LIMIT ?4"
+);
 
 /// The id of a rollout of `slot` in a non-terminal state, other than `except`.
 async fn active_rollout_of(
@@ -1259,6 +1277,26 @@ mod tests {
         let m = migrator();
         let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
         assert_eq!(versions, [1, 2, 3, 4, 5]);
+    }
+
+    #[tokio::test]
+    async fn one_slots_rollouts_are_read_through_its_index_not_a_scan() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {LIST_ROLLOUTS_OF_SLOT}"
+        )))
+        .bind(i64::MAX)
+        .bind(true)
+        .bind("chat")
+        .bind(2)
+        .fetch_all(&store.reader)
+        .await
+        .unwrap();
+        let steps: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
+        assert!(
+            steps.iter().any(|s| s.contains("USING INDEX rollouts_by_slot (slot=?")),
+            "{steps:?}"
+        );
     }
 
     #[tokio::test]
