@@ -91,6 +91,85 @@ fn hash_parts(seed: u64, a: &[u8], b: &[u8], c: &[u8]) -> u64 {
     }
 }
 
+/// `slot ‖ 0x00 ‖ salt ‖ 0x00`: the part of the bucketing input that a rollout fixes, laid out
+/// once per route so that a request only appends its key.
+pub(crate) fn sticky_prefix(slot: &str, salt: &str) -> Box<[u8]> {
+    let mut p = Vec::with_capacity(slot.len() + salt.len() + 2);
+    p.extend_from_slice(slot.as_bytes());
+    p.push(0);
+    p.extend_from_slice(salt.as_bytes());
+    p.push(0);
+    p.into_boxed_slice()
+}
+
+/// The bucketing input of one request, `prefix ‖ key`, joined once and hashed with each seed
+/// the request needs (bucket, unit, A/B arm) instead of once per hash.
+pub(crate) enum StickyInput<'a> {
+    /// Short inputs (the usual case), joined in a stack buffer.
+    Joined {
+        /// The joined bytes in `buf[..len]`.
+        buf: [u8; STACK_BYTES],
+        /// Length of the input.
+        len: usize,
+    },
+    /// Inputs longer than the stack buffer, hashed by the streaming hasher.
+    Parts {
+        /// `slot ‖ 0 ‖ salt ‖ 0`.
+        prefix: &'a [u8],
+        /// The stickiness key.
+        key: &'a [u8],
+    },
+}
+
+impl<'a> StickyInput<'a> {
+    /// Joins `prefix` (from [`sticky_prefix`]) and `key`.
+    #[inline]
+    pub(crate) fn new(prefix: &'a [u8], key: &'a [u8]) -> Self {
+        let len = prefix.len() + key.len();
+        if len <= STACK_BYTES {
+            let mut buf = [0u8; STACK_BYTES];
+            buf[..prefix.len()].copy_from_slice(prefix);
+            buf[prefix.len()..len].copy_from_slice(key);
+            Self::Joined { buf, len }
+        } else {
+            Self::Parts { prefix, key }
+        }
+    }
+
+    #[inline]
+    fn hash(&self, seed: u64) -> u64 {
+        match self {
+            Self::Joined { buf, len } => xxh3_64_with_seed(&buf[..*len], seed),
+            Self::Parts { prefix, key } => {
+                let mut h = Xxh3::with_seed(seed);
+                h.update(prefix);
+                h.update(key);
+                h.digest()
+            }
+        }
+    }
+
+    /// [`bucket`] of this input.
+    #[inline]
+    pub(crate) fn bucket(&self) -> u16 {
+        // The remainder is < 10_000, so the cast cannot truncate.
+        (self.hash(BUCKET_SEED) % u64::from(BUCKETS)) as u16
+    }
+
+    /// [`arm_bucket`] of this input.
+    #[inline]
+    pub(crate) fn arm_bucket(&self) -> u16 {
+        (self.hash(ARM_SEED) % u64::from(BUCKETS)) as u16
+    }
+
+    /// [`unit_hash`] of this input.
+    #[inline]
+    pub(crate) fn unit(&self) -> u16 {
+        // The shift leaves 16 bits, so the cast is exact.
+        (self.hash(UNIT_SEED) >> 48) as u16
+    }
+}
+
 /// A traffic share in basis points of 10,000 (0.01% granularity), validated to `0..=10_000`.
 ///
 /// Serialized as an integer number of basis points (`500` = 5%); deserialization also accepts a
@@ -309,6 +388,22 @@ mod tests {
             let joined = format!("slot\0salt\0{key}");
             let one_shot = (xxh3_64_with_seed(joined.as_bytes(), BUCKET_SEED) % 10_000) as u16;
             assert_eq!(bucket("slot", "salt", &key), one_shot, "key length {n}");
+        }
+    }
+
+    #[test]
+    fn prefixed_input_equals_the_public_hashes() {
+        let cases = [("llm.chat.default", "r-1"), ("", ""), ("a", "b"), ("s", &*"x".repeat(200))];
+        for (slot, salt) in cases {
+            let prefix = sticky_prefix(slot, salt);
+            for n in [0usize, 1, 7, 40, 150, 180, 181, 189, 190, 191, 192, 193, 300, 1000] {
+                let key = "k".repeat(n);
+                let input = StickyInput::new(&prefix, key.as_bytes());
+                let what = format!("slot {slot:?}, salt of {} bytes, key of {n}", salt.len());
+                assert_eq!(input.bucket(), bucket(slot, salt, &key), "{what}");
+                assert_eq!(input.arm_bucket(), arm_bucket(slot, salt, &key), "{what}");
+                assert_eq!(input.unit(), unit_hash(slot, salt, &key), "{what}");
+            }
         }
     }
 

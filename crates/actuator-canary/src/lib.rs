@@ -38,9 +38,9 @@ mod table;
 pub use bucket::{ARM_SEED, BUCKET_SEED, BUCKETS, Share, UNIT_SEED, arm_bucket, bucket, unit_hash};
 pub use context::{EvalContext, StickinessKey, TARGETING_KEY, kind as json_kind};
 pub use error::ResolveError;
-pub use resolution::{Reason, Resolution, ShadowDirective};
+pub use resolution::{Reason, Resolution, ResolutionRef, ShadowDirective};
 pub use route::{
     Arm, AttributeOverride, Overrides, Rollout, RolloutMode, SlotRoute, Variant, VersionedConfig,
 };
 pub use strategy::{GeoRules, SplitStrategy};
-pub use table::{Router, RoutingTable};
+pub use table::{Router, RoutingTable, SlotId, TableGuard};
