@@ -93,25 +93,61 @@ fn hash_parts(seed: u64, a: &[u8], b: &[u8], c: &[u8]) -> u64 {
 
 /// `slot ‖ 0x00 ‖ salt ‖ 0x00`: the part of the bucketing input that a rollout fixes, laid out
 /// once per route so that a request only appends its key.
-pub(crate) fn sticky_prefix(slot: &str, salt: &str) -> Box<[u8]> {
-    let mut p = Vec::with_capacity(slot.len() + salt.len() + 2);
-    p.extend_from_slice(slot.as_bytes());
-    p.push(0);
-    p.extend_from_slice(salt.as_bytes());
-    p.push(0);
-    p.into_boxed_slice()
+#[derive(Debug)]
+pub(crate) struct StickyPrefix {
+    /// The prefix bytes.
+    bytes: Box<[u8]>,
+    /// The prefix zero-padded to the stack buffer's size (when it fits): a request copies it
+    /// whole (a fixed-size copy) and appends its key.
+    padded: [u8; STACK_BYTES],
+}
+
+impl Default for StickyPrefix {
+    fn default() -> Self {
+        Self { bytes: Box::default(), padded: [0; STACK_BYTES] }
+    }
+}
+
+impl StickyPrefix {
+    /// The prefix of `slot` and `salt`.
+    pub(crate) fn new(slot: &str, salt: &str) -> Self {
+        let mut p = Vec::with_capacity(slot.len() + salt.len() + 2);
+        p.extend_from_slice(slot.as_bytes());
+        p.push(0);
+        p.extend_from_slice(salt.as_bytes());
+        p.push(0);
+        let mut padded = [0; STACK_BYTES];
+        if let Some(head) = padded.get_mut(..p.len()) {
+            head.copy_from_slice(&p);
+        }
+        Self { bytes: p.into_boxed_slice(), padded }
+    }
+
+    /// The bucketing input `prefix ‖ key`, joined in `buf` when it fits.
+    #[inline]
+    pub(crate) fn join<'a>(
+        &'a self,
+        key: &'a [u8],
+        buf: &'a mut [u8; STACK_BYTES],
+    ) -> StickyInput<'a> {
+        let start = self.bytes.len();
+        let len = start + key.len();
+        if len <= STACK_BYTES {
+            *buf = self.padded;
+            buf[start..len].copy_from_slice(key);
+            StickyInput::Joined(&buf[..len])
+        } else {
+            StickyInput::Parts { prefix: &self.bytes, key }
+        }
+    }
 }
 
 /// The bucketing input of one request, `prefix ‖ key`, joined once and hashed with each seed
 /// the request needs (bucket, unit, A/B arm) instead of once per hash.
+#[derive(Debug, Clone, Copy)]
 pub(crate) enum StickyInput<'a> {
     /// Short inputs (the usual case), joined in a stack buffer.
-    Joined {
-        /// The joined bytes in `buf[..len]`.
-        buf: [u8; STACK_BYTES],
-        /// Length of the input.
-        len: usize,
-    },
+    Joined(&'a [u8]),
     /// Inputs longer than the stack buffer, hashed by the streaming hasher.
     Parts {
         /// `slot ‖ 0 ‖ salt ‖ 0`.
@@ -121,25 +157,11 @@ pub(crate) enum StickyInput<'a> {
     },
 }
 
-impl<'a> StickyInput<'a> {
-    /// Joins `prefix` (from [`sticky_prefix`]) and `key`.
-    #[inline]
-    pub(crate) fn new(prefix: &'a [u8], key: &'a [u8]) -> Self {
-        let len = prefix.len() + key.len();
-        if len <= STACK_BYTES {
-            let mut buf = [0u8; STACK_BYTES];
-            buf[..prefix.len()].copy_from_slice(prefix);
-            buf[prefix.len()..len].copy_from_slice(key);
-            Self::Joined { buf, len }
-        } else {
-            Self::Parts { prefix, key }
-        }
-    }
-
+impl StickyInput<'_> {
     #[inline]
     fn hash(&self, seed: u64) -> u64 {
         match self {
-            Self::Joined { buf, len } => xxh3_64_with_seed(&buf[..*len], seed),
+            Self::Joined(bytes) => xxh3_64_with_seed(bytes, seed),
             Self::Parts { prefix, key } => {
                 let mut h = Xxh3::with_seed(seed);
                 h.update(prefix);
@@ -169,6 +191,9 @@ impl<'a> StickyInput<'a> {
         (self.hash(UNIT_SEED) >> 48) as u16
     }
 }
+
+/// Size of the stack buffer a request joins its bucketing input in.
+pub(crate) const JOIN_BYTES: usize = STACK_BYTES;
 
 /// A traffic share in basis points of 10,000 (0.01% granularity), validated to `0..=10_000`.
 ///
@@ -395,10 +420,11 @@ mod tests {
     fn prefixed_input_equals_the_public_hashes() {
         let cases = [("llm.chat.default", "r-1"), ("", ""), ("a", "b"), ("s", &*"x".repeat(200))];
         for (slot, salt) in cases {
-            let prefix = sticky_prefix(slot, salt);
+            let prefix = StickyPrefix::new(slot, salt);
             for n in [0usize, 1, 7, 40, 150, 180, 181, 189, 190, 191, 192, 193, 300, 1000] {
                 let key = "k".repeat(n);
-                let input = StickyInput::new(&prefix, key.as_bytes());
+                let mut buf = [0; JOIN_BYTES];
+                let input = prefix.join(key.as_bytes(), &mut buf);
                 let what = format!("slot {slot:?}, salt of {} bytes, key of {n}", salt.len());
                 assert_eq!(input.bucket(), bucket(slot, salt, &key), "{what}");
                 assert_eq!(input.arm_bucket(), arm_bucket(slot, salt, &key), "{what}");

@@ -43,4 +43,4 @@ pub use route::{
     Arm, AttributeOverride, Overrides, Rollout, RolloutMode, SlotRoute, Variant, VersionedConfig,
 };
 pub use strategy::{GeoRules, SplitStrategy};
-pub use table::{Router, RoutingTable, SlotId, TableGuard};
+pub use table::{Router, RouterReader, RoutingTable, SlotId, TableGuard};
