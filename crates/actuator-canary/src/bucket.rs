@@ -91,20 +91,23 @@ fn hash_parts(seed: u64, a: &[u8], b: &[u8], c: &[u8]) -> u64 {
     }
 }
 
+/// Prefixes up to this many bytes (one cache line) are kept zero-padded, so a request copies
+/// them with one fixed-size copy.
+const PADDED_PREFIX: usize = 64;
+
 /// `slot ‖ 0x00 ‖ salt ‖ 0x00`: the part of the bucketing input that a rollout fixes, laid out
 /// once per route so that a request only appends its key.
 #[derive(Debug)]
 pub(crate) struct StickyPrefix {
     /// The prefix bytes.
     bytes: Box<[u8]>,
-    /// The prefix zero-padded to the stack buffer's size (when it fits): a request copies it
-    /// whole (a fixed-size copy) and appends its key.
-    padded: [u8; STACK_BYTES],
+    /// The prefix zero-padded to one cache line, when it fits.
+    padded: Option<[u8; PADDED_PREFIX]>,
 }
 
 impl Default for StickyPrefix {
     fn default() -> Self {
-        Self { bytes: Box::default(), padded: [0; STACK_BYTES] }
+        Self { bytes: Box::default(), padded: None }
     }
 }
 
@@ -116,10 +119,11 @@ impl StickyPrefix {
         p.push(0);
         p.extend_from_slice(salt.as_bytes());
         p.push(0);
-        let mut padded = [0; STACK_BYTES];
-        if let Some(head) = padded.get_mut(..p.len()) {
-            head.copy_from_slice(&p);
-        }
+        let padded = (p.len() <= PADDED_PREFIX).then(|| {
+            let mut padded = [0; PADDED_PREFIX];
+            padded[..p.len()].copy_from_slice(&p);
+            padded
+        });
         Self { bytes: p.into_boxed_slice(), padded }
     }
 
@@ -132,13 +136,15 @@ impl StickyPrefix {
     ) -> StickyInput<'a> {
         let start = self.bytes.len();
         let len = start + key.len();
-        if len <= STACK_BYTES {
-            *buf = self.padded;
-            buf[start..len].copy_from_slice(key);
-            StickyInput::Joined(&buf[..len])
-        } else {
-            StickyInput::Parts { prefix: &self.bytes, key }
+        if len > STACK_BYTES {
+            return StickyInput::Parts { prefix: &self.bytes, key };
         }
+        match &self.padded {
+            Some(padded) => buf[..PADDED_PREFIX].copy_from_slice(padded),
+            None => buf[..start].copy_from_slice(&self.bytes),
+        }
+        buf[start..len].copy_from_slice(key);
+        StickyInput::Joined(&buf[..len])
     }
 }
 

@@ -8,7 +8,10 @@
 //! * [`SplitStrategy`]: weighted random, consistent hash, round robin, geographic; with
 //!   [`Overrides`] on top, and canary, shadow or A/B ([`RolloutMode`]).
 //! * [`RoutingTable`] and [`Router`]: an immutable snapshot of every slot's [`SlotRoute`] behind
-//!   an `ArcSwap`; resolving takes no lock, does no IO and returns shared config values.
+//!   an `ArcSwap`; resolving takes no lock and does no IO. [`RoutingTable::resolve_ref`] (on a
+//!   [`Router::load`] guard or a per-thread [`RouterReader`]) returns a [`ResolutionRef`]
+//!   borrowed from the table, with no reference-count traffic; [`RoutingTable::resolve`] makes
+//!   it an owned [`Resolution`].
 //! * [`ResolveError`]: one error enum whose variants map 1:1 to OFREP error codes.
 //!
 //! ```
