@@ -97,18 +97,12 @@ const PADDED_PREFIX: usize = 64;
 
 /// `slot ‖ 0x00 ‖ salt ‖ 0x00`: the part of the bucketing input that a rollout fixes, laid out
 /// once per route so that a request only appends its key.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(crate) struct StickyPrefix {
     /// The prefix bytes.
     bytes: Box<[u8]>,
     /// The prefix zero-padded to one cache line, when it fits.
     padded: Option<[u8; PADDED_PREFIX]>,
-}
-
-impl Default for StickyPrefix {
-    fn default() -> Self {
-        Self { bytes: Box::default(), padded: None }
-    }
 }
 
 impl StickyPrefix {
