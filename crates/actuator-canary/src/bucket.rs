@@ -91,6 +91,110 @@ fn hash_parts(seed: u64, a: &[u8], b: &[u8], c: &[u8]) -> u64 {
     }
 }
 
+/// Prefixes up to this many bytes (one cache line) are kept zero-padded, so a request copies
+/// them with one fixed-size copy.
+const PADDED_PREFIX: usize = 64;
+
+/// `slot ‖ 0x00 ‖ salt ‖ 0x00`: the part of the bucketing input that a rollout fixes, laid out
+/// once per route so that a request only appends its key.
+#[derive(Debug, Default)]
+pub(crate) struct StickyPrefix {
+    /// The prefix bytes.
+    bytes: Box<[u8]>,
+    /// The prefix zero-padded to one cache line, when it fits.
+    padded: Option<[u8; PADDED_PREFIX]>,
+}
+
+impl StickyPrefix {
+    /// The prefix of `slot` and `salt`.
+    pub(crate) fn new(slot: &str, salt: &str) -> Self {
+        let mut p = Vec::with_capacity(slot.len() + salt.len() + 2);
+        p.extend_from_slice(slot.as_bytes());
+        p.push(0);
+        p.extend_from_slice(salt.as_bytes());
+        p.push(0);
+        let padded = (p.len() <= PADDED_PREFIX).then(|| {
+            let mut padded = [0; PADDED_PREFIX];
+            padded[..p.len()].copy_from_slice(&p);
+            padded
+        });
+        Self { bytes: p.into_boxed_slice(), padded }
+    }
+
+    /// The bucketing input `prefix ‖ key`, joined in `buf` when it fits.
+    #[inline]
+    pub(crate) fn join<'a>(
+        &'a self,
+        key: &'a [u8],
+        buf: &'a mut [u8; STACK_BYTES],
+    ) -> StickyInput<'a> {
+        let start = self.bytes.len();
+        let len = start + key.len();
+        if len > STACK_BYTES {
+            return StickyInput::Parts { prefix: &self.bytes, key };
+        }
+        match &self.padded {
+            Some(padded) => buf[..PADDED_PREFIX].copy_from_slice(padded),
+            None => buf[..start].copy_from_slice(&self.bytes),
+        }
+        buf[start..len].copy_from_slice(key);
+        StickyInput::Joined(&buf[..len])
+    }
+}
+
+/// The bucketing input of one request, `prefix ‖ key`, joined once and hashed with each seed
+/// the request needs (bucket, unit, A/B arm) instead of once per hash.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum StickyInput<'a> {
+    /// Short inputs (the usual case), joined in a stack buffer.
+    Joined(&'a [u8]),
+    /// Inputs longer than the stack buffer, hashed by the streaming hasher.
+    Parts {
+        /// `slot ‖ 0 ‖ salt ‖ 0`.
+        prefix: &'a [u8],
+        /// The stickiness key.
+        key: &'a [u8],
+    },
+}
+
+impl StickyInput<'_> {
+    #[inline]
+    fn hash(&self, seed: u64) -> u64 {
+        match self {
+            Self::Joined(bytes) => xxh3_64_with_seed(bytes, seed),
+            Self::Parts { prefix, key } => {
+                let mut h = Xxh3::with_seed(seed);
+                h.update(prefix);
+                h.update(key);
+                h.digest()
+            }
+        }
+    }
+
+    /// [`bucket`] of this input.
+    #[inline]
+    pub(crate) fn bucket(&self) -> u16 {
+        // The remainder is < 10_000, so the cast cannot truncate.
+        (self.hash(BUCKET_SEED) % u64::from(BUCKETS)) as u16
+    }
+
+    /// [`arm_bucket`] of this input.
+    #[inline]
+    pub(crate) fn arm_bucket(&self) -> u16 {
+        (self.hash(ARM_SEED) % u64::from(BUCKETS)) as u16
+    }
+
+    /// [`unit_hash`] of this input.
+    #[inline]
+    pub(crate) fn unit(&self) -> u16 {
+        // The shift leaves 16 bits, so the cast is exact.
+        (self.hash(UNIT_SEED) >> 48) as u16
+    }
+}
+
+/// Size of the stack buffer a request joins its bucketing input in.
+pub(crate) const JOIN_BYTES: usize = STACK_BYTES;
+
 /// A traffic share in basis points of 10,000 (0.01% granularity), validated to `0..=10_000`.
 ///
 /// Serialized as an integer number of basis points (`500` = 5%); deserialization also accepts a
@@ -309,6 +413,23 @@ mod tests {
             let joined = format!("slot\0salt\0{key}");
             let one_shot = (xxh3_64_with_seed(joined.as_bytes(), BUCKET_SEED) % 10_000) as u16;
             assert_eq!(bucket("slot", "salt", &key), one_shot, "key length {n}");
+        }
+    }
+
+    #[test]
+    fn prefixed_input_equals_the_public_hashes() {
+        let cases = [("llm.chat.default", "r-1"), ("", ""), ("a", "b"), ("s", &*"x".repeat(200))];
+        for (slot, salt) in cases {
+            let prefix = StickyPrefix::new(slot, salt);
+            for n in [0usize, 1, 7, 40, 150, 180, 181, 189, 190, 191, 192, 193, 300, 1000] {
+                let key = "k".repeat(n);
+                let mut buf = [0; JOIN_BYTES];
+                let input = prefix.join(key.as_bytes(), &mut buf);
+                let what = format!("slot {slot:?}, salt of {} bytes, key of {n}", salt.len());
+                assert_eq!(input.bucket(), bucket(slot, salt, &key), "{what}");
+                assert_eq!(input.arm_bucket(), arm_bucket(slot, salt, &key), "{what}");
+                assert_eq!(input.unit(), unit_hash(slot, salt, &key), "{what}");
+            }
         }
     }
 

@@ -8,7 +8,10 @@
 //! * [`SplitStrategy`]: weighted random, consistent hash, round robin, geographic; with
 //!   [`Overrides`] on top, and canary, shadow or A/B ([`RolloutMode`]).
 //! * [`RoutingTable`] and [`Router`]: an immutable snapshot of every slot's [`SlotRoute`] behind
-//!   an `ArcSwap`; resolving takes no lock, does no IO and returns shared config values.
+//!   an `ArcSwap`; resolving takes no lock and does no IO. [`RoutingTable::resolve_ref`] (on a
+//!   [`Router::load`] guard or a per-thread [`RouterReader`]) returns a [`ResolutionRef`]
+//!   borrowed from the table, with no reference-count traffic; [`RoutingTable::resolve`] makes
+//!   it an owned [`Resolution`].
 //! * [`ResolveError`]: one error enum whose variants map 1:1 to OFREP error codes.
 //!
 //! ```
@@ -38,9 +41,9 @@ mod table;
 pub use bucket::{ARM_SEED, BUCKET_SEED, BUCKETS, Share, UNIT_SEED, arm_bucket, bucket, unit_hash};
 pub use context::{EvalContext, StickinessKey, TARGETING_KEY, kind as json_kind};
 pub use error::ResolveError;
-pub use resolution::{Reason, Resolution, ShadowDirective};
+pub use resolution::{Reason, Resolution, ResolutionRef, ShadowDirective};
 pub use route::{
     Arm, AttributeOverride, Overrides, Rollout, RolloutMode, SlotRoute, Variant, VersionedConfig,
 };
 pub use strategy::{GeoRules, SplitStrategy};
-pub use table::{Router, RoutingTable};
+pub use table::{Router, RouterReader, RoutingTable, SlotId, TableGuard};

@@ -82,14 +82,102 @@ impl Resolution {
         self.variant.name()
     }
 
+    /// This resolution as borrowed data, e.g. to serialize it the way a
+    /// [`ResolutionRef`] is.
+    #[must_use]
+    pub fn borrowed(&self) -> ResolutionRef<'_> {
+        ResolutionRef {
+            variant: &self.variant,
+            config: &self.config,
+            rollout_id: self.rollout_id.as_ref(),
+            phase: self.phase,
+            bucket: self.bucket,
+            unit: self.unit,
+            in_experiment: self.in_experiment,
+            reason: self.reason,
+            shadow: self.shadow.as_ref().map(|s| &s.candidate),
+            revision: self.revision,
+        }
+    }
+
     /// OFREP `metadata`: `rolloutId`, `phase`, `bucket`, `unit`, `inExperiment` (with a rollout),
     /// `configVersion` (and `shadowVersion`),
     /// so telemetry can join outcomes to the assignment. Allocates; not for the hot path.
     #[must_use]
     pub fn ofrep_metadata(&self) -> Map<String, Value> {
+        self.borrowed().ofrep_metadata()
+    }
+}
+
+/// The assignment of one request on one slot, borrowed from the routing table it was resolved
+/// against ([`RoutingTable::resolve_ref`](crate::RoutingTable::resolve_ref)).
+///
+/// It holds references only: resolving touches no reference count and allocates nothing, so
+/// threads resolving against one snapshot write no shared memory. It lives as long as the
+/// snapshot it borrows from (a [`TableGuard`](crate::TableGuard) or an
+/// `Arc<RoutingTable>`); [`ResolutionRef::into_owned`] makes a [`Resolution`] that outlives it.
+/// The fields mean what they mean in [`Resolution`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResolutionRef<'t> {
+    /// The side the request is on.
+    pub variant: &'t Variant,
+    /// The config to serve.
+    pub config: &'t VersionedConfig,
+    /// The active rollout's id, if the slot has one.
+    pub rollout_id: Option<&'t Arc<str>>,
+    /// The active rollout's phase index, if the slot has one.
+    pub phase: Option<u32>,
+    /// The sticky bucket (0..10_000) when a sticky strategy computed one.
+    pub bucket: Option<u16>,
+    /// The assignment-unit hash (0..65_536) when a sticky strategy split the request.
+    pub unit: Option<u16>,
+    /// Whether the request is part of the comparison (see [`Resolution::in_experiment`]).
+    pub in_experiment: bool,
+    /// Why.
+    pub reason: Reason,
+    /// The candidate to run on the side, set in shadow mode for admitted requests (the
+    /// [`ShadowDirective`] of the owned resolution).
+    pub shadow: Option<&'t VersionedConfig>,
+    /// The routing table revision this answer came from.
+    pub revision: u64,
+}
+
+impl<'t> ResolutionRef<'t> {
+    /// The OFREP variant name.
+    #[must_use]
+    pub fn variant_name(&self) -> &'t str {
+        self.variant.name()
+    }
+
+    /// The rollout id as a string slice.
+    #[must_use]
+    pub fn rollout_id_str(&self) -> Option<&'t str> {
+        self.rollout_id.map(|id| &**id)
+    }
+
+    /// An owned [`Resolution`] (clones the shared `Arc`s: config value, rollout id, arm name).
+    #[must_use]
+    pub fn into_owned(self) -> Resolution {
+        Resolution {
+            variant: self.variant.clone(),
+            config: self.config.clone(),
+            rollout_id: self.rollout_id.cloned(),
+            phase: self.phase,
+            bucket: self.bucket,
+            unit: self.unit,
+            in_experiment: self.in_experiment,
+            reason: self.reason,
+            shadow: self.shadow.map(|c| ShadowDirective { candidate: c.clone() }),
+            revision: self.revision,
+        }
+    }
+
+    /// OFREP `metadata`, as [`Resolution::ofrep_metadata`]. Allocates; not for the hot path.
+    #[must_use]
+    pub fn ofrep_metadata(&self) -> Map<String, Value> {
         let mut m = Map::new();
         m.insert("configVersion".into(), self.config.version.into());
-        if let Some(id) = &self.rollout_id {
+        if let Some(id) = self.rollout_id {
             m.insert("rolloutId".into(), Value::String(id.to_string()));
         }
         if let Some(phase) = self.phase {
@@ -104,9 +192,15 @@ impl Resolution {
         if self.rollout_id.is_some() {
             m.insert("inExperiment".into(), self.in_experiment.into());
         }
-        if let Some(s) = &self.shadow {
-            m.insert("shadowVersion".into(), s.candidate.version.into());
+        if let Some(c) = self.shadow {
+            m.insert("shadowVersion".into(), c.version.into());
         }
         m
+    }
+}
+
+impl From<ResolutionRef<'_>> for Resolution {
+    fn from(r: ResolutionRef<'_>) -> Self {
+        r.into_owned()
     }
 }

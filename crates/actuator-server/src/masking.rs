@@ -2,9 +2,7 @@
 //! or anyone on an open daemon), masked for people's tokens (viewer, operator, admin).
 
 use std::collections::HashMap;
-use std::sync::Arc;
 
-use actuator_canary::Resolution;
 use actuator_config::secrets::{has_secrets, mask};
 use actuator_core::SlotName;
 use serde_json::Value;
@@ -29,21 +27,33 @@ impl Masker {
         self.on
     }
 
-    /// Masks the secret fields of `r`, a resolution of `slot`.
-    pub(crate) async fn apply(&mut self, st: &AppState, slot: &str, r: &mut Resolution) {
+    /// Reads the schemas of `slots` (once each) so that [`Masker::mask`] can answer without
+    /// waiting; does nothing for those who see secrets. Call it before taking a snapshot of the
+    /// routing table, so that no snapshot is held across the store reads.
+    pub(crate) async fn prepare(&mut self, st: &AppState, slots: &[&str]) {
         if !self.on {
             return;
         }
-        if !self.schemas.contains_key(slot) {
+        for &slot in slots {
+            if self.schemas.contains_key(slot) {
+                continue;
+            }
             let schema = match SlotName::new(slot) {
                 Ok(name) => st.store().get_slot(&name).await.ok().flatten().and_then(|s| s.schema),
                 Err(_) => None,
             };
             self.schemas.insert(slot.to_owned(), schema);
         }
-        let schema = self.schemas.get(slot).and_then(Option::as_ref);
-        if has_secrets(&r.config.value, schema) {
-            r.config.value = Arc::new(mask(&r.config.value, schema));
+    }
+
+    /// The masked copy of `value`, a config served on `slot`, when it has secret fields to
+    /// mask for this request; `None` when it is served as it is. Uses the schema read by
+    /// [`Masker::prepare`] (a slot not prepared is judged without a schema).
+    pub(crate) fn mask(&self, slot: &str, value: &Value) -> Option<Value> {
+        if !self.on {
+            return None;
         }
+        let schema = self.schemas.get(slot).and_then(Option::as_ref);
+        has_secrets(value, schema).then(|| mask(value, schema))
     }
 }

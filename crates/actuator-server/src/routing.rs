@@ -16,7 +16,8 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use actuator_canary::{
-    EvalContext, ResolveError, Rollout, Router, RoutingTable, SlotRoute, VersionedConfig,
+    EvalContext, ResolveError, Rollout, Router, RoutingTable, SlotRoute, TableGuard,
+    VersionedConfig,
 };
 use actuator_core::{PageRequest, RolloutFilter, RolloutRoute, Slot, SlotName, Store, StoreError};
 use serde_json::Value;
@@ -127,6 +128,12 @@ impl RouteBook {
     /// The lock-free router requests resolve against.
     pub fn router(&self) -> &Router {
         &self.inner.router
+    }
+
+    /// The current table for one request, without a reference-count increment (see
+    /// [`Router::load`]); keep it only for the synchronous part of a request.
+    pub fn current(&self) -> TableGuard {
+        self.inner.router.load()
     }
 
     /// The current snapshot of the table.

@@ -20,7 +20,7 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use actuator_canary::{EvalContext, Reason, Resolution, ResolveError, RoutingTable};
+use actuator_canary::{EvalContext, Reason, ResolutionRef, ResolveError, RoutingTable};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, State};
@@ -195,20 +195,21 @@ pub(crate) struct Success<'a> {
 }
 
 impl<'a> Success<'a> {
-    fn new(key: &'a str, r: &'a Resolution) -> Self {
+    /// The answer for `r`, serving `masked` instead of its config value when set.
+    fn new(key: &'a str, r: ResolutionRef<'a>, masked: Option<&'a Value>) -> Self {
         Self {
             key,
-            value: &r.config.value,
+            value: masked.unwrap_or(&r.config.value),
             reason: ofrep_reason(r.reason),
             variant: r.variant_name(),
             metadata: Metadata {
                 config_version: r.config.version,
-                rollout_id: r.rollout_id.as_deref(),
+                rollout_id: r.rollout_id_str(),
                 phase: r.phase,
                 bucket: r.bucket,
                 unit: r.unit,
                 in_experiment: r.rollout_id.is_some().then_some(r.in_experiment),
-                shadow_version: r.shadow.as_ref().map(|s| s.candidate.version),
+                shadow_version: r.shadow.map(|c| c.version),
                 reason_detail: reason_detail(r.reason),
             },
         }
@@ -360,19 +361,21 @@ async fn evaluate_flag(
         Ok(c) => c,
         Err(f) => return f.into_response(Some(&key)),
     };
-    let table = st.routes().snapshot();
-    let mut r = match table.resolve(&key, &ctx) {
+    let mut masker = crate::masking::Masker::for_principal(principal.as_deref());
+    masker.prepare(&st, &[key.as_str()]).await;
+    // Everything below is synchronous: the snapshot is held for no wait.
+    let table = st.routes().current();
+    let r = match table.resolve_ref(&key, &ctx) {
         Ok(r) => r,
         Err(e) => return Failure::from(e).into_response(Some(&key)),
     };
-    let mut masker = crate::masking::Masker::for_principal(principal.as_deref());
-    masker.apply(&st, &key, &mut r).await;
     crate::metrics::resolved("ofrep", r.variant_name());
     let tag = masked_tag(etag(table.etag_for([key.as_str()]), &ctx), masker.active());
     if if_none_match.matches(&tag) {
         return not_modified_response(&tag);
     }
-    json_response(StatusCode::OK, &tag, &Success::new(&key, &r))
+    let masked = masker.mask(&key, &r.config.value);
+    json_response(StatusCode::OK, &tag, &Success::new(&key, r, masked.as_ref()))
 }
 
 #[derive(Debug, Serialize, schemars::JsonSchema)]
@@ -433,30 +436,51 @@ async fn evaluate_bulk(
         Ok(c) => c,
         Err(f) => return f.into_response(None),
     };
-    let table = st.routes().snapshot();
     let mut masker = crate::masking::Masker::for_principal(principal.as_deref());
-    let tag = masked_tag(etag(table.etag(), &ctx), masker.active());
-    if if_none_match.matches(&tag) {
-        return not_modified_response(&tag);
+    if masker.active() {
+        // The schemas of every slot are read before the answer: hold an owned snapshot across
+        // the reads, so the answer covers exactly the slots whose schemas were read.
+        let table = st.routes().snapshot();
+        let tag = masked_tag(etag(table.etag(), &ctx), true);
+        if if_none_match.matches(&tag) {
+            return not_modified_response(&tag);
+        }
+        let slots: Vec<&str> = table.slots().map(|s| &**s).collect();
+        masker.prepare(&st, &slots).await;
+        bulk_response(&table, &ctx, &masker, &tag)
+    } else {
+        let table = st.routes().current();
+        let tag = masked_tag(etag(table.etag(), &ctx), false);
+        if if_none_match.matches(&tag) {
+            return not_modified_response(&tag);
+        }
+        bulk_response(&table, &ctx, &masker, &tag)
     }
-    let mut answers = table.resolve_all(&ctx);
+}
+
+/// The bulk answer over `table`, serialized from borrowed resolutions.
+fn bulk_response(
+    table: &RoutingTable,
+    ctx: &EvalContext,
+    masker: &crate::masking::Masker,
+    tag: &str,
+) -> Response {
+    let answers = table.resolve_all_ref(ctx);
     for r in answers.iter().filter_map(|(_, r)| r.as_ref().ok()) {
         crate::metrics::resolved("ofrep", r.variant_name());
     }
-    if masker.active() {
-        for (key, r) in &mut answers {
-            if let Ok(r) = r {
-                masker.apply(&st, key, r).await;
-            }
-        }
-    }
+    let masked: Vec<Option<Value>> = answers
+        .iter()
+        .map(|(key, r)| r.as_ref().ok().and_then(|r| masker.mask(key, &r.config.value)))
+        .collect();
     let details: Vec<Option<String>> =
         answers.iter().map(|(_, r)| r.as_ref().err().map(ToString::to_string)).collect();
     let flags = answers
         .iter()
         .zip(&details)
-        .map(|((key, r), detail)| match r {
-            Ok(r) => BulkItem::Ok(Success::new(key, r)),
+        .zip(&masked)
+        .map(|(((key, r), detail), masked)| match r {
+            Ok(r) => BulkItem::Ok(Success::new(key, *r, masked.as_ref())),
             Err(e) => BulkItem::Err(FailureBody {
                 key: Some(key),
                 error_code: e.code(),
@@ -466,14 +490,14 @@ async fn evaluate_bulk(
         .collect();
     let body = BulkResponse {
         flags,
-        metadata: BulkMetadata { routes_etag: routes_etag(&table), flag_count: answers.len() },
+        metadata: BulkMetadata { routes_etag: routes_etag(table), flag_count: answers.len() },
         event_streams: [EventStream {
             kind: "sse",
             endpoint: EndpointRef { request_uri: OFREP_EVENTS_PATH },
             inactivity_delay_sec: INACTIVITY_DELAY_SEC,
         }],
     };
-    json_response(StatusCode::OK, &tag, &body)
+    json_response(StatusCode::OK, tag, &body)
 }
 
 /// The SSE event id of a table state: its content hash, the same on every replica.
@@ -572,7 +596,9 @@ mod tests {
             )
             .unwrap();
         let r = router.resolve("chat", &EvalContext::with_key("u")).unwrap();
-        let mut ours = serde_json::to_value(Success::new("chat", &r)).unwrap()["metadata"].clone();
+        let mut ours =
+            serde_json::to_value(Success::new("chat", r.borrowed(), None)).unwrap()["metadata"]
+                .clone();
         assert_eq!(ours["reasonDetail"], "split");
         ours.as_object_mut().unwrap().remove("reasonDetail");
         assert_eq!(ours, Value::Object(r.ofrep_metadata()));

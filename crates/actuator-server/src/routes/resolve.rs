@@ -10,9 +10,11 @@
 //! `{"results": [...]}` in request order, each a resolution or `{"slot", "error": {"code",
 //! "message"}}`; all items are resolved against one snapshot of the routing table.
 //!
-//! No lock, no IO: only the routing table's current snapshot is read.
+//! No lock, no IO on the way to the answer: it is serialized from data borrowed from the routing
+//! table's current snapshot (no copy, no reference count). For people's tokens the slots'
+//! schemas are read first, to mask secret fields.
 
-use actuator_canary::{Reason, Resolution, ResolveError};
+use actuator_canary::{Reason, ResolutionRef, ResolveError};
 use axum::extract::State;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -75,22 +77,20 @@ pub(crate) struct ShadowView<'a> {
 }
 
 impl<'a> Resolved<'a> {
-    fn new(slot: &'a str, r: &'a Resolution) -> Self {
+    /// The view of `r`, serving `masked` instead of its config value when set.
+    fn new(slot: &'a str, r: ResolutionRef<'a>, masked: Option<&'a Value>) -> Self {
         Self {
             slot,
             variant: r.variant_name(),
             config_version: r.config.version,
-            config: &r.config.value,
-            rollout_id: r.rollout_id.as_deref(),
+            config: masked.unwrap_or(&r.config.value),
+            rollout_id: r.rollout_id_str(),
             phase: r.phase,
             bucket: r.bucket,
             unit: r.unit,
             in_experiment: r.in_experiment,
             reason: r.reason,
-            shadow: r.shadow.as_ref().map(|s| ShadowView {
-                config_version: s.candidate.version,
-                config: &s.candidate.value,
-            }),
+            shadow: r.shadow.map(|c| ShadowView { config_version: c.version, config: &c.value }),
         }
     }
 }
@@ -129,10 +129,12 @@ async fn resolve(
     match (body.slot, body.requests) {
         (Some(slot), None) => {
             let ctx = eval_context(body.context)?;
-            let mut r = st.routes().router().resolve(&slot, &ctx)?;
-            masker.apply(&st, &slot, &mut r).await;
+            masker.prepare(&st, &[slot.as_str()]).await;
+            let table = st.routes().current();
+            let r = table.resolve_ref(&slot, &ctx)?;
+            let masked = masker.mask(&slot, &r.config.value);
             crate::metrics::resolved("resolve", r.variant_name());
-            Ok(Json(Resolved::new(&slot, &r)).into_response())
+            Ok(Json(Resolved::new(&slot, r, masked.as_ref())).into_response())
         }
         (None, Some(items)) => {
             if body.context.is_some() {
@@ -150,29 +152,32 @@ async fn resolve(
                     ),
                 ));
             }
-            let table = st.routes().snapshot();
-            let mut answers: Vec<(&str, Result<Resolution, ResolveError>)> = items
+            if masker.active() {
+                let slots: Vec<&str> = items.iter().map(|i| i.slot.as_str()).collect();
+                masker.prepare(&st, &slots).await;
+            }
+            // Everything below is synchronous: the snapshot is held for no wait.
+            let table = st.routes().current();
+            let answers: Vec<(&str, Result<ResolutionRef<'_>, ResolveError>)> = items
                 .iter()
                 .map(|item| {
                     let r = eval_context(item.context.clone())
-                        .and_then(|ctx| table.resolve(&item.slot, &ctx));
+                        .and_then(|ctx| table.resolve_ref(&item.slot, &ctx));
                     (item.slot.as_str(), r)
                 })
                 .collect();
             for r in answers.iter().filter_map(|(_, r)| r.as_ref().ok()) {
                 crate::metrics::resolved("resolve", r.variant_name());
             }
-            if masker.active() {
-                for (slot, r) in &mut answers {
-                    if let Ok(r) = r {
-                        masker.apply(&st, slot, r).await;
-                    }
-                }
-            }
+            let masked: Vec<Option<Value>> = answers
+                .iter()
+                .map(|(slot, r)| r.as_ref().ok().and_then(|r| masker.mask(slot, &r.config.value)))
+                .collect();
             let results = answers
                 .iter()
-                .map(|(slot, r)| match r {
-                    Ok(r) => Outcome::Ok(Resolved::new(slot, r)),
+                .zip(&masked)
+                .map(|((slot, r), masked)| match r {
+                    Ok(r) => Outcome::Ok(Resolved::new(slot, *r, masked.as_ref())),
                     Err(e) => {
                         let api = ApiError::from(e.clone());
                         Outcome::Err(ItemError {
