@@ -263,10 +263,12 @@ async fn a_tampered_store_is_detected_and_refuses_writes_until_acknowledged() {
     wait_ready(&c, &url, 200).await;
     let (_, v) = call(&c, Method::GET, &format!("{url}/v1/audit/verify"), None).await;
     assert_eq!((v["ok"].as_bool(), v["incremental"].as_bool()), (Some(true), Some(true)), "{v}");
-    let (s, job) = call(&c, Method::POST, &format!("{url}/v1/audit/verify/full"), Some(json!({}))).await;
+    let (s, job) =
+        call(&c, Method::POST, &format!("{url}/v1/audit/verify/full"), Some(json!({}))).await;
     assert_eq!(s, 202, "{job}");
     let id = job["id"].as_str().unwrap().to_owned();
-    let (s, again) = call(&c, Method::POST, &format!("{url}/v1/audit/verify/full"), Some(json!({}))).await;
+    let (s, again) =
+        call(&c, Method::POST, &format!("{url}/v1/audit/verify/full"), Some(json!({}))).await;
     if s == 409 {
         assert!(again["error"]["message"].as_str().unwrap().contains(&id), "{again}");
     } else {
@@ -274,8 +276,7 @@ async fn a_tampered_store_is_detected_and_refuses_writes_until_acknowledged() {
     }
     let deadline = Instant::now() + Duration::from_secs(30);
     let done = loop {
-        let (s, j) =
-            call(&c, Method::GET, &format!("{url}/v1/audit/verify/jobs/{id}"), None).await;
+        let (s, j) = call(&c, Method::GET, &format!("{url}/v1/audit/verify/jobs/{id}"), None).await;
         assert_eq!(s, 200, "{j}");
         if j["state"] != "running" {
             break j;
