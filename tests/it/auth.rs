@@ -82,6 +82,8 @@ fn routes() -> Vec<(Method, &'static str, Option<Value>, &'static [&'static str]
         (Method::POST, "/v1/snapshots/nope/restore", Some(json!({})), OPERATE),
         (Method::GET, "/v1/audit", None, READ),
         (Method::GET, "/v1/audit/verify", None, ADMIN_ONLY),
+        (Method::POST, "/v1/audit/verify/full", Some(json!({})), ADMIN_ONLY),
+        (Method::GET, "/v1/audit/verify/jobs/nope", None, ADMIN_ONLY),
         (Method::POST, "/v1/audit/acknowledge", Some(json!({"reason": "r"})), ADMIN_ONLY),
         (Method::POST, "/v1/resolve", Some(json!({"slot": "chat", "context": {}})), RESOLVE),
         (Method::POST, "/ofrep/v1/evaluate/flags/chat", Some(ctx.clone()), RESOLVE),

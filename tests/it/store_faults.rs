@@ -224,7 +224,15 @@ async fn a_tampered_store_is_detected_and_refuses_writes_until_acknowledged() {
     assert_eq!(s, 201, "writes resume after the acknowledgement: {b}");
     wait_ready(&c, &url, 200).await;
     let (_, v) = call(&c, Method::GET, &format!("{url}/v1/audit/verify"), None).await;
-    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!((v["ok"].as_bool(), v["incremental"].as_bool()), (Some(true), Some(true)), "{v}");
+    assert_eq!(v["entries_checked"], 1, "only the write after the acknowledgement: {v}");
+    // The full verification walks the whole chain again: the problem, acknowledged.
+    let job: Value =
+        serde_json::from_str(&d.cli_ok(&["audit", "verify", "--full", "--wait", "-o", "json"]))
+            .unwrap();
+    assert_eq!(job["state"], "succeeded", "{job}");
+    let v = &job["report"];
+    assert_eq!((v["ok"].as_bool(), v["incremental"].as_bool()), (Some(true), Some(false)), "{v}");
     assert!(v["problems"][0]["acknowledged_by"].is_u64(), "{v}");
     let (_, log) =
         call(&c, Method::GET, &format!("{url}/v1/audit?target=audit&limit=5"), None).await;
@@ -243,7 +251,8 @@ async fn a_tampered_store_is_detected_and_refuses_writes_until_acknowledged() {
     assert_eq!((s, b["error"]["code"].as_str()), (409, Some("nothing_to_acknowledge")), "{b}");
 
     // The acknowledgement survives a restart; a new edit, of an audit entry this time, does not
-    // hide behind it.
+    // hide behind it. The entry is before the verified head, so the start (incremental)
+    // trusts it: the full verification finds it, and moves the verified head back before it.
     d.stop();
     d.restart();
     wait_ready(&c, &d.url, 200).await;
@@ -251,6 +260,33 @@ async fn a_tampered_store_is_detected_and_refuses_writes_until_acknowledged() {
     tamper(&d.db_path(), "UPDATE audit SET actor = 'mallory' WHERE seq = 2").await;
     d.restart();
     let url = d.url.clone();
+    wait_ready(&c, &url, 200).await;
+    let (_, v) = call(&c, Method::GET, &format!("{url}/v1/audit/verify"), None).await;
+    assert_eq!((v["ok"].as_bool(), v["incremental"].as_bool()), (Some(true), Some(true)), "{v}");
+    let (s, job) =
+        call(&c, Method::POST, &format!("{url}/v1/audit/verify/full"), Some(json!({}))).await;
+    assert_eq!(s, 202, "{job}");
+    let id = job["id"].as_str().unwrap().to_owned();
+    let (s, again) =
+        call(&c, Method::POST, &format!("{url}/v1/audit/verify/full"), Some(json!({}))).await;
+    if s == 409 {
+        assert!(again["error"]["message"].as_str().unwrap().contains(&id), "{again}");
+    } else {
+        assert_eq!(s, 202, "the first job may be done already: {again}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let done = loop {
+        let (s, j) = call(&c, Method::GET, &format!("{url}/v1/audit/verify/jobs/{id}"), None).await;
+        assert_eq!(s, 200, "{j}");
+        if j["state"] != "running" {
+            break j;
+        }
+        assert!(Instant::now() < deadline, "the job did not end: {j}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(done["state"], "succeeded", "{done}");
+    assert_eq!(done["report"]["ok"], false, "{done}");
+    assert_eq!(done["report"]["problem"], json!({"kind": "edited", "seq": 2}), "{done}");
     let r = wait_ready(&c, &url, 503).await;
     assert!(r["error"]["message"].as_str().unwrap().contains("entry 2 was edited"), "{r}");
     let (s, b) = apply(&c, &url, "chat", json!({"model": "d"})).await;

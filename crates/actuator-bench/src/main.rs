@@ -1,7 +1,7 @@
 //! `actuator-bench`: measures the actuator and writes a markdown table.
 //!
 //! ```text
-//! cargo run --release -p actuator-bench -- [--quick] [--strict] [--scale N] [--only NAME] [--out PATH]
+//! cargo run --release -p actuator-bench -- [--quick] [--strict] [--scale N] [--audit-entries N] [--only NAME] [--out PATH]
 //! ```
 //!
 //! Each module appends rows (name | value | unit | baseline | ratio | target | verdict) to one
@@ -12,6 +12,7 @@
 //! To add a module: write `src/<name>.rs` with `pub(crate) fn run(opts: &Options, table: &mut
 //! Table)` and call it from `main`.
 
+mod audit;
 mod engine_rig;
 // A global allocator is an `unsafe` trait; this module forwards every call to `System`.
 #[allow(unsafe_code)]
@@ -43,13 +44,16 @@ pub(crate) struct Options {
     pub(crate) out: PathBuf,
     /// Live rollouts of the scale rows (1,000 by default, 200 with `--quick`).
     pub(crate) scale: Option<usize>,
-    /// Run only the module of this name (`resolve`, `rollback`, `http`, `scale`, `ingest`).
+    /// Entries in the chain of the audit rows (100,000 by default, 10,000 with `--quick`).
+    pub(crate) audit_entries: Option<u64>,
+    /// Run only the module of this name (`resolve`, `rollback`, `http`, `scale`, `ingest`,
+    /// `audit`).
     pub(crate) only: Option<String>,
 }
 
-const MODULES: [&str; 5] = ["resolve", "rollback", "http", "scale", "ingest"];
+const MODULES: [&str; 6] = ["resolve", "rollback", "http", "scale", "ingest", "audit"];
 
-const USAGE: &str = "usage: actuator-bench [--quick] [--strict] [--scale N] [--only resolve|rollback|http|scale|ingest] [--out PATH]";
+const USAGE: &str = "usage: actuator-bench [--quick] [--strict] [--scale N] [--audit-entries N] [--only resolve|rollback|http|scale|ingest|audit] [--out PATH]";
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut opts = Options {
@@ -57,6 +61,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
         strict: false,
         out: PathBuf::from("bench-results/bench.md"),
         scale: None,
+        audit_entries: None,
         only: None,
     };
     while let Some(arg) = args.next() {
@@ -73,6 +78,17 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String>
                     return Err(format!("--scale must be between 40 and 1,000,000, got {n}"));
                 }
                 opts.scale = Some(n);
+            }
+            "--audit-entries" => {
+                let n = args.next().ok_or("--audit-entries needs a number of entries")?;
+                let n: u64 =
+                    n.parse().map_err(|_| format!("--audit-entries: `{n}` is not a number"))?;
+                if !(1_000..=10_000_000).contains(&n) {
+                    return Err(format!(
+                        "--audit-entries must be between 1,000 and 10,000,000, got {n}"
+                    ));
+                }
+                opts.audit_entries = Some(n);
             }
             "--only" => {
                 let m = args.next().ok_or("--only needs a module name")?;
@@ -112,6 +128,9 @@ fn main() -> ExitCode {
     }
     if wanted("ingest") {
         ingest::run(&opts, &mut table);
+    }
+    if wanted("audit") {
+        audit::run(&opts, &mut table);
     }
 
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
@@ -161,5 +180,9 @@ mod tests {
         assert!(parse_args(args(&["--scale", "3"])).unwrap_err().contains("between 40"));
         assert!(parse_args(args(&["--scale", "x"])).is_err());
         assert!(parse_args(args(&["--only", "nope"])).unwrap_err().contains("scale"));
+        let o = parse_args(args(&["--audit-entries", "1000000", "--only", "audit"])).unwrap();
+        assert_eq!((o.audit_entries, o.only.as_deref()), (Some(1_000_000), Some("audit")));
+        assert!(parse_args(args(&["--audit-entries", "5"])).unwrap_err().contains("between 1,000"));
+        assert!(parse_args(args(&["--audit-entries"])).is_err());
     }
 }

@@ -68,6 +68,11 @@ fn num(v: f64) -> String {
     if v.abs() >= 100.0 { format!("{v:.0}") } else { format!("{v:.2}") }
 }
 
+/// A ratio: two decimals, four below 0.01 (so a small ratio does not show as zero).
+fn fmt_ratio(x: f64) -> String {
+    if x != 0.0 && x.abs() < 0.01 { format!("{x:.4}x") } else { format!("{x:.2}x") }
+}
+
 impl Table {
     /// Appends a row.
     pub(crate) fn push(&mut self, row: Row) {
@@ -86,13 +91,13 @@ impl Table {
         );
         for r in &self.rows {
             let baseline = r.baseline.map_or_else(|| "-".to_owned(), num);
-            let ratio = r.ratio().map_or_else(|| "-".to_owned(), |x| format!("{x:.2}x"));
+            let ratio = r.ratio().map_or_else(|| "-".to_owned(), fmt_ratio);
             let target = match r.target {
                 None => "-".to_owned(),
                 Some(Limit::ValueAtMost(l)) => format!("≤ {} {}", num(l), r.unit),
                 Some(Limit::ValueAtLeast(l)) => format!("≥ {} {}", num(l), r.unit),
-                Some(Limit::RatioAtMost(l)) => format!("ratio ≤ {l:.2}x"),
-                Some(Limit::RatioAtLeast(l)) => format!("ratio ≥ {l:.2}x"),
+                Some(Limit::RatioAtMost(l)) => format!("ratio ≤ {}", fmt_ratio(l)),
+                Some(Limit::RatioAtLeast(l)) => format!("ratio ≥ {}", fmt_ratio(l)),
             };
             let verdict = match r.passed() {
                 None => "info",
@@ -134,5 +139,8 @@ mod tests {
         assert!(md.contains("| c | 1.00 | x | - | - | - | info |"), "{md}");
         assert!(md.contains("| d | 80.00 | req/s | 100 | 0.80x | ratio ≥ 0.70x | pass |"), "{md}");
         assert_eq!(t.failures(), ["b"]);
+        t.push(Row::new("e", 1.0, "ms").baseline(800.0).target(Limit::RatioAtMost(0.005)));
+        let md = t.to_markdown();
+        assert!(md.contains("| e | 1.00 | ms | 800 | 0.0013x | ratio ≤ 0.0050x | pass |"), "{md}");
     }
 }

@@ -585,11 +585,24 @@ impl ConfigManager {
         Ok(self.store.list_audit(query).await?)
     }
 
-    /// Verifies the whole audit chain, its head, and the version documents its entries
-    /// sealed ([`Store::verify_audit`]). A problem no acknowledgement covers makes the store
-    /// refuse writes until [`ConfigManager::acknowledge_audit`].
+    /// Verifies the audit chain incrementally ([`Store::verify_audit`]): the entries after the
+    /// last verified head, their links, the chain's head and the version documents they
+    /// sealed; the entries up to the verified head are trusted. A problem no acknowledgement
+    /// covers makes the store refuse writes until [`ConfigManager::acknowledge_audit`].
     pub async fn verify_audit(&self) -> Result<AuditReport, ConfigError> {
         Ok(self.store.verify_audit().await?)
+    }
+
+    /// Verifies the whole audit chain and every document it sealed
+    /// ([`Store::verify_audit_full`]), calling `progress` with the entries checked so far.
+    /// Blocks writes like [`ConfigManager::verify_audit`]; a problem found before the verified
+    /// head moves the head back, so the incremental verification (and an acknowledgement)
+    /// sees it too.
+    pub async fn verify_audit_full(
+        &self,
+        progress: actuator_core::audit::Progress<'_>,
+    ) -> Result<AuditReport, ConfigError> {
+        Ok(self.store.verify_audit_full(progress).await?)
     }
 
     /// Acknowledges the problems of a broken audit chain with `reason`: appends an audited

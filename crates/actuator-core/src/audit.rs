@@ -411,8 +411,20 @@ pub struct FoundProblem {
 pub struct AuditReport {
     /// Whether every problem found is acknowledged (always true for an intact chain).
     pub ok: bool,
-    /// Entries read.
+    /// Entries read (for an incremental verification, those after the verified head).
     pub entries_checked: u64,
+    /// Whether the verification started from the head remembered by an earlier one
+    /// ([`verify_incremental`]): the entries up to it were trusted, only its hash was checked.
+    /// `false` for a walk of the whole chain.
+    #[serde(default)]
+    pub incremental: bool,
+    /// The first sequence number walked: 1 for the whole chain, the one after the verified
+    /// head for an incremental verification.
+    #[serde(default)]
+    pub from: u64,
+    /// The last sequence number walked; `from - 1` when there was nothing to walk.
+    #[serde(default)]
+    pub to: u64,
     /// The first unacknowledged problem.
     pub problem: Option<ChainProblem>,
     /// The problems found, in chain order (at most [`MAX_REPORTED_PROBLEMS`]).
@@ -434,22 +446,33 @@ impl AuditReport {
 #[derive(Debug, Default)]
 struct Findings {
     listed: Vec<FoundProblem>,
+    /// For each listed problem, the last entry walked before it (`None`: the genesis): how far
+    /// the chain is known good when that problem is the first open one.
+    anchors: Vec<Option<AuditHead>>,
     found: u64,
     /// Problems beyond the listed ones that no later acknowledgement covers yet.
     unlisted_open: u64,
 }
 
 impl Findings {
+    #[cfg(test)]
     fn record(&mut self, problem: ChainProblem) {
+        self.record_after(problem, None);
+    }
+
+    /// Records `problem`, found after the entry `anchor` (the last one known good before it).
+    fn record_after(&mut self, problem: ChainProblem, anchor: Option<AuditHead>) {
         self.found += 1;
         if self.listed.len() >= MAX_REPORTED_PROBLEMS
             && let Some(i) = self.listed.iter().position(|p| p.acknowledged_by.is_some())
         {
             // Open problems matter more than acknowledged ones: make room.
             self.listed.remove(i);
+            self.anchors.remove(i);
         }
         if self.listed.len() < MAX_REPORTED_PROBLEMS {
             self.listed.push(FoundProblem { problem, acknowledged_by: None });
+            self.anchors.push(anchor);
         } else {
             self.unlisted_open += 1;
         }
@@ -471,20 +494,64 @@ impl Findings {
         }
         self.unlisted_open = 0;
     }
+
+    /// The anchor of the first open problem: `Some(anchor)` when a problem is open.
+    fn first_open_anchor(&self) -> Option<Option<AuditHead>> {
+        self.listed
+            .iter()
+            .position(|p| p.acknowledged_by.is_none())
+            .map(|i| self.anchors[i].clone())
+    }
+}
+
+/// Reports how many entries a verification has checked so far (called after every page).
+pub type Progress<'a> = &'a (dyn Fn(u64) + Send + Sync);
+
+/// A walk of the chain ([`walk_chain`]): its report, and how far it verified.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ChainWalk {
+    /// The report.
+    pub report: AuditReport,
+    /// The last entry walked (`start` when there was nothing after it).
+    pub end: Option<AuditHead>,
+    /// How far the chain is known good: `end` when the report is ok, otherwise the last entry
+    /// walked before the first unacknowledged problem (`start` or earlier, down to `None` for
+    /// a problem in the first entry of the chain). A later verification that starts there
+    /// finds the problem again.
+    pub good_through: Option<AuditHead>,
 }
 
 /// Walks the whole chain of `store` in ascending pages and checks, in memory bounded by
 /// [`MAX_REPORTED_PROBLEMS`]: the sequence numbers, every entry's hash and link, the head,
 /// and that every version document an entry sealed still has the SHA-256 sealed with it.
 /// The walk goes on past a problem (re-anchoring on the stored hash), so an acknowledgement
-/// later in the chain can cover it.
+/// later in the chain can cover it. It does not read or move the remembered verified head
+/// ([`verify_incremental`] and [`verify_full`] do).
 pub async fn verify_chain<S: Store + ?Sized>(store: &S) -> Result<AuditReport, StoreError> {
+    Ok(walk_chain(store, None, &|_| {}).await?.report)
+}
+
+/// Walks the chain after `start` (from the first entry when `None`), with the checks of
+/// [`verify_chain`], calling `progress` after every page. `start` is trusted: the caller
+/// checked that its entry still hashes to `start.hash` ([`head_entry_matches`]); the entry
+/// after it must link to that hash. The documents of entries up to `start` are not read
+/// again, and neither is an acknowledgement up to it: the problems it covered were found by
+/// the verification that moved the head past them.
+pub async fn walk_chain<S: Store + ?Sized>(
+    store: &S,
+    start: Option<&AuditHead>,
+    progress: Progress<'_>,
+) -> Result<ChainWalk, StoreError> {
     let head = store.audit_head().await?;
     let mut findings = Findings::default();
-    let mut expected_seq = 1u64;
-    let mut prev_hash = GENESIS_HASH.to_owned();
+    let from = start.map_or(1, |h| h.seq.saturating_add(1));
+    let mut expected_seq = from;
+    let mut prev_hash = start.map_or_else(|| GENESIS_HASH.to_owned(), |h| h.hash.clone());
+    // The last entry walked, and the one before it (the anchors of problems found at them).
+    let mut last: Option<AuditHead> = start.cloned();
+    let mut before_last: Option<AuditHead> = None;
     let mut checked = 0u64;
-    let mut cursor = None;
+    let mut cursor = start.map(|h| h.seq);
     loop {
         let page = store
             .list_audit(AuditQuery {
@@ -498,18 +565,21 @@ pub async fn verify_chain<S: Store + ?Sized>(store: &S) -> Result<AuditReport, S
             checked += 1;
             let hash_ok = e.compute_hash() == e.hash;
             if e.seq != expected_seq {
-                findings.record(ChainProblem::Missing { expected: expected_seq, found: e.seq });
+                findings.record_after(
+                    ChainProblem::Missing { expected: expected_seq, found: e.seq },
+                    last.clone(),
+                );
             } else if !hash_ok {
-                findings.record(ChainProblem::Edited { seq: e.seq });
+                findings.record_after(ChainProblem::Edited { seq: e.seq }, last.clone());
             } else if e.prev_hash != prev_hash {
-                findings.record(ChainProblem::BrokenLink { seq: e.seq });
+                findings.record_after(ChainProblem::BrokenLink { seq: e.seq }, last.clone());
             }
             if e.seq != expected_seq && !hash_ok {
-                findings.record(ChainProblem::Edited { seq: e.seq });
+                findings.record_after(ChainProblem::Edited { seq: e.seq }, last.clone());
             }
             if hash_ok && e.outcome == AuditOutcome::Success {
                 if let Some(p) = check_document(store, e).await? {
-                    findings.record(p);
+                    findings.record_after(p, last.clone());
                 }
                 if e.action == ACKNOWLEDGE_ACTION {
                     findings.acknowledge(e.seq, &e.metadata);
@@ -517,7 +587,9 @@ pub async fn verify_chain<S: Store + ?Sized>(store: &S) -> Result<AuditReport, S
             }
             expected_seq = e.seq.saturating_add(1);
             prev_hash.clone_from(&e.hash);
+            before_last = last.replace(AuditHead { seq: e.seq, hash: e.hash.clone() });
         }
+        progress(checked);
         match page.next_cursor.and_then(|c| c.parse().ok()) {
             Some(c) => cursor = Some(c),
             None => break,
@@ -526,33 +598,129 @@ pub async fn verify_chain<S: Store + ?Sized>(store: &S) -> Result<AuditReport, S
     let last_seen = expected_seq - 1;
     if let Some(head) = &head {
         if head.seq > last_seen {
-            findings.record(ChainProblem::Truncated { last_seen, head: head.seq });
+            findings
+                .record_after(ChainProblem::Truncated { last_seen, head: head.seq }, last.clone());
         } else if head.seq == last_seen && head.hash != prev_hash {
-            findings.record(ChainProblem::HeadMismatch { seq: head.seq });
+            // The last entry walked differs from the head: known good only before it (before
+            // the start when nothing was walked, since the start itself is then in question).
+            let anchor = if checked == 0 { None } else { before_last.clone() };
+            findings.record_after(ChainProblem::HeadMismatch { seq: head.seq }, anchor);
         }
     }
     let open = findings.listed.iter().filter(|p| p.acknowledged_by.is_none()).count() as u64
         + findings.unlisted_open;
     let first_open =
         findings.listed.iter().find(|p| p.acknowledged_by.is_none()).map(|p| p.problem.clone());
+    let to = last_seen.max(from.saturating_sub(1));
+    let scope = match start {
+        Some(h) if checked == 0 => {
+            format!(" (nothing new after the verified head, entry {})", h.seq)
+        }
+        Some(h) => format!(" (entries {from} to {to}, after the verified head, entry {})", h.seq),
+        None => String::new(),
+    };
     let message = match (&first_open, findings.found) {
-        (None, 0) => format!("audit chain intact: {checked} entries verified"),
+        (None, 0) => format!("audit chain intact: {checked} entries verified{scope}"),
         (None, n) => format!(
-            "audit chain verified: {checked} entries, {n} earlier problem(s), all acknowledged"
+            "audit chain verified: {checked} entries{scope}, {n} earlier problem(s), all acknowledged"
         ),
         (Some(p), _) => format!(
             "audit chain broken: {p}{}",
             if open > 1 { format!(" (and {} more)", open - 1) } else { String::new() }
         ),
     };
-    Ok(AuditReport {
-        ok: open == 0,
-        entries_checked: checked,
-        problem: first_open,
-        problems: findings.listed,
-        problems_found: findings.found,
-        message,
+    let good_through = match findings.first_open_anchor() {
+        Some(anchor) => anchor,
+        None if open > 0 => start.cloned(),
+        None => last.clone(),
+    };
+    Ok(ChainWalk {
+        report: AuditReport {
+            ok: open == 0,
+            entries_checked: checked,
+            incremental: start.is_some(),
+            from,
+            to,
+            problem: first_open,
+            problems: findings.listed,
+            problems_found: findings.found,
+            message,
+        },
+        end: last,
+        good_through,
     })
+}
+
+/// Whether the entry at `head.seq` is still in the store, intact, with the hash `head.hash`.
+pub async fn head_entry_matches<S: Store + ?Sized>(
+    store: &S,
+    head: &AuditHead,
+) -> Result<bool, StoreError> {
+    let page = store
+        .list_audit(AuditQuery {
+            cursor: Some(head.seq.saturating_sub(1)),
+            limit: 1,
+            descending: false,
+            target: None,
+        })
+        .await?;
+    Ok(page
+        .items
+        .first()
+        .is_some_and(|e| e.seq == head.seq && e.hash == head.hash && e.compute_hash() == e.hash))
+}
+
+/// Incremental verification: walks only the entries after the head the last verification
+/// remembered ([`Store::verified_head`]), after checking that the head's own entry still has
+/// the hash remembered; then remembers how far the chain verified ([`remember_walk`]).
+///
+/// What it trusts: every entry up to the remembered head, and the documents those entries
+/// sealed, as they were when an earlier verification checked them. An edit of such an entry
+/// that keeps the links intact, or a document changed after its entry was verified, is found
+/// only by [`verify_full`]. When the head's entry changed or went, this walks the whole chain
+/// instead (the report then says `incremental: false`).
+pub async fn verify_incremental<S: Store + ?Sized>(store: &S) -> Result<AuditReport, StoreError> {
+    let remembered = store.verified_head().await?;
+    let start = match &remembered {
+        Some(h) if head_entry_matches(store, h).await? => Some(h.clone()),
+        _ => None,
+    };
+    let walk = walk_chain(store, start.as_ref(), &|_| {}).await?;
+    let fell_back = remembered.is_some() && start.is_none();
+    remember_walk(store, &walk, remembered.as_ref()).await?;
+    let mut report = walk.report;
+    if fell_back {
+        report.message.push_str(
+            "; the entry of the verified head was changed or deleted, so the whole chain was walked",
+        );
+    }
+    Ok(report)
+}
+
+/// Full verification: walks the whole chain ([`walk_chain`] from the first entry), reporting
+/// progress, and remembers how far it verified ([`remember_walk`]): a problem found before
+/// the remembered head moves the head back, so the next incremental verification finds it too.
+pub async fn verify_full<S: Store + ?Sized>(
+    store: &S,
+    progress: Progress<'_>,
+) -> Result<AuditReport, StoreError> {
+    let remembered = store.verified_head().await?;
+    let walk = walk_chain(store, None, progress).await?;
+    remember_walk(store, &walk, remembered.as_ref()).await?;
+    Ok(walk.report)
+}
+
+/// Moves the remembered verified head to where `walk` left the chain known good
+/// ([`ChainWalk::good_through`]); writes nothing when that is where it is already.
+pub async fn remember_walk<S: Store + ?Sized>(
+    store: &S,
+    walk: &ChainWalk,
+    remembered: Option<&AuditHead>,
+) -> Result<(), StoreError> {
+    if walk.good_through.as_ref() != remembered {
+        store.set_verified_head(walk.good_through.clone()).await?;
+    }
+    Ok(())
 }
 
 /// The document problem of entry `e`, if it sealed a version document that changed or went.
@@ -701,6 +869,63 @@ mod tests {
         assert_eq!((f.found, f.unlisted_open), (MAX_REPORTED_PROBLEMS as u64 + 5, 5));
         f.acknowledge(1000, &Value::Null);
         assert_eq!(f.unlisted_open, 0);
+    }
+
+    #[test]
+    fn the_first_open_problem_anchors_how_far_the_chain_is_good() {
+        let at = |seq: u64| Some(AuditHead { seq, hash: format!("h{seq}") });
+        let mut f = Findings::default();
+        assert_eq!(f.first_open_anchor(), None, "no problem");
+        f.record_after(ChainProblem::Edited { seq: 3 }, at(2));
+        f.record_after(ChainProblem::Edited { seq: 7 }, at(6));
+        assert_eq!(f.first_open_anchor(), Some(at(2)));
+        f.acknowledge(8, &serde_json::json!({"problems": [{"kind": "edited", "seq": 3}]}));
+        assert_eq!(f.first_open_anchor(), Some(at(6)), "the acknowledged one no longer counts");
+        f.acknowledge(9, &serde_json::json!({"problems": [{"kind": "edited", "seq": 7}]}));
+        assert_eq!(f.first_open_anchor(), None);
+    }
+
+    #[tokio::test]
+    async fn an_incremental_walk_starts_after_the_head_and_checks_its_entry() {
+        use crate::testing::MemoryStore;
+        let store = MemoryStore::new();
+        for i in 0..5 {
+            store.append_audit(AuditDraft::success("a", "note", format!("n{i}"))).await.unwrap();
+        }
+        let full = walk_chain(&store, None, &|_| {}).await.unwrap();
+        assert!(full.report.ok);
+        assert_eq!(full.end.as_ref().map(|h| h.seq), Some(5));
+        assert_eq!(full.good_through, full.end, "an intact chain is good to its end");
+        let mid = store
+            .list_audit(AuditQuery { cursor: Some(2), limit: 1, descending: false, target: None })
+            .await
+            .unwrap()
+            .items
+            .remove(0);
+        let mid = AuditHead { seq: mid.seq, hash: mid.hash };
+        assert!(head_entry_matches(&store, &mid).await.unwrap());
+        let wrong = AuditHead { seq: 3, hash: GENESIS_HASH.to_owned() };
+        assert!(!head_entry_matches(&store, &wrong).await.unwrap(), "another hash");
+        let gone = AuditHead { seq: 9, hash: mid.hash.clone() };
+        assert!(!head_entry_matches(&store, &gone).await.unwrap(), "no such entry");
+        let seen = std::sync::Mutex::new(0);
+        let part = walk_chain(&store, Some(&mid), &|n| *seen.lock().unwrap() = n).await.unwrap();
+        assert!(part.report.ok, "{:?}", part.report);
+        assert_eq!((part.report.from, part.report.to, part.report.entries_checked), (4, 5, 2));
+        assert!(part.report.incremental);
+        assert_eq!(*seen.lock().unwrap(), 2);
+        // A start whose hash is not the one the next entry links to: that link is broken, and
+        // the chain is good only through the start.
+        let bad = walk_chain(&store, Some(&wrong), &|_| {}).await.unwrap();
+        assert_eq!(bad.report.problem, Some(ChainProblem::BrokenLink { seq: 4 }));
+        assert_eq!(bad.good_through, Some(wrong.clone()));
+        let end = full.end.clone().unwrap();
+        let nothing = walk_chain(&store, Some(&end), &|_| {}).await.unwrap();
+        assert_eq!(
+            (nothing.report.from, nothing.report.to, nothing.report.entries_checked),
+            (6, 5, 0)
+        );
+        assert!(nothing.report.message.contains("nothing new"), "{}", nothing.report.message);
     }
 
     #[test]

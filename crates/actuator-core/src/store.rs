@@ -445,11 +445,44 @@ pub trait Store: Send + Sync + 'static {
     /// The head of the audit chain; `None` when the log is empty.
     async fn audit_head(&self) -> Result<Option<AuditHead>, StoreError>;
 
-    /// Verifies the whole audit chain and the documents its entries cover
-    /// ([`crate::audit::verify_chain`]). When the report shows a problem no acknowledgement
-    /// covers, the store refuses every later write with [`StoreError::ChainBroken`] until
-    /// [`Store::acknowledge_audit`]; a store runs this when it opens, too.
+    /// The last verified head: the entry up to which an earlier verification found the chain
+    /// intact (or every problem acknowledged), kept durably; `None` before the first one. The
+    /// default remembers nothing, so every verification walks the whole chain.
+    async fn verified_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        Ok(None)
+    }
+
+    /// Remembers `head` as the last verified head (`None` forgets it). Only the verification
+    /// functions of [`crate::audit`] call this, after the entries up to `head` verified; a
+    /// full verification that finds a problem before the remembered head moves it back.
+    /// Allowed while writes are blocked by the chain. The default keeps nothing.
+    async fn set_verified_head(&self, head: Option<AuditHead>) -> Result<(), StoreError> {
+        let _ = head;
+        Ok(())
+    }
+
+    /// Verifies the audit chain incrementally ([`crate::audit::verify_incremental`]): only the
+    /// entries after the last verified head, and that the head's entry still has the hash
+    /// remembered; the entries up to it are trusted. When the report shows a problem no
+    /// acknowledgement covers, the store refuses every later write with
+    /// [`StoreError::ChainBroken`] until [`Store::acknowledge_audit`]; a store runs this when
+    /// it opens, too.
     async fn verify_audit(&self) -> Result<AuditReport, StoreError>;
+
+    /// Verifies the whole audit chain and the documents its entries cover
+    /// ([`crate::audit::verify_full`]), calling `progress` with the entries checked so far,
+    /// and blocks or unblocks writes like [`Store::verify_audit`]. The default suits a store
+    /// that keeps no verified head (whose [`Store::verify_audit`] walks the whole chain
+    /// anyway): it runs that and reports progress once, at the end. A store that remembers a
+    /// verified head overrides this.
+    async fn verify_audit_full(
+        &self,
+        progress: crate::audit::Progress<'_>,
+    ) -> Result<AuditReport, StoreError> {
+        let report = self.verify_audit().await?;
+        progress(report.entries_checked);
+        Ok(report)
+    }
 
     /// Appends an operator's acknowledgement of a broken chain (action
     /// [`crate::audit::ACKNOWLEDGE_ACTION`], its metadata listing the problems acknowledged)

@@ -160,7 +160,10 @@ pub fn access(method: &Method, path: &str) -> Access {
         "/v1/resolve" => Access::Resolve,
         p if p.starts_with("/ofrep/") => Access::Resolve,
         "/v1/observations" => Access::Report,
-        "/v1/audit/verify" | "/v1/audit/acknowledge" => Access::Admin,
+        "/v1/audit/verify"
+        | "/v1/audit/verify/full"
+        | "/v1/audit/verify/jobs/{id}"
+        | "/v1/audit/acknowledge" => Access::Admin,
         p if p.starts_with("/v1/tokens") => Access::Admin,
         _ if method == Method::GET || method == Method::HEAD => Access::Read,
         _ => Access::Operate,
@@ -399,6 +402,8 @@ mod tests {
         assert_eq!(access(&post, "/ofrep/v1/evaluate/flags"), Access::Resolve);
         assert_eq!(access(&post, "/v1/observations"), Access::Report);
         assert_eq!(access(&get, "/v1/audit/verify"), Access::Admin);
+        assert_eq!(access(&Method::POST, "/v1/audit/verify/full"), Access::Admin);
+        assert_eq!(access(&get, "/v1/audit/verify/jobs/{id}"), Access::Admin);
         assert_eq!(access(&get, "/v1/tokens"), Access::Admin);
         assert_eq!(access(&get, "/v1/rollouts/{id}"), Access::Read);
         assert_eq!(access(&post, "/v1/rollouts/{id}/{action}"), Access::Operate);

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod openapi;
 mod routes;
 mod routing;
+mod verify_jobs;
 
 /// The routing book is where the engine's changes land: it re-reads a slot's route from
 /// the store after each persisted transition.
@@ -59,6 +60,7 @@ pub use routes::ofrep::{OFREP_EVENTS_PATH, OFREP_MAX_BODY_BYTES};
 pub use routes::resolve::MAX_BATCH;
 pub use routes::rollouts::MAX_OBSERVATION_BODY_BYTES;
 pub use routing::{RouteBook, RouteError, RouteEvent};
+pub use verify_jobs::MAX_VERIFY_JOBS;
 
 /// Largest request body accepted, in bytes (1 MiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -77,8 +79,10 @@ struct Inner {
     limits: ServerLimits,
     /// One permit per open event-stream subscriber.
     subscribers: Arc<tokio::sync::Semaphore>,
-    /// Held while an audit verification runs: one at a time (it reads the whole log).
-    verifying: tokio::sync::Mutex<()>,
+    /// Held while an audit verification runs, incremental or full: one at a time.
+    verifying: Arc<tokio::sync::Mutex<()>>,
+    /// The last full verification jobs.
+    verify_jobs: verify_jobs::VerifyJobs,
 }
 
 impl std::fmt::Debug for AppState {
@@ -119,7 +123,8 @@ impl AppState {
                 auth: auth::Auth { settings, tokens: TokenTable::default() },
                 limits,
                 subscribers: Arc::new(tokio::sync::Semaphore::new(limits.max_sse_subscribers)),
-                verifying: tokio::sync::Mutex::new(()),
+                verifying: Arc::default(),
+                verify_jobs: verify_jobs::VerifyJobs::default(),
             }),
         }
     }
@@ -129,9 +134,15 @@ impl AppState {
         self.inner.limits
     }
 
-    /// The right to run an audit verification, `None` while one runs.
-    pub(crate) fn verify_guard(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        self.inner.verifying.try_lock().ok()
+    /// The right to run an audit verification, `None` while one runs; a full verification
+    /// job holds it in its task.
+    pub(crate) fn verify_guard(&self) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        Arc::clone(&self.inner.verifying).try_lock_owned().ok()
+    }
+
+    /// The full verification jobs.
+    pub(crate) fn verify_jobs(&self) -> &verify_jobs::VerifyJobs {
+        &self.inner.verify_jobs
     }
 
     /// A permit for one more event-stream subscriber, `None` at the limit.

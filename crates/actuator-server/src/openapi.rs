@@ -333,7 +333,30 @@ pub fn document() -> Value {
     api.add(op, &errors);
     let op = Op {
         ok: vec![ok!(200, "the verification", actuator_core::AuditReport)],
-        ..Op::new("get", "/v1/audit/verify", "Verify the audit chain (admin)")
+        ..Op::new(
+            "get",
+            "/v1/audit/verify",
+            "Verify the audit entries after the last verified head (admin)",
+        )
+    };
+    api.add(op, &errors);
+    let op = Op {
+        body: body!(rollouts::EmptyBody),
+        ok: vec![ok!(202, "the job, started", crate::verify_jobs::VerifyJobView)],
+        ..Op::new(
+            "post",
+            "/v1/audit/verify/full",
+            "Start a full verification of the audit chain in the background (admin)",
+        )
+    };
+    api.add(op, &errors);
+    let op = Op {
+        ok: vec![ok!(
+            200,
+            "the job's progress, and its report once done",
+            crate::verify_jobs::VerifyJobView
+        )],
+        ..Op::new("get", "/v1/audit/verify/jobs/{id}", "A full verification job (admin)")
     };
     api.add(op, &errors);
     let op = Op {

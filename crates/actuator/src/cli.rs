@@ -260,8 +260,21 @@ pub(crate) enum AuditCmd {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Verify the hash chain of the whole audit log.
+    /// Verify the hash chain of the audit log: by default only the entries after the last
+    /// verified head (the entries up to it are trusted); `--full` starts a verification of
+    /// the whole chain as a background job on the daemon; `--job ID` shows a job.
     Verify {
+        /// Verify the whole chain and every document it sealed, as a background job; prints
+        /// the job's id (add `--wait` to follow it to the end).
+        #[arg(long, conflicts_with = "job")]
+        full: bool,
+        /// Show the full verification job with this id.
+        #[arg(long)]
+        job: Option<String>,
+        /// With `--full` or `--job`: poll the job until it ends, then print its report (and
+        /// fail when the chain does not verify).
+        #[arg(long)]
+        wait: bool,
         #[command(flatten)]
         remote: Remote,
     },

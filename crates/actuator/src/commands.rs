@@ -291,11 +291,40 @@ async fn audit(c: AuditCmd) -> anyhow::Result<()> {
                 )
             });
         }
-        AuditCmd::Verify { remote } => {
-            let v = client(&remote)?.get("/v1/audit/verify").await?;
-            emit(&remote, &v, |v| format!("{}\n", short(&v["message"])));
-            if v["ok"] != json!(true) {
-                anyhow::bail!("the audit chain does not verify");
+        AuditCmd::Verify { full, job, wait, remote } => {
+            let c = client(&remote)?;
+            let job = match (full, job) {
+                (true, _) => Some(c.post("/v1/audit/verify/full", &json!({})).await?),
+                (false, Some(id)) => Some(c.get(&verify_job_path(&id)).await?),
+                (false, None) if wait => {
+                    anyhow::bail!("--wait follows a job: pass --full or --job ID with it")
+                }
+                (false, None) => None,
+            };
+            let Some(mut job) = job else {
+                let v = c.get("/v1/audit/verify").await?;
+                emit(&remote, &v, |v| format!("{}\n", short(&v["message"])));
+                if v["ok"] != json!(true) {
+                    anyhow::bail!("the audit chain does not verify");
+                }
+                return Ok(());
+            };
+            if wait {
+                let id = short(&job["id"]);
+                while job["state"] == "running" {
+                    tokio::time::sleep(VERIFY_POLL).await;
+                    job = c.get(&verify_job_path(&id)).await?;
+                }
+            }
+            emit(&remote, &job, verify_job_line);
+            match job["state"].as_str() {
+                Some("failed") => {
+                    anyhow::bail!("the verification job failed: {}", short(&job["error"]))
+                }
+                Some("succeeded") if job["report"]["ok"] != json!(true) => {
+                    anyhow::bail!("the audit chain does not verify")
+                }
+                _ => {}
             }
         }
         AuditCmd::Acknowledge { reason, remote } => {
@@ -311,6 +340,34 @@ async fn audit(c: AuditCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// How often `audit verify --wait` polls the job.
+const VERIFY_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+fn verify_job_path(id: &str) -> String {
+    format!("/v1/audit/verify/jobs/{}", enc(id))
+}
+
+/// A verification job for a person: its progress while it runs, its report once done.
+fn verify_job_line(j: &Value) -> String {
+    match j["state"].as_str() {
+        Some("running") => format!(
+            "full verification job {} running: {} of {} entries checked (follow it with `actuator audit verify --job {} --wait`)\n",
+            short(&j["id"]),
+            short(&j["entries_checked"]),
+            short(&j["total"]),
+            short(&j["id"]),
+        ),
+        Some("succeeded") => {
+            format!(
+                "full verification job {}: {}\n",
+                short(&j["id"]),
+                short(&j["report"]["message"])
+            )
+        }
+        _ => format!("full verification job {} failed: {}\n", short(&j["id"]), short(&j["error"])),
+    }
 }
 
 async fn token(cmd: TokenCmd) -> anyhow::Result<()> {

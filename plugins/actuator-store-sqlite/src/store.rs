@@ -83,6 +83,13 @@ fn migrator() -> Migrator {
             include_str!("../migrations/0005_tokens.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            6,
+            "audit verified head".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0006_audit_verified_head.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -99,7 +106,8 @@ fn migrator() -> Migrator {
 /// themselves when the cause is gone. Before every write the store checks that the database
 /// file is still the one it opened (device and inode); if it was removed or replaced, writes
 /// stop with [`StoreError::Unavailable`]. The audit chain is verified at open and by
-/// [`Store::verify_audit`]; while it is broken and unacknowledged, writes stop with
+/// [`Store::verify_audit`] (both incremental, from the verified head kept in the file) and by
+/// [`Store::verify_audit_full`]; while it is broken and unacknowledged, writes stop with
 /// [`StoreError::ChainBroken`]. [`Store::readiness`] reports all three.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -107,6 +115,9 @@ pub struct SqliteStore {
     reader: SqlitePool,
     path: Option<PathBuf>,
     faults: Arc<Faults>,
+    /// Held by a verification of the audit chain: one at a time, so two never move the
+    /// verified head past each other.
+    verifying: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl SqliteStore {
@@ -160,14 +171,16 @@ impl SqliteStore {
                 StoreError::Backend(format!("sqlite: {} vanished while opening", path.display()))
             })?;
         let faults = Arc::new(Faults::for_file(path.to_owned(), id));
-        let store = Self { writer, reader, path: Some(path.to_owned()), faults };
+        let store =
+            Self { writer, reader, path: Some(path.to_owned()), faults, verifying: Arc::default() };
         store.verify_at_open().await;
         tracing::debug!(path = %path.display(), "sqlite store opened");
         Ok(store)
     }
 
-    /// Verifies the audit chain when the store opens; a chain that cannot be read counts as
-    /// broken.
+    /// Verifies the audit chain when the store opens, incrementally: only the entries after
+    /// the verified head (so a start does not re-walk a long log); a chain that cannot be read
+    /// counts as broken.
     async fn verify_at_open(&self) {
         if let Err(e) = self.verify_audit().await {
             self.faults.set_chain(Some(format!("the audit log cannot be read: {e}")));
@@ -190,7 +203,13 @@ impl SqliteStore {
             .await
             .map_err(backend("opening an in-memory database"))?;
         Self::migrate(&pool).await?;
-        Ok(Self { writer: pool.clone(), reader: pool, path: None, faults: Arc::default() })
+        Ok(Self {
+            writer: pool.clone(),
+            reader: pool,
+            path: None,
+            faults: Arc::default(),
+            verifying: Arc::default(),
+        })
     }
 
     /// The database file; `None` for an in-memory store.
@@ -790,9 +809,70 @@ impl Store for SqliteStore {
         Ok(page_of(map_rows(&rows, rows::audit_entry)?, q.limit, |e| e.seq.to_string()))
     }
 
+    async fn verified_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        self.reading(async {
+            let row = sqlx::query("SELECT seq, hash FROM audit_verified_head WHERE id = 1")
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(backend("reading the verified audit head"))?;
+            row.map(|row| {
+                let c = Cols::new(&row, "audit_verified_head");
+                Ok(AuditHead { seq: c.u64("seq")?, hash: c.text("hash")? })
+            })
+            .transpose()
+        })
+        .await
+    }
+
+    async fn set_verified_head(&self, head: Option<AuditHead>) -> Result<(), StoreError> {
+        // Allowed while the chain blocks writes: a full verification moves the head back
+        // exactly then.
+        let seq = head.as_ref().map(|h| h.seq);
+        self.guarded(true, async move {
+            let mut tx = self.begin_write().await?;
+            match &head {
+                Some(h) => sqlx::query(
+                    "INSERT INTO audit_verified_head (id, seq, hash, verified_at) \
+                     VALUES (1, ?1, ?2, ?3) ON CONFLICT (id) DO UPDATE SET seq = excluded.seq, \
+                     hash = excluded.hash, verified_at = excluded.verified_at",
+                )
+                .bind(to_i64_checked(h.seq, "audit sequence number")?)
+                .bind(&h.hash)
+                .bind(fmt_ts(now()))
+                .execute(&mut *tx)
+                .await
+                .map_err(backend("moving the verified audit head"))?,
+                None => sqlx::query("DELETE FROM audit_verified_head")
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(backend("forgetting the verified audit head"))?,
+            };
+            commit(tx).await
+        })
+        .await?;
+        tracing::debug!(seq, "verified audit head moved");
+        Ok(())
+    }
+
     async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
-        let report = actuator_core::audit::verify_chain(self).await?;
+        let _one = self.verifying.lock().await;
+        let report = actuator_core::audit::verify_incremental(self).await?;
         self.faults.set_chain(report.problem.as_ref().map(ToString::to_string));
+        Ok(report)
+    }
+
+    async fn verify_audit_full(
+        &self,
+        progress: actuator_core::audit::Progress<'_>,
+    ) -> Result<AuditReport, StoreError> {
+        let _one = self.verifying.lock().await;
+        let report = actuator_core::audit::verify_full(self, progress).await?;
+        self.faults.set_chain(report.problem.as_ref().map(ToString::to_string));
+        tracing::info!(
+            entries = report.entries_checked,
+            ok = report.ok,
+            "full audit verification done"
+        );
         Ok(report)
     }
 
@@ -1276,7 +1356,7 @@ mod tests {
     fn the_migrations_are_embedded_in_order() {
         let m = migrator();
         let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     }
 
     #[tokio::test]

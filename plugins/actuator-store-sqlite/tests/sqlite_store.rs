@@ -546,10 +546,23 @@ async fn a_changed_document_blocks_writes_until_acknowledged_even_after_reopen()
     raw.close().await.unwrap();
 
     let store = SqliteStore::open(&path).await.unwrap();
+    assert!(
+        store.readiness().await.is_empty(),
+        "the open verifies only after the verified head, which trusts the entry sealing version 2"
+    );
+    let report = store.verify_audit_full(&|_| {}).await.unwrap();
+    assert!(!report.ok && !report.incremental, "{report:?}");
     let reasons = store.readiness().await;
     assert!(
         reasons.len() == 1 && reasons[0].contains("version 2 of slot chat was changed"),
-        "found at open: {reasons:?}"
+        "found by the full verification: {reasons:?}"
+    );
+    store.close().await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    let reasons = store.readiness().await;
+    assert!(
+        reasons.len() == 1 && reasons[0].contains("version 2 of slot chat was changed"),
+        "the full verification moved the verified head back: found again at open: {reasons:?}"
     );
     let refused = store.append_audit(AuditDraft::success("t", "x", "y")).await;
     assert!(matches!(refused, Err(StoreError::ChainBroken(_))), "{refused:?}");
@@ -574,4 +587,142 @@ async fn a_changed_document_blocks_writes_until_acknowledged_even_after_reopen()
     store.close().await;
     let store = SqliteStore::open(&path).await.unwrap();
     assert!(store.readiness().await.is_empty(), "the acknowledgement holds after reopen");
+}
+
+/// The verified head of `store` (its sequence number).
+async fn verified_seq(store: &SqliteStore) -> Option<u64> {
+    store.verified_head().await.unwrap().map(|h| h.seq)
+}
+
+#[tokio::test]
+async fn the_verified_head_is_kept_in_the_file_and_advances_with_each_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("h.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(verified_seq(&store).await, None, "an empty log has nothing verified");
+    create_slot(&store, "chat").await;
+    append(&store, "chat", 0).await;
+    let r = store.verify_audit().await.unwrap();
+    assert!(r.ok && !r.incremental && r.entries_checked == 2, "{r:?}");
+    assert_eq!(verified_seq(&store).await, Some(2));
+    append(&store, "chat", 1).await;
+    store.close().await;
+
+    // The open walks only entry 3, and remembers it.
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert_eq!(verified_seq(&store).await, Some(3), "the open verified the new entry");
+    append(&store, "chat", 2).await;
+    let r = store.verify_audit().await.unwrap();
+    assert!(r.ok && r.incremental, "{r:?}");
+    assert_eq!((r.from, r.to, r.entries_checked), (4, 4, 1));
+    assert_eq!(verified_seq(&store).await, Some(4));
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(store.verified_head().await.unwrap(), head);
+}
+
+#[tokio::test]
+async fn an_edit_after_the_verified_head_is_found_incrementally() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    create_slot(&store, "chat").await;
+    append(&store, "chat", 0).await;
+    assert!(store.verify_audit().await.unwrap().ok);
+    append(&store, "chat", 1).await;
+    append(&store, "chat", 2).await;
+    store.close().await;
+    let mut raw = raw_connection(&path).await;
+    sqlx::query("UPDATE audit SET actor = 'mallory' WHERE seq = 4")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    raw.close().await.unwrap();
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let reasons = store.readiness().await;
+    assert!(
+        reasons.len() == 1 && reasons[0].contains("entry 4 was edited"),
+        "found at open: {reasons:?}"
+    );
+    let r = store.verify_audit().await.unwrap();
+    assert!(!r.ok && r.incremental, "{r:?}");
+    assert_eq!(r.problem, Some(ChainProblem::Edited { seq: 4 }));
+    assert_eq!((r.from, r.to), (4, 4), "the open advanced the head through entry 3");
+    assert_eq!(verified_seq(&store).await, Some(3), "advanced through the good entry only");
+}
+
+#[tokio::test]
+async fn an_edit_before_the_verified_head_is_found_only_by_the_full_verification() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    create_slot(&store, "chat").await;
+    for v in 0..4 {
+        append(&store, "chat", v).await;
+    }
+    assert!(store.verify_audit().await.unwrap().ok);
+    assert_eq!(verified_seq(&store).await, Some(5));
+    store.close().await;
+    // An edit that keeps the links: the entry is re-hashed and so is every later one, up to
+    // the head; only the remembered hash of the head could tell, and it is not the last
+    // entry's any more once the forger appends one of his own. The simplest such edit here:
+    // an entry's content, hash left as it was (found by its own hash).
+    let mut raw = raw_connection(&path).await;
+    sqlx::query("UPDATE audit SET target = 'other' WHERE seq = 2").execute(&mut raw).await.unwrap();
+    raw.close().await.unwrap();
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    assert!(store.readiness().await.is_empty(), "the open trusts entries up to the verified head");
+    let r = store.verify_audit().await.unwrap();
+    assert!(r.ok && r.incremental && r.entries_checked == 0, "{r:?}");
+    let seen = std::sync::Mutex::new(Vec::new());
+    let r = store.verify_audit_full(&|n| seen.lock().unwrap().push(n)).await.unwrap();
+    assert!(!r.ok && !r.incremental, "{r:?}");
+    assert_eq!(r.problem, Some(ChainProblem::Edited { seq: 2 }));
+    assert_eq!(seen.lock().unwrap().last(), Some(&5), "progress up to the last entry");
+    assert_eq!(verified_seq(&store).await, Some(1), "moved back before the edited entry");
+    let refused = store.append_audit(AuditDraft::success("t", "x", "y")).await;
+    assert!(refused.is_err(), "writes are blocked: {refused:?}");
+    // The next incremental verification (and an acknowledgement listing what it finds) sees
+    // the problem again.
+    let r = store.verify_audit().await.unwrap();
+    assert_eq!((r.incremental, r.problem.clone()), (true, Some(ChainProblem::Edited { seq: 2 })));
+    store
+        .acknowledge_audit(
+            AuditDraft::success("op", actuator_core::audit::ACKNOWLEDGE_ACTION, "audit")
+                .with_metadata(json!({"reason": "drill", "problems": [r.problem]})),
+        )
+        .await
+        .unwrap();
+    let r = store.verify_audit().await.unwrap();
+    assert!(r.ok, "{r:?}");
+    assert_eq!(verified_seq(&store).await, Some(6), "advanced through the acknowledgement");
+}
+
+#[tokio::test]
+async fn a_changed_verified_head_entry_makes_the_verification_walk_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.db");
+    let store = SqliteStore::open(&path).await.unwrap();
+    create_slot(&store, "chat").await;
+    append(&store, "chat", 0).await;
+    append(&store, "chat", 1).await;
+    assert!(store.verify_audit().await.unwrap().ok);
+    assert_eq!(verified_seq(&store).await, Some(3));
+    // Edited under the open store.
+    let mut raw = raw_connection(&path).await;
+    sqlx::query("UPDATE audit SET actor = 'mallory' WHERE seq = 3")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    raw.close().await.unwrap();
+    let r = store.verify_audit().await.unwrap();
+    assert!(!r.ok && !r.incremental && r.from == 1, "{r:?}");
+    assert_eq!(r.problem, Some(ChainProblem::Edited { seq: 3 }));
+    assert!(r.message.contains("whole chain was walked"), "{}", r.message);
+    assert_eq!(verified_seq(&store).await, Some(2), "moved back before the edited entry");
+    store.close().await;
+    let store = SqliteStore::open(&path).await.unwrap();
+    let reasons = store.readiness().await;
+    assert!(reasons.len() == 1 && reasons[0].contains("entry 3 was edited"), "{reasons:?}");
 }

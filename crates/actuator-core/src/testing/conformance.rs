@@ -81,6 +81,7 @@ where
     stable_version_in_the_transaction(make().await.as_ref()).await;
     no_direct_activation_under_a_rollout(make().await.as_ref()).await;
     documents_in_the_chain(make().await.as_ref()).await;
+    verified_head(make().await.as_ref()).await;
     racing_admissions(make().await).await;
     tokens(make().await.as_ref()).await;
 }
@@ -1006,6 +1007,47 @@ pub async fn documents_in_the_chain(store: &dyn Store) {
     assert_eq!(ack.seq, head.seq + 1, "documents: an acknowledgement is an entry of the chain");
     assert!(store.verify_audit().await.unwrap().ok);
     append(store, "chat", 1, true).await.expect("documents: writes go on");
+}
+
+/// The verified head: remembered after a verification, an incremental verification walks
+/// only the entries after it, a full one walks everything and reports its progress.
+pub async fn verified_head(store: &dyn Store) {
+    slot(store, "chat").await;
+    append(store, "chat", 0, true).await.unwrap();
+    assert_eq!(store.verified_head().await.unwrap(), None, "verified head: none at first");
+    let report = store.verify_audit().await.unwrap();
+    assert!(report.ok, "verified head: {report:?}");
+    assert_eq!(
+        (report.incremental, report.from, report.to, report.entries_checked),
+        (false, 1, 2, 2)
+    );
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(store.verified_head().await.unwrap(), head, "verified head: remembered");
+    for i in 0..3 {
+        store.append_audit(draft("note", &format!("n{i}"))).await.unwrap();
+    }
+    let report = store.verify_audit().await.unwrap();
+    assert!(report.ok, "verified head: {report:?}");
+    assert_eq!(
+        (report.incremental, report.from, report.to, report.entries_checked),
+        (true, 3, 5, 3),
+        "verified head: only the new entries"
+    );
+    let head = store.audit_head().await.unwrap();
+    assert_eq!(store.verified_head().await.unwrap(), head, "verified head: advanced");
+    let report = store.verify_audit().await.unwrap();
+    assert_eq!((report.incremental, report.entries_checked, report.to), (true, 0, 5));
+    let seen = std::sync::Mutex::new(Vec::new());
+    let record = |n: u64| seen.lock().unwrap_or_else(|p| p.into_inner()).push(n);
+    let report = store.verify_audit_full(&record).await.unwrap();
+    assert!(report.ok, "verified head: {report:?}");
+    assert_eq!(
+        (report.incremental, report.from, report.to, report.entries_checked),
+        (false, 1, 5, 5)
+    );
+    let seen = seen.into_inner().unwrap_or_else(|p| p.into_inner());
+    assert_eq!(seen.last(), Some(&5), "verified head: progress reaches the total");
+    assert_eq!(store.verified_head().await.unwrap(), head);
 }
 
 /// Twenty creations racing under a limit of three on twenty slots: exactly three land.

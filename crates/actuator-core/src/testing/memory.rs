@@ -19,6 +19,8 @@ struct Inner {
     rollouts: Vec<RolloutRecord>,
     /// The unacknowledged chain problem that blocks writes, set by `verify_audit`.
     chain_block: Option<String>,
+    /// The last verified head of the audit chain.
+    verified: Option<AuditHead>,
     /// Durable observation batches by sequence number.
     batches: BTreeMap<u64, ObservationBatch>,
     /// The last sequence number handed out (never reused).
@@ -375,8 +377,26 @@ impl Store for MemoryStore {
         Ok(self.lock().audit.last().map(|e| AuditHead { seq: e.seq, hash: e.hash.clone() }))
     }
 
+    async fn verified_head(&self) -> Result<Option<AuditHead>, StoreError> {
+        Ok(self.lock().verified.clone())
+    }
+
+    async fn set_verified_head(&self, head: Option<AuditHead>) -> Result<(), StoreError> {
+        self.lock().verified = head;
+        Ok(())
+    }
+
     async fn verify_audit(&self) -> Result<AuditReport, StoreError> {
-        let report = crate::audit::verify_chain(self).await?;
+        let report = crate::audit::verify_incremental(self).await?;
+        self.lock().chain_block = report.problem.as_ref().map(ToString::to_string);
+        Ok(report)
+    }
+
+    async fn verify_audit_full(
+        &self,
+        progress: crate::audit::Progress<'_>,
+    ) -> Result<AuditReport, StoreError> {
+        let report = crate::audit::verify_full(self, progress).await?;
         self.lock().chain_block = report.problem.as_ref().map(ToString::to_string);
         Ok(report)
     }

@@ -11,9 +11,12 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use std::sync::Arc;
+
 use crate::AppState;
 use crate::error::ApiError;
 use crate::extract::{Actor, ApiJson, ApiQuery};
+use crate::verify_jobs::{FinishOnDrop, VerifyJobView};
 use actuator_config::secrets::{mask, mask_diff};
 
 pub(crate) fn router() -> Router<AppState> {
@@ -30,6 +33,8 @@ pub(crate) fn router() -> Router<AppState> {
         .route("/v1/snapshots/{id}/restore", post(restore))
         .route("/v1/audit", get(list_audit))
         .route("/v1/audit/verify", get(verify_audit))
+        .route("/v1/audit/verify/full", post(start_full_verify))
+        .route("/v1/audit/verify/jobs/{id}", get(get_verify_job))
         .route("/v1/audit/acknowledge", post(acknowledge_audit))
 }
 
@@ -374,15 +379,67 @@ async fn list_audit(
     ))
 }
 
+/// The refusal of a verification while another runs, naming the running full job if any.
+fn verify_running(st: &AppState) -> ApiError {
+    let message = match st.verify_jobs().running() {
+        Some(id) => format!(
+            "the full audit verification job {id} is running; follow it at GET /v1/audit/verify/jobs/{id} and retry when it is done"
+        ),
+        None => "an audit verification is already running; wait for it and retry".to_owned(),
+    };
+    ApiError::new(StatusCode::CONFLICT, "audit_verify_running", message)
+}
+
+/// Verifies the entries after the last verified head (incremental).
 async fn verify_audit(State(st): State<AppState>) -> Result<Json<AuditReport>, ApiError> {
     let Some(_running) = st.verify_guard() else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "audit_verify_running",
-            "an audit verification is already running; wait for it and retry",
-        ));
+        return Err(verify_running(&st));
     };
     Ok(Json(st.config().verify_audit().await?))
+}
+
+/// Starts a full verification of the chain in the background; 202 with the job.
+async fn start_full_verify(
+    State(st): State<AppState>,
+) -> Result<(StatusCode, Json<VerifyJobView>), ApiError> {
+    let Some(running) = st.verify_guard() else {
+        return Err(verify_running(&st));
+    };
+    let total = st.store().audit_head().await?.map_or(0, |h| h.seq);
+    let job = st.verify_jobs().start(total);
+    tracing::info!(job = job.id(), total, "full audit verification started");
+    let view = job.view();
+    tokio::spawn(async move {
+        let _running = running;
+        let _end = FinishOnDrop(Arc::clone(&job));
+        let progress = |n: u64| job.progress(n);
+        let result = st.config().verify_audit_full(&progress).await;
+        match &result {
+            Ok(r) => tracing::info!(
+                job = job.id(),
+                ok = r.ok,
+                entries = r.entries_checked,
+                "full audit verification finished"
+            ),
+            Err(e) => tracing::error!(job = job.id(), error = %e, "full audit verification failed"),
+        }
+        job.finish(result);
+    });
+    Ok((StatusCode::ACCEPTED, Json(view)))
+}
+
+/// A full verification job: its progress, and its report once done.
+async fn get_verify_job(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<VerifyJobView>, ApiError> {
+    let job = st.verify_jobs().get(&id).ok_or_else(|| {
+        ApiError::not_found(format!(
+            "verification job {id} is not known: the server keeps the last {} jobs, and none across restarts",
+            crate::MAX_VERIFY_JOBS
+        ))
+    })?;
+    Ok(Json(job.view()))
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -459,6 +516,89 @@ mod tests {
         drop(running);
         let (s, b) = call(&app, "GET", "/v1/audit/verify", None).await;
         assert_eq!(s, StatusCode::OK, "{b}");
+    }
+
+    /// Polls a verification job until it is no longer running.
+    async fn finished_job(app: &axum::Router, id: &str) -> Value {
+        for _ in 0..500 {
+            let (s, b) = call(app, "GET", &format!("/v1/audit/verify/jobs/{id}"), None).await;
+            assert_eq!(s, StatusCode::OK, "{b}");
+            if b["state"] != "running" {
+                return b;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("job {id} still running");
+    }
+
+    #[tokio::test]
+    async fn a_full_verification_runs_as_a_job_one_at_a_time() {
+        let store = Arc::new(MemoryStore::new());
+        let st = AppState::new(
+            ConfigManager::new(store.clone(), vec![], ConfigSettings::default()),
+            crate::RouteBook::new(store),
+        );
+        let app = router(st.clone());
+        for name in ["a", "b", "c"] {
+            let body = format!(r#"{{"name":"{name}"}}"#);
+            let (s, _) = call(&app, "POST", "/v1/slots", Some(&body)).await;
+            assert_eq!(s, StatusCode::CREATED);
+        }
+        let (s, b) = call(&app, "GET", "/v1/audit/verify", None).await;
+        assert_eq!(
+            (s, b["incremental"].as_bool(), b["entries_checked"].as_u64()),
+            (StatusCode::OK, Some(false), Some(3)),
+            "{b}"
+        );
+        let (s, _) = call(&app, "POST", "/v1/slots", Some(r#"{"name":"d"}"#)).await;
+        assert_eq!(s, StatusCode::CREATED);
+        let (_, b) = call(&app, "GET", "/v1/audit/verify", None).await;
+        assert_eq!(
+            (
+                b["incremental"].as_bool(),
+                b["from"].as_u64(),
+                b["to"].as_u64(),
+                b["entries_checked"].as_u64()
+            ),
+            (Some(true), Some(4), Some(4), Some(1)),
+            "only the new entry: {b}"
+        );
+
+        // While a verification holds the guard, a start is refused.
+        let held = st.verify_guard().expect("nothing runs");
+        let (s, b) = call(&app, "POST", "/v1/audit/verify/full", Some("{}")).await;
+        assert_eq!(
+            (s, b["error"]["code"].as_str()),
+            (StatusCode::CONFLICT, Some("audit_verify_running"))
+        );
+        drop(held);
+
+        let (s, job) = call(&app, "POST", "/v1/audit/verify/full", Some("{}")).await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{job}");
+        let id = job["id"].as_str().unwrap().to_owned();
+        assert_eq!(job["total"], json!(4));
+        let done = finished_job(&app, &id).await;
+        assert_eq!(done["state"], "succeeded", "{done}");
+        assert_eq!(done["entries_checked"], json!(4));
+        assert_eq!(done["report"]["ok"], json!(true));
+        assert_eq!(done["report"]["incremental"], json!(false));
+        assert!(done["finished_at"].is_string(), "{done}");
+
+        // A running job is named by the refusal of a second start and of an incremental run.
+        let held = st.verify_guard().expect("the job ended");
+        let running = st.verify_jobs().start(4);
+        for (method, path) in [("POST", "/v1/audit/verify/full"), ("GET", "/v1/audit/verify")] {
+            let (s, b) = call(&app, method, path, Some("{}")).await;
+            assert_eq!(s, StatusCode::CONFLICT, "{path}: {b}");
+            let msg = b["error"]["message"].as_str().unwrap();
+            assert!(msg.contains(running.id()), "{path} names the running job: {msg}");
+        }
+        running.finish(Err(actuator_config::ConfigError::NothingToAcknowledge("x".into())));
+        drop(held);
+
+        let (s, b) = call(&app, "GET", "/v1/audit/verify/jobs/av-nope", None).await;
+        assert_eq!(s, StatusCode::NOT_FOUND, "{b}");
+        assert!(b["error"]["message"].as_str().unwrap().contains("last 16 jobs"), "{b}");
     }
 
     #[tokio::test]
