@@ -758,16 +758,14 @@ impl Store for SqliteStore {
     ) -> Result<Page<Snapshot>, StoreError> {
         self.reading(async move {
             page.validate()?;
-            let rows = sqlx::query(
-                "SELECT * FROM snapshots WHERE (?1 IS NULL OR slot = ?1) AND (?2 IS NULL OR id < ?2) \
-                 ORDER BY id DESC LIMIT ?3",
-            )
-            .bind(slot.map(SlotName::as_str))
-            .bind(page.cursor.as_deref())
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend("listing snapshots"))?;
+            let sql = if slot.is_some() { LIST_SNAPSHOTS_OF_SLOT } else { LIST_SNAPSHOTS };
+            let rows = sqlx::query(sql)
+                .bind(slot.map(SlotName::as_str))
+                .bind(page.cursor.as_deref())
+                .bind(i64::from(page.limit) + 1)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend("listing snapshots"))?;
             Ok(page_of(map_rows(&rows, rows::snapshot)?, page.limit, |s| s.id.clone()))
         })
         .await
@@ -787,12 +785,11 @@ impl Store for SqliteStore {
         PageRequest::first(q.limit).validate()?;
         // `target` matches itself and `target@…`: the range [t@, tA) holds exactly the
         // strings that start with `t@` ('A' follows '@'), and can use the index.
-        let sql = if q.descending {
-            "SELECT * FROM audit WHERE seq < ?1 AND (?2 IS NULL OR target = ?2 \
-             OR (target >= ?2 || '@' AND target < ?2 || 'A')) ORDER BY seq DESC LIMIT ?3"
-        } else {
-            "SELECT * FROM audit WHERE seq > ?1 AND (?2 IS NULL OR target = ?2 \
-             OR (target >= ?2 || '@' AND target < ?2 || 'A')) ORDER BY seq ASC LIMIT ?3"
+        let sql = match (q.descending, q.target.is_some()) {
+            (true, true) => AUDIT_OF_TARGET_DESC,
+            (false, true) => AUDIT_OF_TARGET_ASC,
+            (true, false) => AUDIT_DESC,
+            (false, false) => AUDIT_ASC,
         };
         let cursor = match (q.cursor, q.descending) {
             (Some(c), _) => to_i64_saturating(c),
@@ -1292,6 +1289,34 @@ async fn admit(
     }
     Ok(stable)
 }
+
+// Listings filtered by an optional key have one query with the key and one without: a
+// `?N IS NULL OR key = ?N` form cannot use the key's index, so SQLite walks the whole table
+// (every snapshot, every audit entry) to fill a page of one slot or one target.
+
+/// A page of snapshots, newest id first (`?2` the cursor, `?3` the limit).
+const LIST_SNAPSHOTS: &str =
+    "SELECT * FROM snapshots WHERE (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3";
+
+/// A page of one slot's snapshots (`?1`), through the `(slot, id)` index.
+const LIST_SNAPSHOTS_OF_SLOT: &str =
+    "SELECT * FROM snapshots WHERE slot = ?1 AND (?2 IS NULL OR id < ?2) ORDER BY id DESC LIMIT ?3";
+
+/// Audit entries before `?1`, newest first (`?3` the limit).
+const AUDIT_DESC: &str = "SELECT * FROM audit WHERE seq < ?1 ORDER BY seq DESC LIMIT ?3";
+
+/// Audit entries after `?1`, oldest first (`?3` the limit).
+const AUDIT_ASC: &str = "SELECT * FROM audit WHERE seq > ?1 ORDER BY seq ASC LIMIT ?3";
+
+/// Audit entries of target `?2` (itself and `?2@…`: the range [t@, tA) holds exactly the
+/// strings that start with `t@`, 'A' following '@') before `?1`, through the
+/// `(target, seq)` index.
+const AUDIT_OF_TARGET_DESC: &str = "SELECT * FROM audit WHERE (target = ?2 \
+     OR (target >= ?2 || '@' AND target < ?2 || 'A')) AND seq < ?1 ORDER BY seq DESC LIMIT ?3";
+
+/// As [`AUDIT_OF_TARGET_DESC`], after `?1`, oldest first.
+const AUDIT_OF_TARGET_ASC: &str = "SELECT * FROM audit WHERE (target = ?2 \
+     OR (target >= ?2 || '@' AND target < ?2 || 'A')) AND seq > ?1 ORDER BY seq ASC LIMIT ?3";
 
 /// A page of rollouts, newest first (`?1` the cursor, `?2` active only, `?4` the limit).
 const LIST_ROLLOUTS: &str = concat!(
