@@ -1384,24 +1384,48 @@ mod tests {
         assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
     }
 
+    /// The steps of SQLite's plan for `sql` with its parameters bound to `binds`.
+    async fn plan(store: &SqliteStore, sql: &str, binds: [Option<&str>; 4]) -> Vec<String> {
+        let mut q = sqlx::query_as::<_, (i64, i64, i64, String)>(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN QUERY PLAN {sql}"
+        )));
+        for b in binds {
+            q = q.bind(b.map(str::to_owned));
+        }
+        q.fetch_all(&store.reader).await.unwrap().into_iter().map(|p| p.3).collect()
+    }
+
     #[tokio::test]
-    async fn one_slots_rollouts_are_read_through_its_index_not_a_scan() {
+    async fn listings_of_one_key_are_read_through_its_index_not_a_scan() {
         let store = SqliteStore::open_in_memory().await.unwrap();
-        let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN QUERY PLAN {LIST_ROLLOUTS_OF_SLOT}"
-        )))
-        .bind(i64::MAX)
-        .bind(true)
-        .bind("chat")
-        .bind(2)
-        .fetch_all(&store.reader)
-        .await
-        .unwrap();
-        let steps: Vec<&str> = plan.iter().map(|p| p.3.as_str()).collect();
-        assert!(
-            steps.iter().any(|s| s.contains("USING INDEX rollouts_by_slot (slot=?")),
-            "{steps:?}"
-        );
+        let max = i64::MAX.to_string();
+        let cases = [
+            (
+                LIST_ROLLOUTS_OF_SLOT,
+                [Some(max.as_str()), Some("1"), Some("chat"), Some("2")],
+                "rollouts_by_slot (slot=?",
+            ),
+            (
+                LIST_SNAPSHOTS_OF_SLOT,
+                [Some("chat"), None, Some("2"), None],
+                "snapshots_by_slot (slot=?",
+            ),
+            (
+                AUDIT_OF_TARGET_DESC,
+                [Some(max.as_str()), Some("chat"), Some("2"), None],
+                "audit_by_target (target=?",
+            ),
+            (
+                AUDIT_OF_TARGET_ASC,
+                [Some("0"), Some("chat"), Some("2"), None],
+                "audit_by_target (target=?",
+            ),
+        ];
+        for (sql, binds, index) in cases {
+            let steps = plan(&store, sql, binds).await;
+            assert!(steps.iter().any(|s| s.contains(index)), "{sql}: {steps:?}");
+            assert!(!steps.iter().any(|s| s.starts_with("SCAN")), "{sql}: {steps:?}");
+        }
     }
 
     #[tokio::test]
