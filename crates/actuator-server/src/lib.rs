@@ -75,6 +75,9 @@ struct Inner {
     config: ConfigManager,
     routes: RouteBook,
     engine: std::sync::OnceLock<actuator_engine::Engine>,
+    /// The engine is resuming the stored rollouts and will be attached: resolve is served
+    /// meanwhile, and the rollout routes ask callers to retry.
+    resuming: std::sync::atomic::AtomicBool,
     auth: auth::Auth,
     limits: ServerLimits,
     /// One permit per open event-stream subscriber.
@@ -120,6 +123,7 @@ impl AppState {
                 config,
                 routes,
                 engine: std::sync::OnceLock::new(),
+                resuming: std::sync::atomic::AtomicBool::new(false),
                 auth: auth::Auth { settings, tokens: TokenTable::default() },
                 limits,
                 subscribers: Arc::new(tokio::sync::Semaphore::new(limits.max_sse_subscribers)),
@@ -194,6 +198,21 @@ impl AppState {
     /// A second call is ignored.
     pub fn attach_engine(&self, engine: actuator_engine::Engine) {
         let _ = self.inner.engine.set(engine);
+        self.inner.resuming.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Marks the engine as resuming the stored rollouts (it is attached when done): until
+    /// then the rollout and observation routes answer 503 with `Retry-After` and code
+    /// `resuming`, while resolve and OFREP already answer from the routing book.
+    pub fn mark_resuming(&self) {
+        if self.inner.engine.get().is_none() {
+            self.inner.resuming.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// Whether the engine is still resuming the stored rollouts.
+    pub fn resuming(&self) -> bool {
+        self.inner.resuming.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// The rollout engine, once attached.

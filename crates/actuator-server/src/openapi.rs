@@ -53,7 +53,7 @@ const ERRORS: &[(u16, &str)] = &[
     (500, "store_error, internal"),
     (
         503,
-        "store_unavailable, audit_chain_broken, not_ready, not_running, too_many_subscribers, metrics_unavailable",
+        "store_unavailable, audit_chain_broken, not_ready, not_running, resuming (with Retry-After), too_many_subscribers, metrics_unavailable",
     ),
 ];
 

@@ -32,8 +32,18 @@ impl Notifier for Deadline {
     }
 }
 
-/// Builds the application state from settings and the compiled-in plugins.
+/// Builds the application state from settings and the compiled-in plugins, with the
+/// rollout engine resumed and attached.
 pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
+    let (state, engine) = build_parts(settings).await?;
+    engine.start().await.context("resuming the rollouts in the store")?;
+    state.attach_engine(engine);
+    Ok(state)
+}
+
+/// The application state (routing book and tokens loaded from the store) and the rollout
+/// engine, not yet started.
+async fn build_parts(settings: &Settings) -> anyhow::Result<(AppState, actuator_engine::Engine)> {
     // Counters and histograms from the first request on, for `/metrics`.
     let _ = actuator_server::metrics::install();
     let registry = Registry::from_inventory().context("loading compiled-in plugins")?;
@@ -82,9 +92,7 @@ pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState>
             "observations are acknowledged before they are durable: a crash loses up to checkpoint_ms of them"
         ),
     }
-    engine.start().await.context("resuming the rollouts in the store")?;
-    state.attach_engine(engine);
-    Ok(state)
+    Ok((state, engine))
 }
 
 /// How often the routing table is rebuilt from the store, to pick up changes written by
@@ -164,7 +172,7 @@ pub(crate) async fn bootstrap_tokens(state: &AppState, init_admin: bool) -> anyh
 
 /// Binds, serves until Ctrl-C or SIGTERM, and drains.
 pub(crate) async fn serve(settings: Settings, init_admin: bool) -> anyhow::Result<()> {
-    let state = build_state(&settings).await?;
+    let (state, engine) = build_parts(&settings).await?;
     bootstrap_tokens(&state, init_admin).await?;
     if state.tokens().is_empty() {
         if !settings.listen.ip().is_loopback() {
@@ -184,12 +192,20 @@ pub(crate) async fn serve(settings: Settings, init_admin: bool) -> anyhow::Resul
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
-    tracing::info!(%addr, data_dir = %settings.data_dir.display(), store = %settings.store.plugin, "actuator listening");
-    // One line on stdout that scripts (and the tests) read to learn the bound address.
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), store = %settings.store.plugin, "actuator listening; resolve is served while the stored rollouts resume");
+    // Resolve and OFREP answer from the routing book (already loaded) while the engine
+    // resumes every stored rollout's analysis; the rollout routes answer 503 `resuming` until
+    // it is attached.
+    state.mark_resuming();
+    let server = tokio::spawn(actuator_server::serve(listener, state.clone(), shutdown_signal()));
+    let t0 = std::time::Instant::now();
+    engine.start().await.context("resuming the rollouts in the store")?;
+    state.attach_engine(engine);
+    tracing::info!(secs = t0.elapsed().as_secs_f64(), "the stored rollouts are resumed");
+    // One line on stdout that scripts (and the tests) read to learn the bound address, once
+    // every route answers.
     println!("actuator listening on http://{addr}");
-    actuator_server::serve(listener, state.clone(), shutdown_signal())
-        .await
-        .context("serving HTTP")?;
+    server.await.context("the HTTP server task")?.context("serving HTTP")?;
     if let Some(engine) = state.engine() {
         engine.stop().await.context("stopping the rollout engine")?;
     }

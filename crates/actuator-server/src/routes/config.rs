@@ -500,6 +500,35 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn while_the_engine_resumes_resolve_answers_and_rollout_routes_ask_to_retry() {
+        let store = Arc::new(MemoryStore::new());
+        let config = ConfigManager::new(store.clone(), vec![], ConfigSettings::default());
+        let st = AppState::new(config, crate::RouteBook::new(store));
+        st.mark_resuming();
+        let app = router(st.clone());
+        let (s, _) = call(&app, "POST", "/v1/slots", Some(r#"{"name": "chat"}"#)).await;
+        assert_eq!(s, StatusCode::CREATED);
+        let doc = r#"{"document": {"model": "a"}, "activate": true}"#;
+        let (s, b) = call(&app, "POST", "/v1/slots/chat/versions", Some(doc)).await;
+        assert_eq!(s, StatusCode::CREATED, "{b}");
+        st.routes().rebuild_all().await.unwrap();
+        let body = r#"{"slot": "chat", "context": {"targetingKey": "u1"}}"#;
+        let (s, b) = call(&app, "POST", "/v1/resolve", Some(body)).await;
+        assert_eq!((s, b["config"]["model"].as_str()), (StatusCode::OK, Some("a")), "{b}");
+        let resp = app
+            .clone()
+            .oneshot(Request::builder().uri("/v1/rollouts").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(resp.headers().get("retry-after").and_then(|v| v.to_str().ok()), Some("1"));
+        let (_, b) = call(&app, "GET", "/v1/rollouts", None).await;
+        assert_eq!(b["error"]["code"], "resuming", "{b}");
+        let (s, b) = call(&app, "GET", "/readyz", None).await;
+        assert_eq!((s, b["rollouts"].as_str()), (StatusCode::OK, Some("resuming")), "{b}");
+    }
+
+    #[tokio::test]
     async fn only_one_audit_verification_runs_at_a_time() {
         let store = Arc::new(MemoryStore::new());
         let st = AppState::new(

@@ -36,7 +36,11 @@ async fn readyz(State(st): State<AppState>) -> Result<Json<Value>, ApiError> {
         )
     })?;
     store_writable(&st).await?;
-    Ok(Json(json!({"status": "ready", "audit_entries": head.map_or(0, |h| h.seq)})))
+    // Resolve is served from the routing book while the engine resumes the stored rollouts.
+    let rollouts = if st.resuming() { "resuming" } else { "resumed" };
+    Ok(Json(
+        json!({"status": "ready", "audit_entries": head.map_or(0, |h| h.seq), "rollouts": rollouts}),
+    ))
 }
 
 /// Not ready while the store cannot take writes (database file removed or replaced, audit

@@ -60,11 +60,20 @@ impl From<EngineError> for ApiError {
 
 fn engine(st: &AppState) -> Result<&Engine, ApiError> {
     st.engine().ok_or_else(|| {
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_running",
-            "the rollout engine is not running",
-        )
+        if st.resuming() {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "resuming",
+                "the rollout engine is resuming the stored rollouts (resolve is already served); retry shortly",
+            )
+            .retry_after(1)
+        } else {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "not_running",
+                "the rollout engine is not running",
+            )
+        }
     })
 }
 
