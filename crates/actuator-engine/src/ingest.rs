@@ -254,13 +254,14 @@ impl ParsedBatch {
     pub fn first_rollout_id(body: &[u8], format: BodyFormat) -> Option<String> {
         let first = match format {
             BodyFormat::Json => {
-                let mut de = serde_json::Deserializer::from_slice(body);
-                let raw: Vec<&RawValue> = serde::Deserialize::deserialize(&mut de).ok()?;
-                return raw.into_iter().find_map(|r| {
-                    serde_json::from_str::<RolloutOf<'_>>(r.get())
-                        .ok()
-                        .map(|o| o.rollout_id.into_owned())
-                });
+                // Read on the request's own thread: find the first `"rollout_id"` key and
+                // read its string, without parsing the rest of a body of up to 16 MiB (a
+                // quote inside a JSON string is escaped, so the key cannot match inside one).
+                const KEY: &[u8] = b"\"rollout_id\"";
+                let at = body.windows(KEY.len()).position(|w| w == KEY)?;
+                let rest = body[at + KEY.len()..].trim_ascii_start().strip_prefix(b":")?;
+                let mut de = serde_json::Deserializer::from_slice(rest);
+                return String::deserialize(&mut de).ok();
             }
             BodyFormat::Ndjson => body
                 .split(|b| *b == b'\n')

@@ -812,11 +812,7 @@ impl Store for SqliteStore {
                 .fetch_optional(&self.reader)
                 .await
                 .map_err(backend("reading the verified audit head"))?;
-            row.map(|row| {
-                let c = Cols::new(&row, "audit_verified_head");
-                Ok(AuditHead { seq: c.u64("seq")?, hash: c.text("hash")? })
-            })
-            .transpose()
+            head_of(row.as_ref(), "audit_verified_head")
         })
         .await
     }
@@ -924,11 +920,7 @@ impl Store for SqliteStore {
             .fetch_optional(&self.reader)
             .await
             .map_err(backend("reading the audit head"))?;
-        row.map(|row| {
-            let c = Cols::new(&row, "audit_head");
-            Ok(AuditHead { seq: c.u64("seq")?, hash: c.text("hash")? })
-        })
-        .transpose()
+        head_of(row.as_ref(), "audit_head")
     }
 
     async fn create_rollout(
@@ -1293,6 +1285,16 @@ async fn admit(
 // Listings filtered by an optional key have one query with the key and one without: a
 // `?N IS NULL OR key = ?N` form cannot use the key's index, so SQLite walks the whole table
 // (every snapshot, every audit entry) to fill a page of one slot or one target.
+
+/// The head (sequence and hash) read from the one row of `table` (`audit_head`, the chain's
+/// end, or `audit_verified_head`, the last verified entry), `None` when the row is absent.
+fn head_of(row: Option<&SqliteRow>, table: &'static str) -> Result<Option<AuditHead>, StoreError> {
+    row.map(|row| {
+        let c = Cols::new(row, table);
+        Ok(AuditHead { seq: c.u64("seq")?, hash: c.text("hash")? })
+    })
+    .transpose()
+}
 
 /// A page of snapshots, newest id first (`?2` the cursor, `?3` the limit).
 const LIST_SNAPSHOTS: &str =
