@@ -32,7 +32,7 @@ pub use plugin::{
 pub use state::DeploymentState;
 pub use store::{
     Admission, AppendVersion, AuditQuery, CheckpointWrite, NewObservationBatch, NewRollout,
-    NewSnapshot, ObservationBatch, Page, PageRequest, RolloutFilter, RolloutRecord, RolloutRoute,
-    RolloutUpdate, Store, StoreError,
+    NewSnapshot, ObservationBatch, Page, PageRequest, RolloutCounts, RolloutFilter, RolloutRecord,
+    RolloutRoute, RolloutUpdate, Store, StoreError, rollback_counts,
 };
 pub use token::{NewToken, Role, TokenRecord};

@@ -258,6 +258,38 @@ pub struct RolloutRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// How many rollouts the store holds, by strategy and state, and the rollbacks their
+/// statuses record (see [`Store::rollout_counts`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RolloutCounts {
+    /// Rollouts per (strategy, state); pairs with none are left out.
+    pub by_kind: Vec<(DeploymentStrategy, DeploymentState, u64)>,
+    /// Rollbacks the engine decided (its own statistics, triggers or budget).
+    pub automatic_rollbacks: u64,
+    /// Rollbacks a person asked for.
+    pub manual_rollbacks: u64,
+}
+
+/// The (automatic, manual) rollbacks one stored status records: its current `rollback` and
+/// its `past_rollbacks` (a retried rollout keeps those of earlier tries). Aborts, which
+/// statuses written before `aborted` existed recorded as rollbacks, are not counted.
+pub fn rollback_counts(status: &Value) -> (u64, u64) {
+    let current = status.get("rollback").filter(|v| !v.is_null());
+    let past = status.get("past_rollbacks").and_then(Value::as_array);
+    let (mut auto, mut manual) = (0u64, 0u64);
+    for rb in current.into_iter().chain(past.into_iter().flatten()) {
+        if rb.get("reason").and_then(|r| r.get("kind")).and_then(Value::as_str) == Some("aborted") {
+            continue;
+        }
+        if rb.get("automatic").and_then(Value::as_bool).unwrap_or(false) {
+            auto += 1;
+        } else {
+            manual += 1;
+        }
+    }
+    (auto, manual)
+}
+
 /// The traffic split an active rollout asks routers to serve (see
 /// [`Store::list_active_routes`]).
 #[derive(Clone, Debug, PartialEq)]
@@ -545,6 +577,47 @@ pub trait Store: Send + Sync + 'static {
             items: p.items.into_iter().map(RolloutRoute::of_record).collect(),
             next_cursor: p.next_cursor,
         })
+    }
+    /// How many rollouts there are by strategy and state, and the rollbacks they record. The
+    /// default reads every record; a store that keeps the counts where it can sum them
+    /// should, so a start does not read every finished rollout's status.
+    async fn rollout_counts(&self) -> Result<RolloutCounts, StoreError> {
+        let mut by: std::collections::BTreeMap<
+            (&'static str, &'static str),
+            (DeploymentStrategy, DeploymentState, u64),
+        > = std::collections::BTreeMap::new();
+        let mut out = RolloutCounts::default();
+        let mut cursor = None;
+        loop {
+            let page = self
+                .list_rollouts(
+                    RolloutFilter::default(),
+                    PageRequest { limit: PageRequest::MAX_LIMIT, cursor },
+                )
+                .await?;
+            for rec in &page.items {
+                by.entry((rec.strategy.as_str(), rec.state.as_str()))
+                    .or_insert((rec.strategy, rec.state, 0))
+                    .2 += 1;
+                let (a, m) = rollback_counts(&rec.status);
+                out.automatic_rollbacks += a;
+                out.manual_rollbacks += m;
+            }
+            match page.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        out.by_kind = by.into_values().collect();
+        Ok(out)
+    }
+    /// The rollouts that have durable observation batches (not yet folded into a saved
+    /// checkpoint), or `None` when the store cannot tell cheaply: a start then replays only
+    /// those instead of asking for every rollout's batches one by one.
+    async fn rollouts_with_batches(
+        &self,
+    ) -> Result<Option<std::collections::HashSet<String>>, StoreError> {
+        Ok(None)
     }
     /// Saves a rollout's engine state without changing its state and without an audit entry:
     /// the periodic checkpoint of accumulated statistics and evidence. Same revision rule as

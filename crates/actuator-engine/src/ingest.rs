@@ -636,6 +636,8 @@ impl Engine {
                 continue;
             };
             let g = rt.lock_owned().await;
+            // Its evidence changes under this lock: the loop takes it on its next pass.
+            self.wake_rollout(&rollout);
             let planned = plan(&g, &rollout, group, &mut report);
             locked.push((g, planned));
         }

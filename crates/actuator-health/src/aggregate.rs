@@ -60,7 +60,9 @@ pub(crate) struct Clean {
 /// Per-bucket cluster statistics of one arm in one phase, kept when assignment is sticky
 /// (observations carry the `unit` of their resolution): one [`ClusteredRatio`] of B = 128
 /// buckets per metric, so one user's correlated requests count as one cluster's worth of
-/// evidence (statistics.md §5.11.1). About 2 KiB per metric, whatever the traffic.
+/// evidence (statistics.md §5.11.1). Each metric holds only its filled buckets (18 bytes
+/// each, none for a metric that saw no value) until more than half are filled, and at most
+/// 2 KiB, whatever the traffic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ArmClusters {
     /// n_b = requests, s_b = error events (errors and timeouts).
@@ -87,7 +89,12 @@ impl ArmClusters {
     }
 
     fn approx_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + self.errors.approx_bytes() * (4 + self.exceedance.len())
+        std::mem::size_of::<Self>()
+            + [&self.errors, &self.log_latency, &self.cost, &self.quality]
+                .into_iter()
+                .chain(&self.exceedance)
+                .map(ClusteredRatio::approx_bytes)
+                .sum::<usize>()
     }
 }
 

@@ -1597,11 +1597,11 @@ impl RolloutHealth {
         if self.control.is_some() && !shadow {
             let shares: Vec<f64> =
                 self.arms.iter().map(|a| self.phase.config.share_of(a).unwrap_or(0.0)).collect();
-            let clusters: Option<Vec<&[f64]>> = self
+            let clusters: Option<Vec<Vec<f64>>> = self
                 .phase
                 .stats
                 .iter()
-                .map(|s| s.clusters.as_deref().map(|c| c.errors.counts()))
+                .map(|s| s.clusters.as_deref().map(|c| c.errors.dense_counts()))
                 .collect();
             let l = match clusters {
                 Some(per_arm) => {
@@ -1613,7 +1613,7 @@ impl RolloutHealth {
                     let alpha = self.config.srm.alpha / tested as f64;
                     (0..tested)
                         .filter_map(|i| {
-                            srm_clustered_log_e(per_arm[i], &total, shares[i], alpha).ok()
+                            srm_clustered_log_e(&per_arm[i], &total, shares[i], alpha).ok()
                         })
                         .map(|l| l - (tested as f64).ln())
                         .fold(None, |m: Option<f64>, l| Some(m.map_or(l, |m| m.max(l))))

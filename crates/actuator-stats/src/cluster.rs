@@ -38,33 +38,64 @@ pub const MIN_NONEMPTY_BUCKETS: usize = 20;
 pub const MIN_EFFECTIVE_BUCKETS: f64 = 20.0;
 
 /// Per-bucket counts and sums of one metric in one arm.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Kept sparse while at most half the buckets are filled (the filled buckets' indexes in
+/// ascending order beside their counts and sums: 18 bytes per filled bucket, nothing at all
+/// for a metric that never saw a value) and dense beyond (16 bytes per bucket: 2 KiB at the
+/// default `B` = 128). Both forms give the same numbers bit for bit: every statistic runs
+/// over the filled buckets in bucket order, and an empty bucket adds nothing.
+///
+/// Stored as its filled buckets only, `{"b": B, "i": [indexes], "n": [counts], "s": [sums]}`;
+/// the dense form of earlier versions (`{"n": [B counts], "s": [B sums]}`) is read too.
+#[derive(Debug, Clone)]
 pub struct ClusteredRatio {
-    /// `n_b`: values recorded per bucket.
+    /// `B`, a power of two in 2..=4096.
+    buckets: u16,
+    /// Whether `n` and `s` hold every bucket (`idx` is then empty).
+    dense: bool,
+    /// Sparse form: the filled buckets' indexes, ascending, parallel to `n` and `s`.
+    idx: Vec<u16>,
+    /// `n_b`: values recorded per bucket (per filled bucket while sparse).
     n: Vec<f64>,
-    /// `s_b`: sum of the values per bucket.
+    /// `s_b`: sum of the values per bucket (per filled bucket while sparse).
     s: Vec<f64>,
 }
 
 impl Default for ClusteredRatio {
     fn default() -> Self {
-        Self { n: vec![0.0; DEFAULT_CLUSTER_BUCKETS], s: vec![0.0; DEFAULT_CLUSTER_BUCKETS] }
+        Self::empty(DEFAULT_CLUSTER_BUCKETS as u16)
     }
 }
 
+impl PartialEq for ClusteredRatio {
+    /// Equal when they have the same `B` and the same filled buckets, whatever their form.
+    fn eq(&self, other: &Self) -> bool {
+        self.buckets == other.buckets && self.iter().eq(other.iter())
+    }
+}
+
+fn valid_buckets(buckets: usize) -> bool {
+    (2..=4096).contains(&buckets) && buckets.is_power_of_two()
+}
+
 impl ClusteredRatio {
+    const fn empty(buckets: u16) -> Self {
+        Self { buckets, dense: false, idx: Vec::new(), n: Vec::new(), s: Vec::new() }
+    }
+
     /// An empty state with `buckets` buckets (a power of two in 2..=4096).
     ///
     /// # Errors
     /// [`StatsError::NotPositive`] when `buckets` is not such a power of two.
     pub fn new(buckets: usize) -> Result<Self> {
-        if !(2..=4096).contains(&buckets) || !buckets.is_power_of_two() {
+        if !valid_buckets(buckets) {
             return Err(StatsError::NotPositive {
                 name: "cluster buckets (a power of two in 2..=4096)",
                 value: buckets as f64,
             });
         }
-        Ok(Self { n: vec![0.0; buckets], s: vec![0.0; buckets] })
+        // 4096 fits in 16 bits.
+        Ok(Self::empty(buckets as u16))
     }
 
     /// Builds a state from per-bucket counts and sums (for tests and restores).
@@ -74,7 +105,7 @@ impl ClusteredRatio {
     /// 2..=4096, [`StatsError::NotFinite`]/[`StatsError::NotPositive`] for a non-finite value or
     /// a negative count.
     pub fn from_buckets(n: Vec<f64>, s: Vec<f64>) -> Result<Self> {
-        if n.len() != s.len() || !(2..=4096).contains(&n.len()) || !n.len().is_power_of_two() {
+        if n.len() != s.len() || !valid_buckets(n.len()) {
             return Err(StatsError::LengthMismatch {
                 what: "cluster counts and sums (a power of two in 2..=4096)",
                 expected: n.len().next_power_of_two().clamp(2, 4096),
@@ -82,24 +113,98 @@ impl ClusteredRatio {
             });
         }
         for (&nb, &sb) in n.iter().zip(&s) {
-            check_finite("cluster count", nb)?;
-            check_finite("cluster sum", sb)?;
-            if nb < 0.0 {
-                return Err(StatsError::NotPositive { name: "cluster count (>= 0)", value: nb });
+            check_value(nb, sb)?;
+        }
+        let dense = Self { buckets: n.len() as u16, dense: true, idx: Vec::new(), n, s };
+        Ok(dense.compacted())
+    }
+
+    /// Builds a state from its filled buckets: indexes ascending and below `buckets`.
+    ///
+    /// # Errors
+    /// As [`ClusteredRatio::from_buckets`], and [`StatsError::LengthMismatch`] when the three
+    /// lists differ in length or an index is out of range or out of order.
+    pub fn from_filled(buckets: usize, idx: &[u32], n: Vec<f64>, s: Vec<f64>) -> Result<Self> {
+        let mut c = Self::new(buckets)?;
+        if idx.len() != n.len() || n.len() != s.len() || idx.len() > buckets {
+            return Err(StatsError::LengthMismatch {
+                what: "cluster indexes, counts and sums",
+                expected: idx.len(),
+                got: n.len().max(s.len()),
+            });
+        }
+        let ordered = idx.windows(2).all(|w| w[0] < w[1]);
+        if !ordered || idx.last().is_some_and(|&b| b as usize >= buckets) {
+            return Err(StatsError::LengthMismatch {
+                what: "cluster bucket indexes (ascending, below the bucket count)",
+                expected: buckets,
+                got: idx.last().map_or(0, |&b| b as usize + 1),
+            });
+        }
+        for (&nb, &sb) in n.iter().zip(&s) {
+            check_value(nb, sb)?;
+        }
+        c.idx = idx.iter().map(|&b| b as u16).collect();
+        c.n = n;
+        c.s = s;
+        Ok(c.compacted())
+    }
+
+    /// The form that suits how many buckets are filled: sparse at most half, else dense.
+    fn compacted(mut self) -> Self {
+        let filled = self.iter().count();
+        if filled * 2 > self.buckets() {
+            if !self.dense {
+                self.densify();
+            }
+            return self;
+        }
+        let (idx, (n, s)): (Vec<u16>, (Vec<f64>, Vec<f64>)) =
+            self.iter().map(|(b, nb, sb)| (b as u16, (nb, sb))).unzip();
+        Self { buckets: self.buckets, dense: false, idx, n, s }
+    }
+
+    fn densify(&mut self) {
+        let b = self.buckets();
+        let mut n = vec![0.0; b];
+        let mut s = vec![0.0; b];
+        for (k, &i) in self.idx.iter().enumerate() {
+            n[usize::from(i)] = self.n[k];
+            s[usize::from(i)] = self.s[k];
+        }
+        *self = Self { buckets: self.buckets, dense: true, idx: Vec::new(), n, s };
+    }
+
+    /// Where bucket `b` (< B) lives in `n` and `s`, made room for when it is new.
+    fn position(&mut self, b: usize) -> usize {
+        if self.dense {
+            return b;
+        }
+        // b < B ≤ 4096.
+        match self.idx.binary_search(&(b as u16)) {
+            Ok(p) => p,
+            Err(_) if (self.idx.len() + 1) * 2 > self.buckets() => {
+                self.densify();
+                b
+            }
+            Err(p) => {
+                self.idx.insert(p, b as u16);
+                self.n.insert(p, 0.0);
+                self.s.insert(p, 0.0);
+                p
             }
         }
-        Ok(Self { n, s })
     }
 
     /// Number of buckets `B`.
     pub fn buckets(&self) -> usize {
-        self.n.len()
+        usize::from(self.buckets)
     }
 
     /// The bucket a unit hash falls in: `unit mod B`.
     pub fn bucket_of(&self, unit: u64) -> usize {
         // B is a power of two, so the mask is the remainder; the result is < B.
-        (unit & (self.n.len() as u64 - 1)) as usize
+        (unit & (u64::from(self.buckets) - 1)) as usize
     }
 
     /// Records one value for the unit hashed to `unit` (reduced modulo `B`).
@@ -108,9 +213,9 @@ impl ClusteredRatio {
     /// [`StatsError::NotFinite`] for NaN/∞; nothing changes.
     pub fn add(&mut self, unit: u64, value: f64) -> Result<()> {
         let v = check_finite("value", value)?;
-        let b = self.bucket_of(unit);
-        self.n[b] += 1.0;
-        self.s[b] += v;
+        let p = self.position(self.bucket_of(unit));
+        self.n[p] += 1.0;
+        self.s[p] += v;
         Ok(())
     }
 
@@ -119,36 +224,53 @@ impl ClusteredRatio {
     /// # Errors
     /// [`StatsError::IncompatibleMerge`] when the bucket counts differ.
     pub fn merge(&mut self, other: &Self) -> Result<()> {
-        if self.n.len() != other.n.len() {
+        if self.buckets != other.buckets {
             return Err(StatsError::IncompatibleMerge("cluster bucket counts differ"));
         }
-        for (a, b) in self.n.iter_mut().zip(&other.n) {
-            *a += b;
-        }
-        for (a, b) in self.s.iter_mut().zip(&other.s) {
-            *a += b;
+        for (b, nb, sb) in other.iter() {
+            let p = self.position(b);
+            self.n[p] += nb;
+            self.s[p] += sb;
         }
         Ok(())
     }
 
-    /// Per-bucket counts `n_b`.
-    pub fn counts(&self) -> &[f64] {
-        &self.n
+    /// The filled buckets in bucket order: `(b, n_b, s_b)`, leaving out buckets that hold
+    /// nothing (`n_b = s_b = 0`).
+    pub fn iter(&self) -> impl Iterator<Item = (usize, f64, f64)> + '_ {
+        let dense = self.dense;
+        self.n.iter().zip(&self.s).enumerate().filter_map(move |(k, (&nb, &sb))| {
+            let b = if dense { k } else { usize::from(self.idx[k]) };
+            (nb != 0.0 || sb != 0.0).then_some((b, nb, sb))
+        })
     }
 
-    /// Per-bucket sums `s_b`.
-    pub fn sums(&self) -> &[f64] {
-        &self.s
+    /// Per-bucket counts `n_b` for every bucket, empty ones as 0 (a copy: `B` numbers).
+    pub fn dense_counts(&self) -> Vec<f64> {
+        if self.dense {
+            return self.n.clone();
+        }
+        let mut n = vec![0.0; self.buckets()];
+        for (k, &i) in self.idx.iter().enumerate() {
+            n[usize::from(i)] = self.n[k];
+        }
+        n
     }
 
-    /// `Σ n_b`.
+    /// Whether every bucket is held (more than half were filled), as opposed to only the
+    /// filled ones.
+    pub fn is_dense(&self) -> bool {
+        self.dense
+    }
+
+    /// `Σ n_b` (from +0: an empty state gives 0 in either form).
     pub fn count(&self) -> f64 {
-        self.n.iter().sum()
+        self.n.iter().fold(0.0, |a, &b| a + b)
     }
 
-    /// `Σ s_b`.
+    /// `Σ s_b` (from +0).
     pub fn sum(&self) -> f64 {
-        self.s.iter().sum()
+        self.s.iter().fold(0.0, |a, &b| a + b)
     }
 
     /// Buckets holding at least one value.
@@ -166,7 +288,7 @@ impl ClusteredRatio {
     /// filled buckets would carry the same information.
     pub fn effective_buckets(&self) -> f64 {
         let n = self.count();
-        let sq: f64 = self.n.iter().map(|x| x * x).sum();
+        let sq = self.n.iter().fold(0.0, |a, &x| a + x * x);
         if sq > 0.0 { n * n / sq } else { 0.0 }
     }
 
@@ -223,9 +345,64 @@ impl ClusteredRatio {
         Some(self.count() / d.max(1.0))
     }
 
-    /// Approximate bytes held (fixed by `B`).
+    /// Approximate bytes held: the struct and what its lists hold (nothing while no value
+    /// was recorded, 18 bytes per filled bucket while sparse, 16·B once dense).
     pub fn approx_bytes(&self) -> usize {
-        std::mem::size_of::<Self>() + 2 * self.n.len() * std::mem::size_of::<f64>()
+        std::mem::size_of::<Self>()
+            + self.idx.capacity() * std::mem::size_of::<u16>()
+            + (self.n.capacity() + self.s.capacity()) * std::mem::size_of::<f64>()
+    }
+}
+
+fn check_value(nb: f64, sb: f64) -> Result<()> {
+    check_finite("cluster count", nb)?;
+    check_finite("cluster sum", sb)?;
+    if nb < 0.0 {
+        return Err(StatsError::NotPositive { name: "cluster count (>= 0)", value: nb });
+    }
+    Ok(())
+}
+
+/// The stored form: the filled buckets only.
+#[derive(Serialize, Deserialize)]
+struct ClusterWire {
+    /// `B`; absent in the dense form of earlier versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    b: Option<usize>,
+    /// Filled bucket indexes; absent in the dense form.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    i: Option<Vec<u32>>,
+    n: Vec<f64>,
+    s: Vec<f64>,
+}
+
+impl Serialize for ClusteredRatio {
+    fn serialize<S: serde::Serializer>(&self, ser: S) -> std::result::Result<S::Ok, S::Error> {
+        let mut i = Vec::new();
+        let mut n = Vec::new();
+        let mut s = Vec::new();
+        for (b, nb, sb) in self.iter() {
+            i.push(b as u32);
+            n.push(nb);
+            s.push(sb);
+        }
+        ClusterWire { b: Some(self.buckets()), i: Some(i), n, s }.serialize(ser)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClusteredRatio {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> std::result::Result<Self, D::Error> {
+        let w = ClusterWire::deserialize(de)?;
+        let built = match (w.b, w.i) {
+            (None, None) => Self::from_buckets(w.n, w.s),
+            (Some(b), Some(i)) => Self::from_filled(b, &i, w.n, w.s),
+            _ => {
+                return Err(serde::de::Error::custom(
+                    "cluster statistics need both `b` and `i`, or neither",
+                ));
+            }
+        };
+        built.map_err(serde::de::Error::custom)
     }
 }
 
@@ -435,6 +612,38 @@ mod tests {
         assert!(ClusteredRatio::from_buckets(vec![-1.0, 1.0], vec![1.0, 1.0]).is_err());
     }
 
+    #[test]
+    fn stored_forms_read_back_and_bad_ones_are_refused() {
+        // The dense form of earlier versions reads as the same state.
+        let old = r#"{"n":[1.0,0.0,2.0,0.0],"s":[0.5,0.0,1.0,0.0]}"#;
+        let c: ClusteredRatio = serde_json::from_str(old).unwrap();
+        assert_eq!(
+            c,
+            ClusteredRatio::from_buckets(vec![1.0, 0.0, 2.0, 0.0], vec![0.5, 0.0, 1.0, 0.0])
+                .unwrap()
+        );
+        assert!(!c.is_dense(), "two of four filled: sparse");
+        assert_eq!(
+            serde_json::to_string(&c).unwrap(),
+            r#"{"b":4,"i":[0,2],"n":[1.0,2.0],"s":[0.5,1.0]}"#
+        );
+        // A metric that saw nothing holds nothing.
+        let empty = ClusteredRatio::default();
+        assert_eq!(serde_json::to_string(&empty).unwrap(), r#"{"b":128,"i":[],"n":[],"s":[]}"#);
+        assert_eq!(empty.approx_bytes(), std::mem::size_of::<ClusteredRatio>());
+        for bad in [
+            r#"{"b":4,"i":[2,0],"n":[1.0,1.0],"s":[0.0,0.0]}"#,
+            r#"{"b":4,"i":[4],"n":[1.0],"s":[0.0]}"#,
+            r#"{"b":4,"i":[0],"n":[1.0,2.0],"s":[0.0]}"#,
+            r#"{"b":3,"i":[0],"n":[1.0],"s":[0.0]}"#,
+            r#"{"b":4,"i":[0],"n":[-1.0],"s":[0.0]}"#,
+            r#"{"b":4,"n":[1.0],"s":[0.0]}"#,
+            r#"{"n":[1.0,2.0,3.0],"s":[0.0,0.0,0.0]}"#,
+        ] {
+            assert!(serde_json::from_str::<ClusteredRatio>(bad).is_err(), "{bad}");
+        }
+    }
+
     /// splitmix64, for reproducible simulations.
     fn mix(mut z: u64) -> u64 {
         z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
@@ -457,10 +666,46 @@ mod tests {
             for &(u, v) in &a { all.add(u, v).unwrap(); left.add(u, v).unwrap(); }
             for &(u, v) in &b { all.add(u, v).unwrap(); right.add(u, v).unwrap(); }
             left.merge(&right).unwrap();
-            for (x, y) in left.counts().iter().zip(all.counts()) { prop_assert_eq!(x, y); }
-            for (x, y) in left.sums().iter().zip(all.sums()) { prop_assert!((x - y).abs() < 1e-9); }
+            prop_assert_eq!(left.iter().count(), all.iter().count());
+            for ((bx, nx, sx), (by, ny, sy)) in left.iter().zip(all.iter()) {
+                prop_assert_eq!(bx, by);
+                prop_assert_eq!(nx, ny);
+                prop_assert!((sx - sy).abs() < 1e-9);
+            }
             let back: ClusteredRatio = serde_json::from_str(&serde_json::to_string(&left).unwrap()).unwrap();
             prop_assert_eq!(back, left);
+        }
+
+        /// The sparse form (few buckets filled) and the dense one (every bucket held) give
+        /// the same statistics bit for bit, and survive a round trip through JSON.
+        #[test]
+        fn sparse_and_dense_agree(vals in proptest::collection::vec((0u64..1_000_000, 0.0f64..50.0), 0..300)) {
+            let mut sparse = ClusteredRatio::default();
+            let mut n = vec![0.0; DEFAULT_CLUSTER_BUCKETS];
+            let mut s = vec![0.0; DEFAULT_CLUSTER_BUCKETS];
+            for &(u, v) in &vals {
+                sparse.add(u, v).unwrap();
+                let b = (u % DEFAULT_CLUSTER_BUCKETS as u64) as usize;
+                n[b] += 1.0;
+                s[b] += v;
+            }
+            let dense = ClusteredRatio { buckets: 128, dense: true, idx: Vec::new(), n, s };
+            let filled = dense.iter().count();
+            prop_assert_eq!(sparse.is_dense(), filled * 2 > 128);
+            prop_assert_eq!(&sparse, &dense);
+            prop_assert_eq!(sparse.count().to_bits(), dense.count().to_bits());
+            prop_assert_eq!(sparse.sum().to_bits(), dense.sum().to_bits());
+            prop_assert_eq!(sparse.non_empty(), dense.non_empty());
+            prop_assert_eq!(sparse.effective_buckets().to_bits(), dense.effective_buckets().to_bits());
+            prop_assert_eq!(sparse.variance().map(f64::to_bits), dense.variance().map(f64::to_bits));
+            let text = serde_json::to_string(&sparse).unwrap();
+            let back: ClusteredRatio = serde_json::from_str(&text).unwrap();
+            prop_assert_eq!(back.variance().map(f64::to_bits), dense.variance().map(f64::to_bits));
+            prop_assert_eq!(back.is_dense(), sparse.is_dense());
+            if !sparse.is_dense() {
+                // Only filled buckets are held.
+                prop_assert!(sparse.approx_bytes() <= std::mem::size_of::<ClusteredRatio>() + 18 * 2 * filled.max(2));
+            }
         }
 
         #[test]

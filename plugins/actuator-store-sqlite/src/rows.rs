@@ -66,6 +66,17 @@ pub(crate) fn fmt_ts(at: DateTime<Utc>) -> String {
 }
 
 /// A JSON value as text.
+/// The columns derived from a status at each write: its route (JSON text, `None` when it has
+/// none) and the (automatic, manual) rollbacks it records.
+pub(crate) fn derived(status: &Value) -> Result<(Option<String>, i64, i64), StoreError> {
+    let route = match status.get("route") {
+        Some(r @ Value::Object(_)) => Some(to_json(r)?),
+        _ => None,
+    };
+    let (auto, manual) = actuator_core::rollback_counts(status);
+    Ok((route, to_i64_saturating(auto), to_i64_saturating(manual)))
+}
+
 pub(crate) fn to_json(v: &Value) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Backend(format!("sqlite: encoding JSON: {e}")))
 }
@@ -195,20 +206,43 @@ pub(crate) fn audit_entry(row: &SqliteRow) -> Result<AuditEntry, StoreError> {
 }
 
 pub(crate) fn rollout(row: &SqliteRow) -> Result<RolloutRecord, StoreError> {
-    let c = Cols::new(row, "rollouts");
+    let status = Cols::new(row, "rollouts").json("status")?;
+    rollout_with(row, status)
+}
+
+/// A rollout row's `strategy` and `state` columns.
+pub(crate) fn strategy_and_state(
+    c: &Cols<'_>,
+) -> Result<(DeploymentStrategy, DeploymentState), StoreError> {
     let strategy = c.text("strategy")?;
     let state = c.text("state")?;
-    Ok(RolloutRecord {
-        id: c.text("id")?,
-        slot: c.slot_name("slot")?,
-        strategy: DeploymentStrategy::ALL
+    Ok((
+        DeploymentStrategy::ALL
             .into_iter()
             .find(|s| s.as_str() == strategy)
             .ok_or_else(|| corrupt("rollouts", "strategy", format!("{strategy:?}")))?,
-        state: DeploymentState::parse(&state)
+        DeploymentState::parse(&state)
             .ok_or_else(|| corrupt("rollouts", "state", format!("{state:?}")))?,
+    ))
+}
+
+/// The columns of a rollout read by [`rollout_with`]: all but its status, which a write is
+/// about to replace (reading and decoding the old one would be wasted).
+pub(crate) const ROLLOUT_META: &str = "SELECT id, slot, strategy, state, request, revision, \
+     stable_version, created_at, updated_at FROM rollouts WHERE id = ?1";
+
+/// A rollout record from a row holding at least the columns of [`ROLLOUT_META`], with
+/// `status` as its status.
+pub(crate) fn rollout_with(row: &SqliteRow, status: Value) -> Result<RolloutRecord, StoreError> {
+    let c = Cols::new(row, "rollouts");
+    let (strategy, state) = strategy_and_state(&c)?;
+    Ok(RolloutRecord {
+        id: c.text("id")?,
+        slot: c.slot_name("slot")?,
+        strategy,
+        state,
         request: c.json("request")?,
-        status: c.json("status")?,
+        status,
         revision: c.u64("revision")?,
         stable_version: c.opt_u64("stable_version")?,
         created_at: c.ts("created_at")?,

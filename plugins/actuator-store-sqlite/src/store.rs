@@ -90,6 +90,13 @@ fn migrator() -> Migrator {
             include_str!("../migrations/0006_audit_verified_head.sql").into_sql_str(),
             false,
         ),
+        Migration::new(
+            7,
+            "rollout route and rollback counts".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0007_rollout_route_and_counts.sql").into_sql_str(),
+            false,
+        ),
     ])
 }
 
@@ -932,6 +939,7 @@ impl Store for SqliteStore {
             let now = now();
             let request = to_json(&r.request)?;
             let status = to_json(&r.status)?;
+            let (route, rb_auto, rb_manual) = rows::derived(&r.status)?;
             let mut tx = self.begin_write().await?;
             fetch_slot(&mut tx, &r.slot).await?;
             let dup = sqlx::query("SELECT 1 FROM rollouts WHERE id = ?1")
@@ -946,8 +954,9 @@ impl Store for SqliteStore {
             let stable_i64 = stable.map(|v| to_i64_checked(v, "version")).transpose()?;
             sqlx::query(
                 "INSERT INTO rollouts (id, slot, strategy, state, request, status, revision, \
-                 created_at, updated_at, stable_version) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, ?8)",
+                 created_at, updated_at, stable_version, route, rollbacks_automatic, \
+                 rollbacks_manual) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?7, ?8, ?9, ?10, ?11)",
             )
             .bind(&r.id)
             .bind(r.slot.as_str())
@@ -957,6 +966,9 @@ impl Store for SqliteStore {
             .bind(status)
             .bind(fmt_ts(now))
             .bind(stable_i64)
+            .bind(route)
+            .bind(rb_auto)
+            .bind(rb_manual)
             .execute(&mut *tx)
             .await
             .map_err(backend("creating a rollout"))?;
@@ -1013,6 +1025,47 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn rollout_counts(&self) -> Result<actuator_core::RolloutCounts, StoreError> {
+        self.reading(async move {
+            // Sums of columns written with each status: no status is read.
+            let rows = sqlx::query(
+                "SELECT strategy, state, COUNT(*) AS n, SUM(rollbacks_automatic) AS auto, \
+                 SUM(rollbacks_manual) AS manual FROM rollouts GROUP BY strategy, state \
+                 ORDER BY strategy, state",
+            )
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend("counting rollouts"))?;
+            let mut out = actuator_core::RolloutCounts::default();
+            for row in &rows {
+                let c = Cols::new(row, "rollouts");
+                let (strategy, state) = rows::strategy_and_state(&c)?;
+                out.by_kind.push((strategy, state, c.u64("n")?));
+                out.automatic_rollbacks += c.u64("auto")?;
+                out.manual_rollbacks += c.u64("manual")?;
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn rollouts_with_batches(
+        &self,
+    ) -> Result<Option<std::collections::HashSet<String>>, StoreError> {
+        self.reading(async move {
+            let rows = sqlx::query("SELECT DISTINCT rollout FROM observation_batches")
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend("listing the rollouts with observation batches"))?;
+            let ids = rows
+                .iter()
+                .map(|r| Cols::new(r, "observation_batches").text("rollout"))
+                .collect::<Result<_, _>>()?;
+            Ok(Some(ids))
+        })
+        .await
+    }
+
     async fn list_active_routes(
         &self,
         page: PageRequest,
@@ -1020,9 +1073,9 @@ impl Store for SqliteStore {
         self.reading(async move {
             page.validate()?;
             let below = page.numeric_cursor()?.map_or(i64::MAX, to_i64_saturating);
-            // SQLite extracts the one field: the rest of each status is never decoded.
+            // The route has its own column, written with each status: no status is read.
             let mut rows = sqlx::query(concat!(
-                "SELECT seq, id, slot, revision, json_extract(status, '$.route') AS route ",
+                "SELECT seq, id, slot, revision, route ",
                 "FROM rollouts WHERE seq < ?1 AND state NOT IN ",
                 terminal_states!(),
                 " ORDER BY seq DESC LIMIT ?2"
@@ -1073,14 +1126,16 @@ impl Store for SqliteStore {
         self.guarded(false, async move {
             let now = now();
             let status = to_json(&u.status)?;
+            let (route, rb_auto, rb_manual) = rows::derived(&u.status)?;
             let mut tx = self.begin_write().await?;
-            let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
+            let row = sqlx::query(rows::ROLLOUT_META)
                 .bind(id)
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(backend("reading a rollout"))?
                 .ok_or_else(|| not_found(format!("rollout {id}")))?;
-            let mut cur = rows::rollout(&row)?;
+            // The stored status is about to be replaced: it is not read.
+            let mut cur = rows::rollout_with(&row, serde_json::Value::Null)?;
             if cur.revision != u.expected_revision {
                 return Err(StoreError::Conflict {
                     what: format!("rollout {id}"),
@@ -1118,7 +1173,8 @@ impl Store for SqliteStore {
             let stable = readmitted.flatten().map(|v| to_i64_checked(v, "version")).transpose()?;
             sqlx::query(
                 "UPDATE rollouts SET state = ?2, status = ?3, revision = revision + 1, \
-                 updated_at = ?4, stable_version = CASE WHEN ?5 THEN ?6 ELSE stable_version END \
+                 updated_at = ?4, stable_version = CASE WHEN ?5 THEN ?6 ELSE stable_version END, \
+                 route = ?7, rollbacks_automatic = ?8, rollbacks_manual = ?9 \
                  WHERE id = ?1",
             )
             .bind(id)
@@ -1127,6 +1183,9 @@ impl Store for SqliteStore {
             .bind(fmt_ts(now))
             .bind(readmitted.is_some())
             .bind(stable)
+            .bind(route)
+            .bind(rb_auto)
+            .bind(rb_manual)
             .execute(&mut *tx)
             .await
             .map_err(backend("updating a rollout"))?;
@@ -1203,13 +1262,15 @@ pub(crate) async fn write_status(
 ) -> Result<RolloutRecord, StoreError> {
     let now = now();
     let text = to_json(&status)?;
-    let row = sqlx::query("SELECT * FROM rollouts WHERE id = ?1")
+    let (route, rb_auto, rb_manual) = rows::derived(&status)?;
+    let row = sqlx::query(rows::ROLLOUT_META)
         .bind(id)
         .fetch_optional(&mut *conn)
         .await
         .map_err(backend("reading a rollout"))?
         .ok_or_else(|| not_found(format!("rollout {id}")))?;
-    let mut cur = rows::rollout(&row)?;
+    // The stored status is about to be replaced: it is not read.
+    let mut cur = rows::rollout_with(&row, serde_json::Value::Null)?;
     if cur.revision != expected_revision {
         return Err(StoreError::Conflict {
             what: format!("rollout {id}"),
@@ -1218,11 +1279,15 @@ pub(crate) async fn write_status(
         });
     }
     sqlx::query(
-        "UPDATE rollouts SET status = ?2, revision = revision + 1, updated_at = ?3 WHERE id = ?1",
+        "UPDATE rollouts SET status = ?2, revision = revision + 1, updated_at = ?3, route = ?4, \
+         rollbacks_automatic = ?5, rollbacks_manual = ?6 WHERE id = ?1",
     )
     .bind(id)
     .bind(text)
     .bind(fmt_ts(now))
+    .bind(route)
+    .bind(rb_auto)
+    .bind(rb_manual)
     .execute(&mut *conn)
     .await
     .map_err(backend(context))?;
@@ -1383,7 +1448,37 @@ mod tests {
     fn the_migrations_are_embedded_in_order() {
         let m = migrator();
         let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(versions, [1, 2, 3, 4, 5, 6, 7]);
+    }
+
+    /// The migration that adds the derived columns fills them for rows written before it
+    /// exactly as a write does: its backfill, run over rows whose columns were emptied, gives
+    /// back the same routes and counts.
+    #[tokio::test]
+    async fn the_backfill_derives_what_a_write_does() {
+        let store = SqliteStore::open_in_memory().await.unwrap();
+        actuator_core::testing::conformance::summaries(&store).await;
+        async fn routes(s: &SqliteStore) -> Vec<(String, serde_json::Value)> {
+            let mut r = s.list_active_routes(PageRequest::first(10)).await.unwrap().items;
+            r.sort_by(|a, b| a.id.cmp(&b.id));
+            r.into_iter().map(|r| (r.id, r.route)).collect()
+        }
+        let before = (routes(&store).await, store.rollout_counts().await.unwrap());
+        sqlx::query(
+            "UPDATE rollouts SET route = NULL, rollbacks_automatic = 0, rollbacks_manual = 0",
+        )
+        .execute(&store.writer)
+        .await
+        .unwrap();
+        assert_ne!(store.rollout_counts().await.unwrap(), before.1, "the columns were emptied");
+        let migration = include_str!("../migrations/0007_rollout_route_and_counts.sql");
+        let backfill = &migration[migration.find("-- backfill").unwrap()..];
+        sqlx::raw_sql(sqlx::AssertSqlSafe(backfill.to_owned()))
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        let after = (routes(&store).await, store.rollout_counts().await.unwrap());
+        assert_eq!(after, before);
     }
 
     /// The steps of SQLite's plan for `sql` with its parameters bound to `binds`.

@@ -84,6 +84,7 @@ where
     verified_head(make().await.as_ref()).await;
     racing_admissions(make().await).await;
     tokens(make().await.as_ref()).await;
+    summaries(make().await.as_ref()).await;
 }
 
 /// API tokens: created with their audit entry, names and secrets unique, listed by name,
@@ -446,6 +447,133 @@ pub async fn rollouts(store: &dyn Store) {
         .unwrap();
     assert_eq!(next.items[0].id, "r1");
     assert!(store.get_rollout("nope").await.unwrap().is_none());
+}
+
+/// What a start reads instead of whole records: the routes of active rollouts, the counts
+/// by strategy and state with the rollbacks the statuses record, and the rollouts holding
+/// batches; each follows every kind of write (create, update, status save, checkpoint).
+pub async fn summaries(store: &dyn Store) {
+    for s in ["a", "b", "c"] {
+        slot(store, s).await;
+        append(store, s, 0, true).await.unwrap();
+        append(store, s, 1, false).await.unwrap();
+    }
+    let route = json!({"slot": "a", "share_bp": 100});
+    let new = |id: &str, s: &str, strategy| NewRollout {
+        id: id.into(),
+        slot: name(s),
+        strategy,
+        state: DeploymentState::Pending,
+        request: json!({"candidate": {"version": 2}}),
+        status: json!({"route": route}),
+        admission: Admission::default(),
+    };
+    let a = store
+        .create_rollout(new("ra", "a", DeploymentStrategy::Canary), draft("rollout.start", "ra"))
+        .await
+        .unwrap();
+    store
+        .create_rollout(new("rb", "b", DeploymentStrategy::Canary), draft("rollout.start", "rb"))
+        .await
+        .unwrap();
+    let c = store
+        .create_rollout(new("rc", "c", DeploymentStrategy::BlueGreen), draft("rollout.start", "rc"))
+        .await
+        .unwrap();
+    let routes = store.list_active_routes(PageRequest::first(10)).await.unwrap();
+    assert_eq!(routes.items.len(), 3, "summaries: every active route");
+    assert!(routes.items.iter().all(|r| r.route == route), "summaries: routes as written");
+    // ra rolls back automatically after a manual rollback of an earlier try; rc is aborted.
+    let rolled = json!({
+        "route": null,
+        "rollback": {"automatic": true, "reason": {"kind": "sequential"}},
+        "past_rollbacks": [{"automatic": false, "reason": {"kind": "manual"}}]
+    });
+    let mut rev = a.revision;
+    for st in [
+        DeploymentState::Validating,
+        DeploymentState::RollingOut,
+        DeploymentState::Monitoring,
+        DeploymentState::RollingBack,
+    ] {
+        rev = store
+            .update_rollout(
+                "ra",
+                RolloutUpdate {
+                    expected_revision: rev,
+                    state: st,
+                    status: rolled.clone(),
+                    activate_version: None,
+                    admission: Admission::default(),
+                },
+                draft("rollout.step", "ra"),
+            )
+            .await
+            .unwrap()
+            .revision;
+    }
+    let aborted = json!({"rollback": {"automatic": false, "reason": {"kind": "aborted"}}});
+    let mut rev = c.revision;
+    for st in [DeploymentState::Validating, DeploymentState::RollingOut, DeploymentState::Aborted] {
+        rev = store
+            .update_rollout(
+                "rc",
+                RolloutUpdate {
+                    expected_revision: rev,
+                    state: st,
+                    status: aborted.clone(),
+                    activate_version: None,
+                    admission: Admission::default(),
+                },
+                draft("rollout.step", "rc"),
+            )
+            .await
+            .unwrap()
+            .revision;
+    }
+    // rb's checkpoint moves its route.
+    let moved = json!({"slot": "b", "share_bp": 500});
+    let b = store.get_rollout("rb").await.unwrap().unwrap();
+    store.save_rollout_status("rb", b.revision, json!({"route": moved})).await.unwrap();
+    store
+        .append_observation_batches(vec![NewObservationBatch {
+            rollout_id: "rb".into(),
+            items: r#"[{"x":1}]"#.into(),
+        }])
+        .await
+        .unwrap();
+    let holders = store.rollouts_with_batches().await.unwrap();
+    if let Some(h) = &holders {
+        assert_eq!(
+            h.iter().map(String::as_str).collect::<Vec<_>>(),
+            ["rb"],
+            "summaries: batch holders"
+        );
+    }
+    let mut routes = store.list_active_routes(PageRequest::first(10)).await.unwrap().items;
+    routes.sort_by(|x, y| x.id.cmp(&y.id));
+    assert_eq!(
+        routes.iter().map(|r| (r.id.as_str(), r.route.clone())).collect::<Vec<_>>(),
+        [("ra", serde_json::Value::Null), ("rb", moved)],
+        "summaries: routes follow updates and saves"
+    );
+    let counts = store.rollout_counts().await.unwrap();
+    let mut kinds = counts.by_kind.clone();
+    kinds.sort_by_key(|&(s, st, _)| (s.as_str(), st.as_str()));
+    assert_eq!(
+        kinds,
+        [
+            (DeploymentStrategy::BlueGreen, DeploymentState::Aborted, 1),
+            (DeploymentStrategy::Canary, DeploymentState::Pending, 1),
+            (DeploymentStrategy::Canary, DeploymentState::RollingBack, 1),
+        ],
+        "summaries: counts by strategy and state"
+    );
+    assert_eq!(
+        (counts.automatic_rollbacks, counts.manual_rollbacks),
+        (1, 1),
+        "summaries: rollbacks, aborts left out"
+    );
 }
 
 /// A retry (terminal back to pending) is refused while another rollout holds the slot.

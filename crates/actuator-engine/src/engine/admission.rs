@@ -180,6 +180,8 @@ impl Engine {
             rt.clone(),
         );
         let mut g = rt.lock().await;
+        // Changed under its lock: the loop takes it on its next pass.
+        self.wake_rollout(&id);
         self.begin(&mut g, &actor).await?;
         self.notify(
             "rollout.start",

@@ -60,6 +60,9 @@ impl Engine {
         *lock(&self.inner.state) = ActuatorState::Starting;
         let mut cursor = None;
         let mut resumed = Vec::new();
+        // The rollouts with durable batches to replay, when the store can tell: the others
+        // are not asked for theirs one by one.
+        let holders = self.store().rollouts_with_batches().await?;
         loop {
             let page = self
                 .store()
@@ -82,7 +85,10 @@ impl Engine {
                         let mut rt = Runtime::new(rec, st, req, self.now());
                         // Acknowledged batches the checkpoint does not hold yet are folded
                         // in before the loop looks at the rollout.
-                        let replayed = self.replay(&mut rt).await?;
+                        let replayed = match &holders {
+                            Some(h) if !h.contains(&id) => 0,
+                            _ => self.replay(&mut rt).await?,
+                        };
                         if replayed > 0 {
                             tracing::info!(rollout = %id, batches = replayed, "replayed durable observation batches");
                         }
@@ -137,25 +143,27 @@ impl Engine {
         Ok(())
     }
 
+    /// The statistics of every rollout in the store, from the store's counts (a start
+    /// reads no finished rollout's status).
     pub(super) async fn recount(&self) -> Result<ActuatorStats, EngineError> {
+        let counts = self.store().rollout_counts().await?;
         let mut stats = ActuatorStats::default();
-        let mut cursor = None;
-        loop {
-            let page = self
-                .store()
-                .list_rollouts(
-                    RolloutFilter::default(),
-                    PageRequest { limit: PageRequest::MAX_LIMIT, cursor },
-                )
-                .await?;
-            for rec in &page.items {
-                count(&mut stats, rec);
-            }
-            match page.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => return Ok(stats),
+        for &(strategy, state, n) in &counts.by_kind {
+            stats.total_deployments += n;
+            *stats.by_strategy.entry(strategy).or_default() += n;
+            match state {
+                DeploymentState::Completed => stats.successful_deployments += n,
+                DeploymentState::RolledBack | DeploymentState::Failed => {
+                    stats.failed_deployments += n
+                }
+                DeploymentState::Aborted => stats.aborted_deployments += n,
+                _ => stats.active_deployments += n,
             }
         }
+        stats.automatic_rollbacks = counts.automatic_rollbacks;
+        stats.manual_rollbacks = counts.manual_rollbacks;
+        stats.rollbacks = counts.automatic_rollbacks + counts.manual_rollbacks;
+        Ok(stats)
     }
 
     pub(super) fn all_runtimes(&self) -> Vec<Shared> {
@@ -193,7 +201,11 @@ impl Engine {
         // Rollouts due for a checkpoint stay locked until the pass writes all of them in one
         // store call; the others are let go as soon as they were looked at.
         let mut due: Vec<tokio::sync::OwnedMutexGuard<Runtime>> = Vec::new();
-        for rt in self.all_runtimes() {
+        // Only the rollouts whose deadline passed or that something changed are taken: an
+        // idle rollout costs one read of its deadline.
+        let now_ms = self.now().timestamp_millis();
+        let taken = self.inner.runtimes.read().unwrap_or_else(|p| p.into_inner()).due(now_ms);
+        for rt in taken {
             let mut g = rt.lock_owned().await;
             match AssertUnwindSafe(self.tick(&mut g)).catch_unwind().await {
                 Ok(Ok(())) => {}
@@ -219,11 +231,84 @@ impl Engine {
                 self.inner.runtimes.write().unwrap_or_else(|p| p.into_inner()).remove(&id);
             } else if self.checkpoint_due(&g, self.now()) {
                 due.push(g);
+            } else {
+                self.reschedule(&g);
             }
         }
         if !due.is_empty() {
             let mut refs: Vec<&mut Runtime> = due.iter_mut().map(|g| &mut **g).collect();
             self.checkpoint_many(&mut refs).await;
+            for g in &due {
+                self.reschedule(g);
+            }
+        }
+    }
+
+    /// Sets when the loop next takes `rt` (called holding its lock, after its tick).
+    fn reschedule(&self, rt: &Runtime) {
+        let at = self.next_due_ms(rt, self.now());
+        self.inner.runtimes.read().unwrap_or_else(|p| p.into_inner()).schedule(&rt.rec.id, at);
+    }
+
+    /// When the loop must next take `rt`, in engine-clock milliseconds: at once when
+    /// something changed since its last look or it is rolling back, else at the earliest of
+    /// its timers (its step's minimum and maximum durations, the rollout's budget of active
+    /// time, its checkpoint, its idle look), and never later than the idle interval, so its
+    /// clocks keep counting (see [`Engine::idle_interval_ms`]).
+    pub(super) fn next_due_ms(&self, rt: &Runtime, now: DateTime<Utc>) -> i64 {
+        let now_ms = now.timestamp_millis();
+        let state = rt.rec.state;
+        if rt.fresh || (rt.looked.is_none() && state == DeploymentState::Monitoring) {
+            return now_ms;
+        }
+        if state == DeploymentState::RollingBack {
+            return now_ms;
+        }
+        let after = |ms: u64| now_ms.saturating_add(i64::try_from(ms).unwrap_or(i64::MAX));
+        let mut due = after(self.idle_interval_ms());
+        if state == DeploymentState::Monitoring {
+            if let Some((at, _, _)) = rt.looked {
+                let idle_look = at.timestamp_millis().saturating_add(super::control::IDLE_LOOK_MS);
+                due = due.min(idle_look);
+            }
+            // Active time runs with the clock while monitoring: a gate `g` ms into the step
+            // is crossed `g − step_active_ms` from now.
+            if let Some(step) = rt.st.steps.get(rt.st.step) {
+                for secs in std::iter::once(step.min_secs).chain(step.max_secs) {
+                    let gate = secs.saturating_mul(1000);
+                    if gate > rt.st.step_active_ms {
+                        due = due.min(after(gate - rt.st.step_active_ms));
+                    }
+                }
+            }
+            if rt.st.settings.triggers.max_duration && !rt.st.budget_held {
+                let limit = rt.req.canary.max_duration_secs.saturating_mul(1000);
+                due = due.min(after(limit.saturating_sub(rt.st.active_ms)));
+            }
+        }
+        if rt.rec.state.is_active() && rt.unsaved() {
+            let s = &self.inner.settings;
+            let wait =
+                if rt.dirty { s.checkpoint_ms } else { s.idle_checkpoint_ms.max(s.checkpoint_ms) };
+            let at = rt
+                .last_save
+                .timestamp_millis()
+                .saturating_add(i64::try_from(wait).unwrap_or(i64::MAX));
+            due = due.min(at);
+        }
+        due
+    }
+
+    /// The longest the loop leaves a live rollout alone: the idle look interval, and at most
+    /// half of `max_tick_gap_ms` (a longer gap between two of a rollout's ticks is not counted
+    /// as active time: it is taken for a stalled process). A driven engine counts every moved
+    /// millisecond, so only the idle look bounds it.
+    pub(super) fn idle_interval_ms(&self) -> u64 {
+        let idle = super::control::IDLE_LOOK_MS.unsigned_abs();
+        if self.inner.driven.load(Ordering::SeqCst) {
+            idle
+        } else {
+            idle.min(self.inner.settings.max_tick_gap_ms / 2).max(1)
         }
     }
 
@@ -293,29 +378,4 @@ pub(super) fn panic_message(p: &(dyn std::any::Any + Send)) -> String {
         .map(|s| (*s).to_owned())
         .or_else(|| p.downcast_ref::<String>().cloned())
         .unwrap_or_else(|| "no message".into())
-}
-
-pub(super) fn count(s: &mut ActuatorStats, rec: &RolloutRecord) {
-    s.total_deployments += 1;
-    *s.by_strategy.entry(rec.strategy).or_default() += 1;
-    match rec.state {
-        DeploymentState::Completed => s.successful_deployments += 1,
-        DeploymentState::RolledBack | DeploymentState::Failed => s.failed_deployments += 1,
-        DeploymentState::Aborted => s.aborted_deployments += 1,
-        _ => s.active_deployments += 1,
-    }
-    let current = rec.status.get("rollback").filter(|v| !v.is_null());
-    let past = rec.status.get("past_rollbacks").and_then(Value::as_array);
-    for rb in current.into_iter().chain(past.into_iter().flatten()) {
-        // Rollouts stored before `aborted` existed recorded an abort as a rollback.
-        if rb.get("reason").and_then(|r| r.get("kind")).and_then(Value::as_str) == Some("aborted") {
-            continue;
-        }
-        s.rollbacks += 1;
-        if rb.get("automatic").and_then(Value::as_bool).unwrap_or(false) {
-            s.automatic_rollbacks += 1;
-        } else {
-            s.manual_rollbacks += 1;
-        }
-    }
 }

@@ -83,6 +83,8 @@ impl Engine {
         }
         let rt = self.runtime(id).ok_or_else(|| self.missing_or_inactive(id, action.name()))?;
         let mut g = rt.lock().await;
+        // Changed under its lock: the loop takes it on its next pass.
+        self.wake_rollout(id);
         let state = g.rec.state;
         let bad = || EngineError::InvalidTransition {
             action: action.name().into(),
@@ -283,6 +285,8 @@ impl Engine {
             shared.clone(),
         );
         let mut g = shared.lock().await;
+        // Changed under its lock: the loop takes it on its next pass.
+        self.wake_rollout(id);
         self.begin(&mut g, actor).await?;
         Ok(g.view())
     }
@@ -456,6 +460,8 @@ impl Engine {
             map.insert(id.to_owned(), slot_name.clone(), shared.clone());
         }
         let mut g = shared.lock().await;
+        // Changed under its lock: the loop takes it on its next pass.
+        self.wake_rollout(id);
         let mode = if gradual { RollbackMode::Gradual } else { RollbackMode::Fast };
         let started = self
             .start_rollback(

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex as StdMutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{Mutex, Notify};
@@ -261,18 +261,30 @@ impl Runtime {
 
 pub(crate) type Shared = Arc<Mutex<Runtime>>;
 
+/// One live rollout in the engine's map: its slot, its runtime, and when the control loop
+/// should next look at it.
+pub(crate) struct Entry {
+    slot: SlotName,
+    rt: Shared,
+    /// Milliseconds since the epoch (engine clock) at which the loop next takes this rollout:
+    /// `i64::MIN` when something changed and the next pass must. Written by the loop while
+    /// it holds the rollout's lock, and lowered by whoever changes the rollout while holding
+    /// it, so a change is never overwritten by the schedule of an earlier look.
+    due_ms: AtomicI64,
+}
+
 /// The rollouts this engine drives, by id and by slot. The slot index answers "does a live
 /// rollout hold this slot?" without locking any rollout (the store's transaction is what
 /// enforces one rollout per slot; the index only refuses early).
 #[derive(Default)]
 pub(crate) struct Runtimes {
-    by_id: HashMap<String, (SlotName, Shared)>,
+    by_id: HashMap<String, Entry>,
     by_slot: HashMap<SlotName, String>,
 }
 
 impl Runtimes {
     pub(crate) fn get(&self, id: &str) -> Option<Shared> {
-        self.by_id.get(id).map(|(_, rt)| rt.clone())
+        self.by_id.get(id).map(|e| e.rt.clone())
     }
 
     pub(crate) fn contains(&self, id: &str) -> bool {
@@ -288,22 +300,46 @@ impl Runtimes {
         self.by_slot.get(slot).map(String::as_str)
     }
 
+    /// Adds a rollout, due at once.
     pub(crate) fn insert(&mut self, id: String, slot: SlotName, rt: Shared) {
         self.by_slot.insert(slot.clone(), id.clone());
-        self.by_id.insert(id, (slot, rt));
+        self.by_id.insert(id, Entry { slot, rt, due_ms: AtomicI64::new(i64::MIN) });
     }
 
     /// Lets `id` go, and its slot with it when the slot still names it.
     pub(crate) fn remove(&mut self, id: &str) -> Option<Shared> {
-        let (slot, rt) = self.by_id.remove(id)?;
-        if self.by_slot.get(&slot).is_some_and(|holder| holder == id) {
-            self.by_slot.remove(&slot);
+        let e = self.by_id.remove(id)?;
+        if self.by_slot.get(&e.slot).is_some_and(|holder| holder == id) {
+            self.by_slot.remove(&e.slot);
         }
-        Some(rt)
+        Some(e.rt)
     }
 
     pub(crate) fn values(&self) -> impl Iterator<Item = &Shared> {
-        self.by_id.values().map(|(_, rt)| rt)
+        self.by_id.values().map(|e| &e.rt)
+    }
+
+    /// The rollouts due at `now_ms`: one read of each entry's deadline, no rollout locked.
+    pub(crate) fn due(&self, now_ms: i64) -> Vec<Shared> {
+        self.by_id
+            .values()
+            .filter(|e| e.due_ms.load(Ordering::Acquire) <= now_ms)
+            .map(|e| e.rt.clone())
+            .collect()
+    }
+
+    /// Sets when the loop next takes `id` (the loop, holding its lock, after a look).
+    pub(crate) fn schedule(&self, id: &str, at_ms: i64) {
+        if let Some(e) = self.by_id.get(id) {
+            e.due_ms.store(at_ms, Ordering::Release);
+        }
+    }
+
+    /// Makes `id` due on the next pass (whoever changed it, holding its lock).
+    pub(crate) fn wake(&self, id: &str) {
+        if let Some(e) = self.by_id.get(id) {
+            e.due_ms.store(i64::MIN, Ordering::Release);
+        }
     }
 }
 
@@ -465,6 +501,12 @@ impl Engine {
 
     pub(super) fn active_count(&self) -> usize {
         self.inner.runtimes.read().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Makes rollout `id` due on the next pass of the control loop: called by whoever changed
+    /// it (a control, new evidence), while holding its lock.
+    pub(crate) fn wake_rollout(&self, id: &str) {
+        self.inner.runtimes.read().unwrap_or_else(|p| p.into_inner()).wake(id);
     }
 
     /// Wakes the control loop (after a batch of observations).

@@ -8,8 +8,8 @@ impl Engine {
     /// The view of one rollout (live for active ones, from the store otherwise).
     pub async fn view(&self, id: &str) -> Result<RolloutView, EngineError> {
         if let Some(rt) = self.runtime(id) {
-            let g = rt.lock().await;
-            return Ok(g.view());
+            let mut g = rt.lock().await;
+            return Ok(self.live_view(&mut g));
         }
         let rec = self
             .store()
@@ -57,8 +57,8 @@ impl Engine {
             let live = self.runtime(&rec.id);
             let view = match live {
                 Some(rt) => {
-                    let g = rt.lock().await;
-                    g.view()
+                    let mut g = rt.lock().await;
+                    self.live_view(&mut g)
                 }
                 None => match serde_json::from_value::<EngineStatus>(rec.status.clone()) {
                     Ok(st) => RolloutView::new(&rec, &st, stored_rollback_window(&rec)),
@@ -110,10 +110,17 @@ impl Engine {
     pub async fn active_views(&self) -> Vec<RolloutView> {
         let mut out = Vec::new();
         for rt in self.all_runtimes() {
-            let g = rt.lock().await;
-            out.push(g.view());
+            let mut g = rt.lock().await;
+            out.push(self.live_view(&mut g));
         }
         out
+    }
+
+    /// The view of a live rollout with its clocks of active time brought up to now: the loop
+    /// takes an idle rollout only every few seconds, a reader sees the time to the moment.
+    fn live_view(&self, rt: &mut Runtime) -> RolloutView {
+        self.accrue(rt, self.now());
+        rt.view()
     }
 
     /// Counters since the store was created.
