@@ -31,8 +31,8 @@ pub use plugin::{
 };
 pub use state::DeploymentState;
 pub use store::{
-    Admission, AppendVersion, AuditQuery, CheckpointWrite, NewObservationBatch, NewRollout,
-    NewSnapshot, ObservationBatch, Page, PageRequest, RolloutCounts, RolloutFilter, RolloutRecord,
-    RolloutRoute, RolloutUpdate, Store, StoreError, rollback_counts,
+    Admission, AppendVersion, AuditQuery, CheckpointWrite, EncodedRollout, NewObservationBatch,
+    NewRollout, NewSnapshot, ObservationBatch, Page, PageRequest, RolloutCounts, RolloutFilter,
+    RolloutRecord, RolloutRoute, RolloutUpdate, Store, StoreError, rollback_counts,
 };
 pub use token::{NewToken, Role, TokenRecord};

@@ -258,6 +258,19 @@ pub struct RolloutRecord {
     pub updated_at: DateTime<Utc>,
 }
 
+/// An active rollout as a start reads it: its record with `request` and `status` left
+/// `Null`, and those two documents as their stored JSON text, so the reader decodes each
+/// straight into its own types (see [`Store::list_active_rollouts_encoded`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct EncodedRollout {
+    /// The record, its documents `Null`.
+    pub record: RolloutRecord,
+    /// The request that started it, as stored (JSON text).
+    pub request: String,
+    /// Its status, as stored (JSON text).
+    pub status: String,
+}
+
 /// How many rollouts the store holds, by strategy and state, and the rollbacks their
 /// statuses record (see [`Store::rollout_counts`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -577,6 +590,29 @@ pub trait Store: Send + Sync + 'static {
             items: p.items.into_iter().map(RolloutRoute::of_record).collect(),
             next_cursor: p.next_cursor,
         })
+    }
+    /// The active rollouts, newest first, paged like [`Store::list_rollouts`] with
+    /// `active_only`, with their documents as JSON text: what a start decodes into typed state
+    /// without building a generic JSON tree of each status first. The default encodes the
+    /// records [`Store::list_rollouts`] gives; a store that keeps the text should hand it over.
+    async fn list_active_rollouts_encoded(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<EncodedRollout>, StoreError> {
+        let p = self.list_rollouts(RolloutFilter { active_only: true, slot: None }, page).await?;
+        let mut items = Vec::with_capacity(p.items.len());
+        for mut record in p.items {
+            let encode = |v: &Value| {
+                serde_json::to_string(v)
+                    .map_err(|e| StoreError::Backend(format!("encoding a stored document: {e}")))
+            };
+            let request = encode(&record.request)?;
+            let status = encode(&record.status)?;
+            record.request = Value::Null;
+            record.status = Value::Null;
+            items.push(EncodedRollout { record, request, status });
+        }
+        Ok(Page { items, next_cursor: p.next_cursor })
     }
     /// How many rollouts there are by strategy and state, and the rollbacks they record. The
     /// default reads every record; a store that keeps the counts where it can sum them

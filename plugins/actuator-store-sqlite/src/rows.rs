@@ -210,6 +210,36 @@ pub(crate) fn rollout(row: &SqliteRow) -> Result<RolloutRecord, StoreError> {
     rollout_with(row, status)
 }
 
+/// A rollout record from a row holding at least the columns of [`ROLLOUT_META`], with
+/// `status` as its status.
+pub(crate) fn rollout_with(row: &SqliteRow, status: Value) -> Result<RolloutRecord, StoreError> {
+    let request = Cols::new(row, "rollouts").json("request")?;
+    rollout_from(row, request, status)
+}
+
+/// A rollout record from a row holding at least the columns of [`ROLLOUT_META`] but
+/// `request`, with the given documents.
+pub(crate) fn rollout_from(
+    row: &SqliteRow,
+    request: Value,
+    status: Value,
+) -> Result<RolloutRecord, StoreError> {
+    let c = Cols::new(row, "rollouts");
+    let (strategy, state) = strategy_and_state(&c)?;
+    Ok(RolloutRecord {
+        id: c.text("id")?,
+        slot: c.slot_name("slot")?,
+        strategy,
+        state,
+        request,
+        status,
+        revision: c.u64("revision")?,
+        stable_version: c.opt_u64("stable_version")?,
+        created_at: c.ts("created_at")?,
+        updated_at: c.ts("updated_at")?,
+    })
+}
+
 /// A rollout row's `strategy` and `state` columns.
 pub(crate) fn strategy_and_state(
     c: &Cols<'_>,
@@ -230,25 +260,6 @@ pub(crate) fn strategy_and_state(
 /// about to replace (reading and decoding the old one would be wasted).
 pub(crate) const ROLLOUT_META: &str = "SELECT id, slot, strategy, state, request, revision, \
      stable_version, created_at, updated_at FROM rollouts WHERE id = ?1";
-
-/// A rollout record from a row holding at least the columns of [`ROLLOUT_META`], with
-/// `status` as its status.
-pub(crate) fn rollout_with(row: &SqliteRow, status: Value) -> Result<RolloutRecord, StoreError> {
-    let c = Cols::new(row, "rollouts");
-    let (strategy, state) = strategy_and_state(&c)?;
-    Ok(RolloutRecord {
-        id: c.text("id")?,
-        slot: c.slot_name("slot")?,
-        strategy,
-        state,
-        request: c.json("request")?,
-        status,
-        revision: c.u64("revision")?,
-        stable_version: c.opt_u64("stable_version")?,
-        created_at: c.ts("created_at")?,
-        updated_at: c.ts("updated_at")?,
-    })
-}
 
 #[cfg(test)]
 mod tests {

@@ -1025,6 +1025,36 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn list_active_rollouts_encoded(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<actuator_core::EncodedRollout>, StoreError> {
+        self.reading(async move {
+            page.validate()?;
+            let below = page.numeric_cursor()?.map_or(i64::MAX, to_i64_saturating);
+            let mut rows = sqlx::query(LIST_ROLLOUTS)
+                .bind(below)
+                .bind(true)
+                .bind(Option::<&str>::None)
+                .bind(i64::from(page.limit) + 1)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend("listing active rollouts"))?;
+            let next_cursor = next_rollout_cursor(&mut rows, page.limit)?;
+            let items = map_rows(&rows, |row| {
+                let c = Cols::new(row, "rollouts");
+                let request = c.text("request")?;
+                let status = c.text("status")?;
+                // The documents stay text: the record carries them as `Null`.
+                let null = serde_json::Value::Null;
+                let record = rows::rollout_from(row, null.clone(), null)?;
+                Ok(actuator_core::EncodedRollout { record, request, status })
+            })?;
+            Ok(Page { items, next_cursor })
+        })
+        .await
+    }
+
     async fn rollout_counts(&self) -> Result<actuator_core::RolloutCounts, StoreError> {
         self.reading(async move {
             // Sums of columns written with each status: no status is read.
@@ -1074,17 +1104,12 @@ impl Store for SqliteStore {
             page.validate()?;
             let below = page.numeric_cursor()?.map_or(i64::MAX, to_i64_saturating);
             // The route has its own column, written with each status: no status is read.
-            let mut rows = sqlx::query(concat!(
-                "SELECT seq, id, slot, revision, route ",
-                "FROM rollouts WHERE seq < ?1 AND state NOT IN ",
-                terminal_states!(),
-                " ORDER BY seq DESC LIMIT ?2"
-            ))
-            .bind(below)
-            .bind(i64::from(page.limit) + 1)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend("listing the routes of active rollouts"))?;
+            let mut rows = sqlx::query(LIST_ACTIVE_ROUTES)
+                .bind(below)
+                .bind(i64::from(page.limit) + 1)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend("listing the routes of active rollouts"))?;
             let next_cursor = next_rollout_cursor(&mut rows, page.limit)?;
             let items = map_rows(&rows, |row| {
                 let c = Cols::new(row, "rollouts");
@@ -1386,6 +1411,14 @@ const AUDIT_OF_TARGET_ASC: &str = "SELECT * FROM audit WHERE (target = ?2 \
      OR (target >= ?2 || '@' AND target < ?2 || 'A')) AND seq > ?1 ORDER BY seq ASC LIMIT ?3";
 
 /// A page of rollouts, newest first (`?1` the cursor, `?2` active only, `?4` the limit).
+/// The routes of active rollouts, a page below a cursor: answered from the covering partial
+/// index `rollouts_active_routes` (no table row, so no status, is read).
+const LIST_ACTIVE_ROUTES: &str = concat!(
+    "SELECT seq, id, slot, revision, route FROM rollouts WHERE seq < ?1 AND state NOT IN ",
+    terminal_states!(),
+    " ORDER BY seq DESC LIMIT ?2"
+);
+
 const LIST_ROLLOUTS: &str = concat!(
     "SELECT * FROM rollouts WHERE seq < ?1 AND (NOT ?2 OR state NOT IN ",
     terminal_states!(),
@@ -1523,6 +1556,13 @@ mod tests {
             assert!(steps.iter().any(|s| s.contains(index)), "{sql}: {steps:?}");
             assert!(!steps.iter().any(|s| s.starts_with("SCAN")), "{sql}: {steps:?}");
         }
+        // The routing book reads the routes from the covering index alone: no table row.
+        let steps =
+            plan(&store, LIST_ACTIVE_ROUTES, [Some(max.as_str()), Some("2"), None, None]).await;
+        assert!(
+            steps.iter().any(|s| s.contains("COVERING INDEX rollouts_active_routes")),
+            "{steps:?}"
+        );
     }
 
     #[tokio::test]

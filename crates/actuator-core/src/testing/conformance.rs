@@ -557,6 +557,20 @@ pub async fn summaries(store: &dyn Store) {
         [("ra", serde_json::Value::Null), ("rb", moved)],
         "summaries: routes follow updates and saves"
     );
+    // The encoded listing holds what the full records hold, documents as text.
+    let full = store
+        .list_rollouts(RolloutFilter { active_only: true, slot: None }, PageRequest::first(10))
+        .await
+        .unwrap();
+    let encoded = store.list_active_rollouts_encoded(PageRequest::first(10)).await.unwrap();
+    assert_eq!(encoded.items.len(), full.items.len(), "summaries: encoded listing");
+    for (e, f) in encoded.items.iter().zip(&full.items) {
+        assert_eq!(e.record.id, f.id, "summaries: same order");
+        assert_eq!((e.record.state, e.record.revision), (f.state, f.revision));
+        assert!(e.record.status.is_null() && e.record.request.is_null());
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&e.status).unwrap(), f.status);
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&e.request).unwrap(), f.request);
+    }
     let counts = store.rollout_counts().await.unwrap();
     let mut kinds = counts.by_kind.clone();
     kinds.sort_by_key(|&(s, st, _)| (s.as_str(), st.as_str()));

@@ -250,10 +250,12 @@ impl Engine {
     }
 }
 
-/// How long a monitored rollout with no new evidence goes without a look (10 s): what a
-/// look decides without new data changes only with time (projections at the current
-/// traffic, the step's minimum and maximum durations, which are checked exactly below).
-pub(super) const IDLE_LOOK_MS: i64 = 10_000;
+/// How long a monitored rollout with no new evidence goes without a look (30 s): what a
+/// look decides without new data changes only with time, and every timer that moves a
+/// decision by itself (the step's minimum and maximum durations, the rollout's budget) has
+/// its own deadline (`Engine::next_due_ms`) and is checked exactly below; what is left is
+/// the projection of the time to a decision at the current traffic, which ages slowly.
+pub(super) const IDLE_LOOK_MS: i64 = 30_000;
 
 /// Whether the analysis should look at `rt` now: new evidence or a change of state since the
 /// last look, a new step, the step's minimum or maximum duration crossed in active time since

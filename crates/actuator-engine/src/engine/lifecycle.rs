@@ -66,23 +66,23 @@ impl Engine {
         loop {
             let page = self
                 .store()
-                .list_rollouts(
-                    RolloutFilter { active_only: true, slot: None },
-                    PageRequest { limit: PageRequest::MAX_LIMIT, cursor },
-                )
+                .list_active_rollouts_encoded(PageRequest { limit: PageRequest::MAX_LIMIT, cursor })
                 .await?;
-            for rec in page.items {
+            for doc in page.items {
+                let rec = doc.record;
                 if !rec.state.is_active() {
                     continue;
                 }
-                // Decoded from the stored documents in place; `Runtime::new` then drops them.
+                // Decoded from the stored text straight into the typed state.
                 match (
-                    EngineStatus::deserialize(&rec.status),
-                    DeploymentRequest::deserialize(&rec.request),
+                    serde_json::from_str::<EngineStatus>(&doc.status),
+                    serde_json::from_str::<DeploymentRequest>(&doc.request),
+                    serde_json::from_str::<persist::StoredSeq>(&doc.status),
                 ) {
-                    (Ok(st), Ok(req)) => {
+                    (Ok(st), Ok(req), Ok(seq)) => {
                         let (id, slot, state) = (rec.id.clone(), rec.slot.clone(), rec.state);
                         let mut rt = Runtime::new(rec, st, req, self.now());
+                        rt.stored_seq = seq.folded_batch_seq;
                         // Acknowledged batches the checkpoint does not hold yet are folded
                         // in before the loop looks at the rollout.
                         let replayed = match &holders {
@@ -100,7 +100,7 @@ impl Engine {
                         resumed.push(slot);
                         tracing::debug!(rollout = %id, state = %state, "resumed rollout");
                     }
-                    (Err(e), _) | (_, Err(e)) => {
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
                         tracing::error!(rollout = %rec.id, error = %e, "cannot resume rollout: unreadable state")
                     }
                 }

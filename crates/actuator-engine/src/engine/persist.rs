@@ -28,6 +28,15 @@ pub(crate) struct Cursor {
     pub(crate) needs_replay: bool,
 }
 
+/// The one field of a stored status a start reads besides the typed state (decoded from the
+/// same text, every other field skipped).
+#[derive(Deserialize)]
+pub(crate) struct StoredSeq {
+    /// See [`SEQ_KEY`].
+    #[serde(default)]
+    pub(crate) folded_batch_seq: u64,
+}
+
 /// The highest folded batch recorded in a persisted status (0 when none is).
 pub(crate) fn stored_seq(status: &Value) -> u64 {
     status.get(SEQ_KEY).and_then(Value::as_u64).unwrap_or(0)
