@@ -12,8 +12,9 @@ pub fn schema_of<C: JsonSchema>() -> Value {
 }
 
 /// Parses `config` into `C`. On failure the error names the field: the one serde reports
-/// (an unknown or missing field), else the first top-level property whose value breaks the
-/// schema's `type`, `enum`, `minimum` or `maximum`, else `.` (the whole document).
+/// (an unknown or missing field), else the first top-level property whose value, or a value
+/// nested in it, breaks the schema's `type`, `enum`, `const`, `minimum` or `maximum`, else `.`
+/// (the whole document).
 pub fn parse<C: DeserializeOwned + JsonSchema>(config: Value) -> Result<C, PluginError> {
     let probe = config.clone();
     serde_json::from_value::<C>(config).map_err(|e| {
@@ -57,42 +58,39 @@ fn type_matches(ty: &str, v: &Value) -> bool {
 
 fn breaks(root: &Value, schema: &Value, v: &Value) -> bool {
     let schema = resolve(root, schema);
-    if let Some(ty) = schema.get("type") {
-        let ok = match ty {
-            Value::String(t) => type_matches(t, v),
-            Value::Array(ts) => ts.iter().filter_map(Value::as_str).any(|t| type_matches(t, v)),
-            _ => true,
-        };
-        if !ok {
+    let wrong_type = match schema.get("type") {
+        Some(Value::String(t)) => !type_matches(t, v),
+        Some(Value::Array(ts)) => !ts.iter().filter_map(Value::as_str).any(|t| type_matches(t, v)),
+        _ => false,
+    };
+    let not_listed =
+        matches!(schema.get("enum"), Some(Value::Array(allowed)) if !allowed.contains(v));
+    let no_alternative = matches!(
+        schema.get("oneOf").or_else(|| schema.get("anyOf")),
+        Some(Value::Array(alts)) if !alts.iter().any(|alt| !breaks(root, alt, v))
+    );
+    let x = v.as_f64();
+    let below =
+        matches!((x, schema.get("minimum").and_then(Value::as_f64)), (Some(x), Some(m)) if x < m);
+    let above =
+        matches!((x, schema.get("maximum").and_then(Value::as_f64)), (Some(x), Some(m)) if x > m);
+    let other_const = schema.get("const").is_some_and(|c| c != v);
+    if wrong_type || not_listed || no_alternative || below || above || other_const {
+        return true;
+    }
+    if let Some(obj) = v.as_object() {
+        let props = schema.get("properties").and_then(Value::as_object);
+        let extra = schema.get("additionalProperties").filter(|a| a.is_object());
+        if obj.iter().any(|(k, item)| {
+            props.and_then(|p| p.get(k)).or(extra).is_some_and(|s| breaks(root, s, item))
+        }) {
             return true;
         }
     }
-    if let Some(Value::Array(allowed)) = schema.get("enum") {
-        if !allowed.contains(v) {
-            return true;
-        }
+    match (schema.get("items").filter(|i| i.is_object()), v.as_array()) {
+        (Some(items), Some(arr)) => arr.iter().any(|item| breaks(root, items, item)),
+        _ => false,
     }
-    if let Some(Value::Array(alts)) = schema.get("oneOf").or_else(|| schema.get("anyOf")) {
-        if !alts.iter().any(|alt| !breaks(root, alt, v)) {
-            return true;
-        }
-    }
-    if let (Some(x), Some(min)) = (v.as_f64(), schema.get("minimum").and_then(Value::as_f64)) {
-        if x < min {
-            return true;
-        }
-    }
-    if let (Some(x), Some(max)) = (v.as_f64(), schema.get("maximum").and_then(Value::as_f64)) {
-        if x > max {
-            return true;
-        }
-    }
-    if let Some(c) = schema.get("const") {
-        if c != v {
-            return true;
-        }
-    }
-    false
 }
 
 fn field_against_schema(root: &Value, config: &Value) -> Option<String> {
@@ -120,6 +118,8 @@ mod tests {
         retries: u8,
         #[serde(default)]
         mode: Option<Mode>,
+        #[serde(default)]
+        tags: std::collections::BTreeMap<String, String>,
     }
 
     #[derive(Debug, Deserialize, JsonSchema)]
@@ -145,6 +145,7 @@ mod tests {
         assert_eq!(field(json!({"path": "x", "retries": -1})), "retries");
         assert_eq!(field(json!({"path": "x", "retries": 1, "mode": "warp"})), "mode");
         assert_eq!(field(json!([1, 2])), ".");
+        assert_eq!(field(json!({"path": "x", "retries": 1, "tags": {"a": 1}})), "tags");
         assert!(parse::<Cfg>(json!({"path": "x", "retries": 1, "mode": "slow"})).is_ok());
     }
 }
