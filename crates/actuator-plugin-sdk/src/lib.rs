@@ -9,6 +9,52 @@
 //!   which exports the `#[repr(C)]` static `ACTUATOR_PLUGIN_V1`.
 //!
 //! Both tiers exchange the messages of [`wire`]; the README is the author's guide.
+//!
+//! ```
+//! use actuator_plugin_sdk::{Event, NotifierPlugin, Plugin, PluginError, PluginMeta, log};
+//!
+//! #[derive(serde::Deserialize, schemars::JsonSchema)]
+//! #[serde(deny_unknown_fields)]
+//! pub struct Config {
+//!     /// Where the messages go.
+//!     pub channel: String,
+//! }
+//!
+//! pub struct Teams {
+//!     channel: String,
+//! }
+//!
+//! impl Plugin for Teams {
+//!     type Config = Config;
+//!     const META: PluginMeta = PluginMeta::notifier("teams", "0.1.0");
+//!
+//!     fn new(config: Config) -> Result<Self, PluginError> {
+//!         if config.channel.is_empty() {
+//!             return Err(PluginError::InvalidConfig { field: "channel".into(), message: "is empty".into() });
+//!         }
+//!         Ok(Self { channel: config.channel })
+//!     }
+//!
+//!     fn as_notifier(&self) -> Option<&dyn NotifierPlugin> {
+//!         Some(self)
+//!     }
+//! }
+//!
+//! impl NotifierPlugin for Teams {
+//!     fn notify(&self, event: &Event) -> Result<(), PluginError> {
+//!         log::info(&format!("to {}: {} ({})", self.channel, event.summary, event.kind));
+//!         Ok(())
+//!     }
+//! }
+//!
+//! actuator_plugin_sdk::export_plugin!(Teams);
+//!
+//! // The exec tier answers the same messages; here one configure, through the dispatcher.
+//! let d = actuator_plugin_sdk::Dispatcher::<Teams>::default();
+//! let answer = d.handle(br#"{"jsonrpc":"2.0","id":1,"method":"configure","params":{"kind":"notifier","name":"t","config":{"channel":""}}}"#);
+//! let error = answer.and_then(|r| r.error).expect("an empty channel is refused");
+//! assert_eq!(error.data.unwrap()["field"], "channel");
+//! ```
 
 pub mod abi;
 pub mod config;
