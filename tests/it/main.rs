@@ -13,6 +13,7 @@ mod limits;
 mod metrics;
 mod observations;
 mod ofrep;
+mod plugins;
 mod rollouts;
 mod rollouts_cli;
 mod secrets;

@@ -132,6 +132,17 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     let mut build = cargo();
     build.args(["build", "-p", "actuator", "--bin", "actuator"]);
     run(build)?;
+    // The plugin conformance suite and the integration tests load these as an executable and
+    // as a cdylib.
+    let mut plugins = cargo();
+    plugins.args([
+        "build",
+        "-p",
+        "actuator-notifier-example",
+        "-p",
+        "actuator-plugin-fixture-future",
+    ]);
+    run(plugins)?;
     let mut t = cargo();
     // The Python OpenFeature client test reads this; under CI it fails without it.
     match ofrep_venv() {

@@ -26,8 +26,9 @@ pub use config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
 pub use deployment::*;
 pub use error::CoreError;
 pub use plugin::{
-    ApiVersion, Event, HostContext, MetricSource, Notifier, PluginError, PluginInfo, PluginKind,
-    Registration, Registry, Severity,
+    ApiVersion, Event, HostContext, MetricSource, Notifier, PluginDirectory, PluginError,
+    PluginHealth, PluginInfo, PluginKind, PluginStatus, PluginTier, Registration, Registry,
+    Severity,
 };
 pub use state::DeploymentState;
 pub use store::{

@@ -51,7 +51,19 @@ impl fmt::Display for ApiVersion {
 }
 
 /// The kinds of plugin.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PluginKind {
     /// Durable storage.
@@ -87,6 +99,79 @@ pub struct PluginInfo {
     pub description: String,
     /// JSON Schema of its configuration.
     pub config_schema: Value,
+}
+
+/// How a plugin is hosted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PluginTier {
+    /// Linked into the binary, registered through `inventory`.
+    CompiledIn,
+    /// A separate executable speaking JSON-RPC over stdio.
+    Exec,
+    /// A shared library loaded into the daemon.
+    Cdylib,
+}
+
+impl fmt::Display for PluginTier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::CompiledIn => "compiled-in",
+            Self::Exec => "exec",
+            Self::Cdylib => "cdylib",
+        })
+    }
+}
+
+/// Whether a loaded plugin works.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PluginHealth {
+    /// Its last call (or its start) succeeded.
+    Healthy,
+    /// Its process died or was killed and waits for its restart (calls fail fast meanwhile).
+    Restarting,
+    /// Its last call or restart failed.
+    Failed,
+}
+
+impl fmt::Display for PluginHealth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Healthy => "healthy",
+            Self::Restarting => "restarting",
+            Self::Failed => "failed",
+        })
+    }
+}
+
+/// One plugin as a running daemon sees it (`GET /v1/plugins`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct PluginStatus {
+    /// Its kind.
+    pub kind: PluginKind,
+    /// Its name: the registry name of a compiled-in plugin, the configured `name` of another.
+    pub name: String,
+    /// How it is hosted.
+    pub tier: PluginTier,
+    /// Its own version.
+    pub version: String,
+    /// Whether it works.
+    pub health: PluginHealth,
+    /// The last error it gave, if any.
+    pub last_error: Option<String>,
+    /// Times its process was restarted (exec tier).
+    pub restarts: u64,
+    /// Whether the daemon uses it (a compiled-in plugin may be registered and unused).
+    pub in_use: bool,
+    /// The file it was loaded from (exec and cdylib tiers).
+    pub path: Option<String>,
+}
+
+/// Tells the plugins of a running daemon, with their health.
+pub trait PluginDirectory: Send + Sync + 'static {
+    /// Every plugin, sorted by kind and name.
+    fn plugins(&self) -> Vec<PluginStatus>;
 }
 
 /// An error from a plugin or from the registry.

@@ -86,6 +86,8 @@ struct Inner {
     verifying: Arc<tokio::sync::Mutex<()>>,
     /// The last full verification jobs.
     verify_jobs: verify_jobs::VerifyJobs,
+    /// The daemon's plugins, for `GET /v1/plugins`.
+    plugins: std::sync::OnceLock<Arc<dyn actuator_core::PluginDirectory>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -129,8 +131,20 @@ impl AppState {
                 subscribers: Arc::new(tokio::sync::Semaphore::new(limits.max_sse_subscribers)),
                 verifying: Arc::default(),
                 verify_jobs: verify_jobs::VerifyJobs::default(),
+                plugins: std::sync::OnceLock::new(),
             }),
         }
+    }
+
+    /// Tells the state where `GET /v1/plugins` reads the daemon's plugins (once; a second call
+    /// is ignored).
+    pub fn set_plugins(&self, directory: Arc<dyn actuator_core::PluginDirectory>) {
+        let _ = self.inner.plugins.set(directory);
+    }
+
+    /// Every plugin with its health (empty until [`AppState::set_plugins`]).
+    pub fn plugins(&self) -> Vec<actuator_core::PluginStatus> {
+        self.inner.plugins.get().map(|d| d.plugins()).unwrap_or_default()
     }
 
     /// The limits on connections and subscribers.
@@ -253,6 +267,7 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::ofrep::router())
         .merge(routes::rollouts::router())
         .merge(routes::tokens::router())
+        .merge(routes::plugins::router())
         .route("/metrics", axum::routing::get(metrics::scrape))
         .route("/openapi.json", axum::routing::get(openapi::serve))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))

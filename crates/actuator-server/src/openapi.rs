@@ -457,6 +457,15 @@ pub fn document() -> Value {
     };
     api.add(op, &errors);
     let op = Op {
+        ok: vec![ok!(
+            200,
+            "every plugin with its kind, tier, version and health",
+            crate::routes::plugins::PluginList
+        )],
+        ..Op::new("get", "/v1/plugins", "Plugins and their health")
+    };
+    api.add(op, &errors);
+    let op = Op {
         body: Some((
             json!({"oneOf": [{"type": "array", "items": {"type": "object"}}, {"type": "object"}]}),
             &["application/json", "application/x-ndjson", "application/jsonl"],

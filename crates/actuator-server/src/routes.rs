@@ -3,6 +3,7 @@
 pub(crate) mod config;
 pub(crate) mod health;
 pub(crate) mod ofrep;
+pub(crate) mod plugins;
 pub(crate) mod resolve;
 pub(crate) mod rollouts;
 pub(crate) mod tokens;

@@ -45,8 +45,23 @@ pub(crate) enum Command {
     /// Drive simulated LLM traffic against a running daemon (resolve, then report outcomes).
     #[command(hide = true)]
     Simulate(SimulateArgs),
-    /// List the compiled-in plugins.
-    Plugins,
+    /// List the plugins.
+    #[command(subcommand)]
+    Plugins(PluginsCmd),
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum PluginsCmd {
+    /// Every plugin of the running daemon (compiled in, exec and cdylib) with its kind, tier,
+    /// version and health; with --compiled-in, the plugins built into this binary, without a
+    /// daemon.
+    List {
+        /// List the plugins compiled into this binary instead of asking the daemon.
+        #[arg(long)]
+        compiled_in: bool,
+        #[command(flatten)]
+        remote: Remote,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -13,7 +13,7 @@ pub(crate) mod rollout_cmd;
 pub(crate) mod simulate;
 
 use crate::cli::{
-    AuditCmd, Cli, Command, ConfigCmd, Output, Remote, SlotCmd, SnapshotCmd, TokenCmd,
+    AuditCmd, Cli, Command, ConfigCmd, Output, PluginsCmd, Remote, SlotCmd, SnapshotCmd, TokenCmd,
 };
 use crate::client::{Client, enc};
 use crate::output::{diff, short, table, when};
@@ -27,7 +27,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::daemon::serve(settings, args.init_admin_token).await
         }
         Command::Demo(args) => crate::demo::run(args).await,
-        Command::Plugins => {
+        Command::Plugins(PluginsCmd::List { compiled_in: true, .. }) => {
             let r = actuator_core::Registry::from_inventory()?;
             let rows: Vec<Vec<String>> = r
                 .describe()
@@ -39,6 +39,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
             print!("{}", table(&["KIND", "NAME", "VERSION", "API", "DESCRIPTION"], &rows));
             Ok(())
         }
+        Command::Plugins(PluginsCmd::List { remote, .. }) => plugins(&remote).await,
         Command::Slot(c) => slot(c).await,
         Command::Config(c) => config(c).await,
         Command::Snapshot(c) => snapshot(c).await,
@@ -48,6 +49,38 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Stats { remote } => rollout_cmd::stats(&remote).await,
         Command::Simulate(args) => simulate::run(args).await,
     }
+}
+
+/// `actuator plugins list`: the running daemon's plugins with their health.
+async fn plugins(remote: &Remote) -> anyhow::Result<()> {
+    let v = client(remote)?.get("/v1/plugins").await?;
+    emit(remote, &v, |v| {
+        let text = |x: &Value| x.as_str().unwrap_or("").to_owned();
+        let rows: Vec<Vec<String>> = v["plugins"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .map(|p| {
+                let health = if p["in_use"] == Value::Bool(false) {
+                    "unused".to_owned()
+                } else {
+                    text(&p["health"])
+                };
+                vec![
+                    text(&p["kind"]),
+                    text(&p["name"]),
+                    text(&p["tier"]),
+                    text(&p["version"]),
+                    health,
+                    p["restarts"].as_u64().unwrap_or(0).to_string(),
+                    text(&p["last_error"]),
+                ]
+            })
+            .collect();
+        table(&["KIND", "NAME", "TIER", "VERSION", "HEALTH", "RESTARTS", "LAST ERROR"], &rows)
+    });
+    Ok(())
 }
 
 pub(crate) fn client(r: &Remote) -> anyhow::Result<Client> {

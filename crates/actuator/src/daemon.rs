@@ -32,6 +32,55 @@ impl Notifier for Deadline {
     }
 }
 
+/// Every plugin of the daemon: the compiled-in ones (registered; `in_use` when the settings
+/// name them) and the ones loaded from files, with their live health.
+struct PluginList {
+    compiled: Vec<actuator_core::PluginStatus>,
+    hosted: Vec<actuator_plugin_host::Loaded>,
+}
+
+impl PluginList {
+    fn new(
+        registry: &Registry,
+        settings: &Settings,
+        hosted: Vec<actuator_plugin_host::Loaded>,
+    ) -> Self {
+        use actuator_core::{PluginHealth, PluginKind, PluginStatus, PluginTier};
+        let compiled = registry
+            .describe()
+            .into_iter()
+            .map(|p| {
+                let in_use = match p.kind {
+                    PluginKind::Store => settings.store.plugin == p.name,
+                    PluginKind::Notifier => settings.notifiers.iter().any(|n| n.plugin == p.name),
+                    _ => false,
+                };
+                PluginStatus {
+                    kind: p.kind,
+                    name: p.name,
+                    tier: PluginTier::CompiledIn,
+                    version: p.version,
+                    health: PluginHealth::Healthy,
+                    last_error: None,
+                    restarts: 0,
+                    in_use,
+                    path: None,
+                }
+            })
+            .collect();
+        Self { compiled, hosted }
+    }
+}
+
+impl actuator_core::PluginDirectory for PluginList {
+    fn plugins(&self) -> Vec<actuator_core::PluginStatus> {
+        let mut all: Vec<_> = self.compiled.clone();
+        all.extend(self.hosted.iter().map(|h| h.plugin.status()));
+        all.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
+        all
+    }
+}
+
 /// Builds the application state from settings and the compiled-in plugins, with the
 /// rollout engine resumed and attached.
 pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
@@ -64,6 +113,23 @@ async fn build_parts(settings: &Settings) -> anyhow::Result<(AppState, actuator_
             limit: Duration::from_secs(5),
         }));
     }
+    let mut hosted = Vec::new();
+    for decl in &settings.plugins {
+        let loaded = actuator_plugin_host::load(decl.spec()).await.with_context(|| {
+            format!("loading plugin {:?} ({} {})", decl.name, decl.kind, decl.path.display())
+        })?;
+        if loaded.kind == actuator_core::PluginKind::Notifier {
+            notifiers.push(Arc::new(Deadline {
+                inner: loaded.notifier(),
+                name: decl.name.clone(),
+                // Room for a restart (start, then the call) behind the plugin's own limits.
+                limit: Duration::from_secs(5)
+                    .max(Duration::from_millis(decl.timeout_ms + decl.start_timeout_ms)),
+            }));
+        }
+        hosted.push(loaded);
+    }
+    let directory = Arc::new(PluginList::new(&registry, settings, hosted));
     let config = ConfigManager::new(store, notifiers.clone(), settings.config.clone());
     // The routing table is derived from the store before the first request is served.
     let auth = actuator_server::AuthSettings {
@@ -74,6 +140,7 @@ async fn build_parts(settings: &Settings) -> anyhow::Result<(AppState, actuator_
     let state = AppState::load_with(config.clone(), auth, settings.server.limits())
         .await
         .context("building the routing table and the token table from the store")?;
+    state.set_plugins(directory);
     settings.engine.validate().context("checking the [engine] settings")?;
     let engine = actuator_engine::Engine::new(
         config,

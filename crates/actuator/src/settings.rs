@@ -21,6 +21,8 @@ pub(crate) struct Settings {
     pub(crate) store: PluginChoice,
     /// Notifier plugins.
     pub(crate) notifiers: Vec<PluginChoice>,
+    /// Plugins loaded from files (`[[plugins]]`): executables and shared libraries.
+    pub(crate) plugins: Vec<PluginDecl>,
     /// Versioning limits.
     pub(crate) config: ConfigSettings,
     /// The rollout engine, including `engine.durability`: `"batch"` (the default: an
@@ -91,6 +93,116 @@ fn empty_object() -> Value {
     Value::Object(Default::default())
 }
 
+/// One `[[plugins]]` entry: a plugin loaded from a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PluginDecl {
+    /// `notifier` or `metric_source`.
+    pub(crate) kind: actuator_core::PluginKind,
+    /// Unique among `[[plugins]]`: 1 to 64 characters of `a-z`, `0-9`, `-`, `_`.
+    pub(crate) name: String,
+    /// The executable or shared library; relative paths are read from the settings file's
+    /// directory.
+    pub(crate) path: PathBuf,
+    /// `exec` or `cdylib`; by default `.so`/`.dylib`/`.dll` files are cdylib, others exec.
+    #[serde(default)]
+    pub(crate) tier: Option<actuator_plugin_host::FileTier>,
+    /// Arguments of an executable.
+    #[serde(default)]
+    pub(crate) args: Vec<String>,
+    /// The plugin's own config, checked by the plugin.
+    #[serde(default = "empty_object")]
+    pub(crate) config: Value,
+    /// Longest call, 10..=60000 ms (default 3000).
+    #[serde(default = "default_timeout_ms")]
+    pub(crate) timeout_ms: u64,
+    /// Longest start (spawn or load, hello, configure), 100..=60000 ms (default 10000).
+    #[serde(default = "default_start_timeout_ms")]
+    pub(crate) start_timeout_ms: u64,
+    /// First restart delay of an exec plugin, 10..=60000 ms (default 500).
+    #[serde(default = "default_backoff_initial_ms")]
+    pub(crate) backoff_initial_ms: u64,
+    /// Longest restart delay, backoff_initial_ms..=600000 ms (default 30000).
+    #[serde(default = "default_backoff_max_ms")]
+    pub(crate) backoff_max_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    3_000
+}
+fn default_start_timeout_ms() -> u64 {
+    10_000
+}
+fn default_backoff_initial_ms() -> u64 {
+    500
+}
+fn default_backoff_max_ms() -> u64 {
+    30_000
+}
+
+impl PluginDecl {
+    /// What the plugin host loads.
+    pub(crate) fn spec(&self) -> actuator_plugin_host::PluginSpec {
+        use std::time::Duration;
+        actuator_plugin_host::PluginSpec {
+            kind: self.kind,
+            name: self.name.clone(),
+            path: self.path.clone(),
+            tier: self.tier,
+            args: self.args.clone(),
+            config: self.config.clone(),
+            limits: actuator_plugin_host::Limits {
+                call_timeout: Duration::from_millis(self.timeout_ms),
+                start_timeout: Duration::from_millis(self.start_timeout_ms),
+                backoff_initial: Duration::from_millis(self.backoff_initial_ms),
+                backoff_max: Duration::from_millis(self.backoff_max_ms),
+            },
+        }
+    }
+}
+
+/// Checks `[[plugins]]`: names, kinds, files and limits, before anything is started.
+pub(crate) fn check_plugins(decls: &mut [PluginDecl], base: Option<&Path>) -> anyhow::Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for d in decls.iter_mut() {
+        let valid_name = !d.name.is_empty()
+            && d.name.len() <= 64
+            && d.name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !valid_name {
+            anyhow::bail!(
+                "plugins: name {:?} must be 1 to 64 characters of a-z, 0-9, '-' and '_'",
+                d.name
+            );
+        }
+        if !seen.insert(d.name.clone()) {
+            anyhow::bail!(
+                "plugins: the name {:?} is declared twice; each plugin needs its own name",
+                d.name
+            );
+        }
+        if !matches!(
+            d.kind,
+            actuator_core::PluginKind::Notifier | actuator_core::PluginKind::MetricSource
+        ) {
+            anyhow::bail!(
+                "plugins.{}: kind {} cannot be loaded from a file; use notifier or metric_source",
+                d.name,
+                d.kind
+            );
+        }
+        if let Some(base) = base.filter(|_| d.path.is_relative()) {
+            d.path = base.join(&d.path);
+        }
+        if !d.path.exists() {
+            anyhow::bail!("plugins.{}: the file {} does not exist", d.name, d.path.display());
+        }
+        d.spec().limits.validate().map_err(|m| anyhow::anyhow!("plugins.{}: {m}", d.name))?;
+    }
+    Ok(())
+}
+
 /// Log format and filter.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -126,6 +238,7 @@ impl Default for Settings {
             data_dir: default_data_dir(),
             store: PluginChoice { plugin: "sqlite".into(), config: empty_object() },
             notifiers: vec![PluginChoice { plugin: "log".into(), config: empty_object() }],
+            plugins: Vec::new(),
             config: ConfigSettings::default(),
             engine: actuator_engine::EngineSettings::default(),
             log: LogSettings::default(),
@@ -146,6 +259,8 @@ impl Settings {
             }
             None => Self::default(),
         };
+        let base = args.config.as_deref().and_then(Path::parent);
+        check_plugins(&mut s.plugins, base)?;
         if let Some(l) = args.listen {
             s.listen = l;
         }
@@ -187,6 +302,48 @@ mod tests {
         assert_eq!(s.listen.port(), 9000);
         assert_eq!(s.config.snapshot_retention, 7);
         assert_eq!(s.notifiers[0].plugin, "log");
+    }
+
+    #[test]
+    fn plugins_are_checked_before_anything_starts() {
+        let dir = tempfile::tempdir().unwrap();
+        let exe = dir.path().join("teams");
+        std::fs::write(&exe, "").unwrap();
+        let parse = |t: &str| toml::from_str::<Settings>(t);
+        let one = "[[plugins]]\nkind = \"notifier\"\nname = \"teams\"\npath = \"teams\"\nconfig = { url = \"http://x\" }\n";
+        let mut s = parse(one).unwrap();
+        check_plugins(&mut s.plugins, Some(dir.path())).unwrap();
+        assert_eq!(s.plugins[0].path, exe);
+        assert_eq!(s.plugins[0].config["url"], "http://x");
+        assert_eq!(s.plugins[0].spec().limits, actuator_plugin_host::Limits::default());
+
+        let mut twice = parse(&format!("{one}{one}")).unwrap();
+        let msg = check_plugins(&mut twice.plugins, Some(dir.path())).unwrap_err().to_string();
+        assert!(msg.contains("\"teams\" is declared twice"), "{msg}");
+
+        let err = parse(&one.replace("notifier", "pager")).unwrap_err().to_string();
+        assert!(err.contains("pager") && err.contains("notifier"), "{err}");
+
+        let mut store = parse(&one.replace("\"notifier\"", "\"store\"")).unwrap();
+        let msg = check_plugins(&mut store.plugins, Some(dir.path())).unwrap_err().to_string();
+        assert!(msg.contains("kind store cannot be loaded from a file"), "{msg}");
+
+        let mut missing = parse(&one.replace("path = \"teams\"", "path = \"gone\"")).unwrap();
+        let msg = check_plugins(&mut missing.plugins, Some(dir.path())).unwrap_err().to_string();
+        assert!(msg.contains("plugins.teams: the file") && msg.contains("does not exist"), "{msg}");
+
+        let mut slow = parse(&format!("{one}timeout_ms = 70000\n")).unwrap();
+        let msg = check_plugins(&mut slow.plugins, Some(dir.path())).unwrap_err().to_string();
+        assert!(msg.contains("timeout_ms = 70000 is outside 10..=60000"), "{msg}");
+
+        let mut bad = parse(&one.replace("name = \"teams\"", "name = \"Teams!\"")).unwrap();
+        let msg = check_plugins(&mut bad.plugins, Some(dir.path())).unwrap_err().to_string();
+        assert!(msg.contains("must be 1 to 64 characters"), "{msg}");
+
+        let err = parse(&format!("{one}colour = 1\n")).unwrap_err().to_string();
+        assert!(err.contains("colour"), "{err}");
+        let err = parse(&format!("{one}tier = \"wasm\"\n")).unwrap_err().to_string();
+        assert!(err.contains("wasm") && err.contains("cdylib"), "{err}");
     }
 
     #[test]
