@@ -1,7 +1,7 @@
 //! `actuator serve`: assembles the plugins, the configuration manager and the HTTP API.
 
 use actuator_config::ConfigManager;
-use actuator_core::{Event, HostContext, Notifier, PluginError, Registry};
+use actuator_core::{Event, EventSelection, HostContext, Notifier, PluginError, Registry};
 use actuator_server::AppState;
 use anyhow::Context;
 use async_trait::async_trait;
@@ -32,6 +32,52 @@ impl Notifier for Deadline {
     }
 }
 
+/// A notifier told only about the events its `events = [...]` selects (or its plugin's
+/// default selection).
+struct Selective {
+    inner: Arc<dyn Notifier>,
+    selection: EventSelection,
+}
+
+#[async_trait]
+impl Notifier for Selective {
+    async fn notify(&self, event: &Event) -> Result<(), PluginError> {
+        if !self.selection.allows(&event.kind) {
+            return Ok(());
+        }
+        self.inner.notify(event).await
+    }
+}
+
+/// Builds the notifiers of `settings`: each plugin with its config, behind its event
+/// selection and a 5 s deadline. An unknown plugin, a bad config or an unknown event name is
+/// an error naming the notifier.
+pub(crate) fn build_notifiers(
+    registry: &Registry,
+    settings: &Settings,
+    host: &HostContext,
+) -> anyhow::Result<Vec<Arc<dyn Notifier>>> {
+    let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
+    for (i, n) in settings.notifiers.iter().enumerate() {
+        let at = || format!("notifiers[{i}] ({})", n.plugin);
+        let selection = match &n.events {
+            Some(names) => EventSelection::from_names(&n.plugin, names),
+            None => registry.notifier_default_events(&n.plugin),
+        }
+        .with_context(at)?;
+        let inner = registry
+            .notifier(&n.plugin, n.config.clone(), host)
+            .with_context(|| format!("building {}", at()))?;
+        tracing::info!(notifier = %n.plugin, events = ?selection.names(), "notifier ready");
+        notifiers.push(Arc::new(Deadline {
+            inner: Arc::new(Selective { inner, selection }),
+            name: n.plugin.clone(),
+            limit: Duration::from_secs(5),
+        }));
+    }
+    Ok(notifiers)
+}
+
 /// Builds the application state from settings and the compiled-in plugins, with the
 /// rollout engine resumed and attached.
 pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
@@ -54,16 +100,7 @@ async fn build_parts(settings: &Settings) -> anyhow::Result<(AppState, actuator_
         .store(&settings.store.plugin, settings.store.config.clone(), &host)
         .await
         .context("opening the store")?;
-    let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
-    for n in &settings.notifiers {
-        let inner =
-            registry.notifier(&n.plugin, n.config.clone(), &host).context("building a notifier")?;
-        notifiers.push(Arc::new(Deadline {
-            inner,
-            name: n.plugin.clone(),
-            limit: Duration::from_secs(5),
-        }));
-    }
+    let notifiers = build_notifiers(&registry, settings, &host)?;
     let config = ConfigManager::new(store, notifiers.clone(), settings.config.clone());
     // The routing table is derived from the store before the first request is served.
     let auth = actuator_server::AuthSettings {

@@ -182,10 +182,10 @@ impl Engine {
         let mut g = rt.lock().await;
         self.begin(&mut g, &actor).await?;
         self.notify(
+            &g,
             "rollout.start",
             Severity::Info,
             &actor,
-            &id,
             format!("rollout {id} of {} started ({})", g.rec.slot, g.rec.strategy),
             json!({"candidate_version": candidate}),
         );
