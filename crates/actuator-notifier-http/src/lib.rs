@@ -5,7 +5,8 @@
 //! queue's directory and returns, and one background task per outbox sends the queue in
 //! order of due time, retrying failures with exponential backoff and full jitter. A hanging
 //! or failing receiver therefore never delays the caller, pending deliveries survive a
-//! restart, and the queue never holds more than its configured size: when it is full the
+//! restart, deliveries leave in the order they were queued (one being retried holds those
+//! after it), and the queue never holds more than its configured size: when it is full the
 //! oldest pending delivery is dropped, counted and logged.
 //!
 //! - [`DeliveryConfig`]: the timeout, attempts, backoff and queue size, each with its range.

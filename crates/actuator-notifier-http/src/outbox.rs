@@ -397,10 +397,12 @@ impl Inner {
             .set(n as f64);
     }
 
-    /// The pending delivery due first: sent now when due (marked in flight).
+    /// The oldest pending delivery: sent now when due (marked in flight). Deliveries go out
+    /// in the order they were queued, so a receiver sees a trigger before its resolve; one
+    /// being retried holds those after it.
     fn pick(&self) -> Pick {
         let mut s = lock(&self.state);
-        let Some(first) = s.queue.iter().min_by_key(|p| (p.due, p.entry.seq)) else {
+        let Some(first) = s.queue.iter().min_by_key(|p| p.entry.seq) else {
             return Pick::Empty;
         };
         if first.due > Instant::now() {
@@ -502,7 +504,8 @@ impl Inner {
     }
 }
 
-/// The delivery task: sends what is due, sleeps until the next is due or a new one arrives.
+/// The delivery task: sends the oldest delivery when it is due, sleeps until then or until a
+/// new one arrives.
 async fn run(inner: Arc<Inner>) {
     loop {
         match inner.pick() {

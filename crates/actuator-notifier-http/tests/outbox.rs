@@ -167,42 +167,43 @@ async fn pending_deliveries_survive_a_restart_and_are_delivered_by_the_new_outbo
 }
 
 #[tokio::test]
-async fn a_full_queue_drops_the_oldest_and_counts_it() {
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        format!("http://{}/hook", l.local_addr().unwrap())
-    };
+async fn a_full_queue_drops_the_oldest_waiting_delivery_and_counts_it() {
+    // The receiver holds the first delivery open for the whole test: it is being sent, so
+    // the queue drops the oldest of those waiting behind it.
+    let (url, r) = receiver(Mode::Hang).await;
     let dir = tempfile::tempdir().unwrap();
-    let cfg = DeliveryConfig {
-        queue_size: 3,
-        initial_backoff_ms: 60_000,
-        max_backoff_ms: 60_000,
-        ..fast()
-    };
+    let cfg = DeliveryConfig { queue_size: 3, timeout_ms: 60_000, ..fast() };
     let qdir = dir.path().join("q");
     let q = Outbox::open("t", qdir.clone(), cfg, None).unwrap();
-    for n in 0..5 {
-        q.enqueue(delivery(&dead, n)).await.unwrap();
+    q.enqueue(delivery(&url, 0)).await.unwrap();
+    wait_for("the first delivery to be in flight", || r.hits.load(Ordering::SeqCst) == 1).await;
+    for n in 1..=5 {
+        q.enqueue(delivery(&url, n)).await.unwrap();
     }
     let s = q.stats();
-    assert_eq!((s.pending, s.dropped_overflow), (3, 2), "{s:?}");
+    assert_eq!((s.pending, s.dropped_overflow), (3, 3), "{s:?}");
     drop(q);
-    // The two oldest are gone from disk too; the newest three remain.
-    let mut bodies: Vec<String> = std::fs::read_dir(&qdir)
-        .unwrap()
-        .map(|e| {
-            let v: serde_json::Value =
-                serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
-            v["body"].as_str().unwrap().to_owned()
-        })
-        .collect();
-    bodies.sort();
-    assert_eq!(bodies, vec!["{\"n\":2}", "{\"n\":3}", "{\"n\":4}"]);
+    let bodies = |dir: &std::path::Path| {
+        let mut b: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| {
+                let v: serde_json::Value =
+                    serde_json::from_slice(&std::fs::read(e.unwrap().path()).unwrap()).unwrap();
+                v["body"].as_str().unwrap().to_owned()
+            })
+            .collect();
+        b.sort();
+        b
+    };
+    // 1, 2 and 3 are gone from disk too.
+    assert_eq!(bodies(&qdir), vec!["{\"n\":0}", "{\"n\":4}", "{\"n\":5}"]);
     // Reopened with a smaller queue, the oldest beyond it are dropped and counted.
-    let cfg = DeliveryConfig { queue_size: 1, ..cfg };
-    let q = Outbox::open("t", qdir, cfg, None).unwrap();
+    let slow = DeliveryConfig { queue_size: 1, ..cfg };
+    let q = Outbox::open("t", qdir.clone(), slow, None).unwrap();
     let s = q.stats();
     assert_eq!((s.pending, s.dropped_overflow), (1, 2), "{s:?}");
+    drop(q);
+    assert_eq!(bodies(&qdir), vec!["{\"n\":5}"]);
 }
 
 #[tokio::test]
