@@ -276,3 +276,93 @@ pub(crate) fn init_logging(format: &str, filter: &str) {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actuator_core::plugin::NotifierFactory;
+    use actuator_core::{PluginInfo, PluginKind, Severity};
+    use std::sync::Mutex;
+
+    /// Collects the kinds it is told about; selects `rolled_back` by default.
+    struct Collect(Arc<Mutex<Vec<String>>>);
+    #[async_trait]
+    impl Notifier for Collect {
+        async fn notify(&self, event: &Event) -> Result<(), PluginError> {
+            self.0.lock().unwrap().push(event.kind.clone());
+            Ok(())
+        }
+    }
+    struct CollectFactory(Arc<Mutex<Vec<String>>>);
+    impl NotifierFactory for CollectFactory {
+        fn info(&self) -> PluginInfo {
+            PluginInfo {
+                kind: PluginKind::Notifier,
+                name: "collect".into(),
+                version: "1.0.0".into(),
+                api: actuator_core::ApiVersion::HOST,
+                description: "collects".into(),
+                config_schema: serde_json::json!({}),
+            }
+        }
+        fn build(
+            &self,
+            _: serde_json::Value,
+            _: &HostContext,
+        ) -> Result<Arc<dyn Notifier>, PluginError> {
+            Ok(Arc::new(Collect(self.0.clone())))
+        }
+        fn default_events(&self) -> EventSelection {
+            EventSelection::from_names("collect", &["rolled_back"]).unwrap()
+        }
+    }
+
+    fn event(kind: &str) -> Event {
+        Event {
+            kind: kind.into(),
+            severity: Severity::Info,
+            at: chrono::Utc::now(),
+            actor: "t".into(),
+            target: "r".into(),
+            summary: String::new(),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    async fn told(events: Option<Vec<&str>>) -> anyhow::Result<Vec<String>> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut registry = Registry::empty();
+        registry.add_notifier(Arc::new(CollectFactory(seen.clone())))?;
+        let toml = match events {
+            Some(e) => format!("[[notifiers]]\nplugin = \"collect\"\nevents = {e:?}"),
+            None => "[[notifiers]]\nplugin = \"collect\"".to_owned(),
+        };
+        let settings: Settings = toml::from_str(&toml)?;
+        let built = build_notifiers(&registry, &settings, &HostContext::default())?;
+        for kind in [
+            "rollout.start",
+            "rollout.promote",
+            "rollout.rollback",
+            "rollout.rolled_back",
+            "rollout.fail",
+            "slot.create",
+        ] {
+            built[0].notify(&event(kind)).await?;
+        }
+        let got = seen.lock().unwrap().clone();
+        Ok(got)
+    }
+
+    #[tokio::test]
+    async fn each_notifier_is_told_only_its_selected_events() {
+        assert_eq!(told(None).await.unwrap(), vec!["rollout.rollback", "rollout.rolled_back"]);
+        assert_eq!(
+            told(Some(vec!["rollout_started", "failed"])).await.unwrap(),
+            vec!["rollout.start", "rollout.fail"]
+        );
+        assert_eq!(told(Some(vec!["all"])).await.unwrap().len(), 6);
+        let err = told(Some(vec!["failed", "exploded"])).await.unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("notifiers[0] (collect)") && msg.contains("\"exploded\""), "{msg}");
+    }
+}

@@ -439,15 +439,18 @@ impl Receiver {
                 if *ok { "verified" } else { "INVALID" }
             );
             println!("  {}", short(&p["summary"]));
-            if !p["decision"].is_null() {
+            // The decision and its reasons once, with the rollback that acted on them.
+            if p["kind"] == "rollout.rollback" && !p["decision"].is_null() {
                 println!(
                     "  decision: {} ({})",
                     short(&p["decision"]["kind"]),
                     short(&p["decision"]["rule"])
                 );
             }
-            for reason in p["reasons"].as_array().into_iter().flatten().take(3) {
-                println!("  - {}", short(reason));
+            if p["kind"] == "rollout.rollback" {
+                for reason in p["reasons"].as_array().into_iter().flatten().take(3) {
+                    println!("  - {}", short(reason));
+                }
             }
             println!("  status: {}", short(&r["url"]));
         }
