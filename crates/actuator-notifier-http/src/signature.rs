@@ -40,10 +40,7 @@ impl Signer {
     /// `sha256=` and the hex HMAC-SHA256 of [`signed_material`].
     pub fn sign(&self, timestamp: &str, body: &[u8]) -> String {
         // HMAC accepts a key of any length; `new_from_slice` cannot fail for it.
-        let mut mac = match HmacSha256::new_from_slice(&self.key) {
-            Ok(m) => m,
-            Err(_) => unreachable_key(),
-        };
+        let Ok(mut mac) = HmacSha256::new_from_slice(&self.key) else { unreachable_key() };
         mac.update(&signed_material(timestamp, body));
         format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
     }
