@@ -81,7 +81,8 @@ async fn a_webhook_from_toml_gets_its_selected_events_signed() {
     }
     // Config applies, validation and monitoring are not selected.
     assert_eq!(kinds(), vec!["rollout.start", "rollout.rollback", "rollout.rolled_back"]);
-    for (h, body) in got.lock().unwrap().iter() {
+    let deliveries = got.lock().unwrap().clone();
+    for (h, body) in &deliveries {
         let ts = h["x-actuator-timestamp"].to_str().unwrap();
         let sig = h["x-actuator-signature"].to_str().unwrap();
         assert!(actuator_notifier_http::verify_signature(SECRET, ts, body, sig), "bad signature");
@@ -90,8 +91,8 @@ async fn a_webhook_from_toml_gets_its_selected_events_signed() {
         assert_eq!(p["rollout"]["slot"], "chat.default");
         assert_eq!(p["rollout"]["url"], format!("https://actuator.example.com/v1/rollouts/{id}"));
     }
-    let (_, rb) = &got.lock().unwrap()[1];
-    let p: Value = serde_json::from_slice(rb).unwrap();
+    let rb = got.lock().unwrap()[1].1.clone();
+    let p: Value = serde_json::from_slice(&rb).unwrap();
     assert_eq!(
         (p["event"].as_str(), p["details"]["automatic"].as_bool()),
         (Some("rolled_back"), Some(false))

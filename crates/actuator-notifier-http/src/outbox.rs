@@ -164,10 +164,30 @@ fn write_entry(dir: &Path, entry: &Entry) -> std::io::Result<()> {
     use std::io::Write;
     let tmp = dir.join(format!(".{:020}.tmp", entry.seq));
     let bytes = serde_json::to_vec(entry).map_err(std::io::Error::other)?;
-    let mut f = std::fs::File::create(&tmp)?;
+    let mut f = private_file(&tmp)?;
     f.write_all(&bytes)?;
     f.sync_all()?;
     std::fs::rename(&tmp, entry_path(dir, entry.seq))
+}
+
+/// Creates (or truncates) `path`, readable by the daemon's user only: a queued delivery may
+/// carry a secret (a Slack webhook URL, a PagerDuty routing key).
+fn private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    o.open(path)
+}
+
+/// Makes the queue's directory (and its parents), the directory itself for the daemon's
+/// user only.
+fn private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut b = std::fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut b, 0o700);
+    b.create(dir)
 }
 
 fn remove_entry(dir: &Path, seq: u64) {
@@ -241,7 +261,7 @@ impl Outbox {
             open_dirs().remove(&dir);
             OutboxError::Io { dir: dir.clone(), source: e }
         };
-        std::fs::create_dir_all(&dir).map_err(release)?;
+        private_dir(&dir).map_err(release)?;
         let mut entries = load_entries(&dir).map_err(release)?;
         let counters = Counters::default();
         let excess = entries.len().saturating_sub(cfg.queue_size);

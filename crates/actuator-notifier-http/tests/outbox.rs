@@ -111,6 +111,12 @@ async fn a_failing_receiver_gets_the_delivery_once_after_retries_signed_each_tim
     ));
     assert!(!h[DELIVERY_HEADER].is_empty());
     assert_eq!(h["content-type"], "application/json");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(dir.path().join("q")).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "the queue directory is the daemon user's only");
+    }
     // Settled deliveries leave no file behind.
     wait_for("the file to go", || std::fs::read_dir(dir.path().join("q")).unwrap().count() == 0)
         .await;
@@ -150,6 +156,12 @@ async fn pending_deliveries_survive_a_restart_and_are_delivered_by_the_new_outbo
         assert!(twin.to_string().contains("another notifier"), "{twin}");
         let files: Vec<_> = std::fs::read_dir(&qdir).unwrap().map(|e| e.unwrap().path()).collect();
         assert_eq!(files.len(), 1, "one pending delivery on disk: {files:?}");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&files[0]).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "a queued delivery is the daemon user's only");
+        }
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(&files[0]).unwrap()).unwrap();
         assert_eq!(v["attempts"], 1, "the spent attempt is on disk: {v}");
