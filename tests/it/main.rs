@@ -11,6 +11,7 @@ mod durable_ingest;
 mod hardening;
 mod limits;
 mod metrics;
+mod notifiers;
 mod observations;
 mod ofrep;
 mod plugins;

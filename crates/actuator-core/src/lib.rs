@@ -10,6 +10,7 @@ pub mod audit;
 pub mod config;
 pub mod deployment;
 pub mod error;
+pub mod events;
 pub mod plugin;
 pub mod state;
 pub mod store;
@@ -25,6 +26,7 @@ pub use audit::{
 pub use config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
 pub use deployment::*;
 pub use error::CoreError;
+pub use events::{ClassSet, EventClass, EventSelection};
 pub use plugin::{
     ApiVersion, Event, HostContext, MetricSource, Notifier, PluginDirectory, PluginError,
     PluginHealth, PluginInfo, PluginKind, PluginStatus, PluginTier, Registration, Registry,

@@ -307,6 +307,11 @@ pub trait NotifierFactory: Send + Sync + 'static {
     fn info(&self) -> PluginInfo;
     /// Builds a notifier.
     fn build(&self, config: Value, host: &HostContext) -> Result<Arc<dyn Notifier>, PluginError>;
+    /// The events this notifier is told about when its configuration names none (the
+    /// daemon's `events = [...]`). Default: every event.
+    fn default_events(&self) -> crate::events::EventSelection {
+        crate::events::EventSelection::All
+    }
 }
 
 /// Builds metric sources from JSON config.
@@ -437,6 +442,14 @@ impl Registry {
         host: &HostContext,
     ) -> Result<Arc<dyn Notifier>, PluginError> {
         lookup(&self.notifiers, PluginKind::Notifier, name)?.build(config, host)
+    }
+
+    /// The events the notifier plugin `name` is told about by default.
+    pub fn notifier_default_events(
+        &self,
+        name: &str,
+    ) -> Result<crate::events::EventSelection, PluginError> {
+        Ok(lookup(&self.notifiers, PluginKind::Notifier, name)?.default_events())
     }
 
     /// Builds the metric source plugin `name` with `config`.

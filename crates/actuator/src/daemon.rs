@@ -1,7 +1,7 @@
 //! `actuator serve`: assembles the plugins, the configuration manager and the HTTP API.
 
 use actuator_config::ConfigManager;
-use actuator_core::{Event, HostContext, Notifier, PluginError, Registry};
+use actuator_core::{Event, EventSelection, HostContext, Notifier, PluginError, Registry};
 use actuator_server::AppState;
 use anyhow::Context;
 use async_trait::async_trait;
@@ -81,6 +81,52 @@ impl actuator_core::PluginDirectory for PluginList {
     }
 }
 
+/// A notifier told only about the events its `events = [...]` selects (or its plugin's
+/// default selection).
+struct Selective {
+    inner: Arc<dyn Notifier>,
+    selection: EventSelection,
+}
+
+#[async_trait]
+impl Notifier for Selective {
+    async fn notify(&self, event: &Event) -> Result<(), PluginError> {
+        if !self.selection.allows(&event.kind) {
+            return Ok(());
+        }
+        self.inner.notify(event).await
+    }
+}
+
+/// Builds the notifiers of `settings`: each plugin with its config, behind its event
+/// selection and a 5 s deadline. An unknown plugin, a bad config or an unknown event name is
+/// an error naming the notifier.
+pub(crate) fn build_notifiers(
+    registry: &Registry,
+    settings: &Settings,
+    host: &HostContext,
+) -> anyhow::Result<Vec<Arc<dyn Notifier>>> {
+    let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
+    for (i, n) in settings.notifiers.iter().enumerate() {
+        let at = || format!("notifiers[{i}] ({})", n.plugin);
+        let selection = match &n.events {
+            Some(names) => EventSelection::from_names(&n.plugin, names),
+            None => registry.notifier_default_events(&n.plugin),
+        }
+        .with_context(at)?;
+        let inner = registry
+            .notifier(&n.plugin, n.config.clone(), host)
+            .with_context(|| format!("building {}", at()))?;
+        tracing::info!(notifier = %n.plugin, events = ?selection.names(), "notifier ready");
+        notifiers.push(Arc::new(Deadline {
+            inner: Arc::new(Selective { inner, selection }),
+            name: n.plugin.clone(),
+            limit: Duration::from_secs(5),
+        }));
+    }
+    Ok(notifiers)
+}
+
 /// Builds the application state from settings and the compiled-in plugins, with the
 /// rollout engine resumed and attached.
 pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
@@ -103,16 +149,7 @@ async fn build_parts(settings: &Settings) -> anyhow::Result<(AppState, actuator_
         .store(&settings.store.plugin, settings.store.config.clone(), &host)
         .await
         .context("opening the store")?;
-    let mut notifiers: Vec<Arc<dyn Notifier>> = Vec::new();
-    for n in &settings.notifiers {
-        let inner =
-            registry.notifier(&n.plugin, n.config.clone(), &host).context("building a notifier")?;
-        notifiers.push(Arc::new(Deadline {
-            inner,
-            name: n.plugin.clone(),
-            limit: Duration::from_secs(5),
-        }));
-    }
+    let mut notifiers = build_notifiers(&registry, settings, &host)?;
     let mut hosted = Vec::new();
     for decl in &settings.plugins {
         let loaded = actuator_plugin_host::load(decl.spec()).await.with_context(|| {
@@ -305,4 +342,94 @@ pub(crate) fn init_logging(format: &str, filter: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = if format == "json" { builder.json().try_init() } else { builder.try_init() };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actuator_core::plugin::NotifierFactory;
+    use actuator_core::{PluginInfo, PluginKind, Severity};
+    use std::sync::Mutex;
+
+    /// Collects the kinds it is told about; selects `rolled_back` by default.
+    struct Collect(Arc<Mutex<Vec<String>>>);
+    #[async_trait]
+    impl Notifier for Collect {
+        async fn notify(&self, event: &Event) -> Result<(), PluginError> {
+            self.0.lock().unwrap().push(event.kind.clone());
+            Ok(())
+        }
+    }
+    struct CollectFactory(Arc<Mutex<Vec<String>>>);
+    impl NotifierFactory for CollectFactory {
+        fn info(&self) -> PluginInfo {
+            PluginInfo {
+                kind: PluginKind::Notifier,
+                name: "collect".into(),
+                version: "1.0.0".into(),
+                api: actuator_core::ApiVersion::HOST,
+                description: "collects".into(),
+                config_schema: serde_json::json!({}),
+            }
+        }
+        fn build(
+            &self,
+            _: serde_json::Value,
+            _: &HostContext,
+        ) -> Result<Arc<dyn Notifier>, PluginError> {
+            Ok(Arc::new(Collect(self.0.clone())))
+        }
+        fn default_events(&self) -> EventSelection {
+            EventSelection::from_names("collect", &["rolled_back"]).unwrap()
+        }
+    }
+
+    fn event(kind: &str) -> Event {
+        Event {
+            kind: kind.into(),
+            severity: Severity::Info,
+            at: chrono::Utc::now(),
+            actor: "t".into(),
+            target: "r".into(),
+            summary: String::new(),
+            details: serde_json::Value::Null,
+        }
+    }
+
+    async fn told(events: Option<Vec<&str>>) -> anyhow::Result<Vec<String>> {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let mut registry = Registry::empty();
+        registry.add_notifier(Arc::new(CollectFactory(seen.clone())))?;
+        let toml = match events {
+            Some(e) => format!("[[notifiers]]\nplugin = \"collect\"\nevents = {e:?}"),
+            None => "[[notifiers]]\nplugin = \"collect\"".to_owned(),
+        };
+        let settings: Settings = toml::from_str(&toml)?;
+        let built = build_notifiers(&registry, &settings, &HostContext::default())?;
+        for kind in [
+            "rollout.start",
+            "rollout.promote",
+            "rollout.rollback",
+            "rollout.rolled_back",
+            "rollout.fail",
+            "slot.create",
+        ] {
+            built[0].notify(&event(kind)).await?;
+        }
+        let got = seen.lock().unwrap().clone();
+        Ok(got)
+    }
+
+    #[tokio::test]
+    async fn each_notifier_is_told_only_its_selected_events() {
+        assert_eq!(told(None).await.unwrap(), vec!["rollout.rollback", "rollout.rolled_back"]);
+        assert_eq!(
+            told(Some(vec!["rollout_started", "failed"])).await.unwrap(),
+            vec!["rollout.start", "rollout.fail"]
+        );
+        assert_eq!(told(Some(vec!["all"])).await.unwrap().len(), 6);
+        let err = told(Some(vec!["failed", "exploded"])).await.unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("notifiers[0] (collect)") && msg.contains("\"exploded\""), "{msg}");
+    }
 }

@@ -28,9 +28,19 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     // post-rollback validation instead of 30.
     settings.engine.tick_ms = 200;
     settings.engine.validation_secs = 3;
-    let state = crate::daemon::build_state(&settings).await?;
     let listener = TcpListener::bind("127.0.0.1:0").await.context("binding a loopback port")?;
     let addr = listener.local_addr()?;
+    // A webhook receiver of the demo's own, told about rollbacks: it checks each delivery's
+    // signature with the shared secret and keeps what it got for step 13.
+    let secret = uuid_secret();
+    let receiver = Receiver::start(secret.clone()).await?;
+    settings.notifiers.push(crate::settings::NotifierChoice {
+        plugin: "webhook".into(),
+        config: json!({"url": receiver.url, "secret": secret, "public_url": format!("http://{addr}"),
+                       "delivery": {"initial_backoff_ms": 100, "max_backoff_ms": 2000}}),
+        events: Some(vec!["rolled_back".into()]),
+    });
+    let state = crate::daemon::build_state(&settings).await?;
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(actuator_server::serve(listener, state.clone(), async {
         let _ = stop_rx.await;
@@ -137,6 +147,9 @@ pub(crate) async fn run(args: DemoArgs) -> anyhow::Result<()> {
     }
 
     rollouts(&c).await?;
+
+    step(13, "the rollback, as the webhook receiver got it");
+    receiver.show().await;
 
     if args.keep_running {
         println!(
@@ -344,6 +357,102 @@ async fn follow(c: &Client, ids: &[String]) -> anyhow::Result<(Vec<Value>, Vec<O
                 ROLLOUT_DEADLINE.as_secs()
             );
             return Ok((views, compared));
+        }
+    }
+}
+
+/// A random secret for the demo's webhook (64 hex digits).
+fn uuid_secret() -> String {
+    let a = uuid::Uuid::new_v4().simple().to_string();
+    let b = uuid::Uuid::new_v4().simple().to_string();
+    format!("{a}{b}")
+}
+
+/// What the demo's webhook receiver got: the payload and whether its signature verified.
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(Value, bool)>>>;
+
+/// The demo's webhook receiver on a loopback port.
+struct Receiver {
+    url: String,
+    got: Received,
+}
+
+impl Receiver {
+    async fn start(secret: String) -> anyhow::Result<Self> {
+        use axum::http::{HeaderMap, StatusCode};
+        let got: Received = Default::default();
+        let sink = got.clone();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: HeaderMap, body: axum::body::Bytes| {
+                let sink = sink.clone();
+                let secret = secret.clone();
+                async move {
+                    let h = |n: &str| headers.get(n).and_then(|v| v.to_str().ok()).unwrap_or("");
+                    let ok = actuator_notifier_http::verify_signature(
+                        &secret,
+                        h(actuator_notifier_http::TIMESTAMP_HEADER),
+                        &body,
+                        h(actuator_notifier_http::SIGNATURE_HEADER),
+                    );
+                    let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    sink.lock().unwrap_or_else(|p| p.into_inner()).push((payload, ok));
+                    if ok { StatusCode::NO_CONTENT } else { StatusCode::UNAUTHORIZED }
+                }
+            }),
+        );
+        let listener =
+            TcpListener::bind("127.0.0.1:0").await.context("binding the webhook receiver")?;
+        let url = format!("http://{}/hook", listener.local_addr()?);
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, got })
+    }
+
+    /// Waits up to 10 s for a finished rollback's delivery, then prints every delivery.
+    async fn show(&self) {
+        let finished =
+            |got: &[(Value, bool)]| got.iter().any(|(p, _)| p["kind"] == "rollout.rolled_back");
+        for _ in 0..100 {
+            if finished(&self.got.lock().unwrap_or_else(|p| p.into_inner())) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let got = self.got.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        println!(
+            "the receiver at {} got {} deliveries (events = [\"rolled_back\"]):",
+            self.url,
+            got.len()
+        );
+        for (p, ok) in &got {
+            let r = &p["rollout"];
+            println!(
+                "- {} ({}) rollout {} on {}: version {} -> {}; signature {}",
+                short(&p["kind"]),
+                short(&p["severity"]),
+                short(&r["id"]),
+                short(&r["slot"]),
+                short(&r["stable_version"]),
+                short(&r["candidate_version"]),
+                if *ok { "verified" } else { "INVALID" }
+            );
+            println!("  {}", short(&p["summary"]));
+            // The decision and its reasons once, with the rollback that acted on them.
+            if p["kind"] == "rollout.rollback" && !p["decision"].is_null() {
+                println!(
+                    "  decision: {} ({})",
+                    short(&p["decision"]["kind"]),
+                    short(&p["decision"]["rule"])
+                );
+            }
+            if p["kind"] == "rollout.rollback" {
+                for reason in p["reasons"].as_array().into_iter().flatten().take(3) {
+                    println!("  - {}", short(reason));
+                }
+            }
+            println!("  status: {}", short(&r["url"]));
         }
     }
 }

@@ -2,6 +2,9 @@
 
 // Compiled-in plugins: naming each crate keeps its `inventory` registration in the binary.
 use actuator_notifier_log as _;
+use actuator_notifier_pagerduty as _;
+use actuator_notifier_slack as _;
+use actuator_notifier_webhook as _;
 use actuator_store_sqlite as _;
 
 mod cli;

@@ -19,8 +19,8 @@ pub(crate) struct Settings {
     pub(crate) data_dir: PathBuf,
     /// The store plugin and its config.
     pub(crate) store: PluginChoice,
-    /// Notifier plugins.
-    pub(crate) notifiers: Vec<PluginChoice>,
+    /// Notifier plugins, each with the events it is told about.
+    pub(crate) notifiers: Vec<NotifierChoice>,
     /// Plugins loaded from files (`[[plugins]]`): executables and shared libraries.
     pub(crate) plugins: Vec<PluginDecl>,
     /// Versioning limits.
@@ -87,6 +87,69 @@ pub(crate) struct PluginChoice {
     pub(crate) plugin: String,
     #[serde(default = "empty_object")]
     pub(crate) config: Value,
+}
+
+/// A notifier plugin by name, its JSON config, and the events it is told about (`None`: the
+/// plugin's default selection; see `actuator_core::events` for the names).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NotifierChoice {
+    pub(crate) plugin: String,
+    #[serde(default = "empty_object")]
+    pub(crate) config: Value,
+    #[serde(default)]
+    pub(crate) events: Option<Vec<String>>,
+}
+
+/// Replaces every `${env:NAME}` inside the strings of `value` with the variable's value, as
+/// `lookup` gives it; `at` names the setting in the error. An unset or empty variable, an
+/// unterminated reference and a name outside `A-Z a-z 0-9 _` are refused.
+pub(crate) fn resolve_env(
+    value: &mut Value,
+    at: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
+    match value {
+        Value::String(s) if s.contains("${env:") => {
+            let mut out = String::with_capacity(s.len());
+            let mut rest = s.as_str();
+            while let Some(i) = rest.find("${env:") {
+                out.push_str(&rest[..i]);
+                let after = &rest[i + 6..];
+                let Some(end) = after.find('}') else {
+                    anyhow::bail!("{at}: `${{env:` without its closing `}}`");
+                };
+                let name = &after[..end];
+                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
+                {
+                    anyhow::bail!(
+                        "{at}: {name:?} is not an environment variable name (A-Z, a-z, 0-9, _)"
+                    );
+                }
+                match lookup(name).filter(|v| !v.is_empty()) {
+                    Some(v) => out.push_str(&v),
+                    None => anyhow::bail!(
+                        "{at}: environment variable {name} is not set (the setting reads it as ${{env:{name}}})"
+                    ),
+                }
+                rest = &after[end + 1..];
+            }
+            out.push_str(rest);
+            *s = out;
+        }
+        Value::Array(items) => {
+            for (i, v) in items.iter_mut().enumerate() {
+                resolve_env(v, &format!("{at}[{i}]"), lookup)?;
+            }
+        }
+        Value::Object(map) => {
+            for (k, v) in map.iter_mut() {
+                resolve_env(v, &format!("{at}.{k}"), lookup)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn empty_object() -> Value {
@@ -237,7 +300,11 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: default_data_dir(),
             store: PluginChoice { plugin: "sqlite".into(), config: empty_object() },
-            notifiers: vec![PluginChoice { plugin: "log".into(), config: empty_object() }],
+            notifiers: vec![NotifierChoice {
+                plugin: "log".into(),
+                config: empty_object(),
+                events: None,
+            }],
             plugins: Vec::new(),
             config: ConfigSettings::default(),
             engine: actuator_engine::EngineSettings::default(),
@@ -248,6 +315,22 @@ impl Default for Settings {
 }
 
 impl Settings {
+    /// Resolves `${env:NAME}` in the store's and the notifiers' configs, before any plugin
+    /// sees them.
+    pub(crate) fn resolve_secrets(
+        &mut self,
+        lookup: &dyn Fn(&str) -> Option<String>,
+    ) -> anyhow::Result<()> {
+        resolve_env(&mut self.store.config, "store.config", lookup)?;
+        for (i, n) in self.notifiers.iter_mut().enumerate() {
+            resolve_env(&mut n.config, &format!("notifiers[{i}].config"), lookup)?;
+        }
+        for p in &mut self.plugins {
+            resolve_env(&mut p.config, &format!("plugins.{}.config", p.name), lookup)?;
+        }
+        Ok(())
+    }
+
     /// Reads the file (if any), then applies the flags and their environment variables.
     pub(crate) fn load(args: &ServeArgs) -> anyhow::Result<Self> {
         let mut s = match &args.config {
@@ -270,6 +353,7 @@ impl Settings {
         if let Ok(f) = std::env::var("ACTUATOR_LOG_FORMAT") {
             s.log.format = f;
         }
+        s.resolve_secrets(&|name| std::env::var(name).ok())?;
         s.server.limits().validate().map_err(anyhow::Error::msg)?;
         for o in &s.server.cors_origins {
             let ok = (o.starts_with("http://") || o.starts_with("https://"))
@@ -344,6 +428,44 @@ mod tests {
         assert!(err.contains("colour"), "{err}");
         let err = parse(&format!("{one}tier = \"wasm\"\n")).unwrap_err().to_string();
         assert!(err.contains("wasm") && err.contains("cdylib"), "{err}");
+    }
+
+    #[test]
+    fn notifier_events_and_env_secrets_are_read() {
+        let mut s: Settings = toml::from_str(
+            "[[notifiers]]\nplugin = \"webhook\"\nevents = [\"rolled_back\", \"failed\"]\nconfig = { url = \"http://h/${env:HOOK_PATH}\", secret = \"${env:HOOK_SECRET}\", list = [\"${env:HOOK_PATH}\"] }",
+        )
+        .unwrap();
+        assert_eq!(
+            s.notifiers[0].events.as_deref(),
+            Some(&["rolled_back".to_string(), "failed".to_string()][..])
+        );
+        let env = |n: &str| match n {
+            "HOOK_PATH" => Some("in".to_string()),
+            "HOOK_SECRET" => Some("s3cret-s3cret-s3cret".to_string()),
+            _ => None,
+        };
+        s.resolve_secrets(&env).unwrap();
+        let c = &s.notifiers[0].config;
+        assert_eq!(c["url"], "http://h/in");
+        assert_eq!(c["secret"], "s3cret-s3cret-s3cret");
+        assert_eq!(c["list"][0], "in");
+        let mut s: Settings = toml::from_str(
+            "[[notifiers]]\nplugin = \"slack\"\nconfig = { webhook_url = \"${env:NOPE_UNSET}\" }",
+        )
+        .unwrap();
+        let msg = s.resolve_secrets(&env).unwrap_err().to_string();
+        assert!(
+            msg.contains("notifiers[0].config.webhook_url") && msg.contains("NOPE_UNSET"),
+            "{msg}"
+        );
+        let mut v = serde_json::json!("${env:BAD-NAME}");
+        assert!(resolve_env(&mut v, "x", &env).unwrap_err().to_string().contains("BAD-NAME"));
+        let mut v = serde_json::json!("${env:HOOK_PATH");
+        assert!(resolve_env(&mut v, "x", &env).unwrap_err().to_string().contains("closing"));
+        let err =
+            toml::from_str::<Settings>("[[notifiers]]\nplugin = \"log\"\nevent = []").unwrap_err();
+        assert!(err.to_string().contains("event"), "{err}");
     }
 
     #[test]

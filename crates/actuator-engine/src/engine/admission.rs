@@ -184,10 +184,10 @@ impl Engine {
         self.wake_rollout(&id);
         self.begin(&mut g, &actor).await?;
         self.notify(
+            &g,
             "rollout.start",
             Severity::Info,
             &actor,
-            &id,
             format!("rollout {id} of {} started ({})", g.rec.slot, g.rec.strategy),
             json!({"candidate_version": candidate}),
         );

@@ -90,10 +90,10 @@ impl Engine {
                 } else {
                     if !rt.st.awaiting_promotion {
                         self.notify(
+                            rt,
                             "rollout.awaiting_promotion",
                             Severity::Info,
                             "engine",
-                            &rt.rec.id,
                             format!("rollout {} can be promoted", rt.rec.id),
                             Value::Null,
                         );
@@ -136,6 +136,21 @@ impl Engine {
                 } else {
                     format!("{budget}: {}", view.reasons.join("; "))
                 };
+                // Told once per new inconclusive decision, before its policy acts (a
+                // notification only: what the policy does is audited by its own action).
+                if changed {
+                    self.notify(
+                        rt,
+                        "rollout.inconclusive",
+                        Severity::Warning,
+                        "engine",
+                        format!(
+                            "rollout {} is inconclusive at step {}: {detail}",
+                            rt.rec.id, rt.st.step
+                        ),
+                        json!({"policy": super::steps::inconclusive_policy(rt)}),
+                    );
+                }
                 match super::steps::inconclusive_policy(rt) {
                     InconclusivePolicy::Hold => {
                         self.pause(
@@ -181,10 +196,10 @@ impl Engine {
                             // auto_promote off always waits for a person.
                             if !rt.st.awaiting_promotion {
                                 self.notify(
+                                    rt,
                                     "rollout.awaiting_promotion",
                                     Severity::Info,
                                     "engine",
-                                    &rt.rec.id,
                                     format!(
                                         "rollout {} can be promoted (inconclusive, no alarm); auto_promote is off",
                                         rt.rec.id
@@ -239,10 +254,10 @@ impl Engine {
             .await?;
         let sev = if actor == "engine" { Severity::Warning } else { Severity::Info };
         self.notify(
+            rt,
             "rollout.pause",
             sev,
             actor,
-            &rt.rec.id,
             format!("rollout {} paused: {reason}", rt.rec.id),
             Value::Null,
         );

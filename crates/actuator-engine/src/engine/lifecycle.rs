@@ -354,10 +354,10 @@ impl Engine {
             rt.rec.state = DeploymentState::Failed;
         }
         self.notify(
+            rt,
             "rollout.fail",
             Severity::Critical,
             "engine",
-            &rt.rec.id,
             format!("rollout {} failed: {why}", rt.rec.id),
             json!({"error": why}),
         );

@@ -365,10 +365,10 @@ impl Engine {
             s.aborted_deployments += 1;
         }
         self.notify(
+            rt,
             "rollout.abort",
             Severity::Warning,
             actor,
-            &rt.rec.id,
             format!("rollout {} of {} aborted by {actor}", rt.rec.id, rt.rec.slot),
             Value::Null,
         );

@@ -514,12 +514,14 @@ impl Engine {
         self.inner.wake.notify_one();
     }
 
+    /// Tells every notifier about `rt`: the event's details carry the rollout's context
+    /// ([`event_context`]) with `details`' own fields on top.
     pub(super) fn notify(
         &self,
+        rt: &Runtime,
         kind: &str,
         severity: Severity,
         actor: &str,
-        target: &str,
         summary: String,
         details: Value,
     ) {
@@ -531,9 +533,9 @@ impl Engine {
             severity,
             at: self.now(),
             actor: actor.into(),
-            target: target.into(),
+            target: rt.rec.id.clone(),
             summary,
-            details,
+            details: event_context(rt, details),
         };
         for n in self.inner.notifiers.clone() {
             let e = event.clone();
@@ -545,4 +547,30 @@ impl Engine {
             });
         }
     }
+}
+
+/// The details every rollout event carries: `rollout_id`, `slot`, `strategy`, `state`,
+/// `stable_version`, `candidate_version`, `step`, `share_percent` and the last `decision`
+/// (`kind`, `rule`, `reasons`, or `null`), with the fields of `extra` (an object) on top.
+fn event_context(rt: &Runtime, extra: Value) -> Value {
+    let decision = rt
+        .st
+        .last_decision
+        .as_ref()
+        .map(|d| serde_json::json!({"kind": d.kind, "rule": d.rule, "reasons": d.reasons}));
+    let mut ctx = serde_json::json!({
+        "rollout_id": rt.rec.id,
+        "slot": rt.rec.slot.as_str(),
+        "strategy": rt.rec.strategy,
+        "state": rt.rec.state,
+        "stable_version": rt.st.stable_version,
+        "candidate_version": rt.st.candidate_version,
+        "step": rt.st.step,
+        "share_percent": rt.st.share_percent(),
+        "decision": decision,
+    });
+    if let (Some(ctx), Value::Object(extra)) = (ctx.as_object_mut(), extra) {
+        ctx.extend(extra);
+    }
+    ctx
 }

@@ -85,10 +85,10 @@ impl Engine {
             Ok(r) => r?,
             Err(_) => {
                 self.notify(
+                    rt,
                     "rollout.rollback_timeout",
                     Severity::Critical,
                     actor,
-                    &rt.rec.id,
                     format!("rollback of {} timed out", rt.rec.id),
                     Value::Null,
                 );
@@ -110,15 +110,15 @@ impl Engine {
             }
         }
         self.notify(
+            rt,
             action,
             if automatic { Severity::Critical } else { Severity::Warning },
             actor,
-            &rt.rec.id,
             format!(
                 "rollout {} of {} is rolling back ({why}); routing flipped in {flip:.1} ms",
                 rt.rec.id, rt.rec.slot
             ),
-            json!({"flip_ms": flip}),
+            json!({"flip_ms": flip, "automatic": automatic, "mode": mode, "rollback_reason": reason, "after_completion": after_completion}),
         );
         Ok(())
     }
@@ -233,10 +233,10 @@ impl Engine {
         self.finished(false);
         let sev = if validated == Some(false) { Severity::Critical } else { Severity::Info };
         self.notify(
+            rt,
             "rollout.rolled_back",
             sev,
             "engine",
-            &rt.rec.id,
             format!("rollout {} rolled back: {summary}", rt.rec.id),
             Value::Null,
         );

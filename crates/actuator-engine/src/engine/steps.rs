@@ -280,10 +280,10 @@ impl Engine {
         }
         self.enter_step(rt, next, now, reason, action, actor).await?;
         self.notify(
+            rt,
             action,
             Severity::Info,
             actor,
-            &rt.rec.id,
             format!("rollout {} at step {next} ({} %)", rt.rec.id, rt.st.share_percent()),
             Value::Null,
         );
@@ -350,10 +350,10 @@ impl Engine {
         .await?;
         self.finished(true);
         self.notify(
+            rt,
             "rollout.complete",
             Severity::Info,
             actor,
-            &rt.rec.id,
             format!("rollout {} completed: {outcome}", rt.rec.id),
             Value::Null,
         );
