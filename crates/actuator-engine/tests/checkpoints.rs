@@ -173,7 +173,7 @@ async fn every_changed_rollout_is_saved_by_the_pass_and_a_restart_resumes_what_i
 }
 
 #[tokio::test]
-async fn an_idle_rollout_is_analysed_every_ten_seconds_and_at_once_when_its_step_runs_out() {
+async fn an_idle_rollout_is_analysed_every_thirty_seconds_and_at_once_when_its_step_runs_out() {
     let dir = tempfile::tempdir().unwrap();
     let store = Arc::new(SqliteStore::open(&dir.path().join("l.db")).await.unwrap());
     let config = setup(store.clone(), 1).await;
@@ -186,12 +186,12 @@ async fn an_idle_rollout_is_analysed_every_ten_seconds_and_at_once_when_its_step
         clock.clone(),
     );
     e.start_driven().await.unwrap();
-    // The step can never promote and is inconclusive after 25 s of active time; the default
+    // The step can never promote and is inconclusive after 70 s of active time; the default
     // policy holds it for a person.
     let req: DeploymentRequest = serde_json::from_value(json!({
         "slot": "s0", "candidate": {"version": 2}, "strategy": "canary", "actor": "tester",
         "canary": {"phases": [{"traffic_percent": 10, "min_samples": 1000000,
-                               "min_duration_secs": 0, "max_duration_secs": 25}]}
+                               "min_duration_secs": 0, "max_duration_secs": 70}]}
     }))
     .unwrap();
     let id = e.deploy(req).await.unwrap().id;
@@ -199,20 +199,20 @@ async fn an_idle_rollout_is_analysed_every_ten_seconds_and_at_once_when_its_step
     let at = |v: &actuator_engine::RolloutView| v.last_decision.as_ref().map(|d| d.at);
     let first = at(&e.view(&id).await.unwrap());
     assert!(first.is_some(), "the first pass looks at a new rollout");
-    // Nothing happens to it: no look for the next passes of the 10 s.
-    passes(&e, &clock, 7).await;
+    // Nothing happens to it: no look for the next passes of the 30 s.
+    passes(&e, &clock, 27).await;
     assert_eq!(at(&e.view(&id).await.unwrap()), first, "an idle rollout was analysed on a pass");
     passes(&e, &clock, 3).await;
     let later = at(&e.view(&id).await.unwrap());
-    assert!(later > first, "an idle rollout is still analysed every 10 s");
+    assert!(later > first, "an idle rollout is still analysed every 30 s");
     // New evidence is looked at on the next pass.
     assert_eq!(e.report(outcomes(&id, 0, 10)).await.unwrap().accepted, 10);
     passes(&e, &clock, 1).await;
     assert!(at(&e.view(&id).await.unwrap()) > later, "new evidence is analysed at once");
-    // The step's 25 s run out between two idle looks (at 23 s and 33 s): the hold comes on
-    // the pass that crosses them, not at the next idle look.
+    // The step's 70 s run out between two idle looks (at 63 s and 93 s): the hold comes on
+    // the pass that crosses them (its own deadline), not at the next idle look.
     let mut held_at = None;
-    for s in 13..40 {
+    for s in 33..100 {
         passes(&e, &clock, 1).await;
         if e.view(&id).await.unwrap().state == actuator_core::DeploymentState::Paused {
             held_at = Some(s);
@@ -220,6 +220,6 @@ async fn an_idle_rollout_is_analysed_every_ten_seconds_and_at_once_when_its_step
         }
     }
     let held_at = held_at.expect("the step ran out and was held");
-    assert!((23..=27).contains(&held_at), "held after {held_at} s, the step has 25 s");
+    assert!((68..=72).contains(&held_at), "held after {held_at} s, the step has 70 s");
     e.stop().await.unwrap();
 }
