@@ -434,6 +434,24 @@ pub trait Store: Send + Sync + 'static {
     async fn get_slot(&self, name: &SlotName) -> Result<Option<Slot>, StoreError>;
     /// Lists slots by name.
     async fn list_slots(&self, page: PageRequest) -> Result<Page<Slot>, StoreError>;
+    /// Lists slots by name like [`Store::list_slots`], each with its active version (`None`
+    /// when it has none): what a router needs to rebuild its whole table. The default reads
+    /// each slot's version on its own; a store that can read them with the page should.
+    async fn list_slots_with_active_versions(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<(Slot, Option<ConfigVersion>)>, StoreError> {
+        let p = self.list_slots(page).await?;
+        let mut items = Vec::with_capacity(p.items.len());
+        for slot in p.items {
+            let v = match slot.active_version {
+                Some(a) => self.get_version(&slot.name, a).await?,
+                None => None,
+            };
+            items.push((slot, v));
+        }
+        Ok(Page { items, next_cursor: p.next_cursor })
+    }
 
     /// Writes the next version; version numbers rise by one per slot. With `activate`, refused
     /// with [`StoreError::SlotHeld`] while the slot has an active rollout (checked in the

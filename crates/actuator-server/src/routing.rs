@@ -19,7 +19,9 @@ use actuator_canary::{
     EvalContext, ResolveError, Rollout, Router, RoutingTable, SlotRoute, TableGuard,
     VersionedConfig,
 };
-use actuator_core::{PageRequest, RolloutFilter, RolloutRoute, Slot, SlotName, Store, StoreError};
+use actuator_core::{
+    ConfigVersion, PageRequest, RolloutFilter, RolloutRoute, Slot, SlotName, Store, StoreError,
+};
 use serde_json::Value;
 use tokio::sync::{Mutex, watch};
 
@@ -175,14 +177,19 @@ impl RouteBook {
         let mut table = RoutingTable::new();
         let mut cursor = None;
         loop {
+            // Each page of slots comes with its active versions (no query per slot).
             let page = self
                 .inner
                 .store
-                .list_slots(PageRequest { limit: PageRequest::MAX_LIMIT, cursor })
+                .list_slots_with_active_versions(PageRequest {
+                    limit: PageRequest::MAX_LIMIT,
+                    cursor,
+                })
                 .await?;
-            for slot in &page.items {
+            for (slot, version) in page.items {
                 let rollout = routes.remove(&slot.name).unwrap_or(ActiveRoute::None);
-                if let Some(mut route) = self.build_route(slot, rollout).await? {
+                let slot = &slot;
+                if let Some(mut route) = Self::route_of(slot, version, rollout) {
                     // An unchanged route is carried over as it is (a round-robin rollout keeps
                     // its position: clones share the counter).
                     if let Some(same) = current.get(slot.name.as_str()).filter(|r| ***r == route) {
@@ -331,26 +338,36 @@ impl RouteBook {
         rollout: ActiveRoute,
     ) -> Result<Option<SlotRoute>, RouteError> {
         let Some(active) = slot.active_version else { return Ok(None) };
-        let store = &self.inner.store;
-        let Some(version) = store.get_version(&slot.name, active).await? else {
+        let version = self.inner.store.get_version(&slot.name, active).await?;
+        Ok(Self::route_of(slot, version, rollout))
+    }
+
+    /// The route of `slot` from its active version (as read) and its rollout's split.
+    fn route_of(
+        slot: &Slot,
+        version: Option<ConfigVersion>,
+        rollout: ActiveRoute,
+    ) -> Option<SlotRoute> {
+        let active = slot.active_version?;
+        let Some(version) = version.filter(|v| v.version == active) else {
             tracing::error!(slot = %slot.name, version = active, "the active version is missing from the store; the slot is not routed");
-            return Ok(None);
+            return None;
         };
         let stable = SlotRoute::stable(VersionedConfig::new(active, version.document));
-        let ActiveRoute::Split { rollout_id, raw } = rollout else { return Ok(Some(stable)) };
+        let ActiveRoute::Split { rollout_id, raw } = rollout else { return Some(stable) };
         let rollout = match serde_json::from_value::<Rollout>(raw) {
             Ok(r) => r,
             Err(e) => {
                 tracing::error!(slot = %slot.name, rollout = %rollout_id, error = %e, "the rollout's route is invalid; serving the stable config to everyone");
-                return Ok(Some(stable));
+                return Some(stable);
             }
         };
         let route = stable.clone().with_rollout(rollout);
         if let Err(e) = route.validate(slot.name.as_str()) {
             tracing::error!(slot = %slot.name, rollout = %rollout_id, error = %e, "the rollout's route is invalid; serving the stable config to everyone");
-            return Ok(Some(stable));
+            return Some(stable);
         }
-        Ok(Some(route))
+        Some(route)
     }
 }
 

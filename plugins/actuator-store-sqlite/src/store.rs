@@ -527,6 +527,51 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn list_slots_with_active_versions(
+        &self,
+        page: PageRequest,
+    ) -> Result<Page<(Slot, Option<ConfigVersion>)>, StoreError> {
+        let slots = self.list_slots(page).await?;
+        let (Some(first), Some(last)) = (slots.items.first(), slots.items.last()) else {
+            return Ok(Page { items: Vec::new(), next_cursor: slots.next_cursor });
+        };
+        let (first, last) = (first.name.to_string(), last.name.to_string());
+        // The page's active versions in one read, through the versions' primary key.
+        let rows = self
+            .reading(async move {
+                sqlx::query(
+                    "SELECT v.* FROM slots s JOIN versions v \
+                     ON v.slot = s.name AND v.version = s.active_version \
+                     WHERE s.name >= ?1 AND s.name <= ?2",
+                )
+                .bind(first)
+                .bind(last)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(backend("reading the active versions of a page of slots"))
+            })
+            .await?;
+        let mut found: std::collections::HashMap<String, ConfigVersion> =
+            std::collections::HashMap::with_capacity(rows.len());
+        for row in &rows {
+            let v = rows::version(row)?;
+            found.insert(v.slot.to_string(), v);
+        }
+        let mut items = Vec::with_capacity(slots.items.len());
+        for slot in slots.items {
+            let v = match slot.active_version {
+                None => None,
+                // A write between the two reads moved the active version: read it alone.
+                Some(a) => match found.remove(slot.name.as_str()) {
+                    Some(v) if v.version == a => Some(v),
+                    _ => self.get_version(&slot.name, a).await?,
+                },
+            };
+            items.push((slot, v));
+        }
+        Ok(Page { items, next_cursor: slots.next_cursor })
+    }
+
     async fn append_version(
         &self,
         req: AppendVersion,

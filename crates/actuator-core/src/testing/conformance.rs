@@ -458,6 +458,29 @@ pub async fn summaries(store: &dyn Store) {
         append(store, s, 0, true).await.unwrap();
         append(store, s, 1, false).await.unwrap();
     }
+    // A page of slots with their active versions: what one read of each would give.
+    slot(store, "d").await;
+    let with = store.list_slots_with_active_versions(PageRequest::first(2)).await.unwrap();
+    let rest = store
+        .list_slots_with_active_versions(PageRequest {
+            limit: 10,
+            cursor: with.next_cursor.clone(),
+        })
+        .await
+        .unwrap();
+    let all: Vec<_> = with.items.into_iter().chain(rest.items).collect();
+    assert_eq!(all.iter().map(|(s, _)| s.name.as_str()).collect::<Vec<_>>(), ["a", "b", "c", "d"]);
+    for (s, v) in &all {
+        let one = match s.active_version {
+            Some(a) => store.get_version(&s.name, a).await.unwrap(),
+            None => None,
+        };
+        assert_eq!(v, &one, "summaries: the active version of {}", s.name);
+    }
+    assert!(
+        all[0].1.is_some() && all[3].1.is_none(),
+        "summaries: a slot with no active version has none"
+    );
     let route = json!({"slot": "a", "share_bp": 100});
     let new = |id: &str, s: &str, strategy| NewRollout {
         id: id.into(),
