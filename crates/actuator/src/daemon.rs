@@ -156,8 +156,14 @@ async fn build_parts(settings: &Settings) -> anyhow::Result<(AppState, actuator_
             format!("loading plugin {:?} ({} {})", decl.name, decl.kind, decl.path.display())
         })?;
         if loaded.kind == actuator_core::PluginKind::Notifier {
+            // Names checked with the settings; every event when none are chosen.
+            let selection = match &decl.events {
+                Some(names) => EventSelection::from_names(&decl.name, names)
+                    .with_context(|| format!("plugins.{}.events", decl.name))?,
+                None => EventSelection::All,
+            };
             notifiers.push(Arc::new(Deadline {
-                inner: loaded.notifier(),
+                inner: Arc::new(Selective { inner: loaded.notifier(), selection }),
                 name: decl.name.clone(),
                 // Room for a restart (start, then the call) behind the plugin's own limits.
                 limit: Duration::from_secs(5)

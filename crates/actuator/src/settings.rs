@@ -176,6 +176,10 @@ pub(crate) struct PluginDecl {
     /// The plugin's own config, checked by the plugin.
     #[serde(default = "empty_object")]
     pub(crate) config: Value,
+    /// For a notifier, the events it is told about (as in `[[notifiers]]`); every event when
+    /// absent. Refused on a metric source.
+    #[serde(default)]
+    pub(crate) events: Option<Vec<String>>,
     /// Longest call, 10..=60000 ms (default 3000).
     #[serde(default = "default_timeout_ms")]
     pub(crate) timeout_ms: u64,
@@ -254,6 +258,13 @@ pub(crate) fn check_plugins(decls: &mut [PluginDecl], base: Option<&Path>) -> an
                 d.name,
                 d.kind
             );
+        }
+        if let Some(names) = &d.events {
+            if d.kind != actuator_core::PluginKind::Notifier {
+                anyhow::bail!("plugins.{}: events apply to notifiers only", d.name);
+            }
+            actuator_core::EventSelection::from_names(&d.name, names)
+                .with_context(|| format!("plugins.{}.events", d.name))?;
         }
         if let Some(base) = base.filter(|_| d.path.is_relative()) {
             d.path = base.join(&d.path);
@@ -423,6 +434,14 @@ mod tests {
         let mut bad = parse(&one.replace("name = \"teams\"", "name = \"Teams!\"")).unwrap();
         let msg = check_plugins(&mut bad.plugins, Some(dir.path())).unwrap_err().to_string();
         assert!(msg.contains("must be 1 to 64 characters"), "{msg}");
+
+        let mut unknown = parse(&format!("{one}events = [\"deployed\"]\n")).unwrap();
+        let msg =
+            format!("{:#}", check_plugins(&mut unknown.plugins, Some(dir.path())).unwrap_err());
+        assert!(msg.contains("plugins.teams.events") && msg.contains("deployed"), "{msg}");
+        let mut chosen = parse(&format!("{one}events = [\"rolled_back\"]\n")).unwrap();
+        check_plugins(&mut chosen.plugins, Some(dir.path())).unwrap();
+        assert_eq!(chosen.plugins[0].events.as_deref(), Some(&["rolled_back".to_string()][..]));
 
         let err = parse(&format!("{one}colour = 1\n")).unwrap_err().to_string();
         assert!(err.contains("colour"), "{err}");
