@@ -287,14 +287,8 @@ impl Engine {
             }
         }
         if rt.rec.state.is_active() && rt.unsaved() {
-            let s = &self.inner.settings;
-            let wait =
-                if rt.dirty { s.checkpoint_ms } else { s.idle_checkpoint_ms.max(s.checkpoint_ms) };
-            let at = rt
-                .last_save
-                .timestamp_millis()
-                .saturating_add(i64::try_from(wait).unwrap_or(i64::MAX));
-            due = due.min(at);
+            let wait = i64::try_from(self.checkpoint_wait_ms(rt)).unwrap_or(i64::MAX);
+            due = due.min(rt.last_save.timestamp_millis().saturating_add(wait));
         }
         due
     }

@@ -213,10 +213,15 @@ impl Engine {
             return false;
         }
         let since = (now - rt.last_save).num_milliseconds();
+        since >= i64::try_from(self.checkpoint_wait_ms(rt)).unwrap_or(i64::MAX)
+    }
+
+    /// How long after its last save an unsaved rollout is checkpointed: `checkpoint_ms` when
+    /// its evidence or decision changed, else (only its clocks moved) `idle_checkpoint_ms`,
+    /// and never sooner than `checkpoint_ms`.
+    pub(super) fn checkpoint_wait_ms(&self, rt: &Runtime) -> u64 {
         let s = &self.inner.settings;
-        let wait =
-            if rt.dirty { s.checkpoint_ms } else { s.idle_checkpoint_ms.max(s.checkpoint_ms) };
-        since >= i64::try_from(wait).unwrap_or(i64::MAX)
+        if rt.dirty { s.checkpoint_ms } else { s.idle_checkpoint_ms.max(s.checkpoint_ms) }
     }
 
     /// The checkpoint of `rt` to write, with the cursor it saves; `None` when it cannot be
