@@ -5,6 +5,7 @@ mod auth;
 mod bad_input;
 mod chaos;
 mod cli;
+mod cli_pipelines;
 mod crash;
 mod decisions;
 mod durable_ingest;

@@ -266,14 +266,17 @@ fn status_watch_redraws_until_the_rollout_ends() {
     }
     let out = watch.wait_with_output().unwrap();
     let stdout = reader.join().unwrap();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "an aborted rollout exits 1: {stdout}{stderr}");
     assert!(stdout.matches("----").count() >= 2, "it redrew at least twice:\n{stdout}");
     assert!(stdout.contains("ARM") || stdout.contains("no traffic reported yet"), "{stdout}");
-    assert!(stdout.contains("the rollout ended: aborted"), "{stdout}");
+    assert!(stderr.contains("the rollout ended: aborted"), "{stderr}");
 
     // A finished rollout: one drawing, then the watch ends at once.
-    let out = d.cli_ok(&["rollout", "status", &id, "--watch"]);
-    assert_eq!(out.matches("----").count(), 1, "{out}");
+    let out = d.cli(&["rollout", "status", &id, "--watch"]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stdout.matches("----").count(), 1, "{stdout}");
 }
 
 #[test]

@@ -71,13 +71,31 @@ impl TestDaemon {
 
     /// Starts a daemon on `data_dir` with an optional settings file and extra environment.
     pub fn start_full(data_dir: &Path, toml: Option<&str>, env: &[(&str, &str)]) -> Self {
+        if let Some(t) = toml {
+            std::fs::write(data_dir.join("settings.toml"), t).expect("write settings");
+        }
+        Self::spawn(data_dir, toml.is_some(), env, "127.0.0.1:0")
+    }
+
+    /// Kills the daemon, waits `down_for`, and starts it again on the same data directory,
+    /// settings file and port: a client that keeps the URL sees the daemon go away and come
+    /// back.
+    pub fn restart_same_port(&mut self, down_for: Duration) {
+        self.kill();
+        std::thread::sleep(down_for);
+        let listen = self.url.trim_start_matches("http://").to_owned();
+        let with_settings = self.data_dir.join("settings.toml").exists();
+        let mut fresh = Self::spawn(&self.data_dir, with_settings, &[], &listen);
+        self.url = std::mem::take(&mut fresh.url);
+        self.child = fresh.child.take();
+    }
+
+    fn spawn(data_dir: &Path, with_settings: bool, env: &[(&str, &str)], listen: &str) -> Self {
         let mut cmd = Command::new(actuator_bin());
         cmd.envs(env.iter().copied());
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(data_dir);
-        if let Some(t) = toml {
-            let path = data_dir.join("settings.toml");
-            std::fs::write(&path, t).expect("write settings");
-            cmd.arg("--config").arg(path);
+        cmd.args(["serve", "--listen", listen, "--data-dir"]).arg(data_dir);
+        if with_settings {
+            cmd.arg("--config").arg(data_dir.join("settings.toml"));
         }
         let mut child = cmd
             .env("RUST_LOG", "warn")

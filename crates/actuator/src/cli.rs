@@ -43,12 +43,47 @@ pub(crate) enum Command {
         remote: Remote,
     },
     /// Drive simulated LLM traffic against a running daemon (resolve, then report outcomes).
-    #[command(hide = true)]
+    #[command(long_about = SIMULATE_ABOUT)]
     Simulate(SimulateArgs),
     /// List the plugins.
     #[command(subcommand)]
     Plugins(PluginsCmd),
+    /// Print a shell completion script on stdout, e.g.
+    /// `actuator completions bash > /etc/bash_completion.d/actuator`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page on stdout (roff), or write one page per command into --dir.
+    Man {
+        /// Write `actuator.1`, `actuator-rollout.1`, `actuator-rollout-start.1`, … here.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
 }
+
+/// The long help of `actuator simulate`: the models and the `"sim"` overrides.
+const SIMULATE_ABOUT: &str = "\
+Drive simulated LLM traffic against a running daemon.
+
+Every 200 ms, simulated users (user-0 .. user-N, the targeting keys) ask POST /v1/resolve
+which config serves them; each request is answered by the model the served config names and
+the outcome is reported with POST /v1/observations, tagged as the resolution said (rollout,
+arm, phase, unit, in_experiment). A shadow directive also runs the candidate on a copy, reported as arm `shadow`.
+
+Models, by the document's `model` field:
+  gpt-4o        1% errors (10% of them timeouts at 10 s), median 400 ms (lognormal sigma 0.4),
+                cost 0.004, quality 4.2 (sd 0.6), 30% of requests judged
+  gpt-4o-mini   as gpt-4o, median 380 ms, cost 0.0012, quality 4.15
+  tiny-fast     4% errors (half timeouts), median 700 ms (sigma 0.45), cost 0.0004,
+                quality 3.6 (sd 0.8)
+  anything else as gpt-4o, median 500 ms, cost 0.002, quality 4.0
+
+A document may override its model with a `sim` object; each key is clamped to its range:
+  error_rate 0..1, timeout_share 0..1, timeout_ms 1..3600000, refusal_rate 0..1,
+  latency_median_ms 0.1..3600000, latency_sigma 0..5, cost 0..1e6, quality 1..5,
+  quality_sd 0..4, judged_share 0..1
+e.g. {\"model\": \"gpt-4o-mini\", \"sim\": {\"error_rate\": 0.05}} makes a bad candidate.";
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum PluginsCmd {
@@ -79,6 +114,10 @@ pub(crate) struct ServeArgs {
     /// secret once on stdout.
     #[arg(long)]
     pub(crate) init_admin_token: bool,
+    /// Log format on stderr, `text` or `json` (overrides the file's `log.format`). Text has
+    /// colour only on a terminal without `NO_COLOR`.
+    #[arg(long, env = "ACTUATOR_LOG_FORMAT", value_parser = ["text", "json"])]
+    pub(crate) log_format: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -352,9 +391,20 @@ pub(crate) struct StartArgs {
     /// Why.
     #[arg(long, conflicts_with = "file")]
     pub(crate) description: Option<String>,
+    /// Follow the rollout after starting it, one line per change, and exit like
+    /// `rollout status --watch`: 0 completed, 1 rolled back, aborted or failed, 2 waiting
+    /// for a person, 3 timed out.
+    #[arg(long)]
+    pub(crate) wait: bool,
+    /// With --wait: give up after this many seconds (exit 3), 1 to 604800.
+    #[arg(long, value_name = "SECS", requires = "wait", value_parser = clap::value_parser!(u64).range(1..=MAX_WAIT_SECS))]
+    pub(crate) timeout: Option<u64>,
     #[command(flatten)]
     pub(crate) remote: Remote,
 }
+
+/// The longest `--timeout` of a watch or a wait: a week.
+pub(crate) const MAX_WAIT_SECS: u64 = 7 * 24 * 3600;
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum RolloutCmd {
@@ -379,9 +429,14 @@ pub(crate) enum RolloutCmd {
     Status {
         /// Rollout id.
         id: String,
-        /// Redraw every second until the rollout ends (or Ctrl-C).
+        /// Redraw every second until the rollout completes (exit 0), rolls back, is aborted or
+        /// fails (exit 1), or waits for a person: paused or awaiting a manual promotion (exit 2).
+        /// A daemon restart does not end the watch: it reconnects.
         #[arg(long, short)]
         watch: bool,
+        /// With --watch: give up after this many seconds (exit 3), 1 to 604800.
+        #[arg(long, value_name = "SECS", requires = "watch", value_parser = clap::value_parser!(u64).range(1..=MAX_WAIT_SECS))]
+        timeout: Option<u64>,
         #[command(flatten)]
         remote: Remote,
     },

@@ -48,6 +48,25 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollout(c) => rollout_cmd::run(c).await,
         Command::Stats { remote } => rollout_cmd::stats(&remote).await,
         Command::Simulate(args) => simulate::run(args).await,
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "actuator", &mut std::io::stdout());
+            Ok(())
+        }
+        Command::Man { dir: None } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::Man::new(cmd)
+                .render(&mut std::io::stdout())
+                .context("writing the man page")
+        }
+        Command::Man { dir: Some(dir) } => {
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let cmd = <Cli as clap::CommandFactory>::command();
+            clap_mangen::generate_to(cmd, &dir)
+                .with_context(|| format!("writing the man pages into {}", dir.display()))?;
+            println!("wrote the man pages into {}", dir.display());
+            Ok(())
+        }
     }
 }
 

@@ -14,6 +14,7 @@ mod daemon;
 mod demo;
 mod output;
 mod settings;
+mod watch;
 
 use clap::Parser;
 
@@ -29,6 +30,14 @@ fn main() -> std::process::ExitCode {
     match runtime.block_on(commands::run(cli)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            // A follow that ends on a rolled-back, paused or timed-out rollout has its own
+            // exit status (`watch::Exit`); every other error is status 1.
+            if let Some(exit) = e.downcast_ref::<watch::Exit>() {
+                if !exit.message.is_empty() {
+                    eprintln!("{}", exit.message);
+                }
+                return std::process::ExitCode::from(exit.code);
+            }
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }

@@ -2,23 +2,22 @@
 
 use anyhow::Context;
 use serde_json::{Map, Value, json};
-use std::io::{IsTerminal, Write};
 use std::time::Duration;
 
 use crate::cli::{Output, Remote, RolloutCmd, RolloutId, StartArgs};
-use crate::client::{Client, enc};
+use crate::client::enc;
 use crate::commands::{client, emit, read_json};
 use crate::output::{
-    fnum, is_terminal, reason, rollback_field, rollout_line, rollout_rows, rollout_view, short,
-    table, when,
+    fnum, reason, rollback_field, rollout_line, rollout_rows, rollout_view, short, table, when,
 };
+use crate::watch::{Show, follow};
 
 /// The canary phases used when `--min-samples` or `--min-duration` is given without `--phases`.
 const DEFAULT_PHASES: [f64; 5] = [1.0, 5.0, 25.0, 50.0, 100.0];
 /// The engine's default `max_duration_secs` of a phase.
 const DEFAULT_MAX_PHASE_SECS: u64 = 3600;
 /// Transitions shown by `rollout status`.
-const TRANSITIONS_SHOWN: usize = 6;
+pub(crate) const TRANSITIONS_SHOWN: usize = 6;
 
 pub(crate) async fn run(c: RolloutCmd) -> anyhow::Result<()> {
     match c {
@@ -48,15 +47,16 @@ pub(crate) async fn run(c: RolloutCmd) -> anyhow::Result<()> {
             });
             Ok(())
         }
-        RolloutCmd::Status { id, watch: false, remote } => {
+        RolloutCmd::Status { id, watch: false, remote, .. } => {
             let v = client(&remote)?.get(&view_path(&id)).await?;
             emit(&remote, &v, |v| rollout_view(v, TRANSITIONS_SHOWN));
             Ok(())
         }
-        RolloutCmd::Status { id, watch: true, remote } => {
+        RolloutCmd::Status { id, watch: true, timeout, remote } => {
             let c = client(&remote)?;
+            let timeout = timeout.map(Duration::from_secs);
             tokio::select! {
-                r = watch(&c, &remote, &id) => r,
+                r = follow(&c, &remote, &id, Show::Redraw, timeout) => r,
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
@@ -148,7 +148,25 @@ async fn start(a: &StartArgs) -> anyhow::Result<()> {
         Some(f) => read_json(f)?,
         None => start_request(a)?,
     };
-    let v = client(&a.remote)?.post("/v1/rollouts", &body).await?;
+    let c = client(&a.remote)?;
+    let v = c.post("/v1/rollouts", &body).await?;
+    if a.wait {
+        let id = v["id"].as_str().context("the daemon answered without a rollout id")?.to_owned();
+        if a.remote.output == Output::Human {
+            println!(
+                "started rollout {id}: {} of {} version {} (stable version {}); waiting for its outcome",
+                short(&v["strategy"]),
+                short(&v["slot"]),
+                short(&v["candidate_version"]),
+                short(&v["stable_version"]),
+            );
+        }
+        let timeout = a.timeout.map(Duration::from_secs);
+        return tokio::select! {
+            r = follow(&c, &a.remote, &id, Show::Changes, timeout) => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        };
+    }
     emit(&a.remote, &v, |v| {
         format!(
             "started rollout {}: {} of {} version {} (stable version {})\n{}follow it with `actuator rollout status {} --watch`\n",
@@ -210,45 +228,6 @@ pub(crate) fn start_request(a: &StartArgs) -> anyhow::Result<Value> {
         req.insert("description".into(), json!(d));
     }
     Ok(Value::Object(req))
-}
-
-/// Redraws the rollout every second until it reaches a terminal state.
-async fn watch(c: &Client, remote: &Remote, id: &str) -> anyhow::Result<()> {
-    let path = view_path(id);
-    let tty = std::io::stdout().is_terminal();
-    let mut tick = tokio::time::interval(Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let v = c.get(&path).await?;
-        let done = is_terminal(&v["state"]);
-        let mut stdout = std::io::stdout().lock();
-        match remote.output {
-            Output::Json => writeln!(stdout, "{}", serde_json::to_string(&v)?)?,
-            Output::Human => {
-                if tty {
-                    // Clear the screen and move the cursor home, then redraw.
-                    write!(stdout, "\x1b[2J\x1b[H")?;
-                } else {
-                    writeln!(stdout, "----")?;
-                }
-                write!(stdout, "{}", rollout_view(&v, TRANSITIONS_SHOWN))?;
-                if done {
-                    writeln!(stdout, "\nthe rollout ended: {}", short(&v["state"]))?;
-                } else {
-                    writeln!(
-                        stdout,
-                        "\n{}  refreshing every second; Ctrl-C to stop watching",
-                        chrono::Utc::now().format("%H:%M:%S")
-                    )?;
-                }
-            }
-        }
-        stdout.flush()?;
-        if done {
-            return Ok(());
-        }
-    }
 }
 
 fn history_rows(items: &Value) -> Vec<Vec<String>> {

@@ -361,8 +361,8 @@ impl Settings {
         if let Some(d) = &args.data_dir {
             s.data_dir.clone_from(d);
         }
-        if let Ok(f) = std::env::var("ACTUATOR_LOG_FORMAT") {
-            s.log.format = f;
+        if let Some(f) = &args.log_format {
+            s.log.format.clone_from(f);
         }
         s.resolve_secrets(&|name| std::env::var(name).ok())?;
         s.server.limits().validate().map_err(anyhow::Error::msg)?;

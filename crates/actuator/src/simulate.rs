@@ -363,12 +363,20 @@ impl Simulator {
         let arm = if shadow.is_some() && variant == "shadow" { "stable" } else { variant };
         self.seq += 1;
         let request_id = format!("{}-{}", self.run, self.seq);
-        self.observe(slot, rollout_id, arm, &request_id, &ans["config"], out);
+        // What the resolution said goes back with the outcome, as a client should send it:
+        // the phase it was served in, its assignment unit, and whether it is in the experiment.
+        let tags = Tags {
+            phase: ans["phase"].as_u64(),
+            unit: ans["unit"].as_u64(),
+            in_experiment: ans["in_experiment"].as_bool(),
+        };
+        self.observe(slot, rollout_id, arm, &request_id, &ans["config"], &tags, out);
         if let Some(doc) = shadow {
-            self.observe(slot, rollout_id, "shadow", &request_id, doc, out);
+            self.observe(slot, rollout_id, "shadow", &request_id, doc, &tags, out);
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn observe(
         &mut self,
         slot: &str,
@@ -376,6 +384,7 @@ impl Simulator {
         arm: &str,
         request_id: &str,
         doc: &Value,
+        tags: &Tags,
         out: &mut Vec<Value>,
     ) {
         let mut obs = SimModel::for_document(doc).answer(&mut self.rng);
@@ -386,8 +395,25 @@ impl Simulator {
         obs["request_id"] = json!(request_id);
         obs["rollout_id"] = json!(rollout_id);
         obs["arm"] = json!(arm);
+        if let Some(p) = tags.phase {
+            obs["phase"] = json!(p);
+        }
+        if let Some(u) = tags.unit {
+            obs["unit"] = json!(u);
+        }
+        if tags.in_experiment == Some(false) {
+            obs["in_experiment"] = json!(false);
+        }
         out.push(obs);
     }
+}
+
+/// What a resolution says that its outcome must repeat.
+#[derive(Debug, Clone, Copy)]
+struct Tags {
+    phase: Option<u64>,
+    unit: Option<u64>,
+    in_experiment: Option<bool>,
 }
 
 /// The list of answers of a batch resolve (a bare array, or under a usual key).
