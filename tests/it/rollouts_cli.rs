@@ -94,7 +94,9 @@ fn every_rollout_control_works_from_the_cli() {
     assert_eq!((v["stable_version"].as_u64(), v["candidate_version"].as_u64()), (Some(1), Some(2)));
     assert!(d.cli_ok(&["rollout", "list"]).contains(&id));
     let status = d.cli_ok(&["rollout", "status", &id]);
-    assert!(status.contains("phase 1/5") && status.contains("chat.default"), "{status}");
+    assert!(status.contains("phase 0 of 0-4") && status.contains("chat.default"), "{status}");
+    assert!(status.contains("● ") && status.contains("◌ "), "the step plan: {status}");
+    assert!(status.contains("held by: the step's minimum"), "what holds it: {status}");
 
     let out = d.cli_ok(&["rollout", "pause", &id]);
     assert!(out.contains("paused"), "{out}");
@@ -316,4 +318,22 @@ fn simulated_traffic_reaches_both_arms() {
     let total: u64 =
         v["arms"].as_array().unwrap().iter().filter_map(|a| a["requests"].as_u64()).sum();
     assert!((500..=1500).contains(&total), "about 1,000 requests in 2 s: {v:#}");
+
+    // The simulator sends back what the resolution said: every outcome has its phase.
+    let arms = v["arms"].as_array().unwrap();
+    assert!(arms.iter().all(|a| a["requests"].as_u64() > Some(100)), "{v:#}");
+
+    // The full health report: arms with TTFT and tokens, each metric's evidence, the guards.
+    let explain = d.cli_ok(&["rollout", "explain", &id]);
+    for part in ["TTFT P50/P95", "TOKENS IN/OUT", "canary against control", "METRIC", "minimums:"] {
+        assert!(explain.contains(part), "{part:?} missing from `rollout explain`:\n{explain}");
+    }
+    let health = json(&d, &["rollout", "explain", &id]);
+    let unphased: u64 = health["last_evaluation"]["explanation"]["arms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|a| a["unphased"].as_u64())
+        .sum();
+    assert_eq!(unphased, 0, "the simulator tags each outcome with its phase: {health:#}");
 }

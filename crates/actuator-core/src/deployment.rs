@@ -620,6 +620,40 @@ pub enum RollbackReason {
     Aborted,
 }
 
+/// A rule name of the analysis (`sequential:latency`, `sloguard:p99_latency`,
+/// `catastrophic:error_rate`) in words.
+fn rule_in_words(rule: &str) -> String {
+    match rule.split_once(':') {
+        Some(("sequential", m)) => format!("{m} worse than control (sequential test)"),
+        Some(("sloguard", m)) => format!("{m} beyond its SLO guard"),
+        Some(("catastrophic", m)) => format!("{m} catastrophic (hard guard)"),
+        _ => rule.to_owned(),
+    }
+}
+
+impl fmt::Display for RollbackReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Manual { reason } if reason.is_empty() => f.write_str("requested by an operator"),
+            Self::Manual { reason } => write!(f, "requested by an operator: {reason}"),
+            Self::Analysis { rules } if rules.is_empty() => {
+                f.write_str("the analysis found the candidate worse")
+            }
+            Self::Analysis { rules } => {
+                let words: Vec<String> = rules.iter().map(|r| rule_in_words(r)).collect();
+                write!(f, "the analysis found the candidate worse: {}", words.join("; "))
+            }
+            Self::HealthCheckFailed => f.write_str("consecutive health checks failed"),
+            Self::HighErrorRate => f.write_str("the error rate is above its trigger"),
+            Self::HighLatency => f.write_str("the p99 latency is above its trigger"),
+            Self::QualityDegradation => f.write_str("quality is below its trigger"),
+            Self::CostOverrun => f.write_str("cost is above its trigger"),
+            Self::Timeout => f.write_str("the rollout ran past its maximum duration"),
+            Self::Aborted => f.write_str("aborted"),
+        }
+    }
+}
+
 /// A request to roll a deployment back.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RollbackRequest {
@@ -692,6 +726,22 @@ mod tests {
 
     fn req(json: Value) -> Result<DeploymentRequest, serde_json::Error> {
         serde_json::from_value(json)
+    }
+
+    #[test]
+    fn rollback_reasons_read_as_words() {
+        let r = RollbackReason::Analysis {
+            rules: vec!["sequential:latency".into(), "sloguard:p99_latency".into()],
+        };
+        assert_eq!(
+            r.to_string(),
+            "the analysis found the candidate worse: latency worse than control (sequential test); p99_latency beyond its SLO guard"
+        );
+        assert_eq!(
+            RollbackReason::Manual { reason: "bad answers".into() }.to_string(),
+            "requested by an operator: bad answers"
+        );
+        assert!(!RollbackReason::Timeout.to_string().contains('{'));
     }
 
     #[test]

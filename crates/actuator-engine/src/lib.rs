@@ -39,5 +39,5 @@ pub use plan::{
 };
 pub use status::{
     ArmView, DecisionView, EngineStatus, MAX_ERRORS, MAX_ROLLBACKS, MAX_TRANSITIONS, MetricView,
-    RollbackState, RollbackStep, RollbackView, RolloutView, Transition,
+    RollbackState, RollbackStep, RollbackView, RolloutView, StepView, Transition,
 };

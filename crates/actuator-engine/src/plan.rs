@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::error::EngineError;
 
 /// What a step does with traffic.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum StepKind {
     /// A share of traffic gets the candidate; the rest is the control.

@@ -361,6 +361,42 @@ pub struct RollbackView {
     pub rollback: RollbackState,
 }
 
+/// One step of a rollout's plan as the API shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct StepView {
+    /// What the step does with traffic.
+    pub kind: crate::plan::StepKind,
+    /// The candidate's share in percent (a shadow step serves no user: 0).
+    pub share_percent: f64,
+    /// A canary phase's role (`smoke`, `prove`, `watch`); none for other steps.
+    pub role: Option<actuator_core::PhaseRole>,
+    /// Candidate requests before the step may be promoted.
+    pub min_samples: u64,
+    /// Seconds of active time before the step may be promoted.
+    pub min_secs: u64,
+    /// Seconds of active time after which the step's analysis is inconclusive.
+    pub max_secs: Option<u64>,
+}
+
+impl StepView {
+    fn of(step: &Step, request_phase: &serde_json::Value) -> Self {
+        use crate::plan::StepKind;
+        let share_percent = f64::from(step.share_bp) / 100.0;
+        let role = (step.kind == StepKind::Canary).then(|| {
+            serde_json::from_value::<actuator_core::PhaseRole>(request_phase["role"].clone())
+                .unwrap_or_else(|_| actuator_core::PhaseRole::for_percent(share_percent))
+        });
+        Self {
+            kind: step.kind.clone(),
+            share_percent: if step.kind == StepKind::Shadow { 0.0 } else { share_percent },
+            role,
+            min_samples: step.min_samples,
+            min_secs: step.min_secs,
+            max_secs: step.max_secs,
+        }
+    }
+}
+
 /// What the API shows of a rollout.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RolloutView {
@@ -376,6 +412,9 @@ pub struct RolloutView {
     pub phase: usize,
     /// Number of steps.
     pub phases: usize,
+    /// The plan: every step in order (`phase` indexes it, from 0).
+    #[serde(default)]
+    pub steps: Vec<StepView>,
     /// Candidate share in percent.
     pub share_percent: f64,
     /// Stable version.
@@ -481,6 +520,12 @@ impl RolloutView {
             state: rec.state,
             phase: st.step,
             phases: st.steps.len(),
+            steps: st
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, step)| StepView::of(step, &rec.request["canary"]["phases"][i]))
+                .collect(),
             share_percent: st.share_percent(),
             stable_version: st.stable_version,
             candidate_version: st.candidate_version,

@@ -440,6 +440,9 @@ pub(crate) enum RolloutCmd {
         #[command(flatten)]
         remote: Remote,
     },
+    /// The full health report of the rollout's last look: every arm (TTFT and tokens too),
+    /// every metric's evidence, the SLO guards, the minimums and what holds the step.
+    Explain(RolloutId),
     /// Hold the rollout where it is; traffic shares stay as they are.
     Pause(RolloutId),
     /// Continue a paused rollout.

@@ -12,7 +12,9 @@ mod client;
 mod commands;
 mod daemon;
 mod demo;
+mod explain;
 mod output;
+mod plan_view;
 mod settings;
 mod watch;
 

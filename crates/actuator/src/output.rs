@@ -92,26 +92,44 @@ pub(crate) fn ms(v: &Value) -> String {
     v.as_f64().map_or_else(|| "-".into(), |x| format!("{x:.0}ms"))
 }
 
-/// An e-value from its logarithm (`exp(log_e)`), compact for large values.
+/// The largest e-value shown as a number; anything beyond reads `>1e12` (a rollback needs
+/// 20 with the default budget, so more digits say nothing).
+const EVALUE_CAP_LOG: f64 = 27.631_021_115_928_547; // ln(1e12)
+
+/// An e-value from its logarithm (`exp(log_e)`): two decimals below 1,000, scientific notation
+/// above, capped at `>1e12`.
 pub(crate) fn evalue(log_e: &Value) -> String {
     match log_e.as_f64() {
         None => "-".into(),
-        Some(l) if l > 9.0 => format!("{:.2e}", l.exp()),
+        Some(l) if l.is_nan() => "-".into(),
+        Some(l) if l > EVALUE_CAP_LOG => ">1e12".into(),
+        Some(l) if l > 1000f64.ln() => format!("{:.1e}", l.exp()),
         Some(l) => format!("{:.2}", l.exp()),
     }
 }
 
-/// The phase of a rollout view for people: `2/5` (1-based), `-` when it has none.
+/// The phase of a rollout view for people, numbered from 0 as in the API, the observations
+/// and OFREP's metadata: `1 of 0-4`; `-` when it has none.
 pub(crate) fn phase(view: &Value) -> String {
     match (view["phase"].as_u64(), view["phases"].as_u64()) {
-        (Some(p), Some(n)) => format!("{}/{n}", p + 1),
-        (Some(p), None) => format!("{}", p + 1),
+        (Some(p), Some(n)) if n > 1 => format!("{p} of 0-{}", n - 1),
+        (Some(p), _) => format!("{p}"),
         _ => "-".into(),
     }
 }
 
-/// The candidate's traffic share of a rollout view, e.g. `5%`.
+/// The candidate's traffic share of a rollout view, e.g. `5%`; for a finished rollout, who
+/// serves the traffic now, and for a shadow, that no user is served by the candidate.
 pub(crate) fn share(view: &Value) -> String {
+    match view["state"].as_str() {
+        Some("completed") if view["strategy"] == "shadow" => return "stable kept".into(),
+        Some("completed") => return "candidate is stable".into(),
+        Some("rolled_back" | "aborted" | "failed") => return "all on stable".into(),
+        _ => {}
+    }
+    if view["strategy"] == "shadow" {
+        return "mirrored, serves no user".into();
+    }
     view["share_percent"].as_f64().map_or_else(|| "-".into(), |s| format!("{}%", percent(s)))
 }
 
@@ -126,10 +144,10 @@ pub(crate) fn is_terminal(state: &Value) -> bool {
     matches!(state.as_str(), Some("completed" | "rolled_back" | "failed" | "aborted"))
 }
 
-/// One line about a rollout: `ro-1 chat.default: monitoring, phase 2/5 at 5%`.
+/// One line about a rollout: `rollout ro-1 on chat.default: monitoring, phase 1 of 0-4, 5%`.
 pub(crate) fn rollout_line(view: &Value) -> String {
     format!(
-        "rollout {} on {}: {}, phase {} at {}\n",
+        "rollout {} on {}: {}, phase {}, {}\n",
         short(&view["id"]),
         short(&view["slot"]),
         short(&view["state"]),
@@ -159,8 +177,14 @@ pub(crate) fn rollout_rows(items: &Value) -> Vec<Vec<String>> {
         .collect()
 }
 
-/// A rollback reason (a string, or an object such as `{"kind": "analysis", "rules": [...]}`).
+/// A rollback reason in words (a string, or an object such as
+/// `{"kind": "analysis", "rules": [...]}`).
 pub(crate) fn reason(v: &Value) -> String {
+    if v.is_object()
+        && let Ok(r) = serde_json::from_value::<actuator_core::RollbackReason>(v.clone())
+    {
+        return r.to_string();
+    }
     match v {
         Value::Object(m) => {
             let kind = m.get("kind").map_or_else(String::new, short);
@@ -237,7 +261,11 @@ pub(crate) fn rollback_line(rb: &Value) -> String {
         out.push_str(" after completion");
     }
     if let Some(f) = rb["flip_ms"].as_f64() {
-        let _ = write!(out, ", traffic back on stable in {} ms", fnum(f));
+        if rb["mode"] == "gradual" {
+            let _ = write!(out, ", first step down in {} ms", fnum(f));
+        } else {
+            let _ = write!(out, ", traffic back on stable in {} ms", fnum(f));
+        }
     }
     match rollback_field(rb, "success").as_bool() {
         Some(s) => {
@@ -308,11 +336,7 @@ pub(crate) fn metrics_table(v: &Value) -> String {
                 num(&m["estimate"]),
                 format!("[{}, {}]", num(&m["lower"]), num(&m["upper"])),
                 num(&m["margin"]),
-                match m["non_inferior"].as_bool() {
-                    Some(true) => "yes".into(),
-                    Some(false) => "no".into(),
-                    None => "-".into(),
-                },
+                verdict(m),
                 evalue(&m["log_e_total"]),
             ]
         })
@@ -320,7 +344,28 @@ pub(crate) fn metrics_table(v: &Value) -> String {
     if metrics.is_empty() {
         return String::new();
     }
-    table(&["ARM", "METRIC", "ESTIMATE", "INTERVAL", "MARGIN", "NON-INFERIOR", "E-VALUE"], &metrics)
+    table(&["ARM", "METRIC", "ESTIMATE", "INTERVAL", "MARGIN", "VERDICT", "E-VALUE"], &metrics)
+}
+
+/// A metric's standing in words: `no data` without an estimate, else its verdict
+/// (`non-inferior`, `pending`, `unreachable`, `beyond margin`, `not required`), `, blocks`
+/// when it holds promotion.
+fn verdict(m: &Value) -> String {
+    if !m["estimate"].is_number() {
+        return "no data".into();
+    }
+    let mut v = match m["verdict"].as_str() {
+        Some(s) => s.replace('_', "-").replace("beyond-margin", "beyond margin"),
+        None if m["non_inferior"] == Value::Bool(true) => "non-inferior".into(),
+        None => "pending".into(),
+    };
+    if v == "not-required" {
+        v = "not required".into();
+    }
+    if m["blocking"] == Value::Bool(true) {
+        v.push_str(", blocks");
+    }
+    v
 }
 
 /// Whether a rollout view holds a comparison with control (some metric has an estimate).
@@ -344,7 +389,7 @@ pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
     );
     let _ = writeln!(
         out,
-        "phase {} at {}  stable version {} -> candidate version {}",
+        "phase {}, {}  stable version {} -> candidate version {}",
         phase(v),
         share(v),
         short(&v["stable_version"]),
@@ -367,6 +412,11 @@ pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
             short(&v["id"])
         );
     }
+    let plan = crate::plan_view::step_plan(v, crate::plan_view::colour_enabled());
+    if !plan.is_empty() {
+        out.push('\n');
+        out.push_str(&plan);
+    }
     out.push('\n');
     out.push_str(&arms_table(v));
     if has_comparison(v) {
@@ -374,6 +424,11 @@ pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
         out.push_str(&metrics_table(v));
     } else if v["metrics"].as_array().is_some_and(|m| !m.is_empty()) {
         out.push_str("(no comparison with control in this phase yet)\n");
+    }
+    let held = crate::plan_view::holds(v);
+    if !held.is_empty() {
+        out.push('\n');
+        out.push_str(&held);
     }
     let _ = write!(out, "\nlast decision: {}", decision(&v["last_decision"]));
     if !v["rollback"].is_null() {

@@ -60,6 +60,11 @@ pub(crate) async fn run(c: RolloutCmd) -> anyhow::Result<()> {
                 _ = tokio::signal::ctrl_c() => Ok(()),
             }
         }
+        RolloutCmd::Explain(r) => {
+            let v = client(&r.remote)?.get(&format!("{}/health", view_path(&r.id))).await?;
+            emit(&r.remote, &v, crate::explain::render);
+            Ok(())
+        }
         RolloutCmd::Pause(r) => control(r, "pause", json!({}), "paused").await,
         RolloutCmd::Resume(r) => control(r, "resume", json!({}), "resumed").await,
         RolloutCmd::Skip(r) => control(r, "skip", json!({}), "skipped the phase").await,

@@ -64,7 +64,7 @@ impl Engine {
         rt.st.paused_reason = None;
         let why = match &reason {
             RollbackReason::Manual { reason } => format!("manual rollback: {reason}"),
-            other => format!("rollback: {}", serde_json::to_string(other).unwrap_or_default()),
+            other => format!("rollback: {other}"),
         };
         let limit = Duration::from_millis(self.inner.settings.rollback_timeout_ms);
         let action = if matches!(reason, RollbackReason::Aborted) {
