@@ -181,7 +181,7 @@ fn start_wait_exits_with_the_outcome() {
     assert!(err.contains("timed out after 2s"), "{err}");
 
     // An aborted rollout is not a success either.
-    d.cli_ok(&["rollout", "abort", &id]);
+    d.cli_ok(&["rollout", "abort", &id, "--reason", "testing"]);
     let (code, _, err) = Running::spawn(&d, &["rollout", "status", &id, "--watch"]).finish();
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("aborted"), "{err}");
@@ -199,7 +199,7 @@ fn a_watch_survives_a_daemon_restart() {
     // Down for three of the watch's one-second looks.
     d.restart_same_port(Duration::from_secs(3));
     watch.wait_for_stderr("reconnected to");
-    d.cli_ok(&["rollout", "abort", &id]);
+    d.cli_ok(&["rollout", "abort", &id, "--reason", "testing"]);
     let (code, out, err) = watch.finish();
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("lost the daemon at"), "it said it lost the daemon: {err}");

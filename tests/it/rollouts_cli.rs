@@ -98,7 +98,7 @@ fn every_rollout_control_works_from_the_cli() {
     assert!(status.contains("● ") && status.contains("◌ "), "the step plan: {status}");
     assert!(status.contains("held by: the step's minimum"), "what holds it: {status}");
 
-    let out = d.cli_ok(&["rollout", "pause", &id]);
+    let out = d.cli_ok(&["rollout", "pause", &id, "--reason", "latency looks off"]);
     assert!(out.contains("paused"), "{out}");
     wait_for(&d, &id, "paused", |v| v["state"] == "paused");
     d.cli_ok(&["rollout", "resume", &id]);
@@ -155,7 +155,12 @@ fn every_rollout_control_works_from_the_cli() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("rollout_active"), "{err}");
 
-    d.cli_ok(&["rollout", "abort", &id2]);
+    let out = d.cli(&["rollout", "abort", &id2]);
+    assert!(!out.status.success(), "abort needs a reason");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--reason"));
+    let out = d.cli(&["rollout", "rollback", &id2]);
+    assert!(!out.status.success(), "rollback needs a reason");
+    d.cli_ok(&["rollout", "abort", &id2, "--reason", "wrong candidate"]);
     wait_for(&d, &id2, "ended by the abort", |v| v["state"] == "aborted");
     d.cli_ok(&["rollout", "retry", &id2]);
     let v = wait_for(&d, &id2, "active again", serving);
@@ -202,6 +207,15 @@ fn every_rollout_control_works_from_the_cli() {
         assert!(
             entries.iter().any(|e| e["action"] == action && e["actor"] == "tester"),
             "{action} by tester missing from the audit log: {audit:#}"
+        );
+    }
+    // The operator's reasons are in the audit log with their controls.
+    for (action, why) in
+        [("rollout.pause", "latency looks off"), ("rollout.abort", "wrong candidate")]
+    {
+        assert!(
+            entries.iter().any(|e| e["action"] == action && e.to_string().contains(why)),
+            "{action} with its reason {why:?} missing from the audit log: {audit:#}"
         );
     }
     assert!(d.cli_ok(&["audit", "verify"]).contains("audit chain intact"));
@@ -257,7 +271,7 @@ fn status_watch_redraws_until_the_rollout_ends() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(watch.try_wait().unwrap().is_none(), "the watch ended while the rollout was active");
-    d.cli_ok(&["rollout", "abort", &id]);
+    d.cli_ok(&["rollout", "abort", &id, "--reason", "testing"]);
     let deadline = Instant::now() + WAIT;
     while watch.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {

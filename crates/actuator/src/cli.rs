@@ -444,15 +444,15 @@ pub(crate) enum RolloutCmd {
     /// every metric's evidence, the SLO guards, the minimums and what holds the step.
     Explain(RolloutId),
     /// Hold the rollout where it is; traffic shares stay as they are.
-    Pause(RolloutId),
+    Pause(Control),
     /// Continue a paused rollout.
-    Resume(RolloutId),
+    Resume(Control),
     /// Leave the current phase without its analysis.
-    Skip(RolloutId),
-    /// Stop the rollout; the stable config serves all traffic again.
-    Abort(RolloutId),
+    Skip(Control),
+    /// Stop the rollout; the stable config serves all traffic again (--reason required).
+    Abort(ReasonedControl),
     /// Start an aborted, rolled-back or failed rollout again from its first phase.
-    Retry(RolloutId),
+    Retry(Control),
     /// Move to the next phase now (or straight to 100% with --full).
     Promote {
         /// Rollout id.
@@ -464,6 +464,9 @@ pub(crate) enum RolloutCmd {
         /// With --full: complete at once, without the 100% step's analysis.
         #[arg(long, requires = "full")]
         skip_analysis: bool,
+        /// Why (recorded with the transition and in the audit log).
+        #[arg(long, default_value = "")]
+        reason: String,
         #[command(flatten)]
         remote: Remote,
     },
@@ -474,8 +477,8 @@ pub(crate) enum RolloutCmd {
         /// Step the share down gradually instead of all at once.
         #[arg(long)]
         gradual: bool,
-        /// Why (recorded with the rollback).
-        #[arg(long, default_value = "")]
+        /// Why (required; recorded with the rollback and in the audit log).
+        #[arg(long)]
         reason: String,
         #[command(flatten)]
         remote: Remote,
@@ -495,6 +498,31 @@ pub(crate) enum RolloutCmd {
 pub(crate) struct RolloutId {
     /// Rollout id.
     pub(crate) id: String,
+    #[command(flatten)]
+    pub(crate) remote: Remote,
+}
+
+/// A manual control of a rollout, with the operator's reason (kept in the transition and the
+/// audit log).
+#[derive(Debug, Args)]
+pub(crate) struct Control {
+    /// Rollout id.
+    pub(crate) id: String,
+    /// Why (recorded with the transition and in the audit log).
+    #[arg(long, default_value = "")]
+    pub(crate) reason: String,
+    #[command(flatten)]
+    pub(crate) remote: Remote,
+}
+
+/// A control that ends the rollout's traffic on the candidate: a reason is required.
+#[derive(Debug, Args)]
+pub(crate) struct ReasonedControl {
+    /// Rollout id.
+    pub(crate) id: String,
+    /// Why (required; recorded with the transition and in the audit log).
+    #[arg(long)]
+    pub(crate) reason: String,
     #[command(flatten)]
     pub(crate) remote: Remote,
 }

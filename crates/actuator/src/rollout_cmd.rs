@@ -65,23 +65,23 @@ pub(crate) async fn run(c: RolloutCmd) -> anyhow::Result<()> {
             emit(&r.remote, &v, crate::explain::render);
             Ok(())
         }
-        RolloutCmd::Pause(r) => control(r, "pause", json!({}), "paused").await,
-        RolloutCmd::Resume(r) => control(r, "resume", json!({}), "resumed").await,
-        RolloutCmd::Skip(r) => control(r, "skip", json!({}), "skipped the phase").await,
-        RolloutCmd::Abort(r) => control(r, "abort", json!({}), "aborted").await,
-        RolloutCmd::Retry(r) => control(r, "retry", json!({}), "retrying").await,
-        RolloutCmd::Promote { id, full, skip_analysis, remote } => {
+        RolloutCmd::Pause(c) => control(c.into(), "pause", "paused").await,
+        RolloutCmd::Resume(c) => control(c.into(), "resume", "resumed").await,
+        RolloutCmd::Skip(c) => control(c.into(), "skip", "skipped the phase").await,
+        RolloutCmd::Abort(c) => control(c.into(), "abort", "aborted").await,
+        RolloutCmd::Retry(c) => control(c.into(), "retry", "retrying").await,
+        RolloutCmd::Promote { id, full, skip_analysis, reason, remote } => {
             let said = match (full, skip_analysis) {
                 (true, true) => "promoted to 100% and completed",
                 (true, false) => "promoted to the 100% step",
                 _ => "promoted",
             };
-            let body = json!({"full": full, "skip_analysis": skip_analysis});
-            control(RolloutId { id, remote }, "promote", body, said).await
+            let body = json!({"full": full, "skip_analysis": skip_analysis, "reason": reason});
+            control_with(RolloutId { id, remote }, "promote", body, said).await
         }
         RolloutCmd::Rollback { id, gradual, reason, remote } => {
             let body = json!({"reason": reason, "gradual": gradual});
-            control(RolloutId { id, remote }, "rollback", body, "rolling back").await
+            control_with(RolloutId { id, remote }, "rollback", body, "rolling back").await
         }
         RolloutCmd::History { limit, remote } => {
             let v = client(&remote)?.get(&format!("/v1/rollbacks?limit={limit}")).await?;
@@ -142,7 +142,31 @@ fn view_path(id: &str) -> String {
     format!("/v1/rollouts/{}", enc(id))
 }
 
-async fn control(r: RolloutId, action: &str, body: Value, said: &str) -> anyhow::Result<()> {
+/// A control's id, reason and daemon.
+pub(crate) struct Reasoned {
+    id: String,
+    reason: String,
+    remote: Remote,
+}
+
+impl From<crate::cli::Control> for Reasoned {
+    fn from(c: crate::cli::Control) -> Self {
+        Self { id: c.id, reason: c.reason, remote: c.remote }
+    }
+}
+
+impl From<crate::cli::ReasonedControl> for Reasoned {
+    fn from(c: crate::cli::ReasonedControl) -> Self {
+        Self { id: c.id, reason: c.reason, remote: c.remote }
+    }
+}
+
+async fn control(c: Reasoned, action: &str, said: &str) -> anyhow::Result<()> {
+    let body = json!({"reason": c.reason});
+    control_with(RolloutId { id: c.id, remote: c.remote }, action, body, said).await
+}
+
+async fn control_with(r: RolloutId, action: &str, body: Value, said: &str) -> anyhow::Result<()> {
     let v = client(&r.remote)?.post(&format!("{}/{action}", view_path(&r.id)), &body).await?;
     emit(&r.remote, &v, |v| format!("{said}: {}", rollout_line(v)));
     Ok(())

@@ -59,24 +59,29 @@ impl Engine {
         action: ManualAction,
         actor: &str,
     ) -> Result<RolloutView, EngineError> {
+        self.act_because(id, action, actor, "").await
+    }
+
+    /// [`Engine::act`] with the operator's reason, recorded in the transition and its audit
+    /// entry (`paused by alice: latency looks off`). A rollback's own reason is in its action.
+    ///
+    /// # Errors
+    /// As [`Engine::act`]; a reason longer than the limit or with control characters is
+    /// refused, naming `reason`, and nothing changes.
+    pub async fn act_because(
+        &self,
+        id: &str,
+        action: ManualAction,
+        actor: &str,
+        reason: &str,
+    ) -> Result<RolloutView, EngineError> {
+        check_reason(reason)?;
+        let because = if reason.is_empty() { String::new() } else { format!(": {reason}") };
         if let ManualAction::Retry = action {
-            return self.retry(id, actor).await;
+            return self.retry(id, actor, &because).await;
         }
         if let ManualAction::Rollback { reason, gradual } = &action {
-            if reason.len() > plan::MAX_REASON_BYTES {
-                return Err(EngineError::OutOfRange {
-                    field: "reason".into(),
-                    range: format!("at most {} bytes", plan::MAX_REASON_BYTES),
-                    got: format!("{} bytes", reason.len()),
-                });
-            }
-            if let Some(c) = actuator_config::control_char(reason, true) {
-                return Err(EngineError::OutOfRange {
-                    field: "reason".into(),
-                    range: "text without control characters".into(),
-                    got: format!("U+{:04X}", u32::from(c)),
-                });
-            }
+            check_reason(reason)?;
             if self.runtime(id).is_none() {
                 return self.rollback_completed(id, reason, *gradual, actor).await;
             }
@@ -97,7 +102,7 @@ impl Engine {
                 if !matches!(state, RollingOut | Monitoring) {
                     return Err(bad());
                 }
-                self.pause(&mut g, &format!("paused by {actor}"), actor).await?;
+                self.pause(&mut g, &format!("paused by {actor}{because}"), actor).await?;
             }
             ManualAction::Resume => {
                 if state != Paused {
@@ -109,7 +114,7 @@ impl Engine {
                 self.commit(
                     &mut g,
                     Monitoring,
-                    &format!("resumed by {actor}"),
+                    &format!("resumed by {actor}{because}"),
                     "rollout.resume",
                     actor,
                     None,
@@ -130,8 +135,13 @@ impl Engine {
                 if *full && !watch_last {
                     let how =
                         if *skip_analysis { " without the 100 % step's analysis" } else { "" };
-                    self.complete(&mut g, actor, &format!("promoted fully by {actor}{how}"), None)
-                        .await?;
+                    self.complete(
+                        &mut g,
+                        actor,
+                        &format!("promoted fully by {actor}{how}{because}"),
+                        None,
+                    )
+                    .await?;
                 } else {
                     if state == Paused {
                         self.commit(
@@ -146,9 +156,14 @@ impl Engine {
                         .await?;
                     }
                     let (next, why) = if watch_last {
-                        (last, format!("promoted to 100 % by {actor}; the 100 % step watches"))
+                        (
+                            last,
+                            format!(
+                                "promoted to 100 % by {actor}{because}; the 100 % step watches"
+                            ),
+                        )
                     } else {
-                        (g.st.step + 1, format!("promoted by {actor}"))
+                        (g.st.step + 1, format!("promoted by {actor}{because}"))
                     };
                     self.advance_to(&mut g, next, actor, &why, "rollout.promote", None).await?;
                 }
@@ -173,7 +188,7 @@ impl Engine {
                 self.advance(
                     &mut g,
                     actor,
-                    &format!("step {step} skipped by {actor}"),
+                    &format!("step {step} skipped by {actor}{because}"),
                     "rollout.skip",
                     None,
                 )
@@ -183,7 +198,7 @@ impl Engine {
                 if !matches!(state, RollingOut | Monitoring | Paused) {
                     return Err(bad());
                 }
-                self.abort(&mut g, actor).await?;
+                self.abort(&mut g, actor, &because).await?;
             }
             ManualAction::Rollback { reason, gradual } => {
                 if !matches!(state, RollingOut | Monitoring | Paused) {
@@ -219,7 +234,12 @@ impl Engine {
         }
     }
 
-    pub(super) async fn retry(&self, id: &str, actor: &str) -> Result<RolloutView, EngineError> {
+    pub(super) async fn retry(
+        &self,
+        id: &str,
+        actor: &str,
+        because: &str,
+    ) -> Result<RolloutView, EngineError> {
         let rec = self
             .store()
             .get_rollout(id)
@@ -267,7 +287,7 @@ impl Engine {
         st.activated_version = None;
         let was_aborted = rec.state == DeploymentState::Aborted;
         let mut rt = Runtime::new(rec, st, req, self.now());
-        self.readmit(&mut rt, actor).await?;
+        self.readmit(&mut rt, actor, because).await?;
         {
             let mut s = lock(&self.inner.stats);
             s.active_deployments += 1;
@@ -296,8 +316,13 @@ impl Engine {
     /// Moves a finished rollout back to Pending. The store admits it in that transaction
     /// (the limit, one rollout per slot) and reads the slot's active version as its stable
     /// version; when that version moved since it was read here, it is read again.
-    async fn readmit(&self, rt: &mut Runtime, actor: &str) -> Result<(), EngineError> {
-        let reason = format!("retried by {actor}");
+    async fn readmit(
+        &self,
+        rt: &mut Runtime,
+        actor: &str,
+        because: &str,
+    ) -> Result<(), EngineError> {
+        let reason = format!("retried by {actor}{because}");
         let from = rt.rec.state;
         rt.st.push_transition(Transition {
             from,
@@ -340,7 +365,12 @@ impl Engine {
 
     /// Ends an active rollout as `aborted`: all traffic goes back to the stable config in the
     /// same write, with no rollback validation; not counted as a rollback.
-    pub(super) async fn abort(&self, rt: &mut Runtime, actor: &str) -> Result<(), EngineError> {
+    pub(super) async fn abort(
+        &self,
+        rt: &mut Runtime,
+        actor: &str,
+        because: &str,
+    ) -> Result<(), EngineError> {
         rt.st.route = None;
         rt.st.paused_reason = None;
         rt.st.awaiting_promotion = false;
@@ -348,11 +378,11 @@ impl Engine {
             .st
             .stable_version
             .map_or_else(|| "the stable version".into(), |v| format!("version {v}"));
-        rt.st.outcome = Some(format!("aborted by {actor}; {stable} serves all traffic"));
+        rt.st.outcome = Some(format!("aborted by {actor}{because}; {stable} serves all traffic"));
         self.commit(
             rt,
             DeploymentState::Aborted,
-            &format!("aborted by {actor}"),
+            &format!("aborted by {actor}{because}"),
             "rollout.abort",
             actor,
             None,
@@ -369,7 +399,7 @@ impl Engine {
             "rollout.abort",
             Severity::Warning,
             actor,
-            format!("rollout {} of {} aborted by {actor}", rt.rec.id, rt.rec.slot),
+            format!("rollout {} of {} aborted by {actor}{because}", rt.rec.id, rt.rec.slot),
             Value::Null,
         );
         Ok(())
@@ -496,4 +526,23 @@ impl Engine {
         self.wake();
         Ok(view)
     }
+}
+
+/// Checks an operator's reason: at most [`plan::MAX_REASON_BYTES`], no control characters.
+fn check_reason(reason: &str) -> Result<(), EngineError> {
+    if reason.len() > plan::MAX_REASON_BYTES {
+        return Err(EngineError::OutOfRange {
+            field: "reason".into(),
+            range: format!("at most {} bytes", plan::MAX_REASON_BYTES),
+            got: format!("{} bytes", reason.len()),
+        });
+    }
+    if let Some(c) = actuator_config::control_char(reason, true) {
+        return Err(EngineError::OutOfRange {
+            field: "reason".into(),
+            range: "text without control characters".into(),
+            got: format!("U+{:04X}", u32::from(c)),
+        });
+    }
+    Ok(())
 }

@@ -154,6 +154,9 @@ async fn act(
             )
         })?
     };
+    // A rollback carries its reason in the action; every other control records it beside the
+    // transition (`paused by alice: latency looks off`).
+    let because = if action == "rollback" { String::new() } else { b.reason.clone() };
     let action = match action.as_str() {
         "pause" => ManualAction::Pause,
         "resume" => ManualAction::Resume,
@@ -175,7 +178,7 @@ async fn act(
             )));
         }
     };
-    Ok(Json(engine(&st)?.act(&id, action, &actor.0).await?))
+    Ok(Json(engine(&st)?.act_because(&id, action, &actor.0, &because).await?))
 }
 
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
