@@ -292,3 +292,86 @@ fn logs_to_a_file_are_plain_and_json_on_request() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("xml"), "the bad value is named");
 }
+
+/// Runs `actuator ARGS -o json` against `d` and parses the answer.
+fn json_of(d: &TestDaemon, args: &[&str]) -> serde_json::Value {
+    let mut all = args.to_vec();
+    all.extend(["-o", "json"]);
+    let out = d.cli_ok(&all);
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+#[test]
+fn lists_page_on_and_snapshots_restore_by_label_or_prefix() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = daemon(dir.path());
+    let doc = |n: u32| {
+        let p = dir.path().join(format!("doc{n}.json"));
+        std::fs::write(&p, format!(r#"{{"model": "gpt-4o", "temperature": 0.{n}}}"#)).unwrap();
+        p
+    };
+    d.cli_ok(&["config", "apply", doc(2).to_str().unwrap(), "--slot", "chat"]);
+    d.cli_ok(&["snapshot", "create", "chat", "--label", "before-v3"]);
+    d.cli_ok(&["config", "apply", doc(3).to_str().unwrap(), "--slot", "chat"]);
+    d.cli_ok(&["snapshot", "create", "chat", "--label", "at-v3"]);
+    let active = |d: &TestDaemon| json_of(d, &["slot", "get", "chat"])["active_version"].clone();
+    assert_eq!(active(&d), 3);
+
+    // By label.
+    let out = d.cli_ok(&["snapshot", "restore", "before-v3"]);
+    assert!(out.contains("version 2"), "{out}");
+    assert_eq!(active(&d), 2);
+
+    // By a unique prefix of its id.
+    let snaps = json_of(&d, &["snapshot", "list"]);
+    let ids: Vec<String> = snaps["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 2, "{snaps:#}");
+    let at_v3 = snaps["items"].as_array().unwrap().iter().find(|s| s["label"] == "at-v3").unwrap()
+        ["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let common = ids[0].chars().zip(ids[1].chars()).take_while(|(a, b)| a == b).count();
+    let unique = &at_v3[..common + 1];
+    d.cli_ok(&["snapshot", "restore", unique]);
+    assert_eq!(active(&d), 3);
+
+    // A prefix both share (time-ordered ids share their first digits) is refused, naming both.
+    if common > 0 {
+        let out = d.cli(&["snapshot", "restore", &at_v3[..common]]);
+        assert!(!out.status.success(), "an ambiguous prefix is refused");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("names 2 snapshots") && err.contains(&at_v3), "{err}");
+    }
+    let out = d.cli(&["snapshot", "restore", "no-such-label"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no snapshot has"));
+    assert_eq!(active(&d), 3, "a refused restore changes nothing");
+
+    // Every list pages on: a hint with the cursor, and the cursor gives the rest.
+    let first = d.cli_ok(&["config", "history", "chat", "--limit", "1"]);
+    let cursor = first
+        .lines()
+        .find_map(|l| l.strip_prefix("more: add --cursor "))
+        .unwrap_or_else(|| panic!("no hint for the next page: {first}"))
+        .to_owned();
+    let next = json_of(&d, &["config", "history", "chat", "--limit", "1", "--cursor", &cursor]);
+    assert_eq!(next["items"][0]["version"], 2, "the second page follows the first: {next:#}");
+    for list in [
+        vec!["audit", "list", "--limit", "1"],
+        vec!["snapshot", "list", "--limit", "1"],
+        vec!["slot", "list", "--limit", "1"],
+    ] {
+        let out = d.cli_ok(&list);
+        if list[0] == "slot" {
+            assert!(!out.contains("more:"), "one slot, one page: {out}");
+        } else {
+            assert!(out.contains("more: add --cursor"), "{list:?}: {out}");
+        }
+    }
+}

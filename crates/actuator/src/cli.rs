@@ -174,6 +174,9 @@ pub(crate) enum SlotCmd {
         /// Page size.
         #[arg(long, default_value_t = 50)]
         limit: u32,
+        /// Where to continue: the cursor a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -211,6 +214,9 @@ pub(crate) enum ConfigCmd {
         /// Page size.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Where to continue: the cursor a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -259,12 +265,16 @@ pub(crate) enum SnapshotCmd {
         /// Page size.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Where to continue: the cursor a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
     /// Restore a snapshot: its version becomes active again.
     Restore {
-        /// Snapshot id.
+        /// The snapshot: its id, a unique prefix of its id, or its label (when one snapshot
+        /// has it).
         id: String,
         #[command(flatten)]
         remote: Remote,
@@ -308,6 +318,9 @@ pub(crate) enum AuditCmd {
         /// Page size.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Where to continue: the cursor a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
         /// Only entries about this target (a slot, a rollout).
         #[arg(long)]
         target: Option<String>,
@@ -422,6 +435,9 @@ pub(crate) enum RolloutCmd {
         /// Page size.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Where to continue: the cursor a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
@@ -488,6 +504,9 @@ pub(crate) enum RolloutCmd {
         /// Page size.
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Where to continue: the cursor a previous page printed.
+        #[arg(long)]
+        cursor: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },

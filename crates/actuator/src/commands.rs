@@ -107,6 +107,22 @@ pub(crate) fn client(r: &Remote) -> anyhow::Result<Client> {
 }
 
 /// Prints JSON for `--output json`, else the human rendering.
+/// `path?limit=N`, with `&cursor=C` to continue a listing.
+pub(crate) fn paged(path: &str, limit: u32, cursor: Option<&str>) -> String {
+    match cursor {
+        Some(c) => format!("{path}?limit={limit}&cursor={}", enc(c)),
+        None => format!("{path}?limit={limit}"),
+    }
+}
+
+/// The hint under a page that is not the last: how to get the next one.
+pub(crate) fn more(page: &Value) -> String {
+    match page["next_cursor"].as_str() {
+        Some(c) => format!("more: add --cursor {c}\n"),
+        None => String::new(),
+    }
+}
+
 pub(crate) fn emit(r: &Remote, v: &Value, human: impl FnOnce(&Value) -> String) {
     match r.output {
         Output::Json => println!("{}", serde_json::to_string_pretty(v).unwrap_or_default()),
@@ -154,13 +170,13 @@ async fn slot(c: SlotCmd) -> anyhow::Result<()> {
                 .await?;
             emit(&remote, &v, |v| format!("created slot {}\n", short(&v["name"])));
         }
-        SlotCmd::List { limit, remote } => {
-            let v = client(&remote)?.get(&format!("/v1/slots?limit={limit}")).await?;
+        SlotCmd::List { limit, cursor, remote } => {
+            let v = client(&remote)?.get(&paged("/v1/slots", limit, cursor.as_deref())).await?;
             emit(&remote, &v, |v| {
                 table(
                     &["SLOT", "ACTIVE", "LATEST", "UPDATED", "DESCRIPTION"],
                     &slot_rows(&v["items"]),
-                )
+                ) + &more(v)
             });
         }
         SlotCmd::Get { name, remote } => {
@@ -216,10 +232,11 @@ async fn config(c: ConfigCmd) -> anyhow::Result<()> {
                 head + &diff(&v["diff"])
             });
         }
-        ConfigCmd::History { slot, limit, remote } => {
+        ConfigCmd::History { slot, limit, cursor, remote } => {
             let c = client(&remote)?;
             let s = c.get(&format!("/v1/slots/{}", enc(&slot))).await?;
-            let v = c.get(&format!("/v1/slots/{}/versions?limit={limit}", enc(&slot))).await?;
+            let path = format!("/v1/slots/{}/versions", enc(&slot));
+            let v = c.get(&paged(&path, limit, cursor.as_deref())).await?;
             emit(&remote, &v, |v| {
                 let rows: Vec<Vec<String>> = v["items"]
                     .as_array()
@@ -235,7 +252,9 @@ async fn config(c: ConfigCmd) -> anyhow::Result<()> {
                         ]
                     })
                     .collect();
-                table(&["VERSION", "CREATED", "AUTHOR", "MESSAGE"], &rows) + "(* = active)\n"
+                table(&["VERSION", "CREATED", "AUTHOR", "MESSAGE"], &rows)
+                    + "(* = active)\n"
+                    + &more(v)
             });
         }
         ConfigCmd::Diff { slot, from, to, remote } => {
@@ -269,12 +288,12 @@ async fn snapshot(c: SnapshotCmd) -> anyhow::Result<()> {
                 format!("snapshot {} of {slot} version {}\n", short(&v["id"]), short(&v["version"]))
             });
         }
-        SnapshotCmd::List { slot, limit, remote } => {
+        SnapshotCmd::List { slot, limit, cursor, remote } => {
             let path = match &slot {
-                Some(s) => format!("/v1/slots/{}/snapshots?limit={limit}", enc(s)),
-                None => format!("/v1/snapshots?limit={limit}"),
+                Some(s) => format!("/v1/slots/{}/snapshots", enc(s)),
+                None => "/v1/snapshots".to_owned(),
             };
-            let v = client(&remote)?.get(&path).await?;
+            let v = client(&remote)?.get(&paged(&path, limit, cursor.as_deref())).await?;
             emit(&remote, &v, |v| {
                 let rows: Vec<Vec<String>> = v["items"]
                     .as_array()
@@ -290,13 +309,13 @@ async fn snapshot(c: SnapshotCmd) -> anyhow::Result<()> {
                         ]
                     })
                     .collect();
-                table(&["ID", "SLOT", "VERSION", "CREATED", "LABEL"], &rows)
+                table(&["ID", "SLOT", "VERSION", "CREATED", "LABEL"], &rows) + &more(v)
             });
         }
-        SnapshotCmd::Restore { id, remote } => {
-            let v = client(&remote)?
-                .post(&format!("/v1/snapshots/{}/restore", enc(&id)), &json!({}))
-                .await?;
+        SnapshotCmd::Restore { id: wanted, remote } => {
+            let c = client(&remote)?;
+            let id = find_snapshot(&c, &wanted).await?;
+            let v = c.post(&format!("/v1/snapshots/{}/restore", enc(&id)), &json!({})).await?;
             emit(&remote, &v, |v| {
                 format!(
                     "restored snapshot {id}: {} is at version {}\n",
@@ -307,6 +326,58 @@ async fn snapshot(c: SnapshotCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Most snapshots `snapshot restore` reads to find one by label or prefix.
+const SNAPSHOT_SEARCH_LIMIT: usize = 100_000;
+
+/// The id of the snapshot `wanted` names: a whole id as it is; otherwise the one snapshot
+/// whose id starts with it or whose label is it. Several matches are refused with their ids.
+async fn find_snapshot(c: &Client, wanted: &str) -> anyhow::Result<String> {
+    let wanted = wanted.trim();
+    if wanted.is_empty() {
+        anyhow::bail!("name the snapshot by its id, a unique prefix of it, or its label");
+    }
+    if uuid::Uuid::parse_str(wanted).is_ok() {
+        return Ok(wanted.to_owned());
+    }
+    let mut matches: Vec<(String, String)> = Vec::new();
+    let mut cursor: Option<String> = None;
+    let mut seen = 0usize;
+    loop {
+        let page = c.get(&paged("/v1/snapshots", 1000, cursor.as_deref())).await?;
+        for s in page["items"].as_array().into_iter().flatten() {
+            seen += 1;
+            let id = s["id"].as_str().unwrap_or_default();
+            let label = s["label"].as_str().unwrap_or_default();
+            if id.starts_with(wanted) || label == wanted {
+                matches.push((id.to_owned(), label.to_owned()));
+            }
+        }
+        cursor = page["next_cursor"].as_str().map(str::to_owned);
+        if cursor.is_none() || seen >= SNAPSHOT_SEARCH_LIMIT {
+            break;
+        }
+    }
+    match matches.as_slice() {
+        [(id, _)] => Ok(id.clone()),
+        [] => anyhow::bail!("no snapshot has the id prefix or label {wanted:?}"),
+        many => {
+            let list: Vec<String> = many
+                .iter()
+                .map(
+                    |(id, label)| {
+                        if label.is_empty() { id.clone() } else { format!("{id} ({label})") }
+                    },
+                )
+                .collect();
+            anyhow::bail!(
+                "{wanted:?} names {} snapshots: {}; give more of the id",
+                many.len(),
+                list.join(", ")
+            )
+        }
+    }
 }
 
 pub(crate) fn audit_rows(items: &Value) -> Vec<Vec<String>> {
@@ -330,8 +401,8 @@ pub(crate) fn audit_rows(items: &Value) -> Vec<Vec<String>> {
 
 async fn audit(c: AuditCmd) -> anyhow::Result<()> {
     match c {
-        AuditCmd::List { limit, target, remote } => {
-            let mut path = format!("/v1/audit?limit={limit}");
+        AuditCmd::List { limit, cursor, target, remote } => {
+            let mut path = paged("/v1/audit", limit, cursor.as_deref());
             if let Some(t) = &target {
                 path.push_str(&format!("&target={}", enc(t)));
             }
@@ -340,7 +411,7 @@ async fn audit(c: AuditCmd) -> anyhow::Result<()> {
                 table(
                     &["SEQ", "AT", "ACTOR", "ACTION", "TARGET", "OUTCOME", "ERROR"],
                     &audit_rows(&v["items"]),
-                )
+                ) + &more(v)
             });
         }
         AuditCmd::Verify { full, job, wait, remote } => {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::cli::{Output, Remote, RolloutCmd, RolloutId, StartArgs};
 use crate::client::enc;
-use crate::commands::{client, emit, read_json};
+use crate::commands::{client, emit, more, paged, read_json};
 use crate::output::{
     fnum, reason, rollback_field, rollout_line, rollout_rows, rollout_view, short, table, when,
 };
@@ -22,8 +22,8 @@ pub(crate) const TRANSITIONS_SHOWN: usize = 6;
 pub(crate) async fn run(c: RolloutCmd) -> anyhow::Result<()> {
     match c {
         RolloutCmd::Start(args) => start(&args).await,
-        RolloutCmd::List { all, slot, limit, remote } => {
-            let mut path = format!("/v1/rollouts?limit={limit}");
+        RolloutCmd::List { all, slot, limit, cursor, remote } => {
+            let mut path = paged("/v1/rollouts", limit, cursor.as_deref());
             if !all {
                 path.push_str("&active=true");
             }
@@ -43,7 +43,7 @@ pub(crate) async fn run(c: RolloutCmd) -> anyhow::Result<()> {
                 table(
                     &["ID", "SLOT", "STRATEGY", "STATE", "PHASE", "SHARE", "VERSIONS", "UPDATED"],
                     &rows,
-                )
+                ) + &more(v)
             });
             Ok(())
         }
@@ -83,8 +83,8 @@ pub(crate) async fn run(c: RolloutCmd) -> anyhow::Result<()> {
             let body = json!({"reason": reason, "gradual": gradual});
             control_with(RolloutId { id, remote }, "rollback", body, "rolling back").await
         }
-        RolloutCmd::History { limit, remote } => {
-            let v = client(&remote)?.get(&format!("/v1/rollbacks?limit={limit}")).await?;
+        RolloutCmd::History { limit, cursor, remote } => {
+            let v = client(&remote)?.get(&paged("/v1/rollbacks", limit, cursor.as_deref())).await?;
             emit(&remote, &v, |v| {
                 let rows = history_rows(&v["items"]);
                 if rows.is_empty() {
@@ -103,7 +103,7 @@ pub(crate) async fn run(c: RolloutCmd) -> anyhow::Result<()> {
                         "REASON",
                     ],
                     &rows,
-                )
+                ) + &more(v)
             });
             Ok(())
         }
