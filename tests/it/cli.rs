@@ -18,10 +18,21 @@ fn cli_walks_through_versioning() {
         d.cli_ok(&["slot", "create", "chat.default", "--description", "chat"])
             .contains("created slot chat.default")
     );
-    assert!(
-        d.cli_ok(&["config", "apply", v1.to_str().unwrap(), "--slot", "chat.default"])
-            .contains("applied chat.default version 1")
-    );
+    let first = d.cli_ok(&["config", "apply", v1.to_str().unwrap(), "--slot", "chat.default"]);
+    assert!(first.contains("applied chat.default version 1"), "{first}");
+    assert!(first.contains("+ (the whole document"), "a first version has no `~ : null`: {first}");
+    assert!(!first.contains("null ->"), "{first}");
+    // The same document again writes nothing and says so; --force writes it anyway.
+    let again = d.cli_ok(&["config", "apply", v1.to_str().unwrap(), "--slot", "chat.default"]);
+    assert!(again.contains("unchanged: chat.default version 1"), "{again}");
+    let hist = d.cli_ok(&["config", "history", "chat.default", "-o", "json"]);
+    let hist: Value = serde_json::from_str(&hist).unwrap();
+    assert_eq!(hist["items"].as_array().unwrap().len(), 1, "no identical version: {hist:#}");
+    d.cli_ok(&["slot", "create", "scratch"]);
+    d.cli_ok(&["config", "apply", v1.to_str().unwrap(), "--slot", "scratch"]);
+    let forced =
+        d.cli_ok(&["config", "apply", v1.to_str().unwrap(), "--slot", "scratch", "--force"]);
+    assert!(forced.contains("applied scratch version 2"), "{forced}");
     let dry = d.cli_ok(&["config", "apply", v2.to_str().unwrap(), "--dry-run"]);
     assert!(dry.contains("dry run") && dry.contains("/model"), "{dry}");
     let snap = d.cli_ok(&["snapshot", "create", "chat.default", "--label", "stable", "-o", "json"]);
@@ -45,6 +56,26 @@ fn cli_walks_through_versioning() {
         serde_json::from_str(&d.cli_ok(&["slot", "get", "chat.default", "-o", "json"])).unwrap();
     assert_eq!(get["current"]["document"]["model"], "gpt-4o");
     assert!(d.cli_ok(&["slot", "list"]).contains("chat.default"));
+
+    // The documented request forms: a split by name, and a strategy's own keys only.
+    std::fs::write(
+        &v2,
+        r#"{"slot": "chat.default", "strategy": "canary", "candidate": {"version": 2},
+            "canary": {"traffic_split": "weighted_random"}}"#,
+    )
+    .unwrap();
+    let started = d.cli_ok(&["rollout", "start", v2.to_str().unwrap()]);
+    assert!(started.contains("started rollout"), "a split named by a string: {started}");
+    std::fs::write(
+        &v2,
+        r#"{"slot": "scratch", "strategy": "canary", "candidate": {"version": 1},
+            "settings": {"watch_secs": 5}}"#,
+    )
+    .unwrap();
+    let out = d.cli(&["rollout", "start", v2.to_str().unwrap()]);
+    assert!(!out.status.success(), "a key of another strategy is refused");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("settings.watch_secs is a setting of immediate"), "{err}");
 
     let audit = d.cli_ok(&["audit", "list", "--limit", "50"]);
     for action in

@@ -32,6 +32,20 @@ pub enum SplitStrategy {
 }
 
 impl SplitStrategy {
+    /// Reads the split a rollout request names: its name alone (`"weighted_random"`), or the
+    /// tagged object (`{"type": "geographic", "shares": {...}}`).
+    ///
+    /// # Errors
+    /// An unknown name, or an object that does not match a split, with serde's message.
+    pub fn from_request(v: &serde_json::Value) -> Result<Self, serde_json::Error> {
+        match v {
+            serde_json::Value::String(name) => {
+                serde_json::from_value(serde_json::json!({ "type": name }))
+            }
+            other => serde_json::from_value(other.clone()),
+        }
+    }
+
     /// Whether the strategy needs a stickiness key (consistent hash and geographic do).
     #[must_use]
     pub const fn is_sticky(&self) -> bool {
@@ -231,6 +245,21 @@ pub(crate) fn random_draw() -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_split_is_named_or_tagged() {
+        use serde_json::json;
+        assert_eq!(
+            SplitStrategy::from_request(&json!("weighted_random")).unwrap(),
+            SplitStrategy::WeightedRandom
+        );
+        assert_eq!(
+            SplitStrategy::from_request(&json!({"type": "round_robin"})).unwrap(),
+            SplitStrategy::RoundRobin
+        );
+        let err = SplitStrategy::from_request(&json!("fastest")).unwrap_err().to_string();
+        assert!(err.contains("fastest"), "{err}");
+    }
 
     #[test]
     fn round_robin_five_percent_is_one_in_twenty() {

@@ -65,6 +65,10 @@ pub struct ApplyOutcome {
     pub previous_version: Option<u64>,
     /// The change against the previously active document.
     pub diff: Diff,
+    /// Nothing was written: the document is already the slot's latest version (and its
+    /// active one when the apply activates). `version` is that existing version.
+    #[serde(default)]
+    pub unchanged: bool,
 }
 
 /// How often an apply without `expected_latest` re-reads the slot and tries again after
@@ -366,6 +370,7 @@ impl ConfigManager {
                 version_number: number,
                 previous_version: slot.active_version,
                 diff,
+                unchanged: false,
             });
         }
         let action = if req.activate { "config.apply" } else { "config.stage" };
@@ -412,7 +417,46 @@ impl ConfigManager {
             version: Some(version),
             previous_version: slot.active_version,
             diff,
+            unchanged: false,
         })
+    }
+
+    /// [`ConfigManager::apply`], except that a document equal to the slot's latest version
+    /// (and, when the apply activates, the active one) writes nothing and reports that
+    /// version as `unchanged`: re-applying the same file is idempotent. A dry run, or an
+    /// apply that must write anyway (`--force`), goes to [`ConfigManager::apply`].
+    ///
+    /// # Errors
+    /// As [`ConfigManager::apply`]: an invalid document is refused (and the refusal audited)
+    /// even when it equals the latest version.
+    pub async fn apply_unless_unchanged(
+        &self,
+        req: ApplyRequest,
+    ) -> Result<ApplyOutcome, ConfigError> {
+        // A document the slot refuses goes to `apply`, which refuses it and audits that.
+        if !req.dry_run
+            && let Ok(slot) = self.slot(&req.slot).await
+            && self.check(&slot, &req.document).is_ok()
+        {
+            let same_as_active = slot.active_version == Some(slot.latest_version);
+            if slot.latest_version > 0
+                && (same_as_active || !req.activate)
+                && req.expected_latest.is_none_or(|e| e == slot.latest_version)
+            {
+                let latest = self.version(&slot.name, slot.latest_version).await?;
+                if latest.document == req.document {
+                    return Ok(ApplyOutcome {
+                        dry_run: false,
+                        version_number: latest.version,
+                        version: Some(latest),
+                        previous_version: slot.active_version,
+                        diff: Diff::default(),
+                        unchanged: true,
+                    });
+                }
+            }
+        }
+        self.apply(req).await
     }
 
     async fn activate(
@@ -679,6 +723,40 @@ mod tests {
             activate: true,
             expected_latest: None,
         }
+    }
+
+    #[tokio::test]
+    async fn reapplying_the_same_document_writes_nothing() {
+        let m = manager().await;
+        let doc = json!({"model": "gpt-4o", "temperature": 0.2});
+        let first = m.apply_unless_unchanged(req(doc.clone())).await.unwrap();
+        assert!(!first.unchanged);
+        assert_eq!(first.version_number, 1);
+        let again = m.apply_unless_unchanged(req(doc.clone())).await.unwrap();
+        assert!(again.unchanged, "the same document again is reported, not versioned");
+        assert_eq!(again.version_number, 1);
+        assert_eq!(again.version.as_ref().map(|v| v.version), Some(1));
+        assert!(again.diff.is_empty());
+        let slot = m.get_slot(&name("chat")).await.unwrap();
+        assert_eq!(slot.latest_version, 1, "no version written");
+
+        // A different document, an invalid one, and a forced rewrite.
+        let other = m.apply_unless_unchanged(req(json!({"model": "b"}))).await.unwrap();
+        assert!(!other.unchanged);
+        assert_eq!(other.version_number, 2);
+        let forced = m.apply(req(json!({"model": "b"}))).await.unwrap();
+        assert_eq!(forced.version_number, 3, "apply itself always writes");
+
+        // A staged latest version is not the active one: activating its document writes.
+        m.apply(ApplyRequest { activate: false, ..req(json!({"model": "c"})) }).await.unwrap();
+        let staged_again = m
+            .apply_unless_unchanged(ApplyRequest { activate: false, ..req(json!({"model": "c"})) })
+            .await
+            .unwrap();
+        assert!(staged_again.unchanged, "staging the same document twice writes once");
+        let activated = m.apply_unless_unchanged(req(json!({"model": "c"}))).await.unwrap();
+        assert!(!activated.unchanged, "activating it is a change");
+        assert_eq!(m.get_slot(&name("chat")).await.unwrap().active_version, Some(5));
     }
 
     #[tokio::test]

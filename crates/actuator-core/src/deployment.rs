@@ -277,6 +277,10 @@ impl CanaryPhase {
 }
 
 mod defaults {
+    /// The default canary plan: 1 → 5 → 25 → 50 → 100 %.
+    pub(super) fn phases() -> Vec<super::CanaryPhase> {
+        [1.0, 5.0, 25.0, 50.0, 100.0].into_iter().map(super::CanaryPhase::at).collect()
+    }
     pub(super) fn min_duration() -> u64 {
         60
     }
@@ -385,7 +389,9 @@ pub enum RollbackMode {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CanaryConfig {
-    /// The phases, in order; the last is usually 100%.
+    /// The phases, in order; the last is usually 100% (default 1 → 5 → 25 → 50 → 100 %, also
+    /// when `canary` is given for its other keys only).
+    #[serde(default = "defaults::phases")]
     pub phases: Vec<CanaryPhase>,
     /// How requests are split (an `actuator_canary` split strategy in JSON); `None` means
     /// consistent hashing on the targeting key.
@@ -411,7 +417,7 @@ pub struct CanaryConfig {
 impl Default for CanaryConfig {
     fn default() -> Self {
         Self {
-            phases: [1.0, 5.0, 25.0, 50.0, 100.0].into_iter().map(CanaryPhase::at).collect(),
+            phases: defaults::phases(),
             traffic_split: None,
             auto_promote: true,
             auto_rollback: true,

@@ -444,6 +444,66 @@ pub(crate) fn settings(req: &DeploymentRequest) -> Result<StrategySettings, Engi
     Ok(s)
 }
 
+/// The `settings` keys every strategy reads.
+const COMMON_KEYS: [&str; 5] =
+    ["inconclusive", "request_timeout_ms", "stickiness", "overrides", "triggers"];
+
+/// The `settings` keys a strategy reads beside [`COMMON_KEYS`].
+const fn strategy_keys(strategy: DeploymentStrategy) -> &'static [&'static str] {
+    match strategy {
+        DeploymentStrategy::Canary => &[],
+        DeploymentStrategy::Immediate => &["watch_secs", "min_samples", "max_step_secs"],
+        DeploymentStrategy::BlueGreen => &[
+            "preview_keys",
+            "preview_attribute",
+            "preview_secs",
+            "min_samples",
+            "post_promotion_secs",
+            "max_step_secs",
+        ],
+        DeploymentStrategy::Rolling => {
+            &["step_percent", "step_secs", "min_samples", "max_step_secs"]
+        }
+        DeploymentStrategy::Shadow => {
+            &["shadow_secs", "min_samples", "then_canary", "max_step_secs"]
+        }
+        DeploymentStrategy::AbTest => {
+            &["arms", "primary", "traffic_percent", "min_samples", "max_samples", "max_secs"]
+        }
+    }
+}
+
+/// Refuses a `settings` key that another strategy reads and this one would ignore
+/// (`watch_secs` on a canary, say), naming the key and the strategies that read it. Keys no
+/// strategy knows are refused by [`settings`].
+pub(crate) fn check_strategy_keys(req: &DeploymentRequest) -> Result<(), EngineError> {
+    let Some(map) = req.settings.as_object() else { return Ok(()) };
+    let own = strategy_keys(req.strategy);
+    for key in map.keys() {
+        if COMMON_KEYS.contains(&key.as_str()) || own.contains(&key.as_str()) {
+            continue;
+        }
+        let readers: Vec<&str> = DeploymentStrategy::ALL
+            .iter()
+            .filter(|d| strategy_keys(**d).contains(&key.as_str()))
+            .map(|d| d.as_str())
+            .collect();
+        if readers.is_empty() {
+            continue;
+        }
+        let mut accepted: Vec<&str> = COMMON_KEYS.to_vec();
+        accepted.extend_from_slice(own);
+        return Err(EngineError::Invalid(format!(
+            "settings.{key} is a setting of {} and a {} rollout does not read it; a {} rollout takes {}",
+            readers.join(", "),
+            req.strategy.as_str(),
+            req.strategy.as_str(),
+            accepted.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// The analysis mode a strategy uses.
 pub(crate) fn analysis_mode(strategy: DeploymentStrategy, s: &StrategySettings) -> AnalysisMode {
     match strategy {
@@ -585,6 +645,26 @@ mod tests {
             "slot": "chat", "candidate": {"version": 2}, "strategy": strategy, "settings": settings
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn a_setting_of_another_strategy_is_refused_by_name() {
+        let err =
+            check_strategy_keys(&req("canary", json!({"watch_secs": 5}))).unwrap_err().to_string();
+        assert!(err.contains("settings.watch_secs is a setting of immediate"), "{err}");
+        assert!(err.contains("a canary rollout takes inconclusive"), "{err}");
+        let err = check_strategy_keys(&req("rolling", json!({"shadow_secs": 5, "step_secs": 1})))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("settings.shadow_secs") && err.contains("shadow"), "{err}");
+        for (strategy, ok) in [
+            ("immediate", json!({"watch_secs": 1, "min_samples": 10, "inconclusive": "hold"})),
+            ("rolling", json!({"step_percent": 50, "step_secs": 0, "min_samples": 10})),
+            ("ab_test", json!({"primary": "quality", "min_samples": 10, "traffic_percent": 50})),
+            ("canary", json!({"stickiness": "user", "request_timeout_ms": 1000})),
+        ] {
+            assert!(check_strategy_keys(&req(strategy, ok.clone())).is_ok(), "{strategy}: {ok}");
+        }
     }
 
     #[test]

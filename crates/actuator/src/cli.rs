@@ -204,6 +204,10 @@ pub(crate) enum ConfigCmd {
         /// Validate and show the diff without writing.
         #[arg(long)]
         dry_run: bool,
+        /// Write a new version even when the document is already the slot's latest one
+        /// (without it, re-applying the same document changes nothing and says so).
+        #[arg(long)]
+        force: bool,
         #[command(flatten)]
         remote: Remote,
     },

@@ -198,7 +198,7 @@ async fn slot(c: SlotCmd) -> anyhow::Result<()> {
 
 async fn config(c: ConfigCmd) -> anyhow::Result<()> {
     match c {
-        ConfigCmd::Apply { file, slot, message, dry_run, remote } => {
+        ConfigCmd::Apply { file, slot, message, dry_run, force, remote } => {
             let doc = read_json(&file)?;
             let (slot, document, message) = match slot {
                 Some(s) => (s, doc, message),
@@ -213,10 +213,16 @@ async fn config(c: ConfigCmd) -> anyhow::Result<()> {
             let v = client(&remote)?
                 .post(
                     &format!("/v1/slots/{}/versions", enc(&slot)),
-                    &json!({"document": document, "message": message, "dry_run": dry_run}),
+                    &json!({"document": document, "message": message, "dry_run": dry_run, "force": force}),
                 )
                 .await?;
             emit(&remote, &v, |v| {
+                if v["unchanged"] == json!(true) {
+                    return format!(
+                        "unchanged: {slot} version {} already has this document (nothing written; --force writes it again)\n",
+                        short(&v["version_number"])
+                    );
+                }
                 let head = if dry_run {
                     format!(
                         "dry run: {slot} would get version {} (nothing written)\n",

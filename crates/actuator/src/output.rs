@@ -37,6 +37,11 @@ pub(crate) fn short(v: &Value) -> String {
 pub(crate) fn diff(d: &Value) -> String {
     let mut out = String::new();
     for c in d["changed"].as_array().into_iter().flatten() {
+        // The first version of a slot replaces nothing: the whole document is new.
+        if c["path"].as_str().is_some_and(str::is_empty) && c["from"].is_null() {
+            let _ = writeln!(out, "  + (the whole document, the slot's first version)");
+            continue;
+        }
         let _ =
             writeln!(out, "  ~ {}: {} -> {}", c["path"].as_str().unwrap_or(""), c["from"], c["to"]);
     }

@@ -49,11 +49,12 @@ impl Engine {
         }
         req.validate()?;
         let settings = plan::settings(&req)?;
+        plan::check_strategy_keys(&req)?;
         plan::check_ranges(&req, &settings)?;
         let steps = plan::steps(&req, &settings)?;
         plan::check_steps(&steps)?;
         if let Some(split) = &req.canary.traffic_split {
-            serde_json::from_value::<SplitStrategy>(split.clone())
+            SplitStrategy::from_request(split)
                 .map_err(|e| EngineError::Invalid(format!("canary.traffic_split: {e}")))?;
         }
         if self.inner.config.get_slot(&req.slot).await?.active_version.is_none() {

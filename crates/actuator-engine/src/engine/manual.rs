@@ -472,7 +472,7 @@ impl Engine {
             .with_phase(phase)
             .with_stickiness(rt.st.settings.stickiness.clone());
         if let Some(split) = &rt.req.canary.traffic_split
-            && let Ok(s) = serde_json::from_value::<SplitStrategy>(split.clone())
+            && let Ok(s) = SplitStrategy::from_request(split)
         {
             route = route.with_strategy(s);
         }

@@ -207,7 +207,7 @@ impl Engine {
         };
         r = r.with_share(share(step.share_bp)).with_phase(phase);
         if let Some(split) = &rt.req.canary.traffic_split
-            && let Ok(s) = serde_json::from_value::<SplitStrategy>(split.clone())
+            && let Ok(s) = SplitStrategy::from_request(split)
         {
             r = r.with_strategy(s);
         }

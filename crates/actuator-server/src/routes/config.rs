@@ -185,6 +185,9 @@ pub(crate) struct ApplyBody {
     activate: bool,
     #[serde(default)]
     expected_latest: Option<u64>,
+    /// Write a new version even when the document is already the slot's latest.
+    #[serde(default)]
+    force: bool,
 }
 
 fn yes() -> bool {
@@ -198,22 +201,24 @@ async fn apply(
     ApiJson(body): ApiJson<ApplyBody>,
 ) -> Result<(StatusCode, Json<actuator_config::ApplyOutcome>), ApiError> {
     let name = slot_name(&slot)?;
-    let out = st
-        .config()
-        .apply(ApplyRequest {
-            slot: name.clone(),
-            document: body.document,
-            actor: actor.0,
-            message: body.message,
-            dry_run: body.dry_run,
-            activate: body.activate,
-            expected_latest: body.expected_latest,
-        })
-        .await?;
-    if !out.dry_run && body.activate {
+    let req = ApplyRequest {
+        slot: name.clone(),
+        document: body.document,
+        actor: actor.0,
+        message: body.message,
+        dry_run: body.dry_run,
+        activate: body.activate,
+        expected_latest: body.expected_latest,
+    };
+    let out = if body.force {
+        st.config().apply(req).await?
+    } else {
+        st.config().apply_unless_unchanged(req).await?
+    };
+    if !out.dry_run && !out.unchanged && body.activate {
         st.routes().refresh_slot_or_log(&name).await;
     }
-    let status = if out.dry_run { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if out.dry_run || out.unchanged { StatusCode::OK } else { StatusCode::CREATED };
     let schema = schema_of(&st, &name).await;
     let out = actuator_config::ApplyOutcome {
         diff: mask_diff(&out.diff, schema.as_ref()),
