@@ -47,6 +47,16 @@ fn cli_walks_through_versioning() {
 
     let diff = d.cli_ok(&["config", "diff", "chat.default", "1", "2"]);
     assert!(diff.contains("~ /model: \"gpt-4o\" -> \"gpt-4o-mini\""), "{diff}");
+    // --slot works wherever a slot is named, as in `config apply`.
+    assert_eq!(d.cli_ok(&["config", "diff", "--slot", "chat.default", "1", "2"]), diff);
+    assert_eq!(
+        d.cli_ok(&["config", "history", "--slot", "chat.default"]),
+        d.cli_ok(&["config", "history", "chat.default"])
+    );
+    assert!(d.cli_ok(&["slot", "get", "--slot", "chat.default"]).contains("active version: 2"));
+    assert!(
+        !d.cli(&["config", "history", "chat.default", "--slot", "chat.default"]).status.success()
+    );
     let hist = d.cli_ok(&["config", "history", "chat.default"]);
     assert!(hist.contains("2*") && hist.contains("cheaper"), "{hist}");
     assert!(d.cli_ok(&["config", "revert", "chat.default"]).contains("version 1 is active again"));

@@ -136,6 +136,41 @@ pub(crate) enum Output {
     Json,
 }
 
+/// The slot a command works on, named the same way everywhere: positionally (`config
+/// history chat`) or with `--slot` (`config history --slot chat`), as `config apply` and
+/// `rollout start` take it.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct SlotArg {
+    /// Slot name.
+    #[arg(value_name = "SLOT", required_unless_present = "slot")]
+    slot_name: Option<String>,
+    /// Slot name (the same as the positional SLOT).
+    #[arg(long = "slot", conflicts_with = "slot_name")]
+    slot: Option<String>,
+}
+
+impl SlotArg {
+    /// The slot's name, however it was given.
+    pub(crate) fn name(&self) -> String {
+        self.slot.clone().or_else(|| self.slot_name.clone()).unwrap_or_default()
+    }
+}
+
+/// `config diff`'s positionals: `[SLOT] FROM TO`, the slot unless `--slot` gave it.
+pub(crate) fn diff_args(args: &[String], slot: Option<&str>) -> Result<(String, u64, u64), String> {
+    let (slot, from, to) = match (slot, args) {
+        (Some(s), [from, to]) => (s.to_owned(), from, to),
+        (None, [s, from, to]) => (s.clone(), from, to),
+        (Some(_), _) => {
+            return Err("with --slot, give FROM and TO: `config diff --slot S 1 2`".into());
+        }
+        (None, _) => return Err("give SLOT FROM TO (or --slot SLOT FROM TO)".into()),
+    };
+    let version =
+        |v: &str| v.parse::<u64>().map_err(|_| format!("a version is a whole number, got {v:?}"));
+    Ok((slot, version(from)?, version(to)?))
+}
+
 /// Options of every command that talks to a daemon.
 #[derive(Debug, Args, Clone)]
 pub(crate) struct Remote {
@@ -182,8 +217,8 @@ pub(crate) enum SlotCmd {
     },
     /// Show a slot and its active config.
     Get {
-        /// Slot name.
-        name: String,
+        #[command(flatten)]
+        slot: SlotArg,
         #[command(flatten)]
         remote: Remote,
     },
@@ -213,8 +248,8 @@ pub(crate) enum ConfigCmd {
     },
     /// List a slot's versions, newest first.
     History {
-        /// Slot name.
-        slot: String,
+        #[command(flatten)]
+        slot: SlotArg,
         /// Page size.
         #[arg(long, default_value_t = 20)]
         limit: u32,
@@ -224,21 +259,21 @@ pub(crate) enum ConfigCmd {
         #[command(flatten)]
         remote: Remote,
     },
-    /// Show what changed between two versions.
+    /// Show what changed between two versions: `diff SLOT FROM TO` or `diff --slot SLOT FROM TO`.
     Diff {
-        /// Slot name.
-        slot: String,
-        /// Older version.
-        from: u64,
-        /// Newer version.
-        to: u64,
+        /// [SLOT] FROM TO: the slot (unless --slot names it), the older and the newer version.
+        #[arg(value_name = "ARGS", num_args = 2..=3, required = true)]
+        args: Vec<String>,
+        /// Slot name (instead of the first positional).
+        #[arg(long)]
+        slot: Option<String>,
         #[command(flatten)]
         remote: Remote,
     },
     /// Make an earlier version active again (default: the one before the active one).
     Revert {
-        /// Slot name.
-        slot: String,
+        #[command(flatten)]
+        slot: SlotArg,
         /// Version to go back to.
         #[arg(long)]
         to: Option<u64>,
@@ -254,8 +289,8 @@ pub(crate) enum ConfigCmd {
 pub(crate) enum SnapshotCmd {
     /// Snapshot a slot's active config.
     Create {
-        /// Slot name.
-        slot: String,
+        #[command(flatten)]
+        slot: SlotArg,
         /// Label.
         #[arg(long, default_value = "")]
         label: String,
@@ -265,6 +300,10 @@ pub(crate) enum SnapshotCmd {
     /// List snapshots, newest first.
     List {
         /// Only this slot.
+        #[arg(value_name = "SLOT")]
+        slot_name: Option<String>,
+        /// Only this slot (the same as the positional SLOT).
+        #[arg(long = "slot", conflicts_with = "slot_name")]
         slot: Option<String>,
         /// Page size.
         #[arg(long, default_value_t = 20)]

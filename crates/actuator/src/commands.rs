@@ -179,7 +179,8 @@ async fn slot(c: SlotCmd) -> anyhow::Result<()> {
                 ) + &more(v)
             });
         }
-        SlotCmd::Get { name, remote } => {
+        SlotCmd::Get { slot, remote } => {
+            let name = slot.name();
             let v = client(&remote)?.get(&format!("/v1/slots/{}", enc(&name))).await?;
             emit(&remote, &v, |v| {
                 format!(
@@ -239,6 +240,7 @@ async fn config(c: ConfigCmd) -> anyhow::Result<()> {
             });
         }
         ConfigCmd::History { slot, limit, cursor, remote } => {
+            let slot = slot.name();
             let c = client(&remote)?;
             let s = c.get(&format!("/v1/slots/{}", enc(&slot))).await?;
             let path = format!("/v1/slots/{}/versions", enc(&slot));
@@ -263,13 +265,16 @@ async fn config(c: ConfigCmd) -> anyhow::Result<()> {
                     + &more(v)
             });
         }
-        ConfigCmd::Diff { slot, from, to, remote } => {
+        ConfigCmd::Diff { args, slot, remote } => {
+            let (slot, from, to) =
+                crate::cli::diff_args(&args, slot.as_deref()).map_err(anyhow::Error::msg)?;
             let v = client(&remote)?
                 .get(&format!("/v1/slots/{}/diff?from={from}&to={to}", enc(&slot)))
                 .await?;
             emit(&remote, &v, |v| format!("{slot}: version {from} -> {to}\n{}", diff(v)));
         }
         ConfigCmd::Revert { slot, to, reason, remote } => {
+            let slot = slot.name();
             let v = client(&remote)?
                 .post(
                     &format!("/v1/slots/{}/revert", enc(&slot)),
@@ -287,6 +292,7 @@ async fn config(c: ConfigCmd) -> anyhow::Result<()> {
 async fn snapshot(c: SnapshotCmd) -> anyhow::Result<()> {
     match c {
         SnapshotCmd::Create { slot, label, remote } => {
+            let slot = slot.name();
             let v = client(&remote)?
                 .post(&format!("/v1/slots/{}/snapshots", enc(&slot)), &json!({"label": label}))
                 .await?;
@@ -294,7 +300,8 @@ async fn snapshot(c: SnapshotCmd) -> anyhow::Result<()> {
                 format!("snapshot {} of {slot} version {}\n", short(&v["id"]), short(&v["version"]))
             });
         }
-        SnapshotCmd::List { slot, limit, cursor, remote } => {
+        SnapshotCmd::List { slot_name, slot, limit, cursor, remote } => {
+            let slot = slot.or(slot_name);
             let path = match &slot {
                 Some(s) => format!("/v1/slots/{}/snapshots", enc(s)),
                 None => "/v1/snapshots".to_owned(),

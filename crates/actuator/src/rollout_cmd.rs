@@ -315,6 +315,17 @@ mod tests {
     }
 
     #[test]
+    fn diff_takes_its_slot_either_way() {
+        use crate::cli::diff_args;
+        let v = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(diff_args(&v(&["chat", "1", "2"]), None), Ok(("chat".into(), 1, 2)));
+        assert_eq!(diff_args(&v(&["1", "2"]), Some("chat")), Ok(("chat".into(), 1, 2)));
+        assert!(diff_args(&v(&["chat", "1", "2"]), Some("chat")).is_err());
+        assert!(diff_args(&v(&["1", "2"]), None).unwrap_err().contains("SLOT FROM TO"));
+        assert!(diff_args(&v(&["chat", "one", "2"]), None).unwrap_err().contains("\"one\""));
+    }
+
+    #[test]
     fn flags_build_a_deployment_request() {
         let a = parse(&[
             "--slot",
