@@ -172,6 +172,7 @@ impl<P: Plugin> Dispatcher<P> {
                 let supported = match p.kind {
                     Kind::Notifier => instance.as_notifier().is_some(),
                     Kind::MetricSource => instance.as_metric_source().is_some(),
+                    Kind::Store => false,
                 };
                 if !supported {
                     return Err(RpcError::new(
