@@ -465,7 +465,7 @@ pub fn serve_store_stdio_announcing<P: StorePlugin>(api: ApiVersion) -> io::Resu
         if is_shutdown {
             // Finish what runs, then answer and stop.
             let _all = rt.block_on(permits.acquire_many(MAX_CONCURRENT_CALLS as u32));
-            if let Some(r) = rt.block_on(d.clone().handle(&line)) {
+            if let Some(r) = rt.block_on(d.handle(&line)) {
                 let _ = write_line(&encode(&r));
             }
             return Ok(());
