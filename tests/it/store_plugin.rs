@@ -1,7 +1,7 @@
 //! The daemon on a store loaded from a file: the example store plugin (the SQLite store served
 //! over the plugin protocol) as an executable, selected by `[store] plugin`, through a real
-//! apply and a canary rollout, surviving a SIGKILL of the daemon; misconfigured store plugins
-//! stop `actuator serve` at start with a clear message.
+//! apply and a canary rollout, surviving a SIGKILL of the daemon and stopping cleanly on
+//! SIGTERM; misconfigured store plugins stop `actuator serve` at start with a clear message.
 
 use crate::plugins::{dylib, exe, serve_fails_with, toml_path};
 use actuator_tests::{FAST_ENGINE, TestDaemon, TrafficSim, call, http};
@@ -90,7 +90,7 @@ async fn the_daemon_applies_and_rolls_out_on_an_exec_store_plugin_and_keeps_it_a
 
     // What was acknowledged survives a SIGKILL of the daemon (and of the plugin with it).
     d.kill();
-    let d = TestDaemon::start_in_with(data.path(), Some(&toml));
+    let mut d = TestDaemon::start_in_with(data.path(), Some(&toml));
     let (_, v) = call(&c, Method::GET, &format!("{}/v1/rollouts/{id}", d.url), None).await;
     assert_eq!(v["state"], "completed", "{v}");
     let (_, slot) = call(&c, Method::GET, &format!("{}/v1/slots/chat.default", d.url), None).await;
@@ -98,6 +98,8 @@ async fn the_daemon_applies_and_rolls_out_on_an_exec_store_plugin_and_keeps_it_a
     let (s, audit) = call(&c, Method::GET, &format!("{}/v1/audit?limit=100", d.url), None).await;
     assert_eq!(s, 200, "{audit}");
     assert!(audit.to_string().contains("rollout"), "the rollout is audited: {audit}");
+    // SIGTERM: the engine stops, then the store plugin is told to finish and exit.
+    d.stop();
 }
 
 #[test]

@@ -171,15 +171,20 @@ async fn open_store(
 /// Builds the application state from settings and the compiled-in plugins, with the
 /// rollout engine resumed and attached.
 pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
-    let (state, engine) = build_parts(settings).await?;
+    let (state, engine, _file_store) = build_parts(settings).await?;
     engine.start().await.context("resuming the rollouts in the store")?;
     state.attach_engine(engine);
     Ok(state)
 }
 
-/// The application state (routing book and tokens loaded from the store) and the rollout
-/// engine, not yet started.
-async fn build_parts(settings: &Settings) -> anyhow::Result<(AppState, actuator_engine::Engine)> {
+/// A store loaded from a file, kept to stop its plugin when the daemon stops.
+type FileStore = Option<Arc<actuator_plugin_host::store::RemoteStore>>;
+
+/// The application state (routing book and tokens loaded from the store), the rollout
+/// engine, not yet started, and the store when it is a plugin loaded from a file.
+async fn build_parts(
+    settings: &Settings,
+) -> anyhow::Result<(AppState, actuator_engine::Engine, FileStore)> {
     // Counters and histograms from the first request on, for `/metrics`.
     let _ = actuator_server::metrics::install();
     let registry = Registry::from_inventory().context("loading compiled-in plugins")?;
@@ -210,7 +215,7 @@ async fn build_parts(settings: &Settings) -> anyhow::Result<(AppState, actuator_
         }
         hosted.push(loaded);
     }
-    let directory = Arc::new(PluginList::new(&registry, settings, hosted, file_store));
+    let directory = Arc::new(PluginList::new(&registry, settings, hosted, file_store.clone()));
     let config = ConfigManager::new(store, notifiers.clone(), settings.config.clone());
     // The routing table is derived from the store before the first request is served.
     let auth = actuator_server::AuthSettings {
@@ -240,7 +245,7 @@ async fn build_parts(settings: &Settings) -> anyhow::Result<(AppState, actuator_
             "observations are acknowledged before they are durable: a crash loses up to checkpoint_ms of them"
         ),
     }
-    Ok((state, engine))
+    Ok((state, engine, file_store))
 }
 
 /// How often the routing table is rebuilt from the store, to pick up changes written by
@@ -320,7 +325,7 @@ pub(crate) async fn bootstrap_tokens(state: &AppState, init_admin: bool) -> anyh
 
 /// Binds, serves until Ctrl-C or SIGTERM, and drains.
 pub(crate) async fn serve(settings: Settings, init_admin: bool) -> anyhow::Result<()> {
-    let (state, engine) = build_parts(&settings).await?;
+    let (state, engine, file_store) = build_parts(&settings).await?;
     bootstrap_tokens(&state, init_admin).await?;
     if state.tokens().is_empty() {
         if !settings.listen.ip().is_loopback() {
@@ -356,6 +361,10 @@ pub(crate) async fn serve(settings: Settings, init_admin: bool) -> anyhow::Resul
     server.await.context("the HTTP server task")?.context("serving HTTP")?;
     if let Some(engine) = state.engine() {
         engine.stop().await.context("stopping the rollout engine")?;
+    }
+    if let Some(store) = file_store {
+        // After the engine's last write: the plugin finishes what it runs, then exits.
+        store.shutdown().await;
     }
     tracing::info!("actuator stopped");
     Ok(())

@@ -217,7 +217,7 @@ impl ExecStore {
 
     /// Asks the plugin to finish its calls and exit (`shutdown`), and kills it if it does not
     /// answer within the call timeout.
-    pub async fn shutdown(&self) {
+    async fn stop(&self) {
         let mut link = self.link.lock().await;
         if let Link::Up(p) = &*link {
             let p = p.clone();
@@ -305,5 +305,9 @@ impl Transport for ExecStore {
 
     fn status(&self) -> PluginStatus {
         self.health.get()
+    }
+
+    async fn shutdown(&self) {
+        self.stop().await;
     }
 }

@@ -37,6 +37,8 @@ pub(crate) trait Transport: Send + Sync {
     async fn call(&self, method: &'static str, params: Value) -> Result<Response, StoreError>;
     /// The plugin's status.
     fn status(&self) -> PluginStatus;
+    /// Stops the plugin once it finished its calls (the daemon stops); no-op by default.
+    async fn shutdown(&self) {}
 }
 
 /// A store plugin of the exec or cdylib tier behind the [`Store`] trait.
@@ -74,6 +76,13 @@ impl RemoteStore {
     /// The plugin's status (tier, version, health, restarts).
     pub fn status(&self) -> PluginStatus {
         self.transport.status()
+    }
+
+    /// Asks an exec plugin to finish the calls it runs and exit (`shutdown`), killing it if it
+    /// does not answer within the call timeout; later calls fail as `Unavailable`. A cdylib
+    /// store stays loaded (its instance is released when this is dropped).
+    pub async fn shutdown(&self) {
+        self.transport.shutdown().await;
     }
 
     /// One call: params serialised (their `instance` is set by the transport), the answer
