@@ -1,7 +1,8 @@
 //! The daemon on a store loaded from a file: the example store plugin (the SQLite store served
-//! over the plugin protocol) as an executable, selected by `[store] plugin`, through a real
-//! apply and a canary rollout, surviving a SIGKILL of the daemon and stopping cleanly on
-//! SIGTERM; misconfigured store plugins stop `actuator serve` at start with a clear message.
+//! over the plugin protocol) as an executable and as a cdylib, selected by `[store] plugin`,
+//! through a real apply and a canary rollout, surviving a SIGKILL of the daemon and stopping
+//! cleanly on SIGTERM; misconfigured store plugins stop `actuator serve` at start with a clear
+//! message.
 
 use crate::plugins::{dylib, exe, serve_fails_with, toml_path};
 use actuator_tests::{FAST_ENGINE, TestDaemon, TrafficSim, call, http};
@@ -10,20 +11,29 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn settings(db: &Path) -> String {
+fn settings(plugin: &Path, db: &Path) -> String {
     format!(
         "{FAST_ENGINE}\n[store]\nplugin = \"file-store\"\n\n[[plugins]]\nkind = \"store\"\nname = \"file-store\"\npath = {}\ntimeout_ms = 10000\nconfig = {{ path = {} }}\n",
-        toml_path(&exe("actuator-store-example")),
+        toml_path(plugin),
         toml_path(db)
     )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_daemon_applies_and_rolls_out_on_an_exec_store_plugin_and_keeps_it_across_a_kill() {
+    apply_and_roll_out_on(&exe("actuator-store-example"), "exec").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_applies_and_rolls_out_on_a_cdylib_store_plugin_and_keeps_it_across_a_kill() {
+    apply_and_roll_out_on(&dylib("actuator_store_example"), "cdylib").await;
+}
+
+async fn apply_and_roll_out_on(plugin: &Path, tier: &str) {
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let db = out.path().join("plugin-store.db");
-    let toml = settings(&db);
+    let toml = settings(plugin, &db);
     let mut d = TestDaemon::start_in_with(data.path(), Some(&toml));
     let c = http();
     let url = d.url.clone();
@@ -81,7 +91,7 @@ async fn the_daemon_applies_and_rolls_out_on_an_exec_store_plugin_and_keeps_it_a
         .unwrap_or_else(|| panic!("file-store not listed: {listed}"));
     assert_eq!(
         (store["kind"].as_str(), store["tier"].as_str(), store["health"].as_str()),
-        (Some("store"), Some("exec"), Some("healthy")),
+        (Some("store"), Some(tier), Some("healthy")),
         "{store}"
     );
     assert_eq!(store["version"], "0.1.0", "{store}");
