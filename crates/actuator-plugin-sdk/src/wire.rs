@@ -73,8 +73,13 @@ pub struct ApiVersion {
 }
 
 impl ApiVersion {
-    /// The version this SDK speaks. 1.1 added the store kind (`store.*` methods).
+    /// The version this SDK speaks (and a host built with it accepts). 1.1 added the store
+    /// kind (`store.*` methods); a store plugin announces it.
     pub const CURRENT: Self = Self { major: 1, minor: 1 };
+
+    /// What a notifier or metric source announces: the first version with everything those
+    /// kinds use, so hosts of 1.0 keep accepting them.
+    pub const NOTIFIER_AND_METRIC_SOURCE: Self = Self { major: 1, minor: 0 };
 
     /// Whether a host speaking `self` accepts a plugin speaking `plugin`.
     pub fn accepts(self, plugin: Self) -> bool {
