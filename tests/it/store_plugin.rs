@@ -138,7 +138,13 @@ fn a_misconfigured_store_plugin_stops_the_daemon_at_start_naming_the_problem() {
         entry.replace("/tmp/never.db", "").replace("path = \"\"", "colour = 1")
     ));
     assert!(err.contains("opening the store") && err.contains("colour"), "{err}");
-    // A plugin of another API version is refused before it opens anything (both tiers).
+    // A library with the wrong magic, and a plugin of another API version (both tiers), are
+    // refused before they open anything.
+    let err = serve_fails_with(&format!(
+        "[store]\nplugin = \"bad\"\n[[plugins]]\nkind = \"store\"\nname = \"bad\"\npath = {}\n",
+        toml_path(&dylib("actuator_plugin_fixture_badmagic"))
+    ));
+    assert!(err.contains("opening the store") && err.contains("with magic 0x21444142"), "{err}");
     for path in [exe_path("actuator-plugin-fixture-future"), dylib_path()] {
         let err = serve_fails_with(&format!(
             "[store]\nplugin = \"future\"\n[[plugins]]\nkind = \"store\"\nname = \"future\"\npath = {path}\n"

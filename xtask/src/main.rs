@@ -143,6 +143,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         "actuator-store-example",
         "-p",
         "actuator-plugin-fixture-future",
+        "-p",
+        "actuator-plugin-fixture-badmagic",
     ]);
     run(plugins)?;
     let mut t = cargo();

@@ -4,8 +4,9 @@
 //! exec form: a plugin killed with SIGKILL, one that stops answering, and plugins refused at
 //! start.
 //!
-//! Needs the example and the fixture built first: `cargo xtask test` does it, or
-//! `cargo build -p actuator-store-example -p actuator-plugin-fixture-future`.
+//! Needs the example and the fixtures built first: `cargo xtask test` does it, or
+//! `cargo build -p actuator-store-example -p actuator-notifier-example
+//! -p actuator-plugin-fixture-future -p actuator-plugin-fixture-badmagic`.
 
 use actuator_core::Store;
 use actuator_core::audit::AuditDraft;
@@ -26,7 +27,7 @@ fn artifact(file: &str) -> PathBuf {
     let p = dir.join(file);
     assert!(
         p.exists(),
-        "{} is missing: run `cargo xtask test`, or `cargo build -p actuator-store-example -p actuator-plugin-fixture-future` first",
+        "{} is missing: run `cargo xtask test`, or `cargo build -p actuator-store-example -p actuator-notifier-example -p actuator-plugin-fixture-future -p actuator-plugin-fixture-badmagic` first",
         p.display()
     );
     p
@@ -189,7 +190,7 @@ async fn an_exec_store_that_stops_answering_times_out_and_is_replaced() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn store_plugins_of_another_version_or_kind_are_refused_at_start() {
+async fn store_plugins_of_another_version_magic_or_kind_are_refused_at_start() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("x.db");
     let future = [
@@ -203,6 +204,15 @@ async fn store_plugins_of_another_version_or_kind_are_refused_at_start() {
             "{tier:?}: {err}"
         );
     }
+    // A library whose entry point has the wrong magic: refused before anything is called.
+    let bad_magic = artifact(&dylib("actuator_plugin_fixture_badmagic"));
+    let err = load_store(spec(bad_magic, FileTier::Cdylib, &db, "magic")).await.unwrap_err();
+    let msg = err.to_string();
+    assert!(
+        msg.contains("with magic 0x21444142, not 0x31544341")
+            && msg.contains("not an actuator plugin"),
+        "{msg}"
+    );
     let notifier = exe("actuator-notifier-example");
     let err = load_store(spec(notifier, FileTier::Exec, &db, "kind")).await.unwrap_err();
     assert!(err.to_string().contains("configured as a store but announces only"), "{err}");
