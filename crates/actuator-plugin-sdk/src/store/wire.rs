@@ -3,9 +3,8 @@
 //! Each method's params are a JSON object: `instance` (from `configure`) and the arguments
 //! of the `Store` method of the same name, by their names in the trait. Results are the
 //! method's return value in JSON. A store error is a JSON-RPC error with code
-//! [`code::STORE`](crate::wire::code::STORE) whose `data.store_error` is the
-//! [`StoreError`] (`{"kind": "conflict", "detail": {...}}`), so the host gets back the exact
-//! variant.
+//! [`code::STORE`] whose `data.store_error` is the [`StoreError`]
+//! (`{"kind": "conflict", "detail": {...}}`), so the host gets back the exact variant.
 
 use actuator_core::audit::{AuditDraft, AuditHead};
 use actuator_core::config::{NewSlot, SlotName};
