@@ -232,8 +232,13 @@ impl ExecStore {
             .unwrap_or_default();
             line.push(b'\n');
             let _ = p.stdin.lock().await.write_all(&line).await;
-            let _ = timeout(self.spec.limits.call_timeout, rx).await;
-            p.kill();
+            if let Ok(Ok(_)) = timeout(self.spec.limits.call_timeout, rx).await {
+                // It answered and exits: its supervisor waits for that (killing it only if it
+                // lingers).
+                drop(p.kill.lock().unwrap_or_else(PoisonError::into_inner).take());
+            } else {
+                p.kill();
+            }
         }
         *link = Link::Down {
             retry_at: Instant::now() + Duration::from_secs(3600),
