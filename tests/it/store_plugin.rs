@@ -11,12 +11,27 @@ use serde_json::{Value, json};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-fn settings(plugin: &Path, db: &Path) -> String {
+/// Settings with the store plugin at `plugin`, started with `--test-label=<label>` (an
+/// argument the plugin ignores, so the test can find its process).
+fn settings(plugin: &Path, db: &Path, label: &str) -> String {
     format!(
-        "{FAST_ENGINE}\n[store]\nplugin = \"file-store\"\n\n[[plugins]]\nkind = \"store\"\nname = \"file-store\"\npath = {}\ntimeout_ms = 10000\nconfig = {{ path = {} }}\n",
+        "{FAST_ENGINE}\n[store]\nplugin = \"file-store\"\n\n[[plugins]]\nkind = \"store\"\nname = \"file-store\"\npath = {}\nargs = [\"--test-label={label}\"]\ntimeout_ms = 10000\nconfig = {{ path = {} }}\n",
         toml_path(plugin),
         toml_path(db)
     )
+}
+
+/// Processes on the machine started with `--test-label=<label>`.
+fn labelled(label: &str) -> Vec<String> {
+    let want = format!("--test-label={label}");
+    let Ok(all) = std::fs::read_dir("/proc") else { return Vec::new() };
+    all.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_string_lossy().into_owned();
+            let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+            cmdline.split(|b| *b == 0).any(|a| a == want.as_bytes()).then_some(pid)
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -33,7 +48,8 @@ async fn apply_and_roll_out_on(plugin: &Path, tier: &str) {
     let data = tempfile::tempdir().unwrap();
     let out = tempfile::tempdir().unwrap();
     let db = out.path().join("plugin-store.db");
-    let toml = settings(plugin, &db);
+    let label = format!("store-plugin-{tier}-{}", std::process::id());
+    let toml = settings(plugin, &db, &label);
     let mut d = TestDaemon::start_in_with(data.path(), Some(&toml));
     let c = http();
     let url = d.url.clone();
@@ -110,6 +126,11 @@ async fn apply_and_roll_out_on(plugin: &Path, tier: &str) {
     assert!(audit.to_string().contains("rollout"), "the rollout is audited: {audit}");
     // SIGTERM: the engine stops, then the store plugin is told to finish and exit.
     d.stop();
+    let t0 = Instant::now();
+    while !labelled(&label).is_empty() && t0.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(labelled(&label).is_empty(), "the store plugin outlived the daemon");
 }
 
 #[test]
