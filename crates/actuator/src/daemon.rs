@@ -138,10 +138,7 @@ async fn open_store(
     registry: &Registry,
     settings: &Settings,
     host: &HostContext,
-) -> anyhow::Result<(
-    Arc<dyn actuator_core::Store>,
-    Option<Arc<actuator_plugin_host::store::RemoteStore>>,
-)> {
+) -> anyhow::Result<(Arc<dyn actuator_core::Store>, FileStore)> {
     let Some(decl) = crate::settings::check_store_choice(&settings.store, &settings.plugins)?
     else {
         let store = registry
