@@ -43,6 +43,12 @@ unsafe impl Send for Entry {}
 unsafe impl Sync for Entry {}
 
 impl Entry {
+    /// An entry point that lives in this binary (a test's stand-in for a library).
+    #[cfg(test)]
+    pub(crate) fn of_static(entry: &'static ActuatorPluginV1) -> Self {
+        Self(entry)
+    }
+
     /// Sends one message and copies the plugin's answer, freeing its buffer with its own
     /// `free`.
     pub(crate) fn exchange(self, message: &[u8]) -> Vec<u8> {

@@ -125,3 +125,61 @@ impl Drop for CdylibStore {
             .spawn(move || drop(entry.exchange(&req)));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::RemoteStore;
+    use actuator_core::Store;
+    use actuator_core::config::SlotName;
+    use actuator_core::plugin::PluginKind;
+    use actuator_plugin_sdk::abi::{ActuatorPluginV1, Buf, MAGIC, free_buf};
+    use std::time::Instant;
+
+    extern "C" fn manifest() -> Buf {
+        Buf::empty()
+    }
+
+    /// A store that takes 1.5 s to answer anything.
+    extern "C" fn slow_call(_req: *const u8, _len: usize) -> Buf {
+        std::thread::sleep(Duration::from_millis(1500));
+        Buf::from_vec(br#"{"jsonrpc":"2.0","id":1,"result":null}"#.to_vec())
+    }
+
+    extern "C" fn set_logger(_: actuator_plugin_sdk::log::LoggerFn) {}
+
+    static SLOW: ActuatorPluginV1 = ActuatorPluginV1 {
+        magic: MAGIC,
+        api_major: 1,
+        api_minor: 1,
+        manifest,
+        call: slow_call,
+        free: free_buf,
+        set_logger,
+    };
+
+    #[tokio::test(flavor = "multi_thread")]
+    async fn a_cdylib_store_call_without_an_answer_in_time_is_unavailable_not_a_hang() {
+        let health = Arc::new(HealthCell::new(PluginKind::Store, "slow", PluginTier::Cdylib, None));
+        let transport = CdylibStore {
+            name: "slow".into(),
+            entry: Entry::of_static(&SLOW),
+            instance: 1,
+            timeout: Duration::from_millis(200),
+            in_flight: Arc::new(Semaphore::new(MAX_STORE_IN_FLIGHT)),
+            next_id: AtomicU64::new(1),
+            health,
+        };
+        let store = RemoteStore { name: "slow".into(), transport: Box::new(transport) };
+        let t0 = Instant::now();
+        let err = store.get_slot(&SlotName::new("a.b").unwrap()).await.unwrap_err();
+        assert!(t0.elapsed() < Duration::from_millis(1000), "waited {:?}", t0.elapsed());
+        assert!(matches!(err, StoreError::Unavailable(_)), "{err:?}");
+        assert!(err.to_string().contains("no answer to store.get_slot within"), "{err}");
+        assert!(err.to_string().contains("re-read before retrying"), "{err}");
+        assert_eq!(store.status().health, PluginHealth::Failed);
+        // The readiness probe reports the plugin instead of hanging.
+        let why = store.readiness().await;
+        assert!(why.len() == 1 && why[0].contains("store plugin slow"), "{why:?}");
+    }
+}
