@@ -226,3 +226,29 @@ async fn store_plugins_of_another_version_magic_or_kind_are_refused_at_start() {
     assert!(err.to_string().contains("colour"), "{err}");
     assert!(!db.exists(), "a refused store opens nothing");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_request_over_the_message_limit_is_refused_before_it_reaches_the_plugin() {
+    let dir = tempfile::tempdir().unwrap();
+    let forms = [
+        (exe("actuator-store-example"), FileTier::Exec),
+        (artifact(&dylib("actuator_store_example")), FileTier::Cdylib),
+    ];
+    for (path, tier) in forms {
+        let db = dir.path().join(format!("{tier:?}.db"));
+        let store = load_store(spec(path, tier, &db, "oversize")).await.unwrap();
+        let huge = NewSlot {
+            name: SlotName::new("a.b").unwrap(),
+            description: "x".repeat(17 << 20),
+            schema: None,
+        };
+        let err = store.create_slot(huge, draft("a.b")).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_)), "{tier:?}: {err:?}");
+        assert!(err.to_string().contains("over the store plugin message limit"), "{err}");
+        // Nothing was written, and the plugin serves the next call as before.
+        assert!(store.get_slot(&SlotName::new("a.b").unwrap()).await.unwrap().is_none());
+        create_slot(store.as_ref(), "a.b").await.unwrap();
+        let st = store.status();
+        assert_eq!((st.restarts, st.health), (0, PluginHealth::Healthy), "{tier:?}: {st:?}");
+    }
+}

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::Semaphore;
 
-use super::{Transport, with_instance};
+use super::{Transport, check_size, with_instance};
 use crate::cdylib::{Entry, blocking, connect};
 use crate::{HealthCell, PluginSpec};
 
@@ -83,6 +83,7 @@ impl Transport for CdylibStore {
         let req =
             serde_json::to_vec(&Request::call(id, method, with_instance(params, self.instance)))
                 .map_err(|e| StoreError::Invalid(format!("encoding {method}: {e}")))?;
+        check_size(method, req.len())?;
         let entry = self.entry;
         let left = self.timeout.saturating_sub(started.elapsed()).max(Duration::from_millis(1));
         let answer = blocking(&self.name, left, method, move || {

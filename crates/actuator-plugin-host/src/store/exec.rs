@@ -21,7 +21,7 @@ use tokio::process::ChildStdin;
 use tokio::sync::{Mutex, oneshot};
 use tokio::time::{Instant, timeout};
 
-use super::{Transport, with_instance};
+use super::{Transport, check_size, with_instance};
 use crate::exec::{Incoming, start};
 use crate::{HealthCell, PluginSpec};
 
@@ -255,6 +255,10 @@ impl Transport for ExecStore {
         let started = Instant::now();
         let proc = self.up(limit).await?;
         let id = proc.next_id.fetch_add(1, Ordering::SeqCst);
+        let mut line =
+            serde_json::to_vec(&Request::call(id, method, with_instance(params, proc.instance)))
+                .map_err(|e| StoreError::Invalid(format!("encoding {method}: {e}")))?;
+        check_size(method, line.len())?;
         let (tx, rx) = oneshot::channel();
         let registered = {
             let mut p = proc.pending.lock().unwrap_or_else(PoisonError::into_inner);
@@ -267,9 +271,6 @@ impl Transport for ExecStore {
             self.take_down(&proc, "the plugin exited".to_owned()).await;
             return Err(unavailable(name, "the plugin exited; it is restarted after a backoff"));
         }
-        let mut line =
-            serde_json::to_vec(&Request::call(id, method, with_instance(params, proc.instance)))
-                .map_err(|e| StoreError::Invalid(format!("encoding {method}: {e}")))?;
         line.push(b'\n');
         let exchange = async {
             {

@@ -17,7 +17,7 @@ use actuator_core::config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
 use actuator_core::plugin::{PluginKind, PluginStatus};
 use actuator_core::store::*;
 use actuator_core::token::{NewToken, TokenRecord};
-use actuator_plugin_sdk::store::wire::{self as sw, store_error_from_rpc};
+use actuator_plugin_sdk::store::wire::{self as sw, MAX_STORE_MESSAGE_BYTES, store_error_from_rpc};
 use actuator_plugin_sdk::wire::{Response, code};
 use async_trait::async_trait;
 use serde::Serialize;
@@ -407,6 +407,17 @@ impl Store for RemoteStore {
         let p = sw::Prune { instance: INSTANCE, rollout_id: rollout_id.to_owned(), through };
         self.call("store.prune_observation_batches", p).await
     }
+}
+
+/// Refuses a request larger than a store plugin reads ([`MAX_STORE_MESSAGE_BYTES`]) before it
+/// is sent, so an oversized write fails as `Invalid` and costs the plugin nothing.
+pub(crate) fn check_size(method: &str, bytes: usize) -> Result<(), StoreError> {
+    if bytes > MAX_STORE_MESSAGE_BYTES {
+        return Err(StoreError::Invalid(format!(
+            "{method}: the request is {bytes} bytes, over the store plugin message limit of {MAX_STORE_MESSAGE_BYTES}"
+        )));
+    }
+    Ok(())
 }
 
 /// Sets `params.instance` to `instance`.
