@@ -20,5 +20,6 @@ mod rollouts;
 mod rollouts_cli;
 mod secrets;
 mod store_faults;
+mod store_plugin;
 mod store_races;
 mod validity;

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn artifact(file: &str) -> PathBuf {
+pub(crate) fn artifact(file: &str) -> PathBuf {
     let bin = actuator_bin();
     let p = bin.parent().expect("target dir").join(file);
     assert!(
@@ -19,15 +19,15 @@ fn artifact(file: &str) -> PathBuf {
     p
 }
 
-fn exe(stem: &str) -> PathBuf {
+pub(crate) fn exe(stem: &str) -> PathBuf {
     artifact(&format!("{stem}{}", std::env::consts::EXE_SUFFIX))
 }
 
-fn dylib(stem: &str) -> PathBuf {
+pub(crate) fn dylib(stem: &str) -> PathBuf {
     artifact(&format!("{}{stem}{}", std::env::consts::DLL_PREFIX, std::env::consts::DLL_SUFFIX))
 }
 
-fn toml_path(p: &Path) -> String {
+pub(crate) fn toml_path(p: &Path) -> String {
     serde_json::to_string(&p.display().to_string()).unwrap()
 }
 
@@ -147,7 +147,7 @@ config = {{ path = {metric_file}, metrics = {{ "errors" = 0.5 }} }}
     }
 }
 
-fn serve_fails_with(toml: &str) -> String {
+pub(crate) fn serve_fails_with(toml: &str) -> String {
     let dir = tempfile::tempdir().unwrap();
     let settings = dir.path().join("settings.toml");
     std::fs::write(&settings, toml).unwrap();
@@ -191,7 +191,7 @@ fn a_plugin_of_another_version_stops_the_daemon_at_start_with_a_clear_message() 
         let err = serve_fails_with(&toml);
         assert!(err.contains("loading plugin \"future\""), "{tier}: {err}");
         assert!(
-            err.contains("plugin API 2.0") && err.contains("this host speaks 1.0"),
+            err.contains("plugin API 2.0") && err.contains("this host speaks 1.1"),
             "{tier}: {err}"
         );
     }

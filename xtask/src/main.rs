@@ -132,15 +132,19 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     let mut build = cargo();
     build.args(["build", "-p", "actuator", "--bin", "actuator"]);
     run(build)?;
-    // The plugin conformance suite and the integration tests load these as an executable and
-    // as a cdylib.
+    // The plugin conformance suites (notifier, metric source, store) and the integration
+    // tests load these as an executable and as a cdylib.
     let mut plugins = cargo();
     plugins.args([
         "build",
         "-p",
         "actuator-notifier-example",
         "-p",
+        "actuator-store-example",
+        "-p",
         "actuator-plugin-fixture-future",
+        "-p",
+        "actuator-plugin-fixture-badmagic",
     ]);
     run(plugins)?;
     let mut t = cargo();

@@ -46,8 +46,10 @@ use crate::config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
 use crate::deployment::DeploymentStrategy;
 use crate::state::DeploymentState;
 
-/// An error from a store.
-#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+/// An error from a store. Serialised (for stores hosted out of process) as
+/// `{"kind": "conflict", "detail": {...}}`, `kind` the variant in snake case.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", content = "detail", rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum StoreError {
     /// The thing does not exist.
@@ -189,7 +191,7 @@ pub struct Page<T> {
 }
 
 /// A request to write the next version of a slot.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AppendVersion {
     /// The slot.
     pub slot: SlotName,
@@ -206,7 +208,7 @@ pub struct AppendVersion {
 }
 
 /// A request to take a snapshot of the slot's active version.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewSnapshot {
     /// The slot.
     pub slot: SlotName,
@@ -261,7 +263,7 @@ pub struct RolloutRecord {
 /// An active rollout as a start reads it: its record with `request` and `status` left
 /// `Null`, and those two documents as their stored JSON text, so the reader decodes each
 /// straight into its own types (see [`Store::list_active_rollouts_encoded`]).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EncodedRollout {
     /// The record, its documents `Null`.
     pub record: RolloutRecord,
@@ -273,7 +275,7 @@ pub struct EncodedRollout {
 
 /// How many rollouts the store holds, by strategy and state, and the rollbacks their
 /// statuses record (see [`Store::rollout_counts`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RolloutCounts {
     /// Rollouts per (strategy, state); pairs with none are left out.
     pub by_kind: Vec<(DeploymentStrategy, DeploymentState, u64)>,
@@ -305,7 +307,7 @@ pub fn rollback_counts(status: &Value) -> (u64, u64) {
 
 /// The traffic split an active rollout asks routers to serve (see
 /// [`Store::list_active_routes`]).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RolloutRoute {
     /// The rollout id.
     pub id: String,
@@ -340,7 +342,7 @@ pub struct Admission {
 }
 
 /// A new rollout.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewRollout {
     /// The id.
     pub id: String,
@@ -360,7 +362,7 @@ pub struct NewRollout {
 
 /// One rollout's checkpoint in [`Store::checkpoint_rollouts`]: the arguments of
 /// [`Store::checkpoint_rollout`].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CheckpointWrite {
     /// The rollout.
     pub id: String,
@@ -374,7 +376,7 @@ pub struct CheckpointWrite {
 }
 
 /// An update of a rollout, applied only if its revision is still `expected_revision`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RolloutUpdate {
     /// The revision the caller read.
     pub expected_revision: u64,
@@ -401,7 +403,7 @@ pub struct RolloutFilter {
 }
 
 /// A batch of observations of one rollout to make durable before it is acknowledged.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewObservationBatch {
     /// The rollout the observations belong to; it must exist.
     pub rollout_id: String,

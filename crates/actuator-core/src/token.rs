@@ -94,7 +94,7 @@ impl std::fmt::Display for Role {
 }
 
 /// A token to store: its name, role and the hash of its secret ([`hash_secret`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NewToken {
     /// Unique name; it is the audit actor of everything done with the token.
     pub name: String,

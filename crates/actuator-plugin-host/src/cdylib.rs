@@ -34,7 +34,7 @@ static LIBRARIES: OnceLock<Mutex<Vec<libloading::Library>>> = OnceLock::new();
 
 /// The plugin's entry point, valid for the life of the process.
 #[derive(Clone, Copy)]
-struct Entry(&'static ActuatorPluginV1);
+pub(crate) struct Entry(&'static ActuatorPluginV1);
 
 // SAFETY: the entry is an immutable static of a library that is never unloaded; its
 // functions are made to be called from any thread (the SDK's dispatcher is Sync).
@@ -43,9 +43,15 @@ unsafe impl Send for Entry {}
 unsafe impl Sync for Entry {}
 
 impl Entry {
+    /// An entry point that lives in this binary (a test's stand-in for a library).
+    #[cfg(test)]
+    pub(crate) fn of_static(entry: &'static ActuatorPluginV1) -> Self {
+        Self(entry)
+    }
+
     /// Sends one message and copies the plugin's answer, freeing its buffer with its own
     /// `free`.
-    fn exchange(self, message: &[u8]) -> Vec<u8> {
+    pub(crate) fn exchange(self, message: &[u8]) -> Vec<u8> {
         let buf: Buf = (self.0.call)(message.as_ptr(), message.len());
         copy_and_free(self, buf)
     }
@@ -177,7 +183,7 @@ impl std::fmt::Debug for CdylibPlugin {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     name: &str,
     limit: Duration,
     what: &str,
@@ -197,47 +203,58 @@ fn parse_response(name: &str, bytes: &[u8]) -> Result<Value, PluginError> {
     }
 }
 
+/// Loads the library (checking magic and version), installs the logger, reads and checks its
+/// hello, and configures one instance as `kind`: the start of every cdylib plugin.
+pub(crate) async fn connect(
+    spec: &PluginSpec,
+    kind: wire::Kind,
+) -> Result<(Entry, Hello, u64), PluginError> {
+    let name = spec.name.clone();
+    let limit = spec.limits.start_timeout;
+    let path = spec.path.clone();
+    let n = name.clone();
+    let (entry, hello_bytes) = blocking(&name, limit, "loading", move || {
+        let entry = open(&n, &path)?;
+        (entry.0.set_logger)(host_logger);
+        Ok::<_, PluginError>((entry, entry.manifest()))
+    })
+    .await??;
+    let hello = match serde_json::from_slice::<PluginMessage>(&hello_bytes) {
+        Ok(PluginMessage::Notification(Request { method, params, .. }))
+            if method == wire::method::HELLO =>
+        {
+            serde_json::from_value::<Hello>(params)
+                .map_err(|e| failed(&name, format!("its manifest is not a hello: {e}")))?
+        }
+        _ => return Err(failed(&name, "its manifest is not a hello notification")),
+    };
+    check_hello(&name, &hello, kind)?;
+    let params = ConfigureParams { kind, name: name.clone(), config: spec.config.clone() };
+    let req =
+        serde_json::to_vec(&Request::call(0, wire::method::CONFIGURE, params)).unwrap_or_default();
+    let answer = blocking(&name, limit, "configure", move || entry.exchange(&req)).await?;
+    let r: ConfigureResult = serde_json::from_value(parse_response(&name, &answer)?)
+        .map_err(|e| failed(&name, format!("unreadable configure result: {e}")))?;
+    tracing::info!(plugin = %name, path = %spec.path.display(), version = %hello.plugin.version, "cdylib plugin loaded");
+    Ok((entry, hello, r.instance))
+}
+
 impl CdylibPlugin {
     /// Loads the library (checking magic and version), reads its hello, installs the logger,
     /// and configures one instance.
     pub async fn load(spec: PluginSpec) -> Result<Self, PluginError> {
-        let name = spec.name.clone();
         let kind = wire_kind(spec.kind).ok_or_else(|| {
-            failed(&name, format!("kind {} cannot be a cdylib plugin", spec.kind))
+            failed(&spec.name, format!("kind {} cannot be a cdylib plugin", spec.kind))
         })?;
-        let limit = spec.limits.start_timeout;
-        let path = spec.path.clone();
-        let n = name.clone();
-        let (entry, hello_bytes) = blocking(&name, limit, "loading", move || {
-            let entry = open(&n, &path)?;
-            (entry.0.set_logger)(host_logger);
-            Ok::<_, PluginError>((entry, entry.manifest()))
-        })
-        .await??;
-        let hello = match serde_json::from_slice::<PluginMessage>(&hello_bytes) {
-            Ok(PluginMessage::Notification(Request { method, params, .. }))
-                if method == wire::method::HELLO =>
-            {
-                serde_json::from_value::<Hello>(params)
-                    .map_err(|e| failed(&name, format!("its manifest is not a hello: {e}")))?
-            }
-            _ => return Err(failed(&name, "its manifest is not a hello notification")),
-        };
-        check_hello(&name, &hello, kind)?;
+        let (entry, hello, instance) = connect(&spec, kind).await?;
+        let name = spec.name.clone();
         let health =
             Arc::new(HealthCell::new(spec.kind, &name, PluginTier::Cdylib, Some(&spec.path)));
         health.set_version(&hello.plugin.version);
-        let params = ConfigureParams { kind, name: name.clone(), config: spec.config.clone() };
-        let req = serde_json::to_vec(&Request::call(0, wire::method::CONFIGURE, params))
-            .unwrap_or_default();
-        let answer = blocking(&name, limit, "configure", move || entry.exchange(&req)).await?;
-        let r: ConfigureResult = serde_json::from_value(parse_response(&name, &answer)?)
-            .map_err(|e| failed(&name, format!("unreadable configure result: {e}")))?;
-        tracing::info!(plugin = %name, path = %spec.path.display(), version = %hello.plugin.version, "cdylib plugin loaded");
         Ok(Self {
             name,
             entry,
-            instance: r.instance,
+            instance,
             timeout: spec.limits.call_timeout,
             in_flight: Arc::new(Semaphore::new(MAX_IN_FLIGHT)),
             next_id: AtomicU64::new(1),

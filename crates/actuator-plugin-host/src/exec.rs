@@ -33,17 +33,21 @@ const MAX_STDERR_LINE: usize = 8 * 1024;
 /// Messages from the reader of stdout, at most this many waiting.
 const INCOMING_QUEUE: usize = 16;
 
-enum Incoming {
+/// A message read from the plugin's stdout.
+pub(crate) enum Incoming {
+    /// Its hello.
     Hello(Value),
+    /// An answer.
     Response(Response),
 }
 
-struct Conn {
-    child: Child,
-    stdin: ChildStdin,
-    incoming: mpsc::Receiver<Incoming>,
-    next_id: u64,
-    instance: u64,
+/// A started, configured plugin process.
+pub(crate) struct Conn {
+    pub(crate) child: Child,
+    pub(crate) stdin: ChildStdin,
+    pub(crate) incoming: mpsc::Receiver<Incoming>,
+    pub(crate) next_id: u64,
+    pub(crate) instance: u64,
 }
 
 enum State {
@@ -106,14 +110,19 @@ fn log_record(name: &str, r: &LogRecord) {
     }
 }
 
-async fn read_stdout(name: String, out: tokio::process::ChildStdout, tx: mpsc::Sender<Incoming>) {
+async fn read_stdout(
+    name: String,
+    out: tokio::process::ChildStdout,
+    tx: mpsc::Sender<Incoming>,
+    max_line: usize,
+) {
     let mut r = BufReader::new(out);
     let mut buf = Vec::new();
     loop {
-        match read_bounded(&mut r, MAX_MESSAGE_BYTES, &mut buf).await {
+        match read_bounded(&mut r, max_line, &mut buf).await {
             Ok(None) | Err(_) => return,
             Ok(Some(false)) => {
-                tracing::warn!(plugin = %name, "plugin wrote a line longer than {MAX_MESSAGE_BYTES} bytes; ignored");
+                tracing::warn!(plugin = %name, "plugin wrote a line longer than {max_line} bytes; ignored");
             }
             Ok(Some(true)) => match serde_json::from_slice::<PluginMessage>(&buf) {
                 Ok(PluginMessage::Notification(n)) if n.method == wire::method::LOG => {
@@ -188,7 +197,7 @@ impl Conn {
         }
     }
 
-    fn kill(mut self) {
+    pub(crate) fn kill(mut self) {
         let _ = self.child.start_kill();
         // Reap it off the caller's path.
         tokio::spawn(async move {
@@ -197,11 +206,13 @@ impl Conn {
     }
 }
 
-/// Spawns the process, reads its hello, answers with the host's, and configures it.
-async fn start(
+/// Spawns the process, reads its hello, answers with the host's, and configures it. Lines
+/// from the plugin longer than `max_line` bytes are dropped.
+pub(crate) async fn start(
     spec: &PluginSpec,
     kind: wire::Kind,
     health: &HealthCell,
+    max_line: usize,
 ) -> Result<Conn, PluginError> {
     let name = spec.name.as_str();
     let mut cmd = Command::new(&spec.path);
@@ -221,7 +232,7 @@ async fn start(
         return Err(failed(name, "the plugin's stdio could not be captured"));
     };
     let (tx, rx) = mpsc::channel(INCOMING_QUEUE);
-    tokio::spawn(read_stdout(name.to_owned(), stdout, tx));
+    tokio::spawn(read_stdout(name.to_owned(), stdout, tx, max_line));
     tokio::spawn(read_stderr(name.to_owned(), stderr));
     let mut conn = Conn { child, stdin, incoming: rx, next_id: 0, instance: 0 };
     let handshake = async {
@@ -278,7 +289,7 @@ impl ExecPlugin {
         })?;
         let health =
             Arc::new(HealthCell::new(spec.kind, &spec.name, PluginTier::Exec, Some(&spec.path)));
-        let conn = start(&spec, kind, &health).await?;
+        let conn = start(&spec, kind, &health, MAX_MESSAGE_BYTES).await?;
         tracing::info!(plugin = %spec.name, path = %spec.path.display(), version = %health.get().version, "exec plugin started");
         Ok(Self {
             backoff: std::sync::Mutex::new(spec.limits.backoff_initial),
@@ -322,7 +333,7 @@ impl ExecPlugin {
                 ));
             }
             self.health.restarted();
-            match start(&self.spec, self.kind, &self.health).await {
+            match start(&self.spec, self.kind, &self.health, MAX_MESSAGE_BYTES).await {
                 Ok(conn) => {
                     tracing::info!(plugin = %self.spec.name, "exec plugin restarted");
                     *state = State::Up(Box::new(conn));

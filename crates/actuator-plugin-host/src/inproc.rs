@@ -130,12 +130,13 @@ impl<P: Plugin> InProcessFactory<P> {
     }
 
     fn info_as(&self, kind: PluginKind) -> PluginInfo {
-        let v = actuator_plugin_sdk::ApiVersion::CURRENT;
         PluginInfo {
             kind,
             name: P::META.name.to_owned(),
             version: P::META.version.to_owned(),
-            api: CoreApi { major: v.major, minor: v.minor },
+            // The adapter implements the core traits of this build: its API is the registry's
+            // (the wire protocol's version does not apply to a plugin linked in).
+            api: CoreApi::HOST,
             description: P::META.description.to_owned(),
             config_schema: config::schema_of::<P::Config>(),
         }

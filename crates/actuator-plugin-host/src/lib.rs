@@ -9,6 +9,10 @@
 //! - [`inproc::InProcess`]: a plugin type written against `actuator-plugin-sdk`, linked in
 //!   (the compiled-in tier), with the same panic and timeout guards.
 //!
+//! - [`store::RemoteStore`]: a store plugin of either tier behind `actuator_core::Store`,
+//!   loaded by [`store::load_store`], over the `store.*` methods; calls in flight at once,
+//!   each answered only after the plugin's store returned.
+//!
 //! [`load`] picks the tier for a [`PluginSpec`] and checks the file; every hosted plugin
 //! reports its [`PluginStatus`].
 
@@ -17,6 +21,7 @@ pub mod conformance;
 pub mod exec;
 mod health;
 pub mod inproc;
+pub mod store;
 
 use actuator_core::plugin::{
     MetricSource, Notifier, PluginError, PluginKind, PluginStatus, PluginTier,
@@ -52,9 +57,10 @@ pub enum LoadError {
         /// The path.
         path: PathBuf,
     },
-    /// Only notifiers and metric sources may be third-party plugins.
+    /// [`load`] loads notifiers and metric sources; stores go through
+    /// [`store::load_store`].
     #[error(
-        "plugin {name:?}: kind {kind} cannot be loaded from a file; only notifier and metric_source can"
+        "plugin {name:?}: kind {kind} is not a notifier or metric_source; stores are loaded with store::load_store"
     )]
     UnsupportedKind {
         /// The configured name.
@@ -220,28 +226,38 @@ pub async fn load(spec: PluginSpec) -> Result<Loaded, LoadError> {
     if wire_kind(spec.kind).is_none() {
         return Err(LoadError::UnsupportedKind { name: spec.name, kind: spec.kind });
     }
+    check_file(&spec)?;
+    let kind = spec.kind;
+    let plugin: Arc<dyn Hosted> = match spec.resolved_tier() {
+        FileTier::Exec => Arc::new(exec::ExecPlugin::start(spec).await?),
+        FileTier::Cdylib => Arc::new(cdylib::CdylibPlugin::load(spec).await?),
+    };
+    Ok(Loaded { kind, plugin })
+}
+
+/// Checks the limits' ranges, that the file exists, and that an exec-tier file may be
+/// executed.
+pub(crate) fn check_file(spec: &PluginSpec) -> Result<(), LoadError> {
     spec.limits
         .validate()
         .map_err(|message| LoadError::Limits { name: spec.name.clone(), message })?;
     let meta = std::fs::metadata(&spec.path)
         .map_err(|_| LoadError::Missing { name: spec.name.clone(), path: spec.path.clone() })?;
-    let kind = spec.kind;
-    let plugin: Arc<dyn Hosted> = match spec.resolved_tier() {
-        FileTier::Exec => {
-            #[cfg(unix)]
-            {
-                use std::os::unix::fs::PermissionsExt;
-                if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
-                    return Err(LoadError::NotExecutable { name: spec.name, path: spec.path });
-                }
+    if spec.resolved_tier() == FileTier::Exec {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            if !meta.is_file() || meta.permissions().mode() & 0o111 == 0 {
+                return Err(LoadError::NotExecutable {
+                    name: spec.name.clone(),
+                    path: spec.path.clone(),
+                });
             }
-            #[cfg(not(unix))]
-            let _ = meta;
-            Arc::new(exec::ExecPlugin::start(spec).await?)
         }
-        FileTier::Cdylib => Arc::new(cdylib::CdylibPlugin::load(spec).await?),
-    };
-    Ok(Loaded { kind, plugin })
+    }
+    #[cfg(not(unix))]
+    let _ = meta;
+    Ok(())
 }
 
 /// Checks a plugin's `hello`: the protocol name, the major version, a minor not newer than

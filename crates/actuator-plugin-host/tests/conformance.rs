@@ -125,7 +125,7 @@ async fn a_plugin_of_another_major_version_is_refused_in_both_tiers() {
             .unwrap_err();
         let msg = err.to_string();
         assert!(
-            msg.contains("plugin API 2.0") && msg.contains("this host speaks 1.0"),
+            msg.contains("plugin API 2.0") && msg.contains("this host speaks 1.1"),
             "{form:?}: {msg}"
         );
     }
@@ -268,7 +268,7 @@ async fn a_missing_file_a_file_that_is_not_executable_and_a_non_library_are_refu
     let mut store = spec(dir.path().join("x"), None);
     store.kind = PluginKind::Store;
     let err = load(store).await.unwrap_err();
-    assert!(err.to_string().contains("only notifier and metric_source"), "{err}");
+    assert!(err.to_string().contains("stores are loaded with store::load_store"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

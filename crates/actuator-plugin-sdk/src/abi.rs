@@ -121,7 +121,7 @@ pub fn install_logger(logger: LoggerFn, plugin: &'static str) {
 #[macro_export]
 macro_rules! export_plugin {
     ($ty:ty) => {
-        $crate::export_plugin!($ty, api = $crate::ApiVersion::CURRENT);
+        $crate::export_plugin!($ty, api = $crate::ApiVersion::NOTIFIER_AND_METRIC_SOURCE);
     };
     ($ty:ty, api = $api:expr) => {
         const _: () = {

@@ -32,7 +32,7 @@ pub struct Dispatcher<P: Plugin> {
 
 impl<P: Plugin> Default for Dispatcher<P> {
     fn default() -> Self {
-        Self::new(ApiVersion::CURRENT)
+        Self::new(ApiVersion::NOTIFIER_AND_METRIC_SOURCE)
     }
 }
 
@@ -68,8 +68,9 @@ fn ok(v: impl Serialize) -> Result<Value, RpcError> {
 }
 
 impl<P: Plugin> Dispatcher<P> {
-    /// A dispatcher that announces `api` in its hello (normally [`ApiVersion::CURRENT`]; another
-    /// value only to test how a host refuses it).
+    /// A dispatcher that announces `api` in its hello (normally
+    /// [`ApiVersion::NOTIFIER_AND_METRIC_SOURCE`]; another value only to test how a host
+    /// refuses it).
     pub fn new(api: ApiVersion) -> Self {
         Self {
             api,
@@ -172,6 +173,7 @@ impl<P: Plugin> Dispatcher<P> {
                 let supported = match p.kind {
                     Kind::Notifier => instance.as_notifier().is_some(),
                     Kind::MetricSource => instance.as_metric_source().is_some(),
+                    Kind::Store => false,
                 };
                 if !supported {
                     return Err(RpcError::new(
@@ -302,6 +304,8 @@ mod tests {
         let d = Dispatcher::<Both>::default();
         let hello = d.hello();
         assert_eq!(hello.plugin.name, "both");
+        // What a notifier uses is in 1.0: hosts of 1.0 accept it.
+        assert_eq!(hello.api, ApiVersion { major: 1, minor: 0 });
         assert_eq!(hello.config_schema["properties"]["value"]["type"], "number");
         let r = call(
             &d,

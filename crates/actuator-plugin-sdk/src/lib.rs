@@ -1,7 +1,9 @@
 //! Write plugins for the actuator without depending on the actuator itself.
 //!
 //! A plugin is a Rust type that implements [`Plugin`] and one or both of
-//! [`NotifierPlugin`] and [`MetricSourcePlugin`]. The same type is served two ways:
+//! [`NotifierPlugin`] and [`MetricSourcePlugin`], or (with the `store` feature) a
+//! `store::StorePlugin` that opens any `actuator_core::Store`. The same type is served two
+//! ways:
 //!
 //! - as an executable (the exec tier): `fn main() { actuator_plugin_sdk::serve_stdio::<MyPlugin>() }`,
 //!   speaking line-delimited JSON-RPC 2.0 on stdin/stdout;
@@ -61,6 +63,8 @@ pub mod config;
 mod dispatch;
 pub mod log;
 mod stdio;
+#[cfg(feature = "store")]
+pub mod store;
 pub mod wire;
 
 pub use dispatch::{Dispatcher, MAX_INSTANCES};
@@ -93,6 +97,11 @@ impl PluginMeta {
     /// A metric source named `name` at `version`.
     pub const fn metric_source(name: &'static str, version: &'static str) -> Self {
         Self { name, version, kinds: &[Kind::MetricSource], description: "" }
+    }
+
+    /// A store named `name` at `version` (served with the `store` feature).
+    pub const fn store(name: &'static str, version: &'static str) -> Self {
+        Self { name, version, kinds: &[Kind::Store], description: "" }
     }
 
     /// The same, implementing `kinds`.

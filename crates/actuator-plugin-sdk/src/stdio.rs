@@ -23,11 +23,11 @@ use crate::{Dispatcher, Plugin};
 /// }
 /// ```
 pub fn serve_stdio<P: Plugin>() -> io::Result<()> {
-    serve_stdio_announcing::<P>(ApiVersion::CURRENT)
+    serve_stdio_announcing::<P>(ApiVersion::NOTIFIER_AND_METRIC_SOURCE)
 }
 
-/// [`serve_stdio`], announcing `api` instead of the SDK's version: for testing how a host
-/// refuses a plugin of another version, never for a real plugin.
+/// [`serve_stdio`], announcing `api` instead of [`ApiVersion::NOTIFIER_AND_METRIC_SOURCE`]:
+/// for testing how a host refuses a plugin of another version, never for a real plugin.
 pub fn serve_stdio_announcing<P: Plugin>(api: ApiVersion) -> io::Result<()> {
     crate::log::to_stdout(P::META.name);
     let d = Dispatcher::<P>::new(api);

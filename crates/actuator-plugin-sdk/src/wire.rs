@@ -58,6 +58,9 @@ pub mod code {
     pub const UNKNOWN_INSTANCE: i64 = -32004;
     /// The plugin does not implement the kind asked for.
     pub const UNSUPPORTED_KIND: i64 = -32005;
+    /// A store refused or failed a call; `data.store_error` is the store's error,
+    /// `{"kind": "conflict", "detail": {...}}` (see [`super::store`]).
+    pub const STORE: i64 = -32006;
 }
 
 /// A protocol version: a host accepts a plugin of the same major whose minor is not newer.
@@ -70,8 +73,13 @@ pub struct ApiVersion {
 }
 
 impl ApiVersion {
-    /// The version this SDK speaks.
-    pub const CURRENT: Self = Self { major: 1, minor: 0 };
+    /// The version this SDK speaks (and a host built with it accepts). 1.1 added the store
+    /// kind (`store.*` methods); a store plugin announces it.
+    pub const CURRENT: Self = Self { major: 1, minor: 1 };
+
+    /// What a notifier or metric source announces: the first version with everything those
+    /// kinds use, so hosts of 1.0 keep accepting them.
+    pub const NOTIFIER_AND_METRIC_SOURCE: Self = Self { major: 1, minor: 0 };
 
     /// Whether a host speaking `self` accepts a plugin speaking `plugin`.
     pub fn accepts(self, plugin: Self) -> bool {
@@ -95,6 +103,8 @@ pub enum Kind {
     Notifier,
     /// Answers scalar queries (`query`).
     MetricSource,
+    /// Durable storage (`store.*`, since API 1.1).
+    Store,
 }
 
 impl fmt::Display for Kind {
@@ -102,8 +112,58 @@ impl fmt::Display for Kind {
         f.write_str(match self {
             Self::Notifier => "notifier",
             Self::MetricSource => "metric_source",
+            Self::Store => "store",
         })
     }
+}
+
+/// The methods of the store kind: one per method of the actuator's `Store` trait, named
+/// `store.<method>`, with named params (`instance` plus the method's arguments by their
+/// names in the trait). A store error is answered with [`code::STORE`].
+pub mod store {
+    /// Every store method, in the order of the trait.
+    pub const METHODS: &[&str] = &[
+        "store.create_slot",
+        "store.get_slot",
+        "store.list_slots",
+        "store.list_slots_with_active_versions",
+        "store.append_version",
+        "store.activate_version",
+        "store.get_version",
+        "store.list_versions",
+        "store.create_snapshot",
+        "store.get_snapshot",
+        "store.list_snapshots",
+        "store.append_audit",
+        "store.list_audit",
+        "store.audit_head",
+        "store.verified_head",
+        "store.set_verified_head",
+        "store.verify_audit",
+        "store.verify_audit_full",
+        "store.acknowledge_audit",
+        "store.create_token",
+        "store.list_tokens",
+        "store.revoke_token",
+        "store.readiness",
+        "store.create_rollout",
+        "store.get_rollout",
+        "store.list_rollouts",
+        "store.list_active_routes",
+        "store.list_active_rollouts_encoded",
+        "store.rollout_counts",
+        "store.rollouts_with_batches",
+        "store.save_rollout_status",
+        "store.update_rollout",
+        "store.append_observation_batches",
+        "store.list_observation_batches",
+        "store.checkpoint_rollout",
+        "store.checkpoint_rollouts",
+        "store.prune_observation_batches",
+    ];
+    /// Host → plugin: releases a store instance (its connections); the instance id is not
+    /// valid afterwards.
+    pub const CLOSE: &str = "store.close";
 }
 
 /// The plugin's part of `hello`: who it is.

@@ -37,6 +37,8 @@ impl Notifier for Deadline {
 struct PluginList {
     compiled: Vec<actuator_core::PluginStatus>,
     hosted: Vec<actuator_plugin_host::Loaded>,
+    /// The store, when it is loaded from a file.
+    store: Option<Arc<actuator_plugin_host::store::RemoteStore>>,
 }
 
 impl PluginList {
@@ -44,6 +46,7 @@ impl PluginList {
         registry: &Registry,
         settings: &Settings,
         hosted: Vec<actuator_plugin_host::Loaded>,
+        store: Option<Arc<actuator_plugin_host::store::RemoteStore>>,
     ) -> Self {
         use actuator_core::{PluginHealth, PluginKind, PluginStatus, PluginTier};
         let compiled = registry
@@ -68,7 +71,7 @@ impl PluginList {
                 }
             })
             .collect();
-        Self { compiled, hosted }
+        Self { compiled, hosted, store }
     }
 }
 
@@ -76,6 +79,7 @@ impl actuator_core::PluginDirectory for PluginList {
     fn plugins(&self) -> Vec<actuator_core::PluginStatus> {
         let mut all: Vec<_> = self.compiled.clone();
         all.extend(self.hosted.iter().map(|h| h.plugin.status()));
+        all.extend(self.store.iter().map(|s| s.status()));
         all.sort_by(|a, b| (a.kind, &a.name).cmp(&(b.kind, &b.name)));
         all
     }
@@ -127,31 +131,67 @@ pub(crate) fn build_notifiers(
     Ok(notifiers)
 }
 
+/// Opens the store `[store] plugin` names: a `[[plugins]]` entry of kind store (loaded from
+/// its file, exec or cdylib) or a compiled-in store plugin. A file store may not take the
+/// name of a compiled-in one.
+async fn open_store(
+    registry: &Registry,
+    settings: &Settings,
+    host: &HostContext,
+) -> anyhow::Result<(Arc<dyn actuator_core::Store>, FileStore)> {
+    let Some(decl) = crate::settings::check_store_choice(&settings.store, &settings.plugins)?
+    else {
+        let store = registry
+            .store(&settings.store.plugin, settings.store.config.clone(), host)
+            .await
+            .context("opening the store")?;
+        return Ok((store, None));
+    };
+    if registry
+        .describe()
+        .iter()
+        .any(|p| p.kind == actuator_core::PluginKind::Store && p.name == decl.name)
+    {
+        anyhow::bail!(
+            "plugins.{0}: {0} is the name of a compiled-in store; give the store loaded from {1} another name",
+            decl.name,
+            decl.path.display()
+        );
+    }
+    let store = actuator_plugin_host::store::load_store(decl.spec()).await.with_context(|| {
+        format!("opening the store: loading plugin {:?} ({})", decl.name, decl.path.display())
+    })?;
+    tracing::info!(store = %decl.name, path = %decl.path.display(), "the store is a plugin loaded from a file");
+    Ok((store.clone(), Some(store)))
+}
+
 /// Builds the application state from settings and the compiled-in plugins, with the
 /// rollout engine resumed and attached.
 pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
-    let (state, engine) = build_parts(settings).await?;
+    let (state, engine, _file_store) = build_parts(settings).await?;
     engine.start().await.context("resuming the rollouts in the store")?;
     state.attach_engine(engine);
     Ok(state)
 }
 
-/// The application state (routing book and tokens loaded from the store) and the rollout
-/// engine, not yet started.
-async fn build_parts(settings: &Settings) -> anyhow::Result<(AppState, actuator_engine::Engine)> {
+/// A store loaded from a file, kept to stop its plugin when the daemon stops.
+type FileStore = Option<Arc<actuator_plugin_host::store::RemoteStore>>;
+
+/// The application state (routing book and tokens loaded from the store), the rollout
+/// engine, not yet started, and the store when it is a plugin loaded from a file.
+async fn build_parts(
+    settings: &Settings,
+) -> anyhow::Result<(AppState, actuator_engine::Engine, FileStore)> {
     // Counters and histograms from the first request on, for `/metrics`.
     let _ = actuator_server::metrics::install();
     let registry = Registry::from_inventory().context("loading compiled-in plugins")?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let host = HostContext { data_dir: settings.data_dir.clone() };
-    let store = registry
-        .store(&settings.store.plugin, settings.store.config.clone(), &host)
-        .await
-        .context("opening the store")?;
+    let (store, file_store) = open_store(&registry, settings, &host).await?;
     let mut notifiers = build_notifiers(&registry, settings, &host)?;
     let mut hosted = Vec::new();
-    for decl in &settings.plugins {
+    for decl in settings.plugins.iter().filter(|d| d.kind != actuator_core::PluginKind::Store) {
         let loaded = actuator_plugin_host::load(decl.spec()).await.with_context(|| {
             format!("loading plugin {:?} ({} {})", decl.name, decl.kind, decl.path.display())
         })?;
@@ -172,7 +212,7 @@ async fn build_parts(settings: &Settings) -> anyhow::Result<(AppState, actuator_
         }
         hosted.push(loaded);
     }
-    let directory = Arc::new(PluginList::new(&registry, settings, hosted));
+    let directory = Arc::new(PluginList::new(&registry, settings, hosted, file_store.clone()));
     let config = ConfigManager::new(store, notifiers.clone(), settings.config.clone());
     // The routing table is derived from the store before the first request is served.
     let auth = actuator_server::AuthSettings {
@@ -202,7 +242,7 @@ async fn build_parts(settings: &Settings) -> anyhow::Result<(AppState, actuator_
             "observations are acknowledged before they are durable: a crash loses up to checkpoint_ms of them"
         ),
     }
-    Ok((state, engine))
+    Ok((state, engine, file_store))
 }
 
 /// How often the routing table is rebuilt from the store, to pick up changes written by
@@ -282,7 +322,7 @@ pub(crate) async fn bootstrap_tokens(state: &AppState, init_admin: bool) -> anyh
 
 /// Binds, serves until Ctrl-C or SIGTERM, and drains.
 pub(crate) async fn serve(settings: Settings, init_admin: bool) -> anyhow::Result<()> {
-    let (state, engine) = build_parts(&settings).await?;
+    let (state, engine, file_store) = build_parts(&settings).await?;
     bootstrap_tokens(&state, init_admin).await?;
     if state.tokens().is_empty() {
         if !settings.listen.ip().is_loopback() {
@@ -318,6 +358,10 @@ pub(crate) async fn serve(settings: Settings, init_admin: bool) -> anyhow::Resul
     server.await.context("the HTTP server task")?.context("serving HTTP")?;
     if let Some(engine) = state.engine() {
         engine.stop().await.context("stopping the rollout engine")?;
+    }
+    if let Some(store) = file_store {
+        // After the engine's last write: the plugin finishes what it runs, then exits.
+        store.shutdown().await;
     }
     tracing::info!("actuator stopped");
     Ok(())

@@ -160,7 +160,8 @@ fn empty_object() -> Value {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct PluginDecl {
-    /// `notifier` or `metric_source`.
+    /// `notifier`, `metric_source` or `store` (a store is used when `[store] plugin` names
+    /// it; its config is this entry's `config`).
     pub(crate) kind: actuator_core::PluginKind,
     /// Unique among `[[plugins]]`: 1 to 64 characters of `a-z`, `0-9`, `-`, `_`.
     pub(crate) name: String,
@@ -251,10 +252,12 @@ pub(crate) fn check_plugins(decls: &mut [PluginDecl], base: Option<&Path>) -> an
         }
         if !matches!(
             d.kind,
-            actuator_core::PluginKind::Notifier | actuator_core::PluginKind::MetricSource
+            actuator_core::PluginKind::Notifier
+                | actuator_core::PluginKind::MetricSource
+                | actuator_core::PluginKind::Store
         ) {
             anyhow::bail!(
-                "plugins.{}: kind {} cannot be loaded from a file; use notifier or metric_source",
+                "plugins.{}: kind {} cannot be loaded from a file; use notifier, metric_source or store",
                 d.name,
                 d.kind
             );
@@ -275,6 +278,39 @@ pub(crate) fn check_plugins(decls: &mut [PluginDecl], base: Option<&Path>) -> an
         d.spec().limits.validate().map_err(|m| anyhow::anyhow!("plugins.{}: {m}", d.name))?;
     }
     Ok(())
+}
+
+/// Checks that a store declared in `[[plugins]]` is the one `[store]` names, that there is at
+/// most one, and that its config is in its own entry. Returns the declared store, if any.
+pub(crate) fn check_store_choice<'a>(
+    store: &PluginChoice,
+    decls: &'a [PluginDecl],
+) -> anyhow::Result<Option<&'a PluginDecl>> {
+    let stores: Vec<&PluginDecl> =
+        decls.iter().filter(|d| d.kind == actuator_core::PluginKind::Store).collect();
+    let decl = match stores.as_slice() {
+        [] => return Ok(None),
+        [one] => *one,
+        [a, b, ..] => anyhow::bail!(
+            "plugins: {} and {} are both stores; the daemon uses one store, named by [store] plugin",
+            a.name,
+            b.name
+        ),
+    };
+    if store.plugin != decl.name {
+        anyhow::bail!(
+            "plugins.{0}: a store plugin is used only as the daemon's store: set [store] plugin = \"{0}\" (it names {1:?}), or remove the entry",
+            decl.name,
+            store.plugin
+        );
+    }
+    if store.config.as_object().is_none_or(|m| !m.is_empty()) {
+        anyhow::bail!(
+            "store.config: the store is plugin {0}, loaded from a file; its config goes in its own entry (plugins.{0}.config)",
+            decl.name
+        );
+    }
+    Ok(Some(decl))
 }
 
 /// Log format and filter.
@@ -355,6 +391,7 @@ impl Settings {
         };
         let base = args.config.as_deref().and_then(Path::parent);
         check_plugins(&mut s.plugins, base)?;
+        check_store_choice(&s.store, &s.plugins)?;
         if let Some(l) = args.listen {
             s.listen = l;
         }
@@ -419,9 +456,32 @@ mod tests {
         let err = parse(&one.replace("notifier", "pager")).unwrap_err().to_string();
         assert!(err.contains("pager") && err.contains("notifier"), "{err}");
 
-        let mut store = parse(&one.replace("\"notifier\"", "\"store\"")).unwrap();
-        let msg = check_plugins(&mut store.plugins, Some(dir.path())).unwrap_err().to_string();
-        assert!(msg.contains("kind store cannot be loaded from a file"), "{msg}");
+        // A store from a file: checked like the others, used only when [store] names it.
+        let as_store = one.replace("\"notifier\"", "\"store\"");
+        let mut store = parse(&as_store).unwrap();
+        check_plugins(&mut store.plugins, Some(dir.path())).unwrap();
+        let msg = check_store_choice(&store.store, &store.plugins).unwrap_err().to_string();
+        assert!(msg.contains("plugins.teams: a store plugin is used only as the daemon's store: set [store] plugin = \"teams\" (it names \"sqlite\")"), "{msg}");
+        let chosen = parse(&format!("[store]\nplugin = \"teams\"\n{as_store}")).unwrap();
+        let d = check_store_choice(&chosen.store, &chosen.plugins).unwrap().unwrap();
+        assert_eq!((d.name.as_str(), &d.config["url"]), ("teams", &serde_json::json!("http://x")));
+        let with_config = parse(&format!(
+            "[store]\nplugin = \"teams\"\nconfig = {{ path = \"/x.db\" }}\n{as_store}"
+        ))
+        .unwrap();
+        let msg = check_store_choice(&with_config.store, &with_config.plugins).unwrap_err();
+        assert!(msg.to_string().contains("its own entry (plugins.teams.config)"), "{msg}");
+        let two = parse(&format!(
+            "[store]\nplugin = \"teams\"\n{as_store}{}",
+            as_store.replace("name = \"teams\"", "name = \"other\"")
+        ))
+        .unwrap();
+        let msg = check_store_choice(&two.store, &two.plugins).unwrap_err().to_string();
+        assert!(msg.contains("teams and other are both stores"), "{msg}");
+        let mut with_events = parse(&format!("{as_store}events = [\"failed\"]\n")).unwrap();
+        let msg = check_plugins(&mut with_events.plugins, Some(dir.path())).unwrap_err();
+        assert!(msg.to_string().contains("events apply to notifiers only"), "{msg}");
+        assert!(check_store_choice(&s.store, &s.plugins).unwrap().is_none());
 
         let mut missing = parse(&one.replace("path = \"teams\"", "path = \"gone\"")).unwrap();
         let msg = check_plugins(&mut missing.plugins, Some(dir.path())).unwrap_err().to_string();
