@@ -50,6 +50,7 @@ impl Engine {
         req.validate()?;
         let settings = plan::settings(&req)?;
         plan::check_ranges(&req, &settings)?;
+        Self::check_gates(&req)?;
         let steps = plan::steps(&req, &settings)?;
         plan::check_steps(&steps)?;
         if let Some(split) = &req.canary.traffic_split {
@@ -251,6 +252,6 @@ impl Engine {
             self.finished(false);
             return Err(EngineError::Invalid(p));
         }
-        self.enter_step(rt, 0, now, "validated", "rollout.phase", actor).await
+        self.enter_first_step(rt, now, actor).await
     }
 }

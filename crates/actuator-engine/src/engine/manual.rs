@@ -257,6 +257,7 @@ impl Engine {
         st.last_decision = None;
         st.paused_reason = None;
         st.awaiting_promotion = false;
+        st.gate = None;
         // Earlier rollbacks stay in the rollout's bounded history.
         st.archive_rollback();
         st.outcome = None;
@@ -341,6 +342,7 @@ impl Engine {
     /// Ends an active rollout as `aborted`: all traffic goes back to the stable config in the
     /// same write, with no rollback validation; not counted as a rollback.
     pub(super) async fn abort(&self, rt: &mut Runtime, actor: &str) -> Result<(), EngineError> {
+        self.cancel_gate_wait(rt, actor);
         rt.st.route = None;
         rt.st.paused_reason = None;
         rt.st.awaiting_promotion = false;
