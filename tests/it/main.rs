@@ -8,6 +8,7 @@ mod cli;
 mod crash;
 mod decisions;
 mod durable_ingest;
+mod gates;
 mod hardening;
 mod limits;
 mod metrics;
