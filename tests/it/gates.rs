@@ -25,12 +25,15 @@ enum Mode {
     Hang,
 }
 
+/// One call a receiver took: its path, headers, parsed body and raw body.
+type Call = (String, HeaderMap, Value, Bytes);
+
 /// A webhook receiver on loopback: each path answers by its mode (200 when unset), and every
 /// call is kept with its headers and body.
 #[derive(Clone, Default)]
 struct Receiver {
     modes: Arc<Mutex<HashMap<String, Mode>>>,
-    calls: Arc<Mutex<Vec<(String, HeaderMap, Value, Bytes)>>>,
+    calls: Arc<Mutex<Vec<Call>>>,
 }
 
 impl Receiver {
