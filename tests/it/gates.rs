@@ -216,6 +216,8 @@ async fn a_pre_rollout_gate_holds_all_traffic_on_stable_until_it_allows_even_acr
     assert!(v["gate"]["message"].as_str().unwrap().contains("next try at"), "{v:#}");
     assert_eq!((v["state"].as_str(), v["share_percent"].as_f64()), (Some("monitoring"), Some(0.0)));
     assert!(served(&c, &d.url, "chat").await.iter().all(|&v| v == 1), "the candidate got traffic");
+    let status = d.cli_ok(&["rollout", "status", &id]);
+    assert!(status.contains("gate: held by gate pre: HTTP 503 at"), "{status}");
     // The call is signed and carries the documented payload.
     let (h, p) = rx.calls("/pre")[0].clone();
     assert_eq!(h["x-actuator-gate"], "pre");
