@@ -472,6 +472,40 @@ async fn a_hanging_gate_times_out_and_holds_without_slowing_another_rollout() {
     let a = &answers[0]["metadata"]["gate_answer"];
     assert_eq!((a["outcome"].as_str(), a["status"].as_u64()), (Some("timeout"), None), "{a:#}");
     assert!(a["latency_ms"].as_u64().unwrap() >= 3000, "{a:#}");
+    // Paused while a call hangs: its timeout comes back while paused, is audited, and the
+    // gate is not asked again until a resume.
+    let act = |action: &'static str| {
+        let (c, url, id) = (c.clone(), d.url.clone(), hung.clone());
+        async move {
+            call(&c, Method::POST, &format!("{url}/v1/rollouts/{id}/{action}"), Some(json!({})))
+                .await
+        }
+    };
+    let n = rx.calls("/hang").len();
+    wait_until("another call in flight", || rx.calls("/hang").len() > n).await;
+    let (s, b) = act("pause").await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("paused")), "{b}");
+    let in_flight = rx.calls("/hang").len();
+    let deadline = Instant::now() + WAIT;
+    while !gate_answers(&c, &d.url, &hung)
+        .await
+        .iter()
+        .any(|e| e["action"] == "rollout.gate_answer")
+    {
+        assert!(Instant::now() < deadline, "the answer that came while paused was not audited");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(rx.calls("/hang").len(), in_flight, "a paused rollout's gate was asked");
+    let v = get(&c, &d.url, &hung).await;
+    assert_eq!(
+        (v["state"].as_str(), v["gate"]["gate"].as_str()),
+        (Some("paused"), Some("slow")),
+        "{v:#}"
+    );
+    let (s, b) = act("resume").await;
+    assert_eq!((s, b["state"].as_str()), (200, Some("monitoring")), "{b}");
+    wait_until("asked again after the resume", || rx.calls("/hang").len() > in_flight).await;
     // An operator's abort still works while the gate is pending.
     let (s, b) =
         call(&c, Method::POST, &format!("{}/v1/rollouts/{hung}/abort", d.url), Some(json!({})))
