@@ -9,6 +9,7 @@ mod cli_pipelines;
 mod crash;
 mod decisions;
 mod durable_ingest;
+mod gates;
 mod hardening;
 mod limits;
 mod metrics;

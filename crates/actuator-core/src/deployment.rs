@@ -495,6 +495,10 @@ pub struct DeploymentRequest {
     /// Free-form metadata kept with the deployment.
     #[serde(default)]
     pub metadata: BTreeMap<String, Value>,
+    /// Webhook gates asked before traffic moves, before each promotion and after a rollback
+    /// (at most 10; docs/user-guide.md, "Promotion gates").
+    #[serde(default)]
+    pub gates: Vec<crate::gate::GateSpec>,
 }
 
 fn default_actor() -> String {
@@ -624,6 +628,14 @@ pub enum RollbackReason {
     Timeout,
     /// The deployment was aborted.
     Aborted,
+    /// A `pre_rollout` or `confirm_promotion` gate with `on_failure = "rollback"` did not
+    /// allow the rollout to go on.
+    Gate {
+        /// The gate's name.
+        gate: String,
+        /// Its answer (`HTTP 503`, `timeout after 5000 ms`, ...).
+        answer: String,
+    },
 }
 
 /// A rule name of the analysis (`sequential:latency`, `sloguard:p99_latency`,

@@ -6,7 +6,7 @@
 //! | `config_applied` | `config.apply`, `config.revert`, `snapshot.restore` |
 //! | `rollout_started` | `rollout.start` |
 //! | `phase_promoted` | `rollout.promote`, `rollout.skip` |
-//! | `paused` | `rollout.pause` |
+//! | `paused` | `rollout.pause`, `rollout.gate_held` (a promotion gate refused or timed out; told on its first refusal) |
 //! | `awaiting_approval` | `rollout.awaiting_promotion` |
 //! | `inconclusive` | `rollout.inconclusive` |
 //! | `rolled_back` | `rollout.rollback` (routing flipped back), `rollout.rolled_back` (rollback finished, with the stable's validation), `rollout.rollback_timeout` |
@@ -85,7 +85,7 @@ impl EventClass {
             Self::ConfigApplied => &["config.apply", "config.revert", "snapshot.restore"],
             Self::RolloutStarted => &["rollout.start"],
             Self::PhasePromoted => &["rollout.promote", "rollout.skip"],
-            Self::Paused => &["rollout.pause"],
+            Self::Paused => &["rollout.pause", "rollout.gate_held"],
             Self::AwaitingApproval => &["rollout.awaiting_promotion"],
             Self::Inconclusive => &["rollout.inconclusive"],
             Self::RolledBack => {

@@ -20,6 +20,7 @@
 
 mod engine;
 mod error;
+mod gate;
 mod ingest;
 mod ingest_queue;
 mod plan;
@@ -29,6 +30,7 @@ pub use engine::{
     Clock, Durability, Engine, EngineSettings, ManualAction, ManualClock, RouteSink, SystemClock,
 };
 pub use error::EngineError;
+pub use gate::{GATE_HEADER, GateAnswer, GateOutcome, GateView, GateWait};
 pub use ingest::{BodyError, BodyFormat, IngestItemError, IngestReport, MAX_BATCH, ParsedBatch};
 pub use plan::{
     InconclusivePolicy, MAX_AB_ARMS, MAX_ACTOR_BYTES, MAX_ATTRIBUTE_OVERRIDES, MAX_COST_RATIO,

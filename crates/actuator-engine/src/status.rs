@@ -145,6 +145,12 @@ pub struct EngineStatus {
     /// Earlier rollbacks of this rollout, oldest first (bounded by [`MAX_ROLLBACKS`]).
     #[serde(default)]
     pub past_rollbacks: VecDeque<RollbackState>,
+    /// The promotion gate the rollout waits for, if any (see `crate::gate`).
+    #[serde(default)]
+    pub gate: Option<crate::gate::GateWait>,
+    /// How many gate waits the rollout has had: the id of the next one.
+    #[serde(default)]
+    pub gate_seq: u64,
 }
 
 impl EngineStatus {
@@ -174,6 +180,8 @@ impl EngineStatus {
             completed_at: None,
             activated_version: None,
             past_rollbacks: VecDeque::new(),
+            gate: None,
+            gate_seq: 0,
         }
     }
 
@@ -457,6 +465,9 @@ pub struct RolloutView {
     pub outcome: Option<String>,
     /// Store revision (optimistic concurrency).
     pub revision: u64,
+    /// The promotion gate the rollout waits for: its name, kind, last answer and next try.
+    #[serde(default)]
+    pub gate: Option<crate::gate::GateView>,
 }
 
 impl RolloutView {
@@ -547,6 +558,7 @@ impl RolloutView {
             errors: st.errors.iter().cloned().collect(),
             outcome: st.outcome.clone(),
             revision: rec.revision,
+            gate: st.gate.as_ref().map(crate::gate::GateView::from),
         }
     }
 }

@@ -410,6 +410,9 @@ pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
     if let Some(p) = v["paused_reason"].as_str() {
         let _ = writeln!(out, "paused: {p}");
     }
+    if let Some(g) = v["gate"]["message"].as_str() {
+        let _ = writeln!(out, "gate: {g}");
+    }
     if v["awaiting_promotion"] == Value::Bool(true) {
         let _ = writeln!(
             out,

@@ -115,6 +115,7 @@ fn headline(event: &Event) -> &'static str {
         Some(EventClass::ConfigApplied) => "Config applied",
         Some(EventClass::RolloutStarted) => "Rollout started",
         Some(EventClass::PhasePromoted) => "Rollout promoted",
+        Some(EventClass::Paused) if event.kind == "rollout.gate_held" => "Rollout held by a gate",
         Some(EventClass::Paused) => "Rollout paused",
         Some(EventClass::AwaitingApproval) => "Rollout awaits approval",
         Some(EventClass::Inconclusive) => "Rollout inconclusive",

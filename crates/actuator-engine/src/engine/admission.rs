@@ -51,6 +51,7 @@ impl Engine {
         let settings = plan::settings(&req)?;
         plan::check_strategy_keys(&req)?;
         plan::check_ranges(&req, &settings)?;
+        Self::check_gates(&req)?;
         let steps = plan::steps(&req, &settings)?;
         plan::check_steps(&steps)?;
         if let Some(split) = &req.canary.traffic_split {
@@ -252,6 +253,6 @@ impl Engine {
             self.finished(false);
             return Err(EngineError::Invalid(p));
         }
-        self.enter_step(rt, 0, now, "validated", "rollout.phase", actor).await
+        self.enter_first_step(rt, now, actor).await
     }
 }

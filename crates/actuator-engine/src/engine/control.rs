@@ -14,7 +14,10 @@ impl Engine {
                 if self.check_rollout_budget(rt, now).await? {
                     return Ok(());
                 }
-                if look_due(rt, now) {
+                // A gate's call starts on its own task; a pre_rollout wait has nothing to
+                // analyse yet.
+                let gate_holds = self.gate_tick(rt, now);
+                if !gate_holds && look_due(rt, now) {
                     self.look(rt, now).await?;
                 }
             }
@@ -85,8 +88,7 @@ impl Engine {
             }
             Decision::Promote { arm } => {
                 if auto_promote {
-                    self.advance(rt, "engine", "analysis: promote", "rollout.promote", Some(arm))
-                        .await
+                    self.promote_gated(rt, "analysis: promote", Some(arm)).await
                 } else {
                     if !rt.st.awaiting_promotion {
                         self.notify(
@@ -210,11 +212,9 @@ impl Engine {
                             rt.st.awaiting_promotion = true;
                             Ok(())
                         } else {
-                            self.advance(
+                            self.promote_gated(
                                 rt,
-                                "engine",
                                 &format!("inconclusive, no alarm, minimums met: promote ({detail})"),
-                                "rollout.promote",
                                 None,
                             )
                             .await

@@ -281,6 +281,9 @@ impl Engine {
                     }
                 }
             }
+            if let Some(at) = Self::gate_due_ms(rt) {
+                due = due.min(at);
+            }
             if rt.st.settings.triggers.max_duration && !rt.st.budget_held {
                 let limit = rt.req.canary.max_duration_secs.saturating_mul(1000);
                 due = due.min(after(limit.saturating_sub(rt.st.active_ms)));
@@ -313,6 +316,7 @@ impl Engine {
         tracing::error!(rollout = %rt.rec.id, reason = %why, "rollout failed");
         rt.st.push_error(why.to_owned());
         rt.st.route = None;
+        rt.st.gate = None;
         rt.st.paused_reason = None;
         rt.st.awaiting_promotion = false;
         rt.st.outcome = Some(format!("failed: {why}"));

@@ -277,6 +277,7 @@ impl Engine {
         st.last_decision = None;
         st.paused_reason = None;
         st.awaiting_promotion = false;
+        st.gate = None;
         // Earlier rollbacks stay in the rollout's bounded history.
         st.archive_rollback();
         st.outcome = None;
@@ -371,6 +372,7 @@ impl Engine {
         actor: &str,
         because: &str,
     ) -> Result<(), EngineError> {
+        self.cancel_gate_wait(rt, actor);
         rt.st.route = None;
         rt.st.paused_reason = None;
         rt.st.awaiting_promotion = false;

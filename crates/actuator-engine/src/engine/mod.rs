@@ -41,6 +41,7 @@ mod admission;
 mod budget;
 mod clock;
 mod control;
+mod gates;
 mod lifecycle;
 mod manual;
 mod persist;
@@ -205,6 +206,12 @@ pub(crate) struct Runtime {
     /// When the rollout's clocks were last advanced; `None` after a load, so downtime never
     /// counts.
     pub(crate) anchor: Option<DateTime<Utc>>,
+    /// The id of the gate wait whose call is in flight (never persisted: a restart asks the
+    /// awaited gate again).
+    pub(crate) gate_in_flight: Option<u64>,
+    /// Audit metadata the next commit adds to its entry (a gate's answer, audited in the
+    /// write of the transition it allows).
+    pub(crate) pending_audit: Option<Value>,
 }
 
 impl Runtime {
@@ -228,6 +235,8 @@ impl Runtime {
             looked: None,
             last_save: now,
             anchor: None,
+            gate_in_flight: None,
+            pending_audit: None,
         }
     }
 

@@ -133,6 +133,10 @@ impl Engine {
         if let (Value::Object(m), Value::Object(extra)) = (&mut meta, metadata) {
             m.extend(extra);
         }
+        if let (Value::Object(m), Some(Value::Object(extra))) = (&mut meta, rt.pending_audit.take())
+        {
+            m.extend(extra);
+        }
         let update = RolloutUpdate {
             expected_revision: rt.rec.revision,
             state: to,

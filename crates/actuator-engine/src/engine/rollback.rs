@@ -21,6 +21,7 @@ impl Engine {
         // active again in the same write, and the candidate's share steps down from there.
         let after_completion = rt.rec.state == DeploymentState::Completed;
         let activate = if after_completion { rt.st.stable_version } else { None };
+        self.cancel_gate_wait(rt, actor);
         rt.st.archive_rollback();
         let current = rt.st.route.as_ref().map_or(0, |r| r.share.basis_points());
         let mut remaining: Vec<u16> = match mode {
@@ -231,6 +232,7 @@ impl Engine {
         )
         .await?;
         self.finished(false);
+        self.post_rollback_gates(rt);
         let sev = if validated == Some(false) { Severity::Critical } else { Severity::Info };
         self.notify(
             rt,

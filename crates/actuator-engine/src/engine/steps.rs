@@ -247,6 +247,7 @@ impl Engine {
         action: &str,
         winner: Option<Arm>,
     ) -> Result<(), EngineError> {
+        self.cancel_gate_wait(rt, actor);
         rt.st.awaiting_promotion = false;
         rt.st.paused_reason = None;
         if next >= rt.st.steps.len() || rt.rec.strategy == DeploymentStrategy::AbTest {
@@ -321,6 +322,7 @@ impl Engine {
                 format!("version {} is now active", rt.st.candidate_version),
             ),
         };
+        self.cancel_gate_wait(rt, actor);
         rt.st.route = None;
         rt.st.outcome = Some(outcome.clone());
         rt.st.completed_at = Some(self.now());
