@@ -668,6 +668,7 @@ impl fmt::Display for RollbackReason {
             Self::CostOverrun => f.write_str("cost is above its trigger"),
             Self::Timeout => f.write_str("the rollout ran past its maximum duration"),
             Self::Aborted => f.write_str("aborted"),
+            Self::Gate { gate, answer } => write!(f, "gate {gate} refused the rollout: {answer}"),
         }
     }
 }
