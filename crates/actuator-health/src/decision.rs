@@ -425,6 +425,31 @@ pub struct Evaluation {
     pub explanation: Explanation,
 }
 
+/// One metric of the first compared arm at one look, kept in the health history for charts:
+/// single precision and short keys (`m`, `e`, `lo`, `hi`, `mg`, `le`), since a history is
+/// part of every stored status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    /// The metric (`errors`, `latency`, `tail:q0.99`, `cost`, `quality`, ...).
+    #[serde(rename = "m")]
+    pub metric: String,
+    /// The pooled estimate (harm direction, the test's scale).
+    #[serde(rename = "e", default, skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<f32>,
+    /// Always-valid lower bound.
+    #[serde(rename = "lo", default, skip_serializing_if = "Option::is_none")]
+    pub lower: Option<f32>,
+    /// Always-valid upper bound.
+    #[serde(rename = "hi", default, skip_serializing_if = "Option::is_none")]
+    pub upper: Option<f32>,
+    /// The promotion margin.
+    #[serde(rename = "mg", default, skip_serializing_if = "Option::is_none")]
+    pub margin: Option<f32>,
+    /// ln e carried over the phases.
+    #[serde(rename = "le")]
+    pub log_e_total: f32,
+}
+
 /// A compact entry of the bounded health history.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HealthRecord {
@@ -440,4 +465,13 @@ pub struct HealthRecord {
     pub max_combined_log_e: f64,
     /// Treatment requests in the phase.
     pub samples: u64,
+    /// The arm whose metrics follow (the first compared with control).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
+    /// ln of the e-value at which the arm's combined evidence rolls it back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_threshold: Option<f64>,
+    /// Each metric of that arm at this look.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricPoint>,
 }

@@ -34,8 +34,8 @@ pub use config::{
 };
 pub use decision::{
     ArmComparison, ArmSummary, BenefitReport, CheckReport, CheckStatus, ClassicalReport, Decision,
-    Evaluation, Explanation, FiredRule, Gates, HaltReason, HealthRecord, Holding, MetricReport,
-    MetricVerdict, ProjectedNeed, RuleKind,
+    Evaluation, Explanation, FiredRule, Gates, HaltReason, HealthRecord, Holding, MetricPoint,
+    MetricReport, MetricVerdict, ProjectedNeed, RuleKind,
 };
 pub use dedup::{DEFAULT_DEDUP_CAPACITY, DedupEntry, RequestDedup};
 pub use error::{HealthError, Result};

@@ -28,8 +28,8 @@ use crate::config::{
 };
 use crate::decision::{
     ArmComparison, ArmSummary, BenefitReport, CheckReport, CheckStatus, ClassicalReport, Decision,
-    Evaluation, Explanation, FiredRule, Gates, HaltReason, HealthRecord, Holding, MetricReport,
-    MetricVerdict, ProjectedNeed, RuleKind,
+    Evaluation, Explanation, FiredRule, Gates, HaltReason, HealthRecord, Holding, MetricPoint,
+    MetricReport, MetricVerdict, ProjectedNeed, RuleKind,
 };
 use crate::dedup::{DedupEntry, RequestDedup, arm_request_key, request_key};
 use crate::error::{HealthError, Result};
@@ -392,7 +392,15 @@ impl RolloutHealth {
             + self.phase.stats.iter().map(ArmStats::approx_bytes).sum::<usize>()
             + self.baseline.as_ref().map_or(0, |b| b.stable.approx_bytes())
             + self.dedup.approx_bytes()
-            + self.history.len() * (std::mem::size_of::<HealthRecord>() + 256)
+            + self
+                .history
+                .iter()
+                .map(|r| {
+                    std::mem::size_of::<HealthRecord>()
+                        + 256
+                        + r.metrics.len() * (std::mem::size_of::<MetricPoint>() + 16)
+                })
+                .sum::<usize>()
             + self.treatments.len() * 1024
     }
 
@@ -1788,6 +1796,9 @@ impl RolloutHealth {
             holding,
             delays,
         };
+        let first = explanation.comparisons.first();
+        #[allow(clippy::cast_possible_truncation)]
+        let narrow = |x: Option<f64>| x.filter(|v| v.is_finite()).map(|v| v as f32);
         let record = HealthRecord {
             at: now,
             phase: self.phase.index,
@@ -1799,11 +1810,25 @@ impl RolloutHealth {
                 .map(|c| c.combined_log_e)
                 .fold(0.0, f64::max),
             samples,
+            arm: first.map(|c| c.arm.label().to_owned()),
+            log_threshold: first.map(|c| c.log_threshold),
+            metrics: first
+                .map(|c| {
+                    c.metrics
+                        .iter()
+                        .map(|m| MetricPoint {
+                            metric: m.metric.clone(),
+                            estimate: narrow(m.estimate),
+                            lower: narrow(m.lower),
+                            upper: narrow(m.upper),
+                            margin: narrow(m.margin),
+                            log_e_total: narrow(Some(m.log_e_total)).unwrap_or(0.0),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         };
-        if self.history.len() >= self.config.history_capacity {
-            self.history.pop_front();
-        }
-        self.history.push_back(record);
+        push_thinned(&mut self.history, record, self.config.history_capacity);
         let evaluation = Evaluation { decision, explanation };
         self.last = Some(evaluation.clone());
         evaluation
@@ -2432,4 +2457,24 @@ fn check_mode_arms(mode: &AnalysisMode, arms: &[Arm]) -> Result<()> {
             arms.iter().map(Arm::label).collect::<Vec<_>>()
         )))
     }
+}
+
+/// Appends `record` to a history of at most `capacity` looks. A full history drops every
+/// second look (the first one kept, and every promotion and rollback kept), so it always
+/// spans the whole rollout from its first look, at a resolution that halves each time it
+/// fills, instead of losing its beginning.
+fn push_thinned(history: &mut VecDeque<HealthRecord>, record: HealthRecord, capacity: usize) {
+    if history.len() >= capacity {
+        let mut i = 0usize;
+        history.retain(|r| {
+            let keep = i % 2 == 0
+                || matches!(r.decision, Decision::Promote { .. } | Decision::Rollback { .. });
+            i += 1;
+            keep
+        });
+        while history.len() >= capacity {
+            history.pop_front();
+        }
+    }
+    history.push_back(record);
 }

@@ -478,8 +478,44 @@ fn history_is_bounded() {
     for i in 0..20 {
         h.look(t0() + Duration::seconds(i));
     }
-    assert_eq!(h.history().count(), 5);
-    assert_eq!(h.history().next().expect("entry").at, t0() + Duration::seconds(15));
+    assert!(h.history().count() <= 5);
+    // A full history is thinned, not cut: it still starts at the first look and ends at the
+    // last, in time order.
+    let at: Vec<_> = h.history().map(|r| r.at).collect();
+    assert_eq!(at.first(), Some(&t0()), "{at:?}");
+    assert_eq!(at.last(), Some(&(t0() + Duration::seconds(19))), "{at:?}");
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
+
+    // A long phase: 100 looks cover the whole of 10,000.
+    let mut h = monitor(PhaseConfig::canary(0.5));
+    for i in 0..10_000 {
+        h.look(t0() + Duration::seconds(i));
+    }
+    let at: Vec<_> = h.history().map(|r| r.at).collect();
+    assert!(at.len() <= 100 && at.len() >= 50, "{}", at.len());
+    assert_eq!(at[0], t0());
+    assert_eq!(at.last(), Some(&(t0() + Duration::seconds(9_999))));
+}
+
+#[test]
+fn history_points_carry_each_metric_for_charts() {
+    let mut h = monitor(PhaseConfig::canary(0.5));
+    let mut rng = Rng(5);
+    let _ = run(&mut h, &mut rng, 0.5, BASE, BASE, 2);
+    let r = h.history().last().expect("a look");
+    assert_eq!(r.arm.as_deref(), Some("canary"));
+    assert!(r.log_threshold.is_some_and(|t| t > 0.0));
+    let errors = r.metrics.iter().find(|m| m.metric == "errors").expect("errors");
+    let (lo, e, hi) = (errors.lower.unwrap(), errors.estimate.unwrap(), errors.upper.unwrap());
+    assert!(lo <= e && e <= hi, "the interval holds its estimate: {errors:?}");
+    let json = serde_json::to_string(r).unwrap();
+    assert!(json.contains("\"m\":\"errors\""), "{json}");
+    let back: actuator_health::HealthRecord = serde_json::from_str(&json).unwrap();
+    assert_eq!(&back, r);
+    // A record stored before the points existed still reads.
+    let old = r#"{"at":"2026-01-01T00:00:00Z","phase":0,"decision":{"kind":"continue"},"rule":"x","max_combined_log_e":0.0,"samples":1}"#;
+    let old: actuator_health::HealthRecord = serde_json::from_str(old).unwrap();
+    assert!(old.metrics.is_empty());
 }
 
 #[test]
