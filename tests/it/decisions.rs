@@ -2,7 +2,7 @@
 //! absolute thresholds completes (the thresholds are SLO guards compared with the stable,
 //! not limits on the candidate's own numbers), and a candidate with doubled errors rolls back.
 
-use actuator_tests::{FAST_ENGINE, TestDaemon, TrafficSim, call, http};
+use actuator_tests::{FAST_ENGINE, TestDaemon, TrafficSim, call, http, start_rollout};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -51,9 +51,7 @@ fn request(name: &str) -> Value {
 }
 
 async fn start(c: &reqwest::Client, url: &str, req: Value) -> String {
-    let (s, b) = call(c, Method::POST, &format!("{url}/v1/rollouts"), Some(req)).await;
-    assert_eq!(s, 201, "rollout refused: {b}");
-    b["id"].as_str().unwrap().to_owned()
+    start_rollout(c, url, req).await["id"].as_str().unwrap().to_owned()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

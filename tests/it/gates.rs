@@ -4,7 +4,7 @@
 //! rolls back, a hanging gate times out without slowing another rollout, `post_rollback` is
 //! told after automatic and manual rollbacks, and every answer is in the audit log.
 
-use actuator_tests::{FAST_ENGINE, TestDaemon, call, http};
+use actuator_tests::{FAST_ENGINE, TestDaemon, call, http, slot_with_candidate, start_rollout};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, Uri};
@@ -82,25 +82,18 @@ async fn answer(
 }
 
 async fn setup(c: &reqwest::Client, url: &str, slot: &str) {
-    let (s, b) =
-        call(c, Method::POST, &format!("{url}/v1/slots"), Some(json!({"name": slot}))).await;
-    assert_eq!(s, 201, "{b}");
-    for (model, activate) in [("stable-model", true), ("candidate-model", false)] {
-        let (s, b) = call(
-            c,
-            Method::POST,
-            &format!("{url}/v1/slots/{slot}/versions"),
-            Some(json!({"document": {"model": model}, "activate": activate})),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
-    }
+    slot_with_candidate(
+        c,
+        url,
+        slot,
+        json!({"model": "stable-model"}),
+        json!({"model": "candidate-model"}),
+    )
+    .await;
 }
 
 async fn start(c: &reqwest::Client, url: &str, req: Value) -> String {
-    let (s, b) = call(c, Method::POST, &format!("{url}/v1/rollouts"), Some(req)).await;
-    assert_eq!(s, 201, "rollout refused: {b}");
-    b["id"].as_str().unwrap().to_owned()
+    start_rollout(c, url, req).await["id"].as_str().unwrap().to_owned()
 }
 
 async fn get(c: &reqwest::Client, url: &str, id: &str) -> Value {

@@ -1,7 +1,7 @@
 //! Engine hardening against the real daemon: request ranges, promotion that waits for a
 //! person, step and rollout budgets, rollback after completion, and the aborted state.
 
-use actuator_tests::{FAST_ENGINE, TestDaemon, call, http};
+use actuator_tests::{FAST_ENGINE, TestDaemon, call, http, slot_with_candidate, start_rollout};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -10,25 +10,18 @@ const WAIT: Duration = Duration::from_secs(60);
 
 /// Creates `slot` with version 1 (active) and version 2 (the candidate).
 async fn setup(c: &reqwest::Client, url: &str, slot: &str) {
-    let (s, b) =
-        call(c, Method::POST, &format!("{url}/v1/slots"), Some(json!({"name": slot}))).await;
-    assert_eq!(s, 201, "{b}");
-    for (model, activate) in [("stable-model", true), ("candidate-model", false)] {
-        let (s, b) = call(
-            c,
-            Method::POST,
-            &format!("{url}/v1/slots/{slot}/versions"),
-            Some(json!({"document": {"model": model}, "activate": activate})),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
-    }
+    slot_with_candidate(
+        c,
+        url,
+        slot,
+        json!({"model": "stable-model"}),
+        json!({"model": "candidate-model"}),
+    )
+    .await;
 }
 
 async fn start(c: &reqwest::Client, url: &str, req: Value) -> Value {
-    let (s, b) = call(c, Method::POST, &format!("{url}/v1/rollouts"), Some(req)).await;
-    assert_eq!(s, 201, "rollout refused: {b}");
-    b
+    start_rollout(c, url, req).await
 }
 
 async fn get(c: &reqwest::Client, url: &str, id: &str) -> Value {

@@ -2,7 +2,7 @@
 //! candidate completes, a bad one is rolled back, and the state history follows the
 //! state machine.
 
-use actuator_tests::{FAST_ENGINE, TestDaemon, TrafficSim, call, http};
+use actuator_tests::{FAST_ENGINE, TestDaemon, TrafficSim, call, http, start_rollout};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -38,9 +38,7 @@ async fn setup_with(c: &reqwest::Client, url: &str, slot: &str, sim: Value) {
 }
 
 async fn start(c: &reqwest::Client, url: &str, req: Value) -> String {
-    let (s, b) = call(c, Method::POST, &format!("{url}/v1/rollouts"), Some(req)).await;
-    assert_eq!(s, 201, "rollout refused: {b}");
-    b["id"].as_str().unwrap().to_owned()
+    start_rollout(c, url, req).await["id"].as_str().unwrap().to_owned()
 }
 
 /// Drives traffic until the rollout ends; returns its final view.

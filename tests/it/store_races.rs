@@ -18,19 +18,14 @@ fn request(slot: &str, candidate: u64) -> Value {
 
 /// Creates `slot` with version 1 active and version 2 staged.
 async fn slot_with_candidate(c: &reqwest::Client, url: &str, slot: &str) {
-    let (s, b) =
-        call(c, Method::POST, &format!("{url}/v1/slots"), Some(json!({"name": slot}))).await;
-    assert_eq!(s, 201, "{b}");
-    for (model, activate) in [("stable", true), ("candidate", false)] {
-        let (s, b) = call(
-            c,
-            Method::POST,
-            &format!("{url}/v1/slots/{slot}/versions"),
-            Some(json!({"document": {"model": model}, "activate": activate})),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
-    }
+    actuator_tests::slot_with_candidate(
+        c,
+        url,
+        slot,
+        json!({"model": "stable"}),
+        json!({"model": "candidate"}),
+    )
+    .await;
 }
 
 async fn active_rollouts(c: &reqwest::Client, url: &str) -> Vec<Value> {

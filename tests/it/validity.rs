@@ -2,7 +2,7 @@
 //! users to the canary is tagged outside the experiment in the resolve answer, and their
 //! failures cause neither a rollback nor a halt; the same failures untagged do roll back.
 
-use actuator_tests::{FAST_ENGINE, TestDaemon, call, http};
+use actuator_tests::{FAST_ENGINE, TestDaemon, call, http, slot_with_candidate};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -10,20 +10,15 @@ use std::time::{Duration, Instant};
 const GOOD: f64 = 0.005;
 
 async fn setup(c: &reqwest::Client, url: &str, slot: &str) {
-    let (s, b) =
-        call(c, Method::POST, &format!("{url}/v1/slots"), Some(json!({"name": slot}))).await;
-    assert_eq!(s, 201, "{b}");
-    for (model, activate) in [("stable-model", true), ("candidate-model", false)] {
-        let doc = json!({"model": model, "sim": {"error_rate": GOOD, "latency_ms": 300.0}});
-        let (s, b) = call(
-            c,
-            Method::POST,
-            &format!("{url}/v1/slots/{slot}/versions"),
-            Some(json!({"document": doc, "activate": activate})),
-        )
-        .await;
-        assert_eq!(s, 201, "{b}");
-    }
+    let sim = json!({"error_rate": GOOD, "latency_ms": 300.0});
+    slot_with_candidate(
+        c,
+        url,
+        slot,
+        json!({"model": "stable-model", "sim": sim}),
+        json!({"model": "candidate-model", "sim": sim}),
+    )
+    .await;
 }
 
 async fn start(c: &reqwest::Client, url: &str, slot: &str) -> String {

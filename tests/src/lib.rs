@@ -234,6 +234,43 @@ pub async fn call_as(
     (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }
 
+/// Creates `slot` over HTTP with two versions: `stable` (active) and `candidate` (staged,
+/// version 2), asserting each answer.
+pub async fn slot_with_candidate(
+    c: &reqwest::Client,
+    url: &str,
+    slot: &str,
+    stable: serde_json::Value,
+    candidate: serde_json::Value,
+) {
+    use serde_json::json;
+    let (s, b) =
+        call(c, reqwest::Method::POST, &format!("{url}/v1/slots"), Some(json!({"name": slot})))
+            .await;
+    assert_eq!(s, 201, "{b}");
+    for (doc, activate) in [(stable, true), (candidate, false)] {
+        let (s, b) = call(
+            c,
+            reqwest::Method::POST,
+            &format!("{url}/v1/slots/{slot}/versions"),
+            Some(json!({"document": doc, "activate": activate})),
+        )
+        .await;
+        assert_eq!(s, 201, "{b}");
+    }
+}
+
+/// Starts a rollout over HTTP, asserting 201; returns its view.
+pub async fn start_rollout(
+    c: &reqwest::Client,
+    url: &str,
+    req: serde_json::Value,
+) -> serde_json::Value {
+    let (s, b) = call(c, reqwest::Method::POST, &format!("{url}/v1/rollouts"), Some(req)).await;
+    assert_eq!(s, 201, "rollout refused: {b}");
+    b
+}
+
 /// A simulated LLM application: resolves configs for random users and reports outcomes
 /// drawn from each config document's `sim` object (`error_rate`, `latency_ms`, `cost`,
 /// `quality`; defaults 1 %, 300 ms, 0.002, 4.0).
