@@ -144,6 +144,27 @@ pub(crate) fn percent(x: f64) -> String {
     s.trim_end_matches('0').trim_end_matches('.').to_owned()
 }
 
+/// The candidate's observed share of the phase's requests beside the configured one:
+/// ` (observed 4.8% of 2345 requests)`; empty without traffic, for a shadow (which serves no
+/// user) and for a finished rollout.
+pub(crate) fn observed_share(view: &Value) -> String {
+    if view["strategy"] == "shadow" || is_terminal(&view["state"]) {
+        return String::new();
+    }
+    let (mut candidate, mut total) = (0u64, 0u64);
+    for a in view["arms"].as_array().into_iter().flatten() {
+        let n = a["requests"].as_u64().unwrap_or(0);
+        total = total.saturating_add(n);
+        if !matches!(a["arm"].as_str(), Some("stable" | "control")) {
+            candidate = candidate.saturating_add(n);
+        }
+    }
+    if total == 0 {
+        return String::new();
+    }
+    format!(" (observed {}% of {total} requests)", percent(100.0 * candidate as f64 / total as f64))
+}
+
 /// Whether a rollout state is terminal: `completed`, `rolled_back`, `failed` or `aborted`.
 pub(crate) fn is_terminal(state: &Value) -> bool {
     matches!(state.as_str(), Some("completed" | "rolled_back" | "failed" | "aborted"))
@@ -394,9 +415,10 @@ pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
     );
     let _ = writeln!(
         out,
-        "phase {}, {}  stable version {} -> candidate version {}",
+        "phase {}, {}{}  stable version {} -> candidate version {}",
         phase(v),
         share(v),
+        observed_share(v),
         short(&v["stable_version"]),
         short(&v["candidate_version"])
     );
@@ -483,4 +505,52 @@ pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn shares_say_who_serves_the_traffic() {
+        let live = json!({"state": "monitoring", "strategy": "canary", "share_percent": 5.0,
+            "arms": [{"arm": "control", "requests": 950}, {"arm": "canary", "requests": 50}]});
+        assert_eq!(share(&live), "5%");
+        assert_eq!(observed_share(&live), " (observed 5% of 1000 requests)");
+        let done = json!({"state": "completed", "strategy": "canary", "share_percent": 0.0});
+        assert_eq!(share(&done), "candidate is stable");
+        assert_eq!(observed_share(&done), "");
+        let back = json!({"state": "rolled_back", "strategy": "canary", "share_percent": 0.0});
+        assert_eq!(share(&back), "all on stable");
+        let shadow = json!({"state": "monitoring", "strategy": "shadow", "share_percent": 100.0});
+        assert_eq!(share(&shadow), "mirrored, serves no user");
+        assert_eq!(observed_share(&shadow), "");
+    }
+
+    #[test]
+    fn numbers_are_for_people() {
+        assert_eq!(phase(&json!({"phase": 1, "phases": 5})), "1 of 0-4", "numbered from 0");
+        assert_eq!(evalue(&json!(0.0)), "1.00");
+        assert_eq!(evalue(&json!(10.0)), "2.2e4");
+        assert_eq!(evalue(&json!(207.0)), ">1e12", "a 90-digit number is capped");
+        let no_data = json!({"estimate": null, "non_inferior": true, "verdict": "pending"});
+        assert_eq!(verdict(&no_data), "no data");
+        let held = json!({"estimate": 0.01, "verdict": "beyond_margin", "blocking": true});
+        assert_eq!(verdict(&held), "beyond margin, blocks");
+        let fine = json!({"estimate": -0.01, "verdict": "non_inferior"});
+        assert_eq!(verdict(&fine), "non-inferior");
+    }
+
+    #[test]
+    fn reasons_read_as_words() {
+        let r = json!({"kind": "analysis", "rules": ["sequential:errors"]});
+        assert_eq!(
+            reason(&r),
+            "the analysis found the candidate worse: errors worse than control (sequential test)"
+        );
+        let gradual = json!({"mode": "gradual", "automatic": true, "flip_ms": 3.0});
+        assert!(rollback_line(&gradual).contains("first step down in 3.000 ms"));
+        assert!(!rollback_line(&gradual).contains("traffic back on stable"));
+    }
 }
