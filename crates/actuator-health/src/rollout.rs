@@ -2467,7 +2467,7 @@ fn push_thinned(history: &mut VecDeque<HealthRecord>, record: HealthRecord, capa
     if history.len() >= capacity {
         let mut i = 0usize;
         history.retain(|r| {
-            let keep = i % 2 == 0
+            let keep = i.is_multiple_of(2)
                 || matches!(r.decision, Decision::Promote { .. } | Decision::Rollback { .. });
             i += 1;
             keep
