@@ -11,6 +11,7 @@ pub mod config;
 pub mod deployment;
 pub mod error;
 pub mod events;
+pub mod metric_query;
 pub mod plugin;
 pub mod state;
 pub mod store;
@@ -27,6 +28,7 @@ pub use config::{ConfigVersion, NewSlot, Slot, SlotName, Snapshot};
 pub use deployment::*;
 pub use error::CoreError;
 pub use events::{ClassSet, EventClass, EventSelection};
+pub use metric_query::{LatencyUnit, MetricsSpec};
 pub use plugin::{
     ApiVersion, Event, HostContext, MetricSource, Notifier, PluginDirectory, PluginError,
     PluginHealth, PluginInfo, PluginKind, PluginStatus, PluginTier, Registration, Registry,

@@ -22,6 +22,7 @@ mod engine;
 mod error;
 mod ingest;
 mod ingest_queue;
+pub mod metric_feed;
 mod plan;
 mod status;
 

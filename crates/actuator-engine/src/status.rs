@@ -418,6 +418,10 @@ pub struct RolloutView {
     pub outcome: Option<String>,
     /// Store revision (optimistic concurrency).
     pub revision: u64,
+    /// The feed of a rollout whose outcomes come from a metric source (`metrics` in the
+    /// request): its looks, and the missing data that holds promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_feed: Option<crate::metric_feed::MetricFeedView>,
 }
 
 impl RolloutView {
@@ -502,6 +506,7 @@ impl RolloutView {
             errors: st.errors.iter().cloned().collect(),
             outcome: st.outcome.clone(),
             revision: rec.revision,
+            metric_feed: None,
         }
     }
 }

@@ -52,6 +52,7 @@ impl Engine {
         plan::check_ranges(&req, &settings)?;
         let steps = plan::steps(&req, &settings)?;
         plan::check_steps(&steps)?;
+        self.check_metric_feed(&req)?;
         if let Some(split) = &req.canary.traffic_split {
             serde_json::from_value::<SplitStrategy>(split.clone())
                 .map_err(|e| EngineError::Invalid(format!("canary.traffic_split: {e}")))?;
