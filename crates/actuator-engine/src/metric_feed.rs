@@ -230,6 +230,9 @@ pub struct MetricFeedView {
     pub fed_requests: u64,
     /// Looks whose delta was above `max_requests_per_look` and scaled down.
     pub capped_looks: u64,
+    /// The step whose counters the last complete look read. Until a look has read the
+    /// current step, promotion is held.
+    pub step_read: Option<usize>,
     /// Present while the last look missed data: promotion is held until a look reads every
     /// query again.
     pub missing: Option<MissingData>,
@@ -260,9 +263,9 @@ mod tests {
         assert!(d.reset);
         assert_eq!(d.requests, 160);
         // Errors never exceed requests; a raced cumulative count is evened.
-        let d = delta(&a, &r(101.0, 9.0, &[62.0, 61.0, 96.0]));
-        assert_eq!((d.requests, d.errors), (1, 1));
-        assert_eq!(d.buckets, vec![2, 0, 1]);
+        let d = delta(&a, &r(101.0, 9.0, &[62.0, 91.0, 96.0]));
+        assert_eq!((d.requests, d.errors, d.reset), (1, 1, false));
+        assert_eq!(d.buckets, vec![2, 0, 0]);
     }
 
     #[test]

@@ -87,7 +87,7 @@ impl Engine {
             ),
             _ => false,
         };
-        if promotes && let Some(held) = self.feed_hold(&rt.rec.id) {
+        if promotes && let Some(held) = self.feed_hold(rt) {
             if let Some(d) = rt.st.last_decision.as_mut() {
                 d.reasons.push(held);
             }

@@ -89,20 +89,29 @@ impl Engine {
         lock(&self.inner.feeds.views).get(id).cloned()
     }
 
-    /// Why promotion of `id` is held by missing metric data, if it is.
-    pub(super) fn feed_hold(&self, id: &str) -> Option<String> {
+    /// Why promotion of `rt` is held by its metric feed, if it is: the feed has not read the
+    /// current step yet, or its last look missed data.
+    pub(super) fn feed_hold(&self, rt: &Runtime) -> Option<String> {
+        rt.req.metrics.as_ref()?;
         let views = lock(&self.inner.feeds.views);
-        let m = views.get(id)?.missing.as_ref()?;
-        Some(format!(
-            "promotion held: metric data missing since {} ({} of {} looks): {} query for {} ({}): {}",
-            m.since.to_rfc3339(),
-            m.looks,
-            m.limit,
-            m.field,
-            m.arm,
-            m.query,
-            m.error
-        ))
+        let Some(v) = views.get(&rt.rec.id) else {
+            return Some("promotion held: the metric feed has not looked yet".into());
+        };
+        if let Some(m) = &v.missing {
+            return Some(format!(
+                "promotion held: metric data missing since {} ({} of {} looks): {} query for {} ({}): {}",
+                m.since.to_rfc3339(),
+                m.looks,
+                m.limit,
+                m.field,
+                m.arm,
+                m.query,
+                m.error
+            ));
+        }
+        (v.step_read != Some(rt.st.step)).then(|| {
+            format!("promotion held: the metric feed has not read step {} yet", rt.st.step)
+        })
     }
 
     /// Starts the supervisor that gives every active rollout with `metrics` its poller.
@@ -145,6 +154,15 @@ impl Engine {
         let target =
             Target { state: g.rec.state, step: g.st.step, slot: g.rec.slot.to_string(), arms };
         Some((target, spec))
+    }
+
+    /// Makes the control loop look at `id` on its next pass (its feed's hold changed).
+    async fn feed_changed(&self, id: &str) {
+        if let Some(rt) = self.runtime(id) {
+            rt.lock().await.fresh = true;
+            self.wake_rollout(id);
+            self.wake();
+        }
     }
 
     /// Halts `id` for missing data: a pause with the reason, audited, when it is monitored.
@@ -267,6 +285,7 @@ async fn poll(
                 last_look_at: None,
                 fed_requests: 0,
                 capped_looks: 0,
+                step_read: None,
                 missing: None,
             },
         );
@@ -333,14 +352,19 @@ async fn look(
             }
         }
     };
+    let before = hold_state(engine, id);
     update_view(engine, id, |v| {
         v.looks = v.looks.saturating_add(1);
         v.last_look_at = Some(now);
     });
+    let missed = gap.is_some();
     match gap {
         None => {
             st.missing = None;
-            update_view(engine, id, |v| v.missing = None);
+            update_view(engine, id, |v| {
+                v.missing = None;
+                v.step_read = Some(target.step);
+            });
         }
         Some((arm, field, query, error)) => {
             let (since, n) = st.missing.map_or((now, 1), |(s, n)| (s, n.saturating_add(1)));
@@ -374,7 +398,19 @@ async fn look(
             }
         }
     }
+    // What holds promotion changed (or its reason did): the control loop looks again now,
+    // not at its next idle look.
+    if missed || hold_state(engine, id) != before {
+        engine.feed_changed(id).await;
+    }
     Ok(())
+}
+
+/// What of a feed's status holds promotion: missing data, and the step it read.
+fn hold_state(engine: &Engine, id: &str) -> (bool, Option<usize>) {
+    lock(&engine.inner.feeds.views)
+        .get(id)
+        .map_or((false, None), |v| (v.missing.is_some(), v.step_read))
 }
 
 fn update_view(engine: &Engine, id: &str, f: impl FnOnce(&mut MetricFeedView)) {
@@ -451,4 +487,155 @@ async fn feed(
         v.capped_looks += u64::from(capped);
     });
     Ok(None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actuator_config::ConfigSettings;
+    use actuator_core::testing::MemoryStore;
+    use actuator_core::{NewSlot, PluginError};
+    use actuator_health::{Observation, Outcome};
+
+    /// A source whose every query answers `value` (`None`: no data).
+    struct Fixed(StdMutex<Option<f64>>);
+
+    #[async_trait]
+    impl MetricSource for Fixed {
+        async fn query_scalar(&self, _: &str) -> Result<Option<f64>, PluginError> {
+            Ok(*lock(&self.0))
+        }
+    }
+
+    struct NoRoutes;
+    #[async_trait]
+    impl RouteSink for NoRoutes {
+        async fn refresh_slot(&self, _: &SlotName) {}
+    }
+
+    async fn engine(source: Arc<Fixed>) -> Engine {
+        let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+        let config = ConfigManager::new(store, vec![], ConfigSettings::default());
+        let slot = SlotName::new("chat").unwrap();
+        config
+            .create_slot(
+                NewSlot { name: slot.clone(), description: String::new(), schema: None },
+                "t",
+            )
+            .await
+            .unwrap();
+        for (m, activate) in [("a", true), ("b", false)] {
+            config
+                .apply(ApplyRequest {
+                    slot: slot.clone(),
+                    document: json!({"model": m}),
+                    actor: "t".into(),
+                    message: String::new(),
+                    dry_run: false,
+                    activate,
+                    expected_latest: None,
+                })
+                .await
+                .unwrap();
+        }
+        let settings =
+            EngineSettings { tick_ms: 10, validation_secs: 0, ..EngineSettings::default() };
+        let e = Engine::new(config, Arc::new(NoRoutes), vec![], settings);
+        let src: Arc<dyn MetricSource> = source;
+        e.set_metric_sources(BTreeMap::from([("prom".to_owned(), src)]));
+        e.start().await.unwrap();
+        e
+    }
+
+    fn request(source: &str) -> DeploymentRequest {
+        serde_json::from_value(json!({
+            "slot": "chat", "candidate": {"version": 2}, "strategy": "canary", "actor": "t",
+            "canary": {"phases": [
+                {"traffic_percent": 50, "min_samples": 300, "min_duration_secs": 0,
+                 "margins": {"errors_abs": 0.02, "latency_ratio": 1.2}},
+                {"traffic_percent": 100, "min_samples": 1000000, "min_duration_secs": 0}
+            ]},
+            "success_criteria": {"alpha": 0.001},
+            "metrics": {
+                "source": source, "interval_ms": 500, "missing_limit": 1000,
+                "requests": "r{a=\"{{arm}}\"}", "errors": "e{a=\"{{arm}}\"}",
+                "latency_bucket": "b{a=\"{{arm}}\",le=\"{{le}}\"}", "latency_buckets_ms": [100]
+            }
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn an_unknown_source_is_refused_at_admission() {
+        let e = engine(Arc::new(Fixed(StdMutex::new(None)))).await;
+        let err = e.deploy(request("thanos")).await.unwrap_err().to_string();
+        assert!(
+            err.contains("metrics.source") && err.contains("\"thanos\"") && err.contains("prom"),
+            "{err}"
+        );
+        let mut immediate = request("prom");
+        immediate.strategy = DeploymentStrategy::Immediate;
+        let err = e.deploy(immediate).await.unwrap_err().to_string();
+        assert!(err.contains("metrics") && err.contains("immediate"), "{err}");
+        e.stop().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn missing_data_holds_a_promotion_the_evidence_would_make_until_data_returns() {
+        let source = Arc::new(Fixed(StdMutex::new(None)));
+        let e = engine(source.clone()).await;
+        let id = e.deploy(request("prom")).await.unwrap().id;
+        // Posted outcomes alone are enough to promote: the same on both arms.
+        for batch in 0..6 {
+            let obs: Vec<Observation> = (0..1000)
+                .map(|i| {
+                    let arm = if i % 2 == 0 { Arm::Canary } else { Arm::Control };
+                    let n = batch * 1000 + i;
+                    let outcome = if (n / 2) % 100 == 0 { Outcome::Error } else { Outcome::Ok };
+                    let mut o =
+                        Observation::new(id.clone(), format!("r{n}"), arm, outcome).phase(0);
+                    o.latency_ms = Some(100.0 + f64::from((n % 7) as u32) * 20.0);
+                    o
+                })
+                .collect();
+            e.report(obs).await.unwrap();
+        }
+        // The feed's queries return nothing: the promotion waits, and the status says why.
+        let t0 = Instant::now();
+        let held = loop {
+            let v = e.view(&id).await.unwrap();
+            let reasons =
+                v.last_decision.as_ref().map(|d| d.reasons.join("; ")).unwrap_or_default();
+            if reasons.contains("promotion held: metric data missing") {
+                break v;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "not held: {v:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert_eq!((held.state, held.phase), (DeploymentState::Monitoring, 0));
+        let m = held.metric_feed.as_ref().and_then(|f| f.missing.clone()).expect("missing data");
+        assert_eq!((m.field.as_str(), m.query.as_str()), ("requests", "r{a=\"stable\"}"));
+        tokio::time::sleep(Duration::from_millis(600)).await;
+        assert_eq!(e.view(&id).await.unwrap().phase, 0, "still held");
+        // The data returns: the next look reads every query, and the promotion goes ahead.
+        *lock(&source.0) = Some(0.0);
+        let t0 = Instant::now();
+        loop {
+            let v = e.view(&id).await.unwrap();
+            if v.phase == 1 {
+                assert!(v.metric_feed.as_ref().is_some_and(|f| f.missing.is_none()), "{v:?}");
+                break;
+            }
+            assert!(t0.elapsed() < Duration::from_secs(10), "never promoted: {v:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        e.stop().await.unwrap();
+    }
+
+    #[test]
+    fn arms_are_queried_by_the_names_resolve_gives_them() {
+        assert_eq!(arm_name(&Arm::Control), "stable");
+        assert_eq!(arm_name(&Arm::Canary), "canary");
+        assert_eq!(arm_name(&Arm::Named("b".into())), "b");
+    }
 }
