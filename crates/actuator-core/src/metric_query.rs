@@ -304,7 +304,8 @@ mod tests {
     #[test]
     fn every_field_is_checked_by_name() {
         spec().validate().unwrap();
-        let cases: Vec<(Box<dyn Fn(&mut MetricsSpec)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut MetricsSpec)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|s| s.source = String::new()), "metrics.source"),
             (Box::new(|s| s.interval_ms = 100), "metrics.interval_ms"),
             (Box::new(|s| s.interval_ms = 300_001), "metrics.interval_ms"),
