@@ -10,6 +10,7 @@ mod decisions;
 mod durable_ingest;
 mod hardening;
 mod limits;
+mod metric_sources;
 mod metrics;
 mod notifiers;
 mod observations;
