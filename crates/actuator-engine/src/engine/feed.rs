@@ -191,17 +191,21 @@ async fn supervise(weak: Weak<Inner>) {
             }
             return;
         }
-        let ids: Vec<(String, Shared)> = {
+        // Under the map's read lock: drop what left it, and take only the rollouts that have
+        // no poller yet (or whose poller ended): a pass allocates nothing for the others.
+        let fresh: Vec<(String, Shared)> = {
             let map = engine.inner.runtimes.read().unwrap_or_else(|p| p.into_inner());
-            map.by_id.iter().map(|(id, e)| (id.clone(), e.rt.clone())).collect()
+            pollers.retain(|id, _| map.contains(id));
+            lock(&engine.inner.feeds.views).retain(|id, _| map.contains(id));
+            map.by_id
+                .iter()
+                .filter(|(id, _)| {
+                    pollers.get(*id).is_none_or(|h| h.as_ref().is_some_and(|h| h.is_finished()))
+                })
+                .map(|(id, e)| (id.clone(), e.rt.clone()))
+                .collect()
         };
-        pollers.retain(|id, _| ids.iter().any(|(i, _)| i == id));
-        lock(&engine.inner.feeds.views).retain(|id, _| ids.iter().any(|(i, _)| i == id));
-        for (id, rt) in ids {
-            let running = pollers.get(&id).map(|h| h.as_ref().is_none_or(|h| !h.is_finished()));
-            if running == Some(true) {
-                continue;
-            }
+        for (id, rt) in fresh {
             let spec = rt.lock().await.req.metrics.clone();
             let handle = spec.map(|spec| {
                 let source = engine.metric_source(&spec.source);
@@ -301,9 +305,13 @@ async fn poll(
         match target.state {
             DeploymentState::RollingOut | DeploymentState::Monitoring | DeploymentState::Paused => {
             }
-            // A rollback counts the stable arm's posted outcomes only; wait for its end.
-            DeploymentState::RollingBack => continue,
-            _ => return,
+            // A rollback counts the stable arm's posted outcomes only, and an ended rollout
+            // takes none: wait until it leaves the engine (or is retried, when the first look
+            // takes the counters' values again).
+            _ => {
+                st.base = None;
+                continue;
+            }
         }
         st.looks += 1;
         if let Err(e) = look(&engine, &id, &spec, source.as_deref(), &target, &nonce, &mut st).await
@@ -335,7 +343,12 @@ async fn look(
         Some(src) => {
             let asked = futures::future::join_all(qs.iter().map(|q| ask(src, &q.text)));
             match tokio::time::timeout(LOOK_DEADLINE, asked).await {
-                Err(_) => Some((0, "requests", String::new(), "the queries timed out".into())),
+                Err(_) => Some((
+                    0,
+                    "queries",
+                    String::new(),
+                    format!("the look's queries took over {} s", LOOK_DEADLINE.as_secs()),
+                )),
                 Ok(answers) => {
                     let bad = qs.iter().zip(&answers).find_map(|(q, a)| {
                         a.as_ref().err().map(|e| (q.arm, q.field, q.text.clone(), e.clone()))
@@ -345,7 +358,16 @@ async fn look(
                         None => {
                             let values: Vec<f64> = answers.into_iter().flatten().collect();
                             let readings = readings(&values, target.arms.len(), spec);
-                            feed(engine, id, spec, target, nonce, st, readings).await?
+                            // A gap of the histogram names the arm's `+Inf` bucket query.
+                            feed(engine, id, spec, target, nonce, st, readings).await?.map(
+                                |(arm, field, _, error)| {
+                                    let q = qs
+                                        .iter()
+                                        .rfind(|q| q.arm == arm && q.field == field)
+                                        .map_or_else(String::new, |q| q.text.clone());
+                                    (arm, field, q, error)
+                                },
+                            )
                         }
                     }
                 }
