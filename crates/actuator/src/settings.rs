@@ -472,6 +472,14 @@ mod tests {
         let e = toml::from_str::<Settings>("[[metric_sources]]\nplugin = \"p\"\nurl = \"x\"")
             .unwrap_err();
         assert!(e.to_string().contains("url"), "{e}");
+        // A metric source loaded from a file takes its name from `[[plugins]]`: the same name
+        // cannot also be a compiled-in source's.
+        let clash: Settings = toml::from_str(
+            "[[plugins]]\nkind = \"metric_source\"\nname = \"prom\"\npath = \"p\"\n[[metric_sources]]\nname = \"prom\"\nplugin = \"prometheus\"",
+        )
+        .unwrap();
+        let e = check_metric_sources(&clash.metric_sources, &clash.plugins).unwrap_err();
+        assert!(e.to_string().contains("\"prom\" is declared twice"), "{e}");
     }
 
     #[test]
