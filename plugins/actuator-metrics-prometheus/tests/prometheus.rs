@@ -13,6 +13,7 @@ use actuator_core::{
 };
 use actuator_engine::metric_feed::MetricFeedView;
 use actuator_engine::{Engine, EngineSettings, ManualAction, RolloutView, RouteSink};
+use actuator_metrics_prometheus::PrometheusSource;
 use async_trait::async_trait;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -185,10 +186,8 @@ async fn exporter() -> (String, Exporter) {
 
 /// Waits until Prometheus has scraped the exporter (its counters answer a query).
 async fn scraped(prom: &Prom) {
-    let src = actuator_metrics_prometheus::PrometheusSource::new(
-        &serde_json::from_value(json!({"url": prom.url})).unwrap(),
-    )
-    .unwrap();
+    let src =
+        PrometheusSource::new(&serde_json::from_value(json!({"url": prom.url})).unwrap()).unwrap();
     let t0 = Instant::now();
     while src.query_scalar("sum(app_requests_total)").await.ok().flatten().is_none() {
         assert!(t0.elapsed() < Duration::from_secs(30), "prometheus never scraped the exporter");
@@ -393,4 +392,47 @@ async fn missing_data_holds_promotion_then_halts_with_the_reason_and_data_back_l
     assert_eq!(v.state, DeploymentState::Completed, "{v:?}");
     assert!(feed.missing.is_none(), "{feed:?}");
     e.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_prometheus_source_passes_the_metric_source_conformance_suite() {
+    use actuator_plugin_host::conformance::{Form, Subject, check_metric_source};
+    let (addr, _x) = exporter().await;
+    let Some(prom) = prometheus(&addr).await else { return };
+    let mut registry = Registry::empty();
+    actuator_metrics_prometheus::register(&mut registry).unwrap();
+    let subject =
+        Subject::new(Form::CompiledIn { registry: Arc::new(registry), name: "prometheus".into() });
+    check_metric_source(
+        &subject,
+        json!({"url": prom.url, "timeout_ms": 2000}),
+        ("vector(42)", 42.0),
+        "absent_metric_of_the_conformance_suite",
+        (json!({"url": "ftp://127.0.0.1"}), "url"),
+    )
+    .await
+    .unwrap();
+    // A query Prometheus refuses, and one of several series, are errors that say so.
+    let source =
+        PrometheusSource::new(&serde_json::from_value(json!({"url": prom.url})).unwrap()).unwrap();
+    let e = source.query_scalar("sum(").await.unwrap_err().to_string();
+    assert!(e.contains("bad_data"), "{e}");
+    let e = source
+        .query_scalar("vector(1) or label_replace(vector(2), \"a\", \"b\", \"\", \"\")")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("2 series") && e.contains("sum("), "{e}");
+    // A server that does not answer in time is a timeout, not a hang.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", silent.local_addr().unwrap());
+    let slow = PrometheusSource::new(
+        &serde_json::from_value(json!({"url": url, "timeout_ms": 200})).unwrap(),
+    )
+    .unwrap();
+    let t0 = Instant::now();
+    let e = slow.query_scalar("up").await.unwrap_err().to_string();
+    assert!(e.contains("timed out"), "{e}");
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    drop(silent);
 }
