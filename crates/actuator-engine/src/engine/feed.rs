@@ -15,6 +15,9 @@ use std::sync::Weak;
 
 /// How often the supervisor looks for rollouts that need a poller (ms).
 const SUPERVISE_MS: u64 = 250;
+/// Queries of one look in flight at once: a look of many arms and bounds never sends the
+/// source more than this many at a time.
+const MAX_CONCURRENT_QUERIES: usize = 8;
 /// The longest a look's queries may take together, whatever the source's own timeout.
 const LOOK_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -314,8 +317,7 @@ async fn poll(
             }
         }
         st.looks += 1;
-        if let Err(e) = look(&engine, &id, &spec, source.as_deref(), &target, &nonce, &mut st).await
-        {
+        if let Err(e) = look(&engine, &id, &spec, source.as_ref(), &target, &nonce, &mut st).await {
             tracing::warn!(rollout = %id, error = %e, "metric feed: recording a look failed");
         }
     }
@@ -326,7 +328,7 @@ async fn look(
     engine: &Engine,
     id: &str,
     spec: &MetricsSpec,
-    source: Option<&dyn MetricSource>,
+    source: Option<&Arc<dyn MetricSource>>,
     target: &Target,
     nonce: &str,
     st: &mut PollState,
@@ -341,7 +343,17 @@ async fn look(
             format!("no metric source named {:?} is configured", spec.source),
         )),
         Some(src) => {
-            let asked = futures::future::join_all(qs.iter().map(|q| ask(src, &q.text)));
+            use futures::StreamExt;
+            // Each query owns what it needs, so the look's future stays `Send`.
+            let calls: Vec<_> = qs
+                .iter()
+                .map(|q| {
+                    let (src, text) = (Arc::clone(src), q.text.clone());
+                    async move { ask(src.as_ref(), &text).await }
+                })
+                .collect();
+            let asked =
+                futures::stream::iter(calls).buffered(MAX_CONCURRENT_QUERIES).collect::<Vec<_>>();
             match tokio::time::timeout(LOOK_DEADLINE, asked).await {
                 Err(_) => Some((
                     0,
