@@ -129,7 +129,7 @@ pub fn cap_deltas(deltas: &mut [ArmDelta], cap: u64) -> bool {
     }
     let sizes = apportion(&deltas.iter().map(|d| d.requests).collect::<Vec<_>>(), cap);
     for (d, n) in deltas.iter_mut().zip(sizes) {
-        let split = apportion(&[d.errors, d.requests - d.errors], n);
+        let split = apportion(&[d.errors, d.requests.saturating_sub(d.errors)], n);
         d.errors = split[0];
         d.requests = n;
     }

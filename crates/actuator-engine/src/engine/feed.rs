@@ -271,7 +271,8 @@ struct PollState {
     looks: u64,
 }
 
-/// Reads the queries of rollout `id` every `spec.interval_ms` until it is no longer active.
+/// Reads the queries of rollout `id` every `spec.interval_ms` while it is monitored, until it
+/// leaves the engine or the engine stops.
 async fn poll(
     weak: Weak<Inner>,
     id: String,
