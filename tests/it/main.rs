@@ -12,6 +12,7 @@ mod durable_ingest;
 mod gates;
 mod hardening;
 mod limits;
+mod metric_sources;
 mod metrics;
 mod notifiers;
 mod observations;

@@ -499,6 +499,10 @@ pub struct DeploymentRequest {
     /// (at most 10; docs/user-guide.md, "Promotion gates").
     #[serde(default)]
     pub gates: Vec<crate::gate::GateSpec>,
+    /// Read the rollout's outcomes from a metric source (PromQL per arm) instead of, or
+    /// besides, posted observations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<crate::metric_query::MetricsSpec>,
 }
 
 fn default_actor() -> String {
@@ -521,6 +525,9 @@ impl DeploymentRequest {
             }
         }
         self.success_criteria.validate()?;
+        if let Some(m) = &self.metrics {
+            m.validate()?;
+        }
         if self.actor.trim().is_empty() {
             return Err(CoreError::InvalidRequest("actor must not be empty".into()));
         }

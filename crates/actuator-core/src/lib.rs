@@ -12,6 +12,7 @@ pub mod deployment;
 pub mod error;
 pub mod events;
 pub mod gate;
+pub mod metric_query;
 pub mod plugin;
 pub mod state;
 pub mod store;
@@ -29,6 +30,7 @@ pub use deployment::*;
 pub use error::CoreError;
 pub use events::{ClassSet, EventClass, EventSelection};
 pub use gate::{GateFailure, GateKind, GateSpec};
+pub use metric_query::{LatencyUnit, MetricsSpec};
 pub use plugin::{
     ApiVersion, Event, HostContext, MetricSource, Notifier, PluginDirectory, PluginError,
     PluginHealth, PluginInfo, PluginKind, PluginStatus, PluginTier, Registration, Registry,

@@ -23,6 +23,7 @@ mod error;
 mod gate;
 mod ingest;
 mod ingest_queue;
+pub mod metric_feed;
 mod plan;
 mod status;
 

@@ -468,6 +468,10 @@ pub struct RolloutView {
     /// The promotion gate the rollout waits for: its name, kind, last answer and next try.
     #[serde(default)]
     pub gate: Option<crate::gate::GateView>,
+    /// The feed of a rollout whose outcomes come from a metric source (`metrics` in the
+    /// request): its looks, and the missing data that holds promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric_feed: Option<crate::metric_feed::MetricFeedView>,
 }
 
 impl RolloutView {
@@ -559,6 +563,7 @@ impl RolloutView {
             outcome: st.outcome.clone(),
             revision: rec.revision,
             gate: st.gate.as_ref().map(crate::gate::GateView::from),
+            metric_feed: None,
         }
     }
 }

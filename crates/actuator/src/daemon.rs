@@ -56,7 +56,9 @@ impl PluginList {
                 let in_use = match p.kind {
                     PluginKind::Store => settings.store.plugin == p.name,
                     PluginKind::Notifier => settings.notifiers.iter().any(|n| n.plugin == p.name),
-                    _ => false,
+                    PluginKind::MetricSource => {
+                        settings.metric_sources.iter().any(|m| m.plugin == p.name)
+                    }
                 };
                 PluginStatus {
                     kind: p.kind,
@@ -165,6 +167,24 @@ async fn open_store(
     Ok((store.clone(), Some(store)))
 }
 
+/// Builds the compiled-in metric sources of `settings` (`[[metric_sources]]`), by the name
+/// rollouts give them. An unknown plugin or a bad config is an error naming the entry.
+pub(crate) fn build_metric_sources(
+    registry: &Registry,
+    settings: &Settings,
+    host: &HostContext,
+) -> anyhow::Result<std::collections::BTreeMap<String, Arc<dyn actuator_core::MetricSource>>> {
+    let mut out = std::collections::BTreeMap::new();
+    for (i, m) in settings.metric_sources.iter().enumerate() {
+        let source = registry
+            .metric_source(&m.plugin, m.config.clone(), host)
+            .with_context(|| format!("metric_sources[{i}] ({})", m.name()))?;
+        tracing::info!(metric_source = %m.name(), plugin = %m.plugin, "metric source ready");
+        out.insert(m.name().to_owned(), source);
+    }
+    Ok(out)
+}
+
 /// Builds the application state from settings and the compiled-in plugins, with the
 /// rollout engine resumed and attached.
 pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
@@ -190,6 +210,7 @@ async fn build_parts(
     let host = HostContext { data_dir: settings.data_dir.clone() };
     let (store, file_store) = open_store(&registry, settings, &host).await?;
     let mut notifiers = build_notifiers(&registry, settings, &host)?;
+    let mut metric_sources = build_metric_sources(&registry, settings, &host)?;
     let mut hosted = Vec::new();
     for decl in settings.plugins.iter().filter(|d| d.kind != actuator_core::PluginKind::Store) {
         let loaded = actuator_plugin_host::load(decl.spec()).await.with_context(|| {
@@ -209,6 +230,10 @@ async fn build_parts(
                 limit: Duration::from_secs(5)
                     .max(Duration::from_millis(decl.timeout_ms + decl.start_timeout_ms)),
             }));
+        }
+        if loaded.kind == actuator_core::PluginKind::MetricSource {
+            // Names checked with the settings: unique among all metric sources.
+            metric_sources.insert(decl.name.clone(), loaded.metric_source());
         }
         hosted.push(loaded);
     }
@@ -231,6 +256,7 @@ async fn build_parts(
         notifiers,
         settings.engine.clone(),
     );
+    engine.set_metric_sources(metric_sources);
     match settings.engine.durability {
         actuator_engine::Durability::Batch => tracing::info!(
             durability = "batch",

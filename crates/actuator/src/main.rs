@@ -1,6 +1,7 @@
 //! `actuator`: the daemon, the demo, and the CLI that talks to a running daemon.
 
 // Compiled-in plugins: naming each crate keeps its `inventory` registration in the binary.
+use actuator_metrics_prometheus as _;
 use actuator_notifier_log as _;
 use actuator_notifier_pagerduty as _;
 use actuator_notifier_slack as _;

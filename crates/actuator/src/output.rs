@@ -402,6 +402,33 @@ pub(crate) fn has_comparison(v: &Value) -> bool {
 /// Errors shown by [`rollout_view`] (the view keeps up to 20).
 const ERRORS_SHOWN: usize = 3;
 
+/// What a rollout fed by a metric source shows of its feed: looks and requests fed, and the
+/// missing data that holds promotion (`None` without a feed).
+fn metric_feed_line(f: &Value) -> Option<String> {
+    let source = f["source"].as_str()?;
+    let mut line = format!(
+        "outcomes from metric source {source}: {} looks, {} requests fed",
+        f["looks"].as_u64().unwrap_or(0),
+        f["fed_requests"].as_u64().unwrap_or(0)
+    );
+    let m = &f["missing"];
+    if m.is_object() {
+        let _ = write!(
+            line,
+            "\nMISSING DATA since {} ({} of {} looks before a halt; promotion held): {} query for {} ({}): {}",
+            when(&m["since"]),
+            m["looks"].as_u64().unwrap_or(0),
+            m["limit"].as_u64().unwrap_or(0),
+            short(&m["field"]),
+            short(&m["arm"]),
+            m["query"].as_str().unwrap_or(""),
+            m["error"].as_str().unwrap_or("")
+        );
+    }
+    line.push('\n');
+    Some(line)
+}
+
 /// The full rollout view for people: header, arms, metrics, last decision, transitions.
 pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
     let mut out = String::new();
@@ -446,6 +473,9 @@ pub(crate) fn rollout_view(v: &Value, transitions: usize) -> String {
     if !plan.is_empty() {
         out.push('\n');
         out.push_str(&plan);
+    }
+    if let Some(line) = metric_feed_line(&v["metric_feed"]) {
+        out.push_str(&line);
     }
     out.push('\n');
     out.push_str(&arms_table(v));
@@ -552,5 +582,26 @@ mod tests {
         let gradual = json!({"mode": "gradual", "automatic": true, "flip_ms": 3.0});
         assert!(rollback_line(&gradual).contains("first step down in 3.000 ms"));
         assert!(!rollback_line(&gradual).contains("traffic back on stable"));
+    }
+}
+
+#[cfg(test)]
+mod feed_tests {
+    use super::*;
+
+    #[test]
+    fn a_fed_rollout_shows_its_feed_and_what_holds_it() {
+        assert_eq!(metric_feed_line(&Value::Null), None);
+        let f = serde_json::json!({"source": "prom", "looks": 12, "fed_requests": 4800, "missing": null});
+        assert_eq!(
+            metric_feed_line(&f).unwrap(),
+            "outcomes from metric source prom: 12 looks, 4800 requests fed\n"
+        );
+        let f = serde_json::json!({"source": "prom", "looks": 13, "fed_requests": 4800, "missing": {
+            "arm": "canary", "field": "errors", "query": "sum(e{arm=\"canary\"})",
+            "error": "returned no data", "since": "2026-01-02T03:04:05Z", "looks": 1, "limit": 3}});
+        let line = metric_feed_line(&f).unwrap();
+        assert!(line.contains("MISSING DATA since"), "{line}");
+        assert!(line.contains("(1 of 3 looks before a halt; promotion held): errors query for canary (sum(e{arm=\"canary\"})): returned no data"), "{line}");
     }
 }

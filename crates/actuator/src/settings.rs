@@ -23,6 +23,9 @@ pub(crate) struct Settings {
     pub(crate) notifiers: Vec<NotifierChoice>,
     /// Plugins loaded from files (`[[plugins]]`): executables and shared libraries.
     pub(crate) plugins: Vec<PluginDecl>,
+    /// Compiled-in metric sources (`[[metric_sources]]`) that rollouts name in
+    /// `metrics.source`; a `[[plugins]]` entry of kind `metric_source` is one too, by its name.
+    pub(crate) metric_sources: Vec<MetricSourceChoice>,
     /// Versioning limits.
     pub(crate) config: ConfigSettings,
     /// The rollout engine, including `engine.durability`: `"batch"` (the default: an
@@ -99,6 +102,62 @@ pub(crate) struct NotifierChoice {
     pub(crate) config: Value,
     #[serde(default)]
     pub(crate) events: Option<Vec<String>>,
+}
+
+/// A compiled-in metric source plugin, the name rollouts give it, and its JSON config.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetricSourceChoice {
+    /// The name in `metrics.source`: 1 to 64 characters of `a-z`, `0-9`, `-`, `_`, unique
+    /// among metric sources (those of `[[plugins]]` included); the plugin's name by default.
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    /// The compiled-in plugin (`prometheus`).
+    pub(crate) plugin: String,
+    #[serde(default = "empty_object")]
+    pub(crate) config: Value,
+}
+
+impl MetricSourceChoice {
+    /// The name rollouts use.
+    pub(crate) fn name(&self) -> &str {
+        self.name.as_deref().unwrap_or(&self.plugin)
+    }
+}
+
+fn plugin_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// Checks `[[metric_sources]]`: each name valid and unique among the metric sources, those
+/// loaded from files (`[[plugins]]` of kind `metric_source`) included.
+pub(crate) fn check_metric_sources(
+    sources: &[MetricSourceChoice],
+    plugins: &[PluginDecl],
+) -> anyhow::Result<()> {
+    let mut seen: std::collections::BTreeSet<&str> = plugins
+        .iter()
+        .filter(|p| p.kind == actuator_core::PluginKind::MetricSource)
+        .map(|p| p.name.as_str())
+        .collect();
+    for (i, m) in sources.iter().enumerate() {
+        let name = m.name();
+        if !plugin_name_ok(name) {
+            anyhow::bail!(
+                "metric_sources[{i}].name: {name:?} must be 1 to 64 characters of a-z, 0-9, '-' and '_'"
+            );
+        }
+        if !seen.insert(name) {
+            anyhow::bail!(
+                "metric_sources[{i}].name: a metric source named {name:?} is declared twice; give each its own name"
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Replaces every `${env:NAME}` inside the strings of `value` with the variable's value, as
@@ -233,12 +292,7 @@ impl PluginDecl {
 pub(crate) fn check_plugins(decls: &mut [PluginDecl], base: Option<&Path>) -> anyhow::Result<()> {
     let mut seen = std::collections::BTreeSet::new();
     for d in decls.iter_mut() {
-        let valid_name = !d.name.is_empty()
-            && d.name.len() <= 64
-            && d.name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
-        if !valid_name {
+        if !plugin_name_ok(&d.name) {
             anyhow::bail!(
                 "plugins: name {:?} must be 1 to 64 characters of a-z, 0-9, '-' and '_'",
                 d.name
@@ -353,6 +407,7 @@ impl Default for Settings {
                 events: None,
             }],
             plugins: Vec::new(),
+            metric_sources: Vec::new(),
             config: ConfigSettings::default(),
             engine: actuator_engine::EngineSettings::default(),
             log: LogSettings::default(),
@@ -375,6 +430,9 @@ impl Settings {
         for p in &mut self.plugins {
             resolve_env(&mut p.config, &format!("plugins.{}.config", p.name), lookup)?;
         }
+        for (i, m) in self.metric_sources.iter_mut().enumerate() {
+            resolve_env(&mut m.config, &format!("metric_sources[{i}].config"), lookup)?;
+        }
         Ok(())
     }
 
@@ -392,6 +450,7 @@ impl Settings {
         let base = args.config.as_deref().and_then(Path::parent);
         check_plugins(&mut s.plugins, base)?;
         check_store_choice(&s.store, &s.plugins)?;
+        check_metric_sources(&s.metric_sources, &s.plugins)?;
         if let Some(l) = args.listen {
             s.listen = l;
         }
@@ -422,6 +481,43 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metric_sources_are_named_once() {
+        let s: Settings = toml::from_str(
+            "[[metric_sources]]\nplugin = \"prometheus\"\nconfig = { url = \"http://127.0.0.1:9090\", timeout_ms = 2000 }\n[[metric_sources]]\nname = \"prom-eu\"\nplugin = \"prometheus\"\nconfig = { url = \"http://10.0.0.1:9090\" }",
+        )
+        .unwrap();
+        check_metric_sources(&s.metric_sources, &s.plugins).unwrap();
+        assert_eq!(s.metric_sources[0].name(), "prometheus");
+        assert_eq!(s.metric_sources[1].name(), "prom-eu");
+        assert_eq!(s.metric_sources[0].config["timeout_ms"], 2000);
+        let twice: Settings = toml::from_str(
+            "[[metric_sources]]\nplugin = \"prometheus\"\n[[metric_sources]]\nplugin = \"prometheus\"",
+        )
+        .unwrap();
+        let e = check_metric_sources(&twice.metric_sources, &twice.plugins).unwrap_err();
+        assert!(
+            e.to_string().contains("metric_sources[1].name") && e.to_string().contains("twice"),
+            "{e}"
+        );
+        let bad: Settings =
+            toml::from_str("[[metric_sources]]\nname = \"Prom EU\"\nplugin = \"prometheus\"")
+                .unwrap();
+        let e = check_metric_sources(&bad.metric_sources, &bad.plugins).unwrap_err();
+        assert!(e.to_string().contains("metric_sources[0].name"), "{e}");
+        let e = toml::from_str::<Settings>("[[metric_sources]]\nplugin = \"p\"\nurl = \"x\"")
+            .unwrap_err();
+        assert!(e.to_string().contains("url"), "{e}");
+        // A metric source loaded from a file takes its name from `[[plugins]]`: the same name
+        // cannot also be a compiled-in source's.
+        let clash: Settings = toml::from_str(
+            "[[plugins]]\nkind = \"metric_source\"\nname = \"prom\"\npath = \"p\"\n[[metric_sources]]\nname = \"prom\"\nplugin = \"prometheus\"",
+        )
+        .unwrap();
+        let e = check_metric_sources(&clash.metric_sources, &clash.plugins).unwrap_err();
+        assert!(e.to_string().contains("\"prom\" is declared twice"), "{e}");
+    }
 
     #[test]
     fn file_is_strict() {

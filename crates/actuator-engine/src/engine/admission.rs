@@ -54,6 +54,7 @@ impl Engine {
         Self::check_gates(&req)?;
         let steps = plan::steps(&req, &settings)?;
         plan::check_steps(&steps)?;
+        self.check_metric_feed(&req)?;
         if let Some(split) = &req.canary.traffic_split {
             SplitStrategy::from_request(split)
                 .map_err(|e| EngineError::Invalid(format!("canary.traffic_split: {e}")))?;

@@ -81,6 +81,22 @@ impl Engine {
         }
         let auto_promote = rt.req.canary.auto_promote;
         let auto_rollback = rt.req.canary.auto_rollback;
+        // Missing metric data (a rollout fed by a metric source) holds every promotion.
+        let promotes = match eval.decision {
+            Decision::Promote { .. } => true,
+            Decision::Inconclusive { .. } => matches!(
+                super::steps::inconclusive_policy(rt),
+                InconclusivePolicy::PromoteIfNoAlarm
+            ),
+            _ => false,
+        };
+        if promotes && let Some(held) = self.feed_hold(rt) {
+            if let Some(d) = rt.st.last_decision.as_mut() {
+                d.reasons.push(held);
+            }
+            rt.st.awaiting_promotion = false;
+            return Ok(());
+        }
         match eval.decision {
             Decision::Continue => {
                 rt.st.awaiting_promotion = false;

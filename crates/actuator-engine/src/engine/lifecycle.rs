@@ -14,6 +14,8 @@ impl Engine {
         let me = self.clone();
         let handle = tokio::spawn(async move { me.supervise().await });
         *lock(&self.inner.loop_task) = Some(handle);
+        // Rollouts fed by a metric source get their pollers (own tasks, never awaited here).
+        self.start_feeds();
         *lock(&self.inner.state) = ActuatorState::Running;
         Ok(())
     }

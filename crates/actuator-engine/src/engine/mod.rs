@@ -41,6 +41,7 @@ mod admission;
 mod budget;
 mod clock;
 mod control;
+mod feed;
 mod gates;
 mod lifecycle;
 mod manual;
@@ -378,6 +379,8 @@ pub(crate) struct Inner {
     cursors: StdMutex<HashMap<String, persist::Cursor>>,
     /// The ingestion shards, started by the first body that needs them.
     ingest: std::sync::OnceLock<crate::ingest_queue::IngestQueue>,
+    /// The metric sources and the pollers of rollouts fed by them.
+    feeds: feed::Feeds,
 }
 
 /// The rollout coordinator. Cheap to clone; all clones share one engine.
@@ -440,6 +443,7 @@ impl Engine {
                 driven: AtomicBool::new(false),
                 cursors: StdMutex::default(),
                 ingest: std::sync::OnceLock::new(),
+                feeds: feed::Feeds::default(),
             }),
         }
     }

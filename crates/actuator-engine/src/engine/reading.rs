@@ -120,7 +120,9 @@ impl Engine {
     /// takes an idle rollout only every few seconds, a reader sees the time to the moment.
     fn live_view(&self, rt: &mut Runtime) -> RolloutView {
         self.accrue(rt, self.now());
-        rt.view()
+        let mut v = rt.view();
+        v.metric_feed = self.feed_view(&rt.rec.id);
+        v
     }
 
     /// Counters since the store was created.
