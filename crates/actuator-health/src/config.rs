@@ -354,7 +354,7 @@ impl Default for HealthConfig {
             clt_burn_in: 20,
             timeout_ms: None,
             dedup_capacity: crate::dedup::DEFAULT_DEDUP_CAPACITY,
-            history_capacity: 100,
+            history_capacity: 64,
             sketch_relative_accuracy: actuator_stats::sketch::DEFAULT_RELATIVE_ACCURACY,
             sketch_max_bins: actuator_stats::sketch::DEFAULT_MAX_BINS,
         }

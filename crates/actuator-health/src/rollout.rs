@@ -1797,8 +1797,7 @@ impl RolloutHealth {
             delays,
         };
         let first = explanation.comparisons.first();
-        #[allow(clippy::cast_possible_truncation)]
-        let narrow = |x: Option<f64>| x.filter(|v| v.is_finite()).map(|v| v as f32);
+        let narrow = |x: Option<f64>| x.filter(|v| v.is_finite()).map(chart_value);
         let record = HealthRecord {
             at: now,
             phase: self.phase.index,
@@ -1816,6 +1815,7 @@ impl RolloutHealth {
                 .map(|c| {
                     c.metrics
                         .iter()
+                        .filter(|m| m.estimate.is_some_and(f64::is_finite))
                         .map(|m| MetricPoint {
                             metric: m.metric.clone(),
                             estimate: narrow(m.estimate),
@@ -2457,6 +2457,17 @@ fn check_mode_arms(mode: &AnalysisMode, arms: &[Arm]) -> Result<()> {
             arms.iter().map(Arm::label).collect::<Vec<_>>()
         )))
     }
+}
+
+/// A number kept for a chart: single precision, rounded to four significant digits (what a
+/// chart can show), so a stored history stays small.
+#[allow(clippy::cast_possible_truncation)]
+fn chart_value(x: f64) -> f32 {
+    if x == 0.0 || !x.is_finite() {
+        return x as f32;
+    }
+    let scale = 10f64.powi(3 - x.abs().log10().floor() as i32);
+    ((x * scale).round() / scale) as f32
 }
 
 /// Appends `record` to a history of at most `capacity` looks. A full history drops every

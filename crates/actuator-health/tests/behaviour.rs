@@ -486,13 +486,13 @@ fn history_is_bounded() {
     assert_eq!(at.last(), Some(&(t0() + Duration::seconds(19))), "{at:?}");
     assert!(at.windows(2).all(|w| w[0] < w[1]), "{at:?}");
 
-    // A long phase: 100 looks cover the whole of 10,000.
+    // A long phase: the default 64 looks cover the whole of 10,000.
     let mut h = monitor(PhaseConfig::canary(0.5));
     for i in 0..10_000 {
         h.look(t0() + Duration::seconds(i));
     }
     let at: Vec<_> = h.history().map(|r| r.at).collect();
-    assert!(at.len() <= 100 && at.len() >= 50, "{}", at.len());
+    assert!(at.len() <= 64 && at.len() >= 32, "{}", at.len());
     assert_eq!(at[0], t0());
     assert_eq!(at.last(), Some(&(t0() + Duration::seconds(9_999))));
 }
@@ -510,6 +510,10 @@ fn history_points_carry_each_metric_for_charts() {
     assert!(lo <= e && e <= hi, "the interval holds its estimate: {errors:?}");
     let json = serde_json::to_string(r).unwrap();
     assert!(json.contains("\"m\":\"errors\""), "{json}");
+    // Four significant digits: a stored look stays small.
+    assert!(json.len() < 1200, "{} bytes: {json}", json.len());
+    let whole: usize = h.history().map(|r| serde_json::to_string(r).unwrap().len()).sum();
+    eprintln!("one look {} bytes, the history {whole} bytes", json.len());
     let back: actuator_health::HealthRecord = serde_json::from_str(&json).unwrap();
     assert_eq!(&back, r);
     // A record stored before the points existed still reads.
