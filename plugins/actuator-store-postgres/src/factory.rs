@@ -20,7 +20,7 @@ pub const PLUGIN_NAME: &str = "postgres";
 /// The environment variable read for the database URL when the config names none.
 pub const URL_ENV: &str = "ACTUATOR_DATABASE_URL";
 
-/// Connections in the pool when the config names no number.
+/// Read connections when the config names no number.
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
 
 /// The accepted range of `max_connections`.
@@ -34,7 +34,7 @@ pub struct PostgresConfig {
     /// [`URL_ENV`] when absent. The database must exist; its tables are created.
     #[serde(default)]
     pub url: Option<String>,
-    /// Connections in the pool, in [`MAX_CONNECTIONS_RANGE`]; [`DEFAULT_MAX_CONNECTIONS`]
+    /// Connections for reads (writes have two more), in [`MAX_CONNECTIONS_RANGE`]; [`DEFAULT_MAX_CONNECTIONS`]
     /// when absent.
     #[serde(default)]
     pub max_connections: Option<u32>,
@@ -59,7 +59,7 @@ impl PostgresConfig {
                     "type": "integer",
                     "minimum": *MAX_CONNECTIONS_RANGE.start(),
                     "maximum": *MAX_CONNECTIONS_RANGE.end(),
-                    "description": "Connections in the pool. Default: 10."
+                    "description": "Connections for reads (writes have two more of their own). Default: 10."
                 }
             }
         })

@@ -43,7 +43,11 @@ pub const WRITE_LOCK_KEY: i64 = 0x6163_7475_6174_6f72; // "actuator"
 
 /// How long a statement may run, and a write wait for the write lock, before it fails.
 const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long taking a connection from the pool (or opening one) may take.
+/// Connections of the writer pool: one in its transaction, one waiting for the write lock.
+/// Writes are serialised by the lock, so more would only hold connections idle.
+const WRITERS: u32 = 2;
+/// How long taking a connection from a pool (or opening one) may take: a write waits this
+/// long for its turn.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The embedded schema migrations, in order.
@@ -63,7 +67,7 @@ fn migrator() -> Migrator {
 /// lock, [`WRITE_LOCK_KEY`]), then checks its invariants, writes, seals and inserts its audit
 /// entry and moves the head of the audit chain; it is acknowledged once PostgreSQL committed
 /// it (`synchronous_commit` as the server sets it; its default, `on`, waits for the WAL to
-/// reach disk). Reads run on the same pool without the lock and never wait for writers.
+/// reach disk). Reads run on a pool of their own, without the lock, and never wait for writers.
 ///
 /// Faults: a write that fails in the backend (connection lost, server down) is rolled back
 /// and writes resume by themselves when the server is back; [`Store::readiness`] probes with
@@ -73,7 +77,8 @@ fn migrator() -> Migrator {
 /// with [`StoreError::ChainBroken`].
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
-    pool: PgPool,
+    writer: PgPool,
+    reader: PgPool,
     faults: Arc<Faults>,
     /// Held by a verification of the audit chain: one at a time, so two never move the
     /// verified head past each other.
@@ -82,7 +87,8 @@ pub struct PostgresStore {
 
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://user:password@host:port/database`)
-    /// with at most `max_connections` connections and brings its schema up to date.
+    /// with at most `max_connections` read connections (and two for writes) and brings its
+    /// schema up to date.
     ///
     /// Fails with [`StoreError::Invalid`] when the URL cannot be parsed and with
     /// [`StoreError::Unavailable`] or [`StoreError::Backend`] when the server cannot be
@@ -103,17 +109,22 @@ impl PostgresStore {
         let options = options
             .application_name("actuator")
             .options([("statement_timeout", timeout_ms.as_str()), ("timezone", "UTC")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(1))
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
+        let pool = |max: u32| {
+            PgPoolOptions::new().max_connections(max.max(1)).acquire_timeout(ACQUIRE_TIMEOUT)
+        };
+        let writer = pool(WRITERS)
+            .connect_with(options.clone())
             .await
             .map_err(backend("connecting to the database"))?;
         migrator()
-            .run(&pool)
+            .run(&writer)
             .await
             .map_err(|e| StoreError::Backend(format!("postgres: migrating the schema: {e}")))?;
-        let store = Self { pool, faults: Arc::default(), verifying: Arc::default() };
+        let reader = pool(max_connections)
+            .connect_with(options)
+            .await
+            .map_err(backend("connecting to the database to read"))?;
+        let store = Self { writer, reader, faults: Arc::default(), verifying: Arc::default() };
         store.verify_at_open().await;
         tracing::debug!("postgres store connected");
         Ok(store)
@@ -131,12 +142,13 @@ impl PostgresStore {
     /// Closes every connection, waiting for those in use to be returned. Later calls on this
     /// store (or its clones) fail.
     pub async fn close(&self) {
-        self.pool.close().await;
+        self.writer.close().await;
+        self.reader.close().await;
     }
 
-    /// The pool of connections (reads use it directly).
+    /// The pool of read connections.
     pub(crate) fn reader(&self) -> &PgPool {
-        &self.pool
+        &self.reader
     }
 
     /// Runs the read `work`.
@@ -188,7 +200,7 @@ impl PostgresStore {
     /// Starts a write transaction holding the database's write lock ([`WRITE_LOCK_KEY`]) until
     /// it ends: every statement after it sees every write committed before it.
     pub(crate) async fn begin_write(&self) -> Result<Transaction<'static, Postgres>, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(backend("beginning a write"))?;
+        let mut tx = self.writer.begin().await.map_err(backend("beginning a write"))?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(WRITE_LOCK_KEY)
             .execute(&mut *tx)
@@ -372,7 +384,7 @@ impl Store for PostgresStore {
         self.reading(async move {
             let row = sqlx::query("SELECT * FROM slots WHERE name = $1")
                 .bind(name.as_str())
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await
                 .map_err(backend("reading a slot"))?;
             row.as_ref().map(rows::slot).transpose()
@@ -388,7 +400,7 @@ impl Store for PostgresStore {
             )
             .bind(page.cursor.as_deref())
             .bind(i64::from(page.limit) + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await
             .map_err(backend("listing slots"))?;
             Ok(page_of(map_rows(&rows, rows::slot)?, page.limit, |s| s.name.to_string()))
@@ -415,7 +427,7 @@ impl Store for PostgresStore {
                 )
                 .bind(first)
                 .bind(last)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await
                 .map_err(backend("reading the active versions of a page of slots"))
             })
@@ -555,7 +567,7 @@ impl Store for PostgresStore {
             let row = sqlx::query("SELECT * FROM versions WHERE slot = $1 AND version = $2")
                 .bind(slot.as_str())
                 .bind(version)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await
                 .map_err(backend("reading a version"))?;
             row.as_ref().map(rows::version).transpose()
@@ -578,7 +590,7 @@ impl Store for PostgresStore {
             .bind(slot.as_str())
             .bind(below)
             .bind(i64::from(page.limit) + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await
             .map_err(backend("listing versions"))?;
             Ok(page_of(map_rows(&rows, rows::version)?, page.limit, |v| v.version.to_string()))
@@ -664,7 +676,7 @@ impl Store for PostgresStore {
         self.reading(async move {
             let row = sqlx::query("SELECT * FROM snapshots WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await
                 .map_err(backend("reading a snapshot"))?;
             row.as_ref().map(rows::snapshot).transpose()
@@ -684,7 +696,7 @@ impl Store for PostgresStore {
                 .bind(slot.map(SlotName::as_str))
                 .bind(page.cursor.as_deref())
                 .bind(i64::from(page.limit) + 1)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await
                 .map_err(backend("listing snapshots"))?;
             Ok(page_of(map_rows(&rows, rows::snapshot)?, page.limit, |s| s.id.clone()))
@@ -721,7 +733,7 @@ impl Store for PostgresStore {
             .bind(cursor)
             .bind(q.target.as_deref())
             .bind(i64::from(q.limit) + 1)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await
             .map_err(backend("listing audit entries"))?;
         Ok(page_of(map_rows(&rows, rows::audit_entry)?, q.limit, |e| e.seq.to_string()))
@@ -730,7 +742,7 @@ impl Store for PostgresStore {
     async fn verified_head(&self) -> Result<Option<AuditHead>, StoreError> {
         self.reading(async {
             let row = sqlx::query("SELECT seq, hash FROM audit_verified_head WHERE id = 1")
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await
                 .map_err(backend("reading the verified audit head"))?;
             head_of(row.as_ref(), "audit_verified_head")
@@ -822,7 +834,7 @@ impl Store for PostgresStore {
 
     async fn readiness(&self) -> Vec<String> {
         let mut problems = Vec::new();
-        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        let ping = sqlx::query("SELECT 1").execute(&self.reader);
         match tokio::time::timeout(ACQUIRE_TIMEOUT, ping).await {
             Ok(Ok(_)) => {}
             Ok(Err(e)) => {
@@ -849,7 +861,7 @@ impl Store for PostgresStore {
 
     async fn audit_head(&self) -> Result<Option<AuditHead>, StoreError> {
         let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.reader)
             .await
             .map_err(backend("reading the audit head"))?;
         head_of(row.as_ref(), "audit_head")
@@ -919,7 +931,7 @@ impl Store for PostgresStore {
         self.reading(async move {
             let row = sqlx::query("SELECT * FROM rollouts WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.reader)
                 .await
                 .map_err(backend("reading a rollout"))?;
             row.as_ref().map(rows::rollout).transpose()
@@ -941,7 +953,7 @@ impl Store for PostgresStore {
                 .bind(filter.active_only)
                 .bind(filter.slot.as_ref().map(SlotName::as_str))
                 .bind(i64::from(page.limit) + 1)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await
                 .map_err(backend("listing rollouts"))?;
             let next_cursor = next_rollout_cursor(&mut rows, page.limit)?;
@@ -962,7 +974,7 @@ impl Store for PostgresStore {
                 .bind(true)
                 .bind(Option::<&str>::None)
                 .bind(i64::from(page.limit) + 1)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await
                 .map_err(backend("listing active rollouts"))?;
             let next_cursor = next_rollout_cursor(&mut rows, page.limit)?;
@@ -988,7 +1000,7 @@ impl Store for PostgresStore {
                  SUM(rollbacks_manual)::BIGINT AS manual FROM rollouts GROUP BY strategy, state \
                  ORDER BY strategy, state",
             )
-            .fetch_all(&self.pool)
+            .fetch_all(&self.reader)
             .await
             .map_err(backend("counting rollouts"))?;
             let mut out = actuator_core::RolloutCounts::default();
@@ -1009,7 +1021,7 @@ impl Store for PostgresStore {
     ) -> Result<Option<std::collections::HashSet<String>>, StoreError> {
         self.reading(async move {
             let rows = sqlx::query("SELECT DISTINCT rollout FROM observation_batches")
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await
                 .map_err(backend("listing the rollouts with observation batches"))?;
             let ids = rows
@@ -1032,7 +1044,7 @@ impl Store for PostgresStore {
             let mut rows = sqlx::query(LIST_ACTIVE_ROUTES)
                 .bind(below)
                 .bind(i64::from(page.limit) + 1)
-                .fetch_all(&self.pool)
+                .fetch_all(&self.reader)
                 .await
                 .map_err(backend("listing the routes of active rollouts"))?;
             let next_cursor = next_rollout_cursor(&mut rows, page.limit)?;

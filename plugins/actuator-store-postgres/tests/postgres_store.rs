@@ -89,17 +89,29 @@ async fn postgres_store_passes_conformance() {
         return;
     }
     // Every case gets its own database; all are dropped when the test ends, passed or not.
-    let dbs: Arc<Mutex<Vec<TestDatabase>>> = Arc::default();
+    let dbs: Arc<Mutex<Vec<(PostgresStore, TestDatabase)>>> = Arc::default();
     actuator_core::testing::conformance::run(|| {
         let dbs = dbs.clone();
         async move {
             let db = TestDatabase::create().await.expect("the server answered a moment ago");
             let store = open(&db).await;
-            dbs.lock().unwrap().push(db);
+            dbs.lock().unwrap().push((store.clone(), db));
             Arc::new(store) as Arc<dyn Store>
         }
     })
     .await;
+    let done = std::mem::take(&mut *dbs.lock().unwrap());
+    let mut left = Vec::with_capacity(done.len());
+    for (store, db) in done {
+        store.close().await;
+        left.push(db);
+    }
+    // Each drop waits for a checkpoint of the server: side by side they share them.
+    std::thread::scope(|s| {
+        for db in left {
+            s.spawn(move || drop(db));
+        }
+    });
 }
 
 #[tokio::test]
