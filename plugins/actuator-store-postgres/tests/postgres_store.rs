@@ -15,7 +15,8 @@ use actuator_core::deployment::DeploymentStrategy;
 use actuator_core::plugin::{HostContext, PluginError, Registry};
 use actuator_core::state::DeploymentState;
 use actuator_core::store::{
-    AppendVersion, AuditQuery, CheckpointWrite, NewObservationBatch, NewRollout, Store, StoreError,
+    Admission, AppendVersion, AuditQuery, CheckpointWrite, NewObservationBatch, NewRollout,
+    PageRequest, RolloutFilter, Store, StoreError,
 };
 use actuator_store_postgres::PostgresStore;
 use actuator_store_postgres::testing::TestDatabase;
@@ -237,6 +238,88 @@ async fn a_group_checkpoint_writes_every_item_but_the_one_that_conflicts() {
         assert_eq!(rec.status, json!({"n": n}), "{id}");
         assert_eq!(again.list_observation_batches(id, 0, 10).await.unwrap().len(), batches, "{id}");
     }
+}
+
+fn new_rollout(slot: &str, id: &str, max_active: Option<u64>) -> NewRollout {
+    NewRollout {
+        id: id.into(),
+        slot: name(slot),
+        strategy: DeploymentStrategy::Canary,
+        state: DeploymentState::Monitoring,
+        request: json!({}),
+        status: json!({}),
+        admission: Admission { max_active, expected_stable: None },
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn admissions_racing_from_three_stores_on_one_database_never_exceed_the_limit() {
+    // Three stores stand for three daemons on one database: each checks the limit in its own
+    // transaction, and the write lock makes those checks see each other's commits.
+    let Some(db) = TestDatabase::create().await else { return };
+    let stores = [Arc::new(open(&db).await), Arc::new(open(&db).await), Arc::new(open(&db).await)];
+    for i in 0..24 {
+        create_slot(stores[0].as_ref(), &format!("s{i}")).await;
+        append(stores[0].as_ref(), &format!("s{i}"), 0).await;
+    }
+    create_slot(stores[0].as_ref(), "solo").await;
+    append(stores[0].as_ref(), "solo", 0).await;
+    // 24 slots, limit 3; then 9 starts on slot solo alone, with no limit: one wins.
+    let mut tasks = Vec::new();
+    for i in 0..24 {
+        let s = stores[i % 3].clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("limit-{i}");
+            s.create_rollout(
+                new_rollout(&format!("s{i}"), &id, Some(3)),
+                AuditDraft::success("t", "rollout.start", &id),
+            )
+            .await
+        }));
+    }
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    let admitted = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(admitted, 3, "{results:?}");
+    assert!(
+        results.iter().all(|r| r.is_ok()
+            || matches!(
+                r,
+                Err(StoreError::Limit { limit: 3, .. }) | Err(StoreError::AlreadyExists { .. })
+            )),
+        "{results:?}"
+    );
+    let mut tasks = Vec::new();
+    for i in 0..9 {
+        let s = stores[i % 3].clone();
+        tasks.push(tokio::spawn(async move {
+            let id = format!("same-{i}");
+            s.create_rollout(
+                new_rollout("solo", &id, None),
+                AuditDraft::success("t", "rollout.start", &id),
+            )
+            .await
+        }));
+    }
+    let mut same = Vec::new();
+    for t in tasks {
+        same.push(t.await.unwrap());
+    }
+    let won = same.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(won, 1, "one active rollout per slot: {same:?}");
+    assert!(
+        same.iter().all(|r| r.is_ok() || matches!(r, Err(StoreError::AlreadyExists { .. }))),
+        "{same:?}"
+    );
+    let active = stores[1]
+        .list_rollouts(RolloutFilter { active_only: true, slot: None }, PageRequest::first(100))
+        .await
+        .unwrap();
+    assert_eq!(active.items.len(), 4);
+    // Slots and versions (25 each) and the 4 admitted starts: refused starts wrote nothing.
+    assert_eq!(verify_chain(stores[2].as_ref()).await, Ok(54));
 }
 
 fn registry() -> Registry {
