@@ -1,6 +1,7 @@
 //! The daemon on the PostgreSQL store: settings name the `postgres` plugin and a fresh
 //! database; a config is applied, a short canary runs to completion, and after a restart
-//! the slots, the rollout and the audit chain are all still there. Nothing is written to
+//! (with the URL from `ACTUATOR_DATABASE_URL` this time) the slots, the rollout and the audit
+//! chain are all still there. Nothing is written to
 //! the data directory's SQLite file.
 //!
 //! Needs the local PostgreSQL (CI starts one; without it, and outside CI, the test says so
@@ -64,7 +65,10 @@ async fn the_daemon_runs_a_rollout_on_postgres_and_keeps_it_across_a_restart() {
     assert!(!tmp.path().join("actuator.db").exists(), "the SQLite store was not opened");
 
     d.stop();
-    d.restart_same_port(Duration::from_millis(0));
+    // Started again with the URL from the environment instead of the settings.
+    let from_env = format!("{FAST_ENGINE}[store]\nplugin = \"postgres\"\n");
+    let d =
+        TestDaemon::start_full(tmp.path(), Some(&from_env), &[("ACTUATOR_DATABASE_URL", db.url())]);
     let url = d.url.clone();
     let (s, slot) = call(&c, Method::GET, &format!("{url}/v1/slots/chat"), None).await;
     assert_eq!(s, 200, "{slot}");
