@@ -13,7 +13,8 @@ use sqlx::postgres::PgRow;
 
 /// Wraps a sqlx error as a store error, saying what was being done: a lost or refused
 /// connection, a pool that cannot hand one out in time, a server shutting down or out of disk
-/// is [`StoreError::Unavailable`] (writes resume once the server is back), anything else
+/// is [`StoreError::Unavailable`] (writes resume once the server is back), text PostgreSQL
+/// cannot hold (a NUL character) is [`StoreError::Invalid`], anything else
 /// [`StoreError::Backend`].
 pub(crate) fn backend(context: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| {
@@ -30,6 +31,14 @@ pub(crate) fn backend(context: &'static str) -> impl FnOnce(sqlx::Error) -> Stor
             }),
             _ => false,
         };
+        // 22021: a NUL character (or invalid UTF-8), which PostgreSQL text cannot hold.
+        let bad_text =
+            matches!(&e, sqlx::Error::Database(d) if d.code().as_deref() == Some("22021"));
+        if bad_text {
+            return StoreError::Invalid(format!(
+                "postgres: {context}: a text value holds a NUL character, which PostgreSQL cannot store"
+            ));
+        }
         if unavailable {
             StoreError::Unavailable(format!(
                 "postgres: {context}: the database cannot be reached or is out of resources ({e}); writes resume once it is back"

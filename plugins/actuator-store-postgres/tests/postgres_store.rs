@@ -322,6 +322,24 @@ async fn admissions_racing_from_three_stores_on_one_database_never_exceed_the_li
     assert_eq!(verify_chain(stores[2].as_ref()).await, Ok(54));
 }
 
+#[tokio::test]
+async fn a_nul_character_is_refused_as_invalid_and_writes_go_on() {
+    let Some(db) = TestDatabase::create().await else { return };
+    let store = open(&db).await;
+    let err = store
+        .create_slot(
+            NewSlot { name: name("chat"), description: "a\0b".into(), schema: None },
+            AuditDraft::success("t", "slot.create", "chat"),
+        )
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Invalid(_)), "{err}");
+    assert!(store.get_slot(&name("chat")).await.unwrap().is_none());
+    assert!(store.readiness().await.is_empty(), "not a store fault");
+    create_slot(&store, "chat").await;
+    assert_eq!(verify_chain(&store).await, Ok(1));
+}
+
 fn registry() -> Registry {
     let mut r = Registry::empty();
     actuator_store_postgres::register(&mut r).unwrap();
