@@ -63,6 +63,8 @@ async fn the_daemon_runs_a_rollout_on_postgres_and_keeps_it_across_a_restart() {
     let (_, audit_before) = call(&c, Method::GET, &format!("{url}/v1/audit/verify"), None).await;
     assert_eq!(audit_before["ok"], true, "{audit_before}");
     assert!(!tmp.path().join("actuator.db").exists(), "the SQLite store was not opened");
+    let (s, ready) = call(&c, Method::GET, &format!("{url}/readyz"), None).await;
+    assert_eq!(s, 200, "ready on PostgreSQL: {ready}");
 
     d.stop();
     // Started again with the URL from the environment instead of the settings.

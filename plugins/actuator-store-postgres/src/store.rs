@@ -1310,8 +1310,8 @@ async fn admit(
 }
 
 // Listings filtered by an optional key have one query with the key and one without: a
-// `?N IS NULL OR key = ?N` form cannot use the key's index, so SQLite walks the whole table
-// (every snapshot, every audit entry) to fill a page of one slot or one target.
+// `$N IS NULL OR key = $N` form is planned once for both cases and cannot count on the key's
+// index to fill a page of one slot or one target.
 
 /// The head (sequence and hash) read from the one row of `table` (`audit_head`, the chain's
 /// end, or `audit_verified_head`, the last verified entry), `None` when the row is absent.
