@@ -18,6 +18,7 @@ mod notifiers;
 mod observations;
 mod ofrep;
 mod plugins;
+mod postgres;
 mod rollouts;
 mod rollouts_cli;
 mod secrets;

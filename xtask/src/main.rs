@@ -156,6 +156,9 @@ fn test(args: &[String]) -> anyhow::Result<()> {
         Err(e) if is_ci() => return Err(e),
         Err(e) => eprintln!("warning: {e:#}; the Python OpenFeature client test will be skipped"),
     }
+    // The PostgreSQL store's tests (its conformance suite, tests/it/postgres.rs) use the
+    // server at 127.0.0.1:5432 that .ci/run starts (or ACTUATOR_TEST_POSTGRES_URL); with `CI`
+    // set they fail without one, elsewhere they say so and skip.
     if has_nextest() {
         t.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
     } else {

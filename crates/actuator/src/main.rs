@@ -6,6 +6,7 @@ use actuator_notifier_log as _;
 use actuator_notifier_pagerduty as _;
 use actuator_notifier_slack as _;
 use actuator_notifier_webhook as _;
+use actuator_store_postgres as _;
 use actuator_store_sqlite as _;
 
 mod cli;
