@@ -113,6 +113,11 @@ async fn the_dashboard_follows_and_controls_a_live_canary() {
     std::fs::write(&v2, r#"{"model": "gpt-4o-mini", "temperature": 0.2}"#).unwrap();
     cli_json(&d, operator.as_str(), &["slot", "create", "chat.default"]);
     cli_json(&d, &operator, &["config", "apply", v1.to_str().unwrap(), "--slot", "chat.default"]);
+    cli_json(
+        &d,
+        &operator,
+        &["snapshot", "create", "--slot", "chat.default", "--label", "before-canary"],
+    );
     // A canary that stays in its first step (it can never gather its samples in the test).
     let started = cli_json(
         &d,
@@ -244,5 +249,31 @@ async fn the_dashboard_follows_and_controls_a_live_canary() {
         0,
         "a viewer sees no control"
     );
+
+    // The other pages, as the viewer: a slot's versions side by side, snapshots, the audit log.
+    b.goto(&format!("{}/ui/#/slot/chat.default", d.url)).await;
+    let changes = b.wait_for("the diff of v1 and v2", 20, &text_of("#diff-changes")).await;
+    assert!(
+        changes.as_str().unwrap().contains("~ /model: \"gpt-4o\" → \"gpt-4o-mini\""),
+        "{changes}"
+    );
+    let left = b.wait_for("the left side", 5, &text_of("#diff-left")).await;
+    let right = b.wait_for("the right side", 5, &text_of("#diff-right")).await;
+    assert!(left.as_str().unwrap().contains("\"gpt-4o\""), "{left}");
+    assert!(right.as_str().unwrap().contains("\"gpt-4o-mini\""), "{right}");
+    b.click("#nav a[data-page=snapshots]").await;
+    let snaps = b.wait_for("the snapshot", 20, &text_of("#snapshots tbody")).await;
+    assert!(snaps.as_str().unwrap().contains("before-canary"), "{snaps}");
+    b.click("#nav a[data-page=audit]").await;
+    let audit = b.wait_for("the audit log", 20, &text_of("#audit tbody")).await;
+    let audit = audit.as_str().unwrap();
+    assert!(audit.contains("snapshot.create") && audit.contains("dora-operator"), "{audit}");
+    let status = b.wait_for("the verification status", 20, "const e = document.querySelector('#audit-status'); return e && !e.textContent.startsWith('Checking') ? e.textContent : '';").await;
+    assert!(status.as_str().unwrap().contains("needs an admin token"), "{status}");
+    // An admin sees the chain verified.
+    sign_in(&b, &d.url, ADMIN).await;
+    b.click("#nav a[data-page=audit]").await;
+    let status = b.wait_for("the verification status", 20, "const e = document.querySelector('#audit-status .verified'); return e ? e.parentElement.textContent : '';").await;
+    assert!(status.as_str().unwrap().contains("✔ verified"), "{status}");
     drop(traffic);
 }

@@ -183,3 +183,57 @@ async fn the_rollout_stream_sends_the_view_at_once_and_after_a_change() {
     let r = c.get(format!("{}/v1/rollouts/{id}/events", d.url)).send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn rollout_streams_share_the_subscriber_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let settings = format!("{FAST_ENGINE}\n[server]\nmax_sse_subscribers = 1\n");
+    let d = TestDaemon::start_full(dir.path(), Some(&settings), &[("ACTUATOR_ADMIN_TOKEN", ADMIN)]);
+    let v1 = dir.path().join("v1.json");
+    std::fs::write(&v1, r#"{"model": "gpt-4o"}"#).unwrap();
+    let v2 = dir.path().join("v2.json");
+    std::fs::write(&v2, r#"{"model": "gpt-4o-mini"}"#).unwrap();
+    cli(&d, ADMIN, &["slot", "create", "chat"]);
+    cli(&d, ADMIN, &["config", "apply", v1.to_str().unwrap(), "--slot", "chat"]);
+    let started = cli(
+        &d,
+        ADMIN,
+        &[
+            "rollout",
+            "start",
+            "--slot",
+            "chat",
+            "--strategy",
+            "canary",
+            "--document",
+            v2.to_str().unwrap(),
+        ],
+    );
+    let id = started["id"].as_str().unwrap();
+    let c = reqwest::Client::new();
+    let url = format!("{}/v1/rollouts/{id}/events", d.url);
+    let mut first = c.get(&url).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(first.status(), 200);
+    events(&mut first, 1).await;
+    let second = c.get(&url).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(second.status(), 503);
+    assert_eq!(second.headers()["retry-after"], "30");
+    let body: Value = second.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "too_many_subscribers");
+    // The OFREP stream counts against the same bound.
+    let ofrep =
+        c.get(format!("{}/ofrep/v1/events", d.url)).bearer_auth(ADMIN).send().await.unwrap();
+    assert_eq!(ofrep.status(), 503);
+    // A closed stream frees its place (at the latest when the next keep-alive, every 15 s,
+    // finds the connection gone).
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let again = c.get(&url).bearer_auth(ADMIN).send().await.unwrap();
+        if again.status() == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the closed stream's place was never freed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
