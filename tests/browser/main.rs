@@ -276,4 +276,14 @@ async fn the_dashboard_follows_and_controls_a_live_canary() {
     let status = b.wait_for("the verification status", 20, "const e = document.querySelector('#audit-status .verified'); return e ? e.parentElement.textContent : '';").await;
     assert!(status.as_str().unwrap().contains("✔ verified"), "{status}");
     drop(traffic);
+
+    // An open daemon (no tokens) needs no sign-in, says so, and shows the controls.
+    let open = TestDaemon::start();
+    b.js("sessionStorage.clear(); return true;", json!([])).await;
+    b.goto(&format!("{}/ui/", open.url)).await;
+    b.wait_for("the rollouts page", 20, "return document.querySelector('#rollouts') !== null")
+        .await;
+    let who = b.wait_for("the open mode", 10, &text_of("#who")).await;
+    assert_eq!(who, "open daemon (no tokens): every role");
+    assert_eq!(b.js("return document.querySelector('#signout').hidden", json!([])).await, true);
 }

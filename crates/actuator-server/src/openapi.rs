@@ -435,7 +435,19 @@ pub fn document() -> Value {
         ok: vec![(
             200,
             "server-sent `rollout` events, each {\"view\": RolloutView, \"health\": ...}: one at once, one after every change",
-            Some(("text/event-stream", json!({"type": "string"}))),
+            // The schema of one event (as SSE clients and schemathesis read it).
+            Some((
+                "text/event-stream",
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "event": {"const": "rollout"},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                        "retry": {"type": "integer", "minimum": 0},
+                    },
+                    "required": ["event", "data"],
+                }),
+            )),
         )],
         ..Op::new("get", "/v1/rollouts/{id}/events", "A rollout's live updates")
     };
