@@ -7,6 +7,7 @@ mod chaos;
 mod cli;
 mod cli_pipelines;
 mod crash;
+mod dashboard;
 mod decisions;
 mod durable_ingest;
 mod gates;

@@ -7,8 +7,11 @@
 //! - `sim`: the real engine over the default canary request in simulated time (release build),
 //!   printed and written to `sim-results/` (markdown, CSV, JSON)
 //! - `openapi`: writes `docs/openapi.json`, the API's OpenAPI document
+//! - `screenshot`: regenerates `docs/images/rollout-page.png` (the dashboard in headless
+//!   Chromium, as the browser test drives it)
 //!
-//! `test` ends with schemathesis (installed in the same venv) fuzzing a live daemon over its
+//! `test` runs the dashboard's browser test (installing Debian's `chromium` and
+//! `chromium-driver` when missing) and ends with schemathesis (installed in the same venv) fuzzing a live daemon over its
 //! OpenAPI document with an operator token: no server error, every status and body as
 //! documented.
 
@@ -17,6 +20,7 @@ use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+mod browser;
 mod fuzz;
 mod sim;
 
@@ -58,6 +62,9 @@ enum Task {
     },
     /// Write docs/openapi.json from the server's types.
     Openapi,
+    /// Regenerate docs/images/rollout-page.png: the dashboard's rollout page in headless
+    /// Chromium, on a live daemon with a canary under simulated traffic.
+    Screenshot,
     /// Only the schemathesis run of `test` (builds the binary first).
     Fuzz,
     /// The simulation itself (what `sim` runs, optimised).
@@ -170,6 +177,8 @@ fn test(args: &[String]) -> anyhow::Result<()> {
     doc.args(["test", "--workspace", "--doc"]);
     run(doc)?;
     if args.is_empty() {
+        // The dashboard in a real browser (ignored by the plain test run above).
+        browser::test_step()?;
         match ofrep_venv() {
             Ok(python) => fuzz::schemathesis(&python, &target_dir())?,
             Err(e) if is_ci() => return Err(e),
@@ -208,6 +217,7 @@ fn main() -> anyhow::Result<()> {
             test(&[])
         }
         Task::Test { args } => test(&args),
+        Task::Screenshot => browser::screenshot(),
         Task::SimRun(args) => sim::run(args),
         Task::Fuzz => {
             let mut build = cargo();

@@ -156,6 +156,10 @@ impl Access {
 pub fn access(method: &Method, path: &str) -> Access {
     match path {
         "/healthz" | "/readyz" | "/openapi.json" => Access::Public,
+        // The dashboard's files hold no data; its data calls carry the token.
+        "/ui" | "/ui/" | "/ui/{*file}" => Access::Public,
+        // Any token may ask who it is.
+        "/v1/whoami" => Access::Resolve,
         "/metrics" => Access::Read,
         "/v1/resolve" => Access::Resolve,
         p if p.starts_with("/ofrep/") => Access::Resolve,
@@ -408,6 +412,10 @@ mod tests {
         assert_eq!(access(&get, "/v1/rollouts/{id}"), Access::Read);
         assert_eq!(access(&post, "/v1/rollouts/{id}/{action}"), Access::Operate);
         assert_eq!(access(&Method::DELETE, "/v1/tokens/{name}"), Access::Admin);
+        assert_eq!(access(&get, "/v1/rollouts/{id}/events"), Access::Read);
+        assert_eq!(access(&get, "/v1/whoami"), Access::Resolve);
+        assert_eq!(access(&get, "/ui/{*file}"), Access::Public);
+        assert_eq!(access(&get, "/ui"), Access::Public);
     }
 
     #[test]

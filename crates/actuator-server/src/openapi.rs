@@ -432,6 +432,27 @@ pub fn document() -> Value {
     };
     api.add(op, &errors);
     let op = Op {
+        ok: vec![(
+            200,
+            "server-sent `rollout` events, each {\"view\": RolloutView, \"health\": ...}: one at once, one after every change",
+            // The schema of one event (as SSE clients and schemathesis read it).
+            Some((
+                "text/event-stream",
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "event": {"const": "rollout"},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                        "retry": {"type": "integer", "minimum": 0},
+                    },
+                    "required": ["event", "data"],
+                }),
+            )),
+        )],
+        ..Op::new("get", "/v1/rollouts/{id}/events", "A rollout's live updates")
+    };
+    api.add(op, &errors);
+    let op = Op {
         body: body!(rollouts::ActBody),
         ok: vec![ok!(200, "the rollout", actuator_engine::RolloutView)],
         ..Op::new(
@@ -454,6 +475,11 @@ pub fn document() -> Value {
     let op = Op {
         ok: vec![ok!(200, "the counters", actuator_core::ActuatorStats)],
         ..Op::new("get", "/v1/stats", "Rollout counters")
+    };
+    api.add(op, &errors);
+    let op = Op {
+        ok: vec![ok!(200, "the caller's name and role", crate::routes::session::WhoAmI)],
+        ..Op::new("get", "/v1/whoami", "Who the token is (any role)")
     };
     api.add(op, &errors);
     let op = Op {

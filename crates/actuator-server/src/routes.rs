@@ -5,8 +5,11 @@ pub(crate) mod health;
 pub(crate) mod ofrep;
 pub(crate) mod plugins;
 pub(crate) mod resolve;
+pub(crate) mod rollout_events;
 pub(crate) mod rollouts;
+pub(crate) mod session;
 pub(crate) mod tokens;
+pub(crate) mod ui;
 
 use crate::error::ApiError;
 
