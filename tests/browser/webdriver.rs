@@ -133,20 +133,35 @@ impl Browser {
     /// Clicks the element `css` selects (as a user would: the driver checks it is visible
     /// and enabled).
     pub(crate) async fn click(&self, css: &str) {
-        let e = self.element(css).await;
-        self.send(reqwest::Method::POST, &self.at(&format!("/element/{e}/click")), Some(json!({})))
-            .await;
+        self.act(css, "click", json!({})).await;
     }
 
-    /// Types `text` into the element `css` selects.
+    /// Runs the element command `command` on the element `css` selects. Live pages redraw: an
+    /// element replaced (or not yet shown) between finding and acting on it is found again.
+    async fn act(&self, css: &str, command: &str, body: Value) {
+        let mut last = Value::Null;
+        for _ in 0..10 {
+            let e = self.element(css).await;
+            let url = format!("{}{}", self.base, self.at(&format!("/element/{e}/{command}")));
+            let resp = self.http.post(&url).json(&body).send().await.expect(command);
+            let status = resp.status();
+            let v: Value = resp.json().await.unwrap_or(Value::Null);
+            if status.is_success() {
+                return;
+            }
+            let error = v["value"]["error"].as_str().unwrap_or_default();
+            if !matches!(error, "stale element reference" | "element not interactable") {
+                panic!("WebDriver {command} on {css}: {status} {v}");
+            }
+            last = v;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("{command} on {css} failed every time: {last}");
+    }
+
+    /// Types `text` into the element `css` selects (found again if a redraw replaced it).
     pub(crate) async fn type_into(&self, css: &str, text: &str) {
-        let e = self.element(css).await;
-        self.send(
-            reqwest::Method::POST,
-            &self.at(&format!("/element/{e}/value")),
-            Some(json!({"text": text})),
-        )
-        .await;
+        self.act(css, "value", json!({"text": text})).await;
     }
 
     /// A PNG of the window.

@@ -6,6 +6,7 @@
   const main = document.getElementById("main");
   let who = null; // {name, role, open}
   let stopPage = () => {}; // ends the current page's timers and streams
+  let pendingMessage = ""; // what the sign-in page says after a redirect to it
 
   // ------------------------------------------------------------------ helpers
 
@@ -73,8 +74,9 @@
   function signOut(message) {
     sessionStorage.removeItem(TOKEN_KEY);
     who = null;
-    location.hash = "#/signin";
-    renderSignIn(message);
+    // One drawing of the sign-in page: directly when already there, else by the hash change.
+    if (location.hash === "#/signin") renderSignIn(message);
+    else { pendingMessage = message; location.hash = "#/signin"; }
   }
 
   function renderSignIn(message) {
@@ -243,6 +245,8 @@
     let seenAt = null;
     let view = null;
     let health = null;
+    let controlsNode = null;
+    let controlsKey = "";
     const live = h("span", { class: "live", id: "live" }, "connecting…");
     const body = h("div", { id: "rollout-body" });
     page(`Rollout ${id}`, live, body);
@@ -274,7 +278,14 @@
         v.last_decision && v.last_decision.holding ? h("div", { class: "muted" }, `holding: ${v.last_decision.holding}`) : null,
         v.outcome ? h("div", { id: "outcome" }, `Outcome: ${v.outcome}`) : null,
         v.errors.length ? h("div", { class: "error" }, v.errors.join("; ")) : null);
-      const controls = mayControl() ? controlsView(v) : null;
+      // The controls are redrawn only when what they allow changes (a button does not move
+      // under the pointer at every update); they act on the latest view.
+      let controls = null;
+      if (mayControl()) {
+        const key = ACTIONS.map(([, , ok]) => ok(v)).join();
+        if (!controlsNode || key !== controlsKey) { controlsNode = controlsView(() => view); controlsKey = key; }
+        controls = controlsNode;
+      }
       const hist = (health && health.history) || [];
       const thr = combinedThreshold(health);
       const combined = chartCard("Combined evidence: ln e-value against its threshold", "chart-combined",
@@ -334,9 +345,11 @@
     ["rollback", "Roll back", (v) => !TERMINAL.includes(v.state) || (v.state === "completed" && v.rollback_window_until && Date.parse(v.rollback_window_until) > Date.now())],
   ];
 
-  function controlsView(v) {
+  // current() is the latest view of the rollout.
+  function controlsView(current) {
+    const v = current();
     return h("div", { class: "card controls", id: "controls" }, ACTIONS.map(([action, label, ok]) =>
-      h("button", { type: "button", id: `ctl-${action}`, disabled: !ok(v), onclick: () => confirmAction(v, action, label) }, label)));
+      h("button", { type: "button", id: `ctl-${action}`, disabled: !ok(v), onclick: () => confirmAction(current(), action, label) }, label)));
   }
 
   function confirmAction(v, action, label) {
@@ -451,7 +464,7 @@
     renderRollout.apply = null;
     const parts = (location.hash.replace(/^#\/?/, "") || "rollouts").split("/").map(decodeURIComponent);
     for (const a of document.querySelectorAll("#nav a")) a.classList.toggle("active", a.dataset.page === parts[0] || `${a.dataset.page}` === `${parts[0]}s`);
-    if (parts[0] === "signin") { renderSignIn(); return; }
+    if (parts[0] === "signin") { renderSignIn(pendingMessage); pendingMessage = ""; return; }
     try {
       if (!who) await whoAmI();
       switch (parts[0]) {
