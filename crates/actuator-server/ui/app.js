@@ -121,7 +121,8 @@
   }
 
   function stepText(v) {
-    return v.phases > 0 ? `${Math.min(v.phase + 1, v.phases)}/${v.phases}` : "–";
+    // Numbered from 0, as in the API, the observations' `phase` and the CLI.
+    return v.phases > 1 ? `${v.phase} of 0–${v.phases - 1}` : v.phases === 1 ? "0" : "–";
   }
 
   async function renderRollouts() {
@@ -198,7 +199,7 @@
     if (i === v.phase) {
       if (["rolled_back", "failed", "aborted", "rolling_back"].includes(v.state)) return ["failed", "✖"];
       if (v.state === "paused") return ["current", "॥"];
-      return ["current", "▶"];
+      return ["current", "●"];
     }
     return ["pending", "◌"];
   }
@@ -208,7 +209,7 @@
       const [cls, m] = marker(i, v);
       const limits = [s.min_samples ? `≥${s.min_samples} requests` : null, s.min_secs ? `≥${s.min_secs}s` : null].filter(Boolean).join(", ");
       return h("li", { class: cls, "data-step": i }, h("span", { class: "marker" }, m),
-        `${i + 1}. ${s.kind} ${pct(s.share_percent)}`, limits ? h("span", { class: "muted" }, ` (${limits})`) : null);
+        `${i}. ${s.role || s.kind} ${s.kind === "shadow" ? "mirror" : pct(s.share_percent)}`, limits ? h("span", { class: "muted" }, ` (${limits})`) : null);
     }));
   }
 
@@ -251,7 +252,24 @@
     const body = h("div", { id: "rollout-body" });
     page(`Rollout ${id}`, live, body);
 
+    // The per-metric series come from the stored health history (which spans the whole
+    // rollout from its first look); the live view's metrics are added for looks the history
+    // does not carry points for (a history written before it kept them).
     const record = () => {
+      const hist = (health && health.history) || [];
+      if (hist.some((r) => r.metrics && r.metrics.length)) {
+        series.clear();
+        for (const r of hist) {
+          if (!r.arm || !r.metrics) continue;
+          const t = Date.parse(r.at);
+          for (const p of r.metrics) {
+            const k = `${r.arm}/${p.m}`;
+            if (!series.has(k)) series.set(k, []);
+            series.get(k).push({ t, y: p.e, lo: p.lo, hi: p.hi, margin: p.mg, loge: p.le });
+          }
+        }
+        return;
+      }
       const ev = health && health.last_evaluation;
       const at = ev && ev.explanation ? ev.explanation.at : null;
       if (!at || at === seenAt) return;
@@ -307,10 +325,10 @@
         h("h2", {}, "Step plan"), planView(v),
         h("h2", {}, "Arms"), armsView(v),
         h("h2", {}, "Evidence"), h("div", { class: "charts", id: "charts" }, combined, ...charts),
-        series.size === 0 ? h("p", { class: "muted" }, "Per-metric charts start with the next look while this page is open.") : null,
+        series.size === 0 ? h("p", { class: "muted" }, "Per-metric charts start with the next look.") : null,
         h("h2", {}, "Decisions"), h("table", { id: "decisions" },
           h("thead", {}, h("tr", {}, ["At", "Step", "Decision", "Rule", "Samples"].map((t) => h("th", {}, t)))),
-          h("tbody", {}, decisions.map((r) => h("tr", {}, h("td", {}, when(r.at)), h("td", {}, String(r.phase + 1)),
+          h("tbody", {}, decisions.map((r) => h("tr", {}, h("td", {}, when(r.at)), h("td", {}, String(r.phase)),
             h("td", {}, typeof r.decision === "string" ? r.decision : JSON.stringify(r.decision)), h("td", {}, r.rule), h("td", { class: "num" }, String(r.samples)))))),
         h("h2", {}, "Transitions"), h("table", { id: "transitions" },
           h("thead", {}, h("tr", {}, ["At", "From", "To", "Why"].map((t) => h("th", {}, t)))),
