@@ -172,7 +172,7 @@ async fn the_dashboard_follows_and_controls_a_live_canary() {
     b.wait_for("the live stream", 20, "return document.querySelector('#live.on') !== null").await;
     let plan = b.wait_for("the step plan", 10, &text_of("#plan")).await;
     let plan = plan.as_str().unwrap().to_owned();
-    assert!(plan.contains("●0. smoke 10%") && plan.contains("◌2. watch 100%"), "{plan}");
+    assert!(plan.contains("●0. prove 10%") && plan.contains("◌2. watch 100%"), "{plan}");
     b.wait_for(
         "traffic on both arms",
         30,

@@ -67,7 +67,7 @@
     main.replaceChildren(h("div", { class: "card error", id: "page-error" }, e.message || String(e)));
   }
 
-  function page(title, ...content) { main.replaceChildren(h("h1", {}, title), ...content); }
+  function page(title, ...content) { main.replaceChildren(h("h1", {}, title), ...content.filter((c) => c !== null && c !== undefined)); }
 
   // ------------------------------------------------------------------ sign-in
 
@@ -321,7 +321,8 @@
           "dashed: the threshold ln(1/α)"));
       }
       const decisions = hist.slice(-30).reverse();
-      body.replaceChildren(summary, controls,
+      // `replaceChildren` would write a left-out part (null) as the text "null".
+      const parts = [summary, controls,
         h("h2", {}, "Step plan"), planView(v),
         h("h2", {}, "Arms"), armsView(v),
         h("h2", {}, "Evidence"), h("div", { class: "charts", id: "charts" }, combined, ...charts),
@@ -329,13 +330,14 @@
         h("h2", {}, "Decisions"), h("table", { id: "decisions" },
           h("thead", {}, h("tr", {}, ["At", "Step", "Decision", "Rule", "Samples"].map((t) => h("th", {}, t)))),
           h("tbody", {}, decisions.map((r) => h("tr", {}, h("td", {}, when(r.at)), h("td", {}, String(r.phase)),
-            h("td", {}, typeof r.decision === "string" ? r.decision : JSON.stringify(r.decision)), h("td", {}, r.rule), h("td", { class: "num" }, String(r.samples)))))),
+            h("td", {}, typeof r.decision === "string" ? r.decision : (r.decision && r.decision.kind) || "–"), h("td", {}, r.rule), h("td", { class: "num" }, String(r.samples)))))),
         h("h2", {}, "Transitions"), h("table", { id: "transitions" },
           h("thead", {}, h("tr", {}, ["At", "From", "To", "Why"].map((t) => h("th", {}, t)))),
           h("tbody", {}, v.transitions.slice().reverse().map((t) => h("tr", {}, h("td", {}, when(t.at)),
             h("td", {}, stateBadge(t.from)), h("td", {}, stateBadge(t.to)), h("td", {}, t.reason))))),
         v.rollbacks.length ? h("h2", {}, "Rollbacks") : null,
-        v.rollbacks.length ? h("pre", { id: "rollbacks" }, JSON.stringify(v.rollbacks, null, 2)) : null);
+        v.rollbacks.length ? h("pre", { id: "rollbacks" }, JSON.stringify(v.rollbacks, null, 2)) : null];
+      body.replaceChildren(...parts.filter((p) => p !== null && p !== undefined));
     };
 
     const update = (data) => {
