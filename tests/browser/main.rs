@@ -166,6 +166,8 @@ async fn the_dashboard_follows_and_controls_a_live_canary() {
         )
         .await;
     assert!(row.as_str().unwrap().contains("chat.default"), "{row}");
+    b.wait_for("the list's live stream", 20, "return document.querySelector('#live.on') !== null")
+        .await;
     b.click(&format!("tr[data-id=\"{id}\"] a")).await;
 
     // The rollout page: the step plan, the arms, live evidence.

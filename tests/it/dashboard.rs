@@ -174,6 +174,36 @@ async fn the_rollout_stream_sends_the_view_at_once_and_after_a_change() {
         assert!(Instant::now() < deadline, "the pause never arrived");
     }
 
+    // The list's stream: the newest rollouts at once, and again when one changes.
+    let list = |token: &str, q: &str| {
+        c.get(format!("{}/v1/events/rollouts{q}", d.url)).bearer_auth(token).send()
+    };
+    let mut l = list(&viewer, "?limit=5").await.unwrap();
+    assert_eq!(l.status(), 200);
+    let first = events(&mut l, 1).await;
+    assert_eq!(first[0].0, "rollouts");
+    assert_eq!(first[0].1["items"][0]["id"], id.as_str(), "{}", first[0].1);
+    assert_eq!(first[0].1["items"][0]["state"], "paused");
+    let (s, _) = call_as(
+        &http,
+        Method::POST,
+        &format!("{}/v1/rollouts/{id}/resume", d.url),
+        Some(ADMIN),
+        Some(serde_json::json!({"reason": "done looking"})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let next = events(&mut l, 1).await;
+        if next[0].1["items"][0]["state"] != "paused" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the resume never reached the list's stream");
+    }
+    assert_eq!(list(&viewer, "?limit=0").await.unwrap().status(), 400);
+    assert_eq!(list(client["secret"].as_str().unwrap(), "").await.unwrap().status(), 403);
+
     let r = stream(&viewer, "ro-missing").await.unwrap();
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();

@@ -413,6 +413,7 @@ mod tests {
         assert_eq!(access(&post, "/v1/rollouts/{id}/{action}"), Access::Operate);
         assert_eq!(access(&Method::DELETE, "/v1/tokens/{name}"), Access::Admin);
         assert_eq!(access(&get, "/v1/rollouts/{id}/events"), Access::Read);
+        assert_eq!(access(&get, "/v1/events/rollouts"), Access::Read);
         assert_eq!(access(&get, "/v1/whoami"), Access::Resolve);
         assert_eq!(access(&get, "/ui/{*file}"), Access::Public);
         assert_eq!(access(&get, "/ui"), Access::Public);

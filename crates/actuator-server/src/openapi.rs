@@ -453,6 +453,27 @@ pub fn document() -> Value {
     };
     api.add(op, &errors);
     let op = Op {
+        query: Some(query_params::<crate::routes::rollout_events::ListEventsQuery>()),
+        ok: vec![(
+            200,
+            "server-sent `rollouts` events, each {\"items\": [RolloutView, ...]} (the newest rollouts): one at once, one after every change",
+            Some((
+                "text/event-stream",
+                json!({
+                    "type": "object",
+                    "properties": {
+                        "event": {"const": "rollouts"},
+                        "data": {"type": "string", "contentMediaType": "application/json"},
+                        "retry": {"type": "integer", "minimum": 0},
+                    },
+                    "required": ["event", "data"],
+                }),
+            )),
+        )],
+        ..Op::new("get", "/v1/events/rollouts", "The rollout list's live updates")
+    };
+    api.add(op, &errors);
+    let op = Op {
         body: body!(rollouts::ActBody),
         ok: vec![ok!(200, "the rollout", actuator_engine::RolloutView)],
         ..Op::new(

@@ -127,12 +127,11 @@
 
   async function renderRollouts() {
     const body = h("tbody", { id: "rollout-rows" });
-    const stamp = h("span", { class: "live on" }, "refreshing every 2 s");
+    const stamp = h("span", { class: "live", id: "live" }, "connecting…");
     page("Rollouts", stamp, h("table", { id: "rollouts" },
       h("thead", {}, h("tr", {}, ["Rollout", "Slot", "Strategy", "State", "Step", "Share", "Last decision", "Updated"].map((t) => h("th", {}, t)))),
       body));
-    const load = async () => {
-      const list = items(await api("/v1/rollouts?limit=100"));
+    const draw = (list) => {
       body.replaceChildren(...(list.length === 0
         ? [h("tr", {}, h("td", { colspan: 8, class: "muted" }, "No rollout yet."))]
         : list.map((v) => h("tr", { "data-id": v.id },
@@ -141,9 +140,13 @@
           h("td", {}, stepText(v)), h("td", { class: "num" }, pct(v.share_percent)),
           h("td", {}, lastDecision(v)), h("td", {}, when(v.updated_at))))));
     };
-    await load();
-    const timer = setInterval(() => load().catch(showError), 2000);
-    stopPage = () => clearInterval(timer);
+    // Live by server-sent events: one `rollouts` event at once and one after every change.
+    draw(items(await api("/v1/rollouts?limit=100")));
+    stopPage = follow("/v1/events/rollouts?limit=100", (name, data) => { if (name === "rollouts") draw(data.items || []); },
+      (on, err) => {
+        stamp.className = on ? "live on" : "live";
+        stamp.textContent = on ? "live" : err ? `not live: ${err.message}` : "reconnecting…";
+      });
   }
 
   // ------------------------------------------------------------------ one rollout
