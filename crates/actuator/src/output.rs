@@ -151,14 +151,13 @@ pub(crate) fn observed_share(view: &Value) -> String {
     if view["strategy"] == "shadow" || is_terminal(&view["state"]) {
         return String::new();
     }
-    let (mut candidate, mut total) = (0u64, 0u64);
-    for a in view["arms"].as_array().into_iter().flatten() {
-        let n = a["requests"].as_u64().unwrap_or(0);
-        total = total.saturating_add(n);
-        if !matches!(a["arm"].as_str(), Some("stable" | "control")) {
-            candidate = candidate.saturating_add(n);
-        }
-    }
+    let candidate = crate::plan_view::candidate_requests(view);
+    let total: u64 = view["arms"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a["requests"].as_u64())
+        .fold(0, u64::saturating_add);
     if total == 0 {
         return String::new();
     }

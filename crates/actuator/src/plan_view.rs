@@ -62,7 +62,7 @@ fn current_marker(state: &str) -> (&'static str, Colour) {
 }
 
 /// Canary requests of the current step: every arm but the control.
-fn candidate_requests(v: &Value) -> u64 {
+pub(crate) fn candidate_requests(v: &Value) -> u64 {
     v["arms"]
         .as_array()
         .into_iter()

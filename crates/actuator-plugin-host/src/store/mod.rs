@@ -117,7 +117,8 @@ impl RemoteStore {
     }
 }
 
-/// The instance placeholder of params built here; the transport sets the real one.
+/// The `instance` field of params built here before the transport stamps the plugin's own
+/// instance id into it (`with_instance`).
 const INSTANCE: u64 = 0;
 
 fn page(page: PageRequest) -> sw::Paged {
