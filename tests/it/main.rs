@@ -11,6 +11,7 @@ mod dashboard;
 mod decisions;
 mod durable_ingest;
 mod gates;
+mod ha;
 mod hardening;
 mod limits;
 mod metric_sources;

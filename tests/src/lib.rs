@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+
 /// Path of the built `actuator` binary next to the test executable.
 pub fn actuator_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("current exe");
@@ -29,6 +31,8 @@ pub struct TestDaemon {
     pub url: String,
     /// The data directory (kept across restarts).
     pub data_dir: PathBuf,
+    /// Where its stderr goes, when not to the test's own.
+    log: Option<PathBuf>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -74,7 +78,24 @@ impl TestDaemon {
         if let Some(t) = toml {
             std::fs::write(data_dir.join("settings.toml"), t).expect("write settings");
         }
-        Self::spawn(data_dir, toml.is_some(), env, "127.0.0.1:0")
+        Self::spawn(data_dir, toml.is_some(), env, "127.0.0.1:0", None)
+    }
+
+    /// Starts a daemon on `data_dir` with its `settings.toml` (written by the caller), its
+    /// stderr appended to `log`.
+    pub fn spawn_logged(data_dir: &Path, log: &Path) -> Self {
+        Self::spawn(data_dir, true, &[], "127.0.0.1:0", Some(log))
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `TERM`…) to the daemon's process.
+    pub fn signal(&self, signal: &str) {
+        let Some(c) = &self.child else { return };
+        let ok = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(c.id().to_string())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "kill -{signal} {} failed", c.id());
     }
 
     /// Kills the daemon, waits `down_for`, and starts it again on the same data directory,
@@ -85,12 +106,19 @@ impl TestDaemon {
         std::thread::sleep(down_for);
         let listen = self.url.trim_start_matches("http://").to_owned();
         let with_settings = self.data_dir.join("settings.toml").exists();
-        let mut fresh = Self::spawn(&self.data_dir, with_settings, &[], &listen);
+        let mut fresh =
+            Self::spawn(&self.data_dir, with_settings, &[], &listen, self.log.as_deref());
         self.url = std::mem::take(&mut fresh.url);
         self.child = fresh.child.take();
     }
 
-    fn spawn(data_dir: &Path, with_settings: bool, env: &[(&str, &str)], listen: &str) -> Self {
+    fn spawn(
+        data_dir: &Path,
+        with_settings: bool,
+        env: &[(&str, &str)],
+        listen: &str,
+        log: Option<&Path>,
+    ) -> Self {
         let mut cmd = Command::new(actuator_bin());
         cmd.envs(env.iter().copied());
         cmd.args(["serve", "--listen", listen, "--data-dir"]).arg(data_dir);
@@ -101,7 +129,15 @@ impl TestDaemon {
             .env("RUST_LOG", "warn")
             .env_remove("ACTUATOR_CONFIG")
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match log {
+                Some(path) => std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map(Stdio::from)
+                    .expect("open the daemon's log"),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("spawn actuator serve");
         let stdout = child.stdout.take().expect("stdout");
@@ -120,7 +156,13 @@ impl TestDaemon {
         };
         // Keep draining stdout so the daemon never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Self { child: Some(child), url, data_dir: data_dir.to_path_buf(), _tmp: None }
+        Self {
+            child: Some(child),
+            url,
+            data_dir: data_dir.to_path_buf(),
+            log: log.map(Path::to_path_buf),
+            _tmp: None,
+        }
     }
 
     /// Kills the daemon with SIGKILL (no chance to clean up).
@@ -211,6 +253,24 @@ pub async fn call(
     body: Option<serde_json::Value>,
 ) -> (u16, serde_json::Value) {
     call_as(c, method, url, None, body).await
+}
+
+/// Like [`call`], returning a failure to get an answer (connection refused or reset, a
+/// timeout) as an error instead of panicking.
+pub async fn try_call(
+    c: &reqwest::Client,
+    method: reqwest::Method,
+    url: &str,
+    body: Option<serde_json::Value>,
+) -> Result<(u16, serde_json::Value), String> {
+    let mut r = c.request(method, url).header("x-actuator-actor", "tester");
+    if let Some(b) = body {
+        r = r.json(&b);
+    }
+    let resp = r.send().await.map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status().as_u16();
+    let bytes = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+    Ok((status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null)))
 }
 
 /// Like [`call`], with `token` (when given) as `Authorization: Bearer`.
@@ -339,6 +399,22 @@ impl TrafficSim {
     /// Sends `n` requests for `slot` through `POST /v1/resolve` and reports their outcomes;
     /// returns how many observations were accepted.
     pub async fn drive(&mut self, c: &reqwest::Client, url: &str, slot: &str, n: usize) -> u64 {
+        match self.try_drive(c, url, slot, n).await {
+            Ok(accepted) => accepted,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// Like [`TrafficSim::drive`], returning the first refusal (a resolve or an observation
+    /// batch not answered 200, or no answer) instead of panicking: for a daemon that may be
+    /// away, or a replica whose leader is changing.
+    pub async fn try_drive(
+        &mut self,
+        c: &reqwest::Client,
+        url: &str,
+        slot: &str,
+        n: usize,
+    ) -> Result<u64, String> {
         let mut accepted = 0;
         let mut left = n;
         while left > 0 {
@@ -350,14 +426,16 @@ impl TrafficSim {
                     serde_json::json!({"slot": slot, "context": {"targetingKey": format!("user-{user}")}})
                 })
                 .collect();
-            let (s, body) = call(
+            let (s, body) = try_call(
                 c,
                 reqwest::Method::POST,
                 &format!("{url}/v1/resolve"),
                 Some(serde_json::json!({"requests": requests})),
             )
-            .await;
-            assert_eq!(s, 200, "resolve failed: {body}");
+            .await?;
+            if s != 200 {
+                return Err(format!("resolve failed with {s}: {body}"));
+            }
             let mut obs = Vec::new();
             for r in body["results"].as_array().into_iter().flatten() {
                 let Some(rollout) = r["rollout_id"].as_str() else { continue };
@@ -383,17 +461,19 @@ impl TrafficSim {
             if obs.is_empty() {
                 continue;
             }
-            let (s, rep) = call(
+            let (s, rep) = try_call(
                 c,
                 reqwest::Method::POST,
                 &format!("{url}/v1/observations"),
                 Some(serde_json::Value::Array(obs)),
             )
-            .await;
-            assert_eq!(s, 200, "observations refused: {rep}");
+            .await?;
+            if s != 200 {
+                return Err(format!("observations refused with {s}: {rep}"));
+            }
             accepted += rep["accepted"].as_u64().unwrap_or(0);
         }
-        accepted
+        Ok(accepted)
     }
 }
 

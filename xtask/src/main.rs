@@ -7,6 +7,8 @@
 //! - `sim`: the real engine over the default canary request in simulated time (release build),
 //!   printed and written to `sim-results/` (markdown, CSV, JSON)
 //! - `openapi`: writes `docs/openapi.json`, the API's OpenAPI document
+//! - `ha`: three replicas over one PostgreSQL database with a canary and simulated traffic,
+//!   for a local try of high availability
 //! - `screenshot`: regenerates `docs/images/rollout-page.png` (the dashboard in headless
 //!   Chromium, as the browser test drives it)
 //!
@@ -22,6 +24,7 @@ use std::process::Command;
 
 mod browser;
 mod fuzz;
+mod ha;
 mod sim;
 
 #[derive(Debug, Parser)]
@@ -49,7 +52,7 @@ enum Task {
         /// Live rollouts of the scale rows (1,000 by default, 200 with --quick).
         #[arg(long)]
         scale: Option<usize>,
-        /// Only one module: resolve, rollback, http or scale.
+        /// Only one module: resolve, rollback, http, scale, ingest, audit or fanout.
         #[arg(long)]
         only: Option<String>,
     },
@@ -67,6 +70,9 @@ enum Task {
     Screenshot,
     /// Only the schemathesis run of `test` (builds the binary first).
     Fuzz,
+    /// Start replicas of the daemon over one PostgreSQL database (leader election, fencing,
+    /// change fan-out), a canary and simulated traffic through a follower, for a local try.
+    Ha(ha::HaArgs),
     /// The simulation itself (what `sim` runs, optimised).
     #[command(hide = true)]
     SimRun(sim::SimArgs),
@@ -218,6 +224,7 @@ fn main() -> anyhow::Result<()> {
         }
         Task::Test { args } => test(&args),
         Task::Screenshot => browser::screenshot(),
+        Task::Ha(args) => ha::run_ha(args),
         Task::SimRun(args) => sim::run(args),
         Task::Fuzz => {
             let mut build = cargo();
@@ -236,6 +243,12 @@ fn main() -> anyhow::Result<()> {
         Task::Bench { quick, scale, only } => {
             if only.as_deref().is_none_or(|m| m == "http") {
                 ensure_wrk();
+            }
+            if only.as_deref().is_none_or(|m| m == "fanout") {
+                // The fan-out rows start replicas of the release daemon.
+                let mut b = cargo();
+                b.args(["build", "--release", "-p", "actuator", "--bin", "actuator"]);
+                run(b)?;
             }
             let mut c = cargo();
             c.args(["run", "--release", "-p", "actuator-bench", "--bin", "actuator-bench", "--"]);

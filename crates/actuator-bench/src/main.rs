@@ -14,6 +14,7 @@
 
 mod audit;
 mod engine_rig;
+mod fanout;
 // A global allocator is an `unsafe` trait; this module forwards every call to `System`.
 #[allow(unsafe_code)]
 mod heap;
@@ -47,13 +48,13 @@ pub(crate) struct Options {
     /// Entries in the chain of the audit rows (100,000 by default, 10,000 with `--quick`).
     pub(crate) audit_entries: Option<u64>,
     /// Run only the module of this name (`resolve`, `rollback`, `http`, `scale`, `ingest`,
-    /// `audit`).
+    /// `audit`, `fanout`).
     pub(crate) only: Option<String>,
 }
 
-const MODULES: [&str; 6] = ["resolve", "rollback", "http", "scale", "ingest", "audit"];
+const MODULES: [&str; 7] = ["resolve", "rollback", "http", "scale", "ingest", "audit", "fanout"];
 
-const USAGE: &str = "usage: actuator-bench [--quick] [--strict] [--scale N] [--audit-entries N] [--only resolve|rollback|http|scale|ingest|audit] [--out PATH]";
+const USAGE: &str = "usage: actuator-bench [--quick] [--strict] [--scale N] [--audit-entries N] [--only resolve|rollback|http|scale|ingest|audit|fanout] [--out PATH]";
 
 fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Options, String> {
     let mut opts = Options {
@@ -131,6 +132,9 @@ fn main() -> ExitCode {
     }
     if wanted("audit") {
         audit::run(&opts, &mut table);
+    }
+    if wanted("fanout") {
+        fanout::run(&opts, &mut table);
     }
 
     let cores = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);

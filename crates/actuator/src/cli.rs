@@ -42,6 +42,12 @@ pub(crate) enum Command {
         #[command(flatten)]
         remote: Remote,
     },
+    /// The replicas sharing the daemon's store: which one leads, since when, with which
+    /// epoch, and when each last synchronised its routing table.
+    Cluster {
+        #[command(flatten)]
+        remote: Remote,
+    },
     /// Drive simulated LLM traffic against a running daemon (resolve, then report outcomes).
     #[command(long_about = SIMULATE_ABOUT)]
     Simulate(SimulateArgs),

@@ -47,6 +47,7 @@ pub(crate) async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(c) => token(c).await,
         Command::Rollout(c) => rollout_cmd::run(c).await,
         Command::Stats { remote } => rollout_cmd::stats(&remote).await,
+        Command::Cluster { remote } => rollout_cmd::cluster(&remote).await,
         Command::Simulate(args) => simulate::run(args).await,
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();

@@ -138,6 +138,59 @@ pub(crate) async fn stats(remote: &Remote) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `actuator cluster`: `GET /v1/cluster` as a few lines and a table of the replicas.
+pub(crate) async fn cluster(remote: &Remote) -> anyhow::Result<()> {
+    let v = client(remote)?.get("/v1/cluster").await?;
+    emit(remote, &v, cluster_text);
+    Ok(())
+}
+
+/// The human form of a `/v1/cluster` answer.
+pub(crate) fn cluster_text(v: &serde_json::Value) -> String {
+    let text = |x: &serde_json::Value| x.as_str().map_or_else(|| "-".to_owned(), str::to_owned);
+    let me = &v["replica"];
+    let mut out = format!(
+        "this replica: {} ({}), last sync {}\n",
+        text(&me["id"]),
+        text(&me["role"]),
+        text(&me["last_sync"])
+    );
+    let leader = &v["leader"];
+    if leader.is_object() {
+        out.push_str(&format!(
+            "leader: {} at {}, epoch {}, since {}\n",
+            text(&leader["id"]),
+            text(&leader["url"]),
+            short(&leader["epoch"]),
+            text(&leader["since"])
+        ));
+    } else if me["role"] == "leader" {
+        out.push_str("leader: this replica (single node: no cluster configured)\n");
+    } else {
+        out.push_str(
+            "leader: none at the moment (an election is under way, or the store is unreachable)\n",
+        );
+    }
+    let rows: Vec<Vec<String>> = v["replicas"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| {
+            vec![
+                text(&r["id"]),
+                text(&r["role"]),
+                text(&r["url"]),
+                text(&r["last_seen"]),
+                text(&r["last_sync"]),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        out.push_str(&table(&["REPLICA", "ROLE", "URL", "LAST SEEN", "LAST SYNC"], &rows));
+    }
+    out
+}
+
 fn view_path(id: &str) -> String {
     format!("/v1/rollouts/{}", enc(id))
 }
@@ -440,5 +493,35 @@ mod tests {
         assert!(parse(&["req.json", "--slot", "s"]).is_err(), "a file excludes the flags");
         assert!(parse(&["--slot", "s", "--strategy", "nope", "--version", "1"]).is_err());
         assert!(parse(&["req.json"]).is_ok());
+    }
+
+    #[test]
+    fn the_cluster_view_names_the_leader_and_every_replica() {
+        let v = serde_json::json!({
+            "replica": {"id": "r1", "url": "http://10.0.0.2:8080", "role": "follower", "epoch": null, "last_sync": "2026-12-04T10:00:01Z"},
+            "leader": {"id": "r0", "url": "http://10.0.0.1:8080", "epoch": 7, "since": "2026-12-04T09:00:00Z"},
+            "replicas": [
+                {"id": "r0", "url": "http://10.0.0.1:8080", "role": "leader", "last_seen": "2026-12-04T10:00:02Z", "last_sync": "2026-12-04T10:00:00Z"},
+                {"id": "r1", "url": "http://10.0.0.2:8080", "role": "follower", "last_seen": "2026-12-04T10:00:02Z", "last_sync": null}
+            ]
+        });
+        let text = super::cluster_text(&v);
+        assert!(text.contains("this replica: r1 (follower)"), "{text}");
+        assert!(
+            text.contains(
+                "leader: r0 at http://10.0.0.1:8080, epoch 7, since 2026-12-04T09:00:00Z"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.lines().any(|l| l.starts_with("r1")
+                && l.contains("follower")
+                && l.trim_end().ends_with('-')),
+            "{text}"
+        );
+        let alone = serde_json::json!({"replica": {"id": "solo", "role": "leader"}, "leader": null, "replicas": []});
+        assert!(super::cluster_text(&alone).contains("single node"));
+        let electing = serde_json::json!({"replica": {"id": "r2", "role": "follower"}, "leader": null, "replicas": []});
+        assert!(super::cluster_text(&electing).contains("none at the moment"));
     }
 }
