@@ -102,8 +102,9 @@ mod tests {
     fn a_fence_leads_clears_and_is_deposed_only_from_its_own_epoch() {
         let f = Fence::new();
         assert_eq!(f.epoch(), None);
+        let other = f.clone();
         f.lead(3);
-        assert_eq!(f.clone().epoch(), Some(3));
+        assert_eq!(other.epoch(), Some(3), "clones share the token");
         f.deposed(2, 4);
         assert_eq!(f.state(), FenceState::Leader(3), "a stale epoch does not depose");
         f.deposed(3, 4);
