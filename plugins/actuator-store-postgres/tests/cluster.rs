@@ -150,8 +150,7 @@ async fn a_leader_whose_lease_connection_dies_steps_down_at_once() {
     // The next renewal (lease/3) fails: the fence is cleared, then it is elected again.
     tokio::time::timeout(LEASE, watch.changed()).await.expect("the fence moved").unwrap();
     assert_eq!(*watch.borrow(), FenceState::Follower, "the fence is cleared first");
-    until(Duration::from_secs(5), "a new election", || a.role() == Role::Leader { epoch: 2 })
-        .await;
+    until(Duration::from_secs(5), "a new election", || a.role() == Role::Leader { epoch: 2 }).await;
     a.stop().await;
     store.close().await;
 }
@@ -183,7 +182,10 @@ async fn stuck_leader(db: &TestDatabase, fence: &Fence) -> (PgConnection, PgConn
         .execute(&mut write)
         .await
         .unwrap();
-    write.execute("UPDATE slots SET description = 'stale write' WHERE name = 'chat'").await.unwrap();
+    write
+        .execute("UPDATE slots SET description = 'stale write' WHERE name = 'chat'")
+        .await
+        .unwrap();
     (lease, write)
 }
 
@@ -204,11 +206,13 @@ async fn a_stuck_leader_is_taken_over_and_its_writes_are_fenced_off() {
     // b sees the expired lease, ends the stuck leader's lease backend and, for its
     // election, the transaction that holds the write lock; it leads with epoch 2.
     let b = ClusterNode::start(&store, options("b"), Fence::new()).unwrap();
-    until(Duration::from_secs(10), "b's takeover", || b.role() == Role::Leader { epoch: 2 })
-        .await;
+    until(Duration::from_secs(10), "b's takeover", || b.role() == Role::Leader { epoch: 2 }).await;
     let lease = b.read_lease().await.unwrap();
     assert_eq!((lease.epoch, lease.holder.as_deref(), lease.expired), (2, Some("b"), false));
-    assert!(sqlx::query("SELECT 1").execute(&mut lease_a).await.is_err(), "the lease backend ended");
+    assert!(
+        sqlx::query("SELECT 1").execute(&mut lease_a).await.is_err(),
+        "the lease backend ended"
+    );
     assert!(pending_a.execute("COMMIT").await.is_err(), "the pending write was ended");
     // The stuck leader wakes up: its next write is refused, nothing of it committed.
     let e = append(&a, "chat", 1, true).await.unwrap_err();
@@ -227,10 +231,10 @@ async fn a_stuck_leader_is_taken_over_and_its_writes_are_fenced_off() {
     assert_eq!(append(&fenced_b, "chat", 1, true).await.unwrap(), 2);
     assert_eq!(chain_len(&store).await, before + 1);
     b.stop().await;
-    assert_eq!(append(&fenced_b, "chat", 2, true).await.unwrap_err(), StoreError::Fenced {
-        held: None,
-        current: 2
-    });
+    assert_eq!(
+        append(&fenced_b, "chat", 2, true).await.unwrap_err(),
+        StoreError::Fenced { held: None, current: 2 }
+    );
     store.close().await;
 }
 
@@ -286,14 +290,10 @@ async fn committed_changes_are_notified_by_slot_and_for_tokens() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let quiet = ChangeEvent::Slot("quiet".into());
     let chat = ChangeEvent::Slot("chat".into());
-    assert_eq!(sink.seen(), [
-        ChangeEvent::Resync,
-        quiet,
-        chat.clone(),
-        ChangeEvent::Tokens,
-        ChangeEvent::Tokens,
-        chat
-    ]);
+    assert_eq!(
+        sink.seen(),
+        [ChangeEvent::Resync, quiet, chat.clone(), ChangeEvent::Tokens, ChangeEvent::Tokens, chat]
+    );
     stop.send_replace(true);
     tokio::time::timeout(Duration::from_secs(5), task).await.unwrap().unwrap();
     store.close().await;
