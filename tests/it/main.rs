@@ -6,6 +6,7 @@ mod bad_input;
 mod chaos;
 mod cli;
 mod cli_pipelines;
+mod cluster;
 mod crash;
 mod dashboard;
 mod decisions;

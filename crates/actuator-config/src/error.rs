@@ -94,6 +94,7 @@ impl ConfigError {
             Self::Store(StoreError::StableChanged { .. }) => "conflict",
             Self::Store(StoreError::Unavailable(_)) => "store_unavailable",
             Self::Store(StoreError::ChainBroken(_)) => "audit_chain_broken",
+            Self::Store(StoreError::Fenced { .. }) => "not_leader",
             Self::Store(_) => "store_error",
         }
     }

@@ -113,6 +113,19 @@ pub enum StoreError {
     /// message says why and what to do. Reads may still work.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The write was refused by the fencing token of a replicated store: this replica does
+    /// not lead (`held` is `None`) or leads with an epoch another replica's election has
+    /// superseded. Nothing of the write was committed.
+    #[error(
+        "this replica is not the leader ({}, the lease is at epoch {current}); nothing was written",
+        held.map_or_else(|| "it holds no epoch".to_owned(), |e| format!("it holds epoch {e}"))
+    )]
+    Fenced {
+        /// The epoch this replica wrote with, `None` when it does not lead.
+        held: Option<u64>,
+        /// The epoch of the lease in the store.
+        current: u64,
+    },
     /// The audit chain is broken and not yet acknowledged: the store refuses writes until an
     /// operator acknowledges the problem ([`Store::acknowledge_audit`]).
     #[error(

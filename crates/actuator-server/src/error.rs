@@ -103,6 +103,10 @@ impl From<StoreError> for ApiError {
             StoreError::StableChanged { .. } => (StatusCode::CONFLICT, "conflict"),
             StoreError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable"),
             StoreError::ChainBroken(_) => (StatusCode::SERVICE_UNAVAILABLE, "audit_chain_broken"),
+            StoreError::Fenced { .. } => {
+                return Self::new(StatusCode::SERVICE_UNAVAILABLE, "not_leader", e.to_string())
+                    .retry_after(1);
+            }
             _ => (StatusCode::INTERNAL_SERVER_ERROR, "store_error"),
         };
         Self::new(status, code, e.to_string())

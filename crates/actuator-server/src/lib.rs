@@ -11,8 +11,10 @@
 //! derived from the store, refreshed after every change.
 
 mod auth;
+pub mod cluster;
 mod error;
 mod extract;
+mod forward;
 mod listen;
 mod masking;
 pub mod metrics;
@@ -54,7 +56,9 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use auth::{Access, AuthSettings, OPEN_ACTOR, Principal, TokenTable, access};
+pub use cluster::{ClusterStatus, ClusterView, LeaderInfo, ReplicaInfo, ReplicaSelf};
 pub use error::ApiError;
+pub use forward::{FORWARD_TIMEOUT, FORWARDED_BY_HEADER, needs_leader};
 pub use listen::{ServerLimits, refused_connections};
 pub use routes::ofrep::{OFREP_EVENTS_PATH, OFREP_MAX_BODY_BYTES};
 pub use routes::resolve::MAX_BATCH;
@@ -74,7 +78,13 @@ pub struct AppState {
 struct Inner {
     config: ConfigManager,
     routes: RouteBook,
-    engine: std::sync::OnceLock<actuator_engine::Engine>,
+    /// The rollout engine while this process runs one: always in a single daemon, only
+    /// while leading in a cluster (replaced at each election).
+    engine: std::sync::RwLock<Option<actuator_engine::Engine>>,
+    /// The cluster this daemon is a replica of, when it runs in cluster mode.
+    cluster: std::sync::OnceLock<Arc<dyn ClusterView>>,
+    /// The client that forwards requests to the leader.
+    forwarder: std::sync::OnceLock<forward::Forwarder>,
     /// The engine is resuming the stored rollouts and will be attached: resolve is served
     /// meanwhile, and the rollout routes ask callers to retry.
     resuming: std::sync::atomic::AtomicBool,
@@ -124,7 +134,9 @@ impl AppState {
             inner: Arc::new(Inner {
                 config,
                 routes,
-                engine: std::sync::OnceLock::new(),
+                engine: std::sync::RwLock::new(None),
+                cluster: std::sync::OnceLock::new(),
+                forwarder: std::sync::OnceLock::new(),
                 resuming: std::sync::atomic::AtomicBool::new(false),
                 auth: auth::Auth { settings, tokens: TokenTable::default() },
                 limits,
@@ -209,19 +221,42 @@ impl AppState {
     }
 
     /// Attaches the rollout engine; the rollout and observation routes answer 503 until then.
-    /// A second call is ignored.
+    /// An engine attached before is replaced (a replica attaches a fresh one at each
+    /// election); stop it first.
     pub fn attach_engine(&self, engine: actuator_engine::Engine) {
-        let _ = self.inner.engine.set(engine);
+        *self.inner.engine.write().unwrap_or_else(|p| p.into_inner()) = Some(engine);
         self.inner.resuming.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Detaches the rollout engine (a replica that stops leading) and returns it, to be
+    /// stopped; the rollout routes answer 503 `not_running` (or are forwarded) from now on.
+    pub fn detach_engine(&self) -> Option<actuator_engine::Engine> {
+        self.inner.resuming.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.inner.engine.write().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Marks the engine as resuming the stored rollouts (it is attached when done): until
     /// then the rollout and observation routes answer 503 with `Retry-After` and code
     /// `resuming`, while resolve and OFREP already answer from the routing book.
     pub fn mark_resuming(&self) {
-        if self.inner.engine.get().is_none() {
+        if self.engine().is_none() {
             self.inner.resuming.store(true, std::sync::atomic::Ordering::SeqCst);
         }
+    }
+
+    /// Makes this daemon a replica of `cluster` (once; a second call is ignored): requests
+    /// only the leader serves are forwarded to it, and `GET /v1/cluster` describes it.
+    pub fn set_cluster(&self, cluster: Arc<dyn ClusterView>) {
+        let _ = self.inner.cluster.set(cluster);
+    }
+
+    /// The cluster, in cluster mode.
+    pub fn cluster(&self) -> Option<&Arc<dyn ClusterView>> {
+        self.inner.cluster.get()
+    }
+
+    pub(crate) fn forwarder(&self) -> &forward::Forwarder {
+        self.inner.forwarder.get_or_init(forward::Forwarder::new)
     }
 
     /// Whether the engine is still resuming the stored rollouts.
@@ -229,9 +264,9 @@ impl AppState {
         self.inner.resuming.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// The rollout engine, once attached.
-    pub fn engine(&self) -> Option<&actuator_engine::Engine> {
-        self.inner.engine.get()
+    /// The rollout engine, while one is attached (a handle: clones share the engine).
+    pub fn engine(&self) -> Option<actuator_engine::Engine> {
+        self.inner.engine.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The routing table and its source.
@@ -271,9 +306,13 @@ pub fn router(state: AppState) -> Router {
         .merge(routes::ui::router())
         .merge(routes::tokens::router())
         .merge(routes::plugins::router())
+        .merge(routes::cluster::router())
         .route("/metrics", axum::routing::get(metrics::scrape))
         .route("/openapi.json", axum::routing::get(openapi::serve))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), auth::authorize))
+        // Before authentication: a follower hands what only the leader serves to the leader,
+        // which authenticates and audits the caller itself.
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), forward::forward))
         .route_layer(axum::middleware::from_fn(metrics::track))
         .method_not_allowed_fallback(routes::method_not_allowed)
         .fallback(routes::not_found)

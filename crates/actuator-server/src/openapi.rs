@@ -53,7 +53,7 @@ const ERRORS: &[(u16, &str)] = &[
     (500, "store_error, internal"),
     (
         503,
-        "store_unavailable, audit_chain_broken, not_ready, not_running, resuming (with Retry-After), too_many_subscribers, metrics_unavailable",
+        "store_unavailable, audit_chain_broken, not_ready, not_running, resuming (with Retry-After), too_many_subscribers, metrics_unavailable, not_leader and no_leader (cluster mode, with Retry-After)",
     ),
 ];
 
@@ -226,7 +226,11 @@ pub fn document() -> Value {
     api.add(health, &errors);
     let ready = Op {
         public: true,
-        ok: vec![(200, "ready to take writes and the control loop runs", Some((j, any.clone())))],
+        ok: vec![(
+            200,
+            "ready to take writes and the control loop runs; `cluster` holds this replica's role, the leader's id and the epoch",
+            Some((j, any.clone())),
+        )],
         ..Op::new("get", "/readyz", "Readiness")
     };
     api.add(ready, &errors);
@@ -510,6 +514,15 @@ pub fn document() -> Value {
             crate::routes::plugins::PluginList
         )],
         ..Op::new("get", "/v1/plugins", "Plugins and their health")
+    };
+    api.add(op, &errors);
+    let op = Op {
+        ok: vec![ok!(
+            200,
+            "this replica, the leader named by the lease (epoch, since) and every replica's last poll and sync",
+            crate::cluster::ClusterStatus
+        )],
+        ..Op::new("get", "/v1/cluster", "Replicas and their leader (viewer+)")
     };
     api.add(op, &errors);
     let op = Op {

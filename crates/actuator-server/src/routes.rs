@@ -1,5 +1,6 @@
 //! Route handlers, one module per resource family.
 
+pub(crate) mod cluster;
 pub(crate) mod config;
 pub(crate) mod health;
 pub(crate) mod ofrep;

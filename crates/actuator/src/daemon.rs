@@ -141,6 +141,9 @@ async fn open_store(
     settings: &Settings,
     host: &HostContext,
 ) -> anyhow::Result<(Arc<dyn actuator_core::Store>, FileStore)> {
+    if settings.cluster.enabled {
+        anyhow::bail!("cluster mode opens its store with open_cluster_store");
+    }
     let Some(decl) = crate::settings::check_store_choice(&settings.store, &settings.plugins)?
     else {
         let store = registry
@@ -188,10 +191,68 @@ pub(crate) fn build_metric_sources(
 /// Builds the application state from settings and the compiled-in plugins, with the
 /// rollout engine resumed and attached.
 pub(crate) async fn build_state(settings: &Settings) -> anyhow::Result<AppState> {
-    let (state, engine, _file_store) = build_parts(settings).await?;
+    let parts = build_parts(settings).await?;
+    let engine = parts.engines.build();
     engine.start().await.context("resuming the rollouts in the store")?;
-    state.attach_engine(engine);
-    Ok(state)
+    parts.state.attach_engine(engine);
+    Ok(parts.state)
+}
+
+/// Builds rollout engines over one configuration manager and routing book: one for a
+/// single daemon, a fresh one at each election of a replica.
+#[derive(Clone)]
+pub(crate) struct EngineFactory {
+    config: ConfigManager,
+    routes: actuator_server::RouteBook,
+    notifiers: Vec<Arc<dyn Notifier>>,
+    settings: actuator_engine::EngineSettings,
+    metric_sources: std::collections::BTreeMap<String, Arc<dyn actuator_core::MetricSource>>,
+}
+
+impl EngineFactory {
+    /// A new engine, not yet started.
+    pub(crate) fn build(&self) -> actuator_engine::Engine {
+        let engine = actuator_engine::Engine::new(
+            self.config.clone(),
+            Arc::new(self.routes.clone()),
+            self.notifiers.clone(),
+            self.settings.clone(),
+        );
+        engine.set_metric_sources(self.metric_sources.clone());
+        engine
+    }
+}
+
+/// What a replica in cluster mode keeps beside the application state.
+pub(crate) struct ClusterParts {
+    /// The store, unfenced (the election and the bookkeeping run on it).
+    pub(crate) store: actuator_store_postgres::PostgresStore,
+    /// The fencing token the state's store writes with.
+    pub(crate) fence: actuator_store_postgres::Fence,
+}
+
+/// What [`build_parts`] builds.
+struct Parts {
+    state: AppState,
+    engines: EngineFactory,
+    file_store: FileStore,
+    /// The store without a fence: writes a replica makes whether or not it leads.
+    unfenced: Arc<dyn actuator_core::Store>,
+    cluster: Option<ClusterParts>,
+}
+
+/// Opens the PostgreSQL store of a replica: the store itself and a fenced handle on it,
+/// whose writes commit only while this replica leads.
+async fn open_cluster_store(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn actuator_core::Store>, Arc<dyn actuator_core::Store>, ClusterParts)> {
+    let store = actuator_store_postgres::PostgresStoreFactory::open(settings.store.config.clone())
+        .await
+        .context("opening the store")?;
+    let fence = actuator_store_postgres::Fence::new();
+    let fenced: Arc<dyn actuator_core::Store> = Arc::new(store.with_fence(fence.clone()));
+    let unfenced: Arc<dyn actuator_core::Store> = Arc::new(store.clone());
+    Ok((fenced, unfenced, ClusterParts { store, fence }))
 }
 
 /// A store loaded from a file, kept to stop its plugin when the daemon stops.
@@ -199,16 +260,20 @@ type FileStore = Option<Arc<actuator_plugin_host::store::RemoteStore>>;
 
 /// The application state (routing book and tokens loaded from the store), the rollout
 /// engine, not yet started, and the store when it is a plugin loaded from a file.
-async fn build_parts(
-    settings: &Settings,
-) -> anyhow::Result<(AppState, actuator_engine::Engine, FileStore)> {
+async fn build_parts(settings: &Settings) -> anyhow::Result<Parts> {
     // Counters and histograms from the first request on, for `/metrics`.
     let _ = actuator_server::metrics::install();
     let registry = Registry::from_inventory().context("loading compiled-in plugins")?;
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data directory {}", settings.data_dir.display()))?;
     let host = HostContext { data_dir: settings.data_dir.clone() };
-    let (store, file_store) = open_store(&registry, settings, &host).await?;
+    let (store, unfenced, file_store, cluster) = if settings.cluster.enabled {
+        let (fenced, unfenced, parts) = open_cluster_store(settings).await?;
+        (fenced, unfenced, None, Some(parts))
+    } else {
+        let (store, file_store) = open_store(&registry, settings, &host).await?;
+        (store.clone(), store, file_store, None)
+    };
     let mut notifiers = build_notifiers(&registry, settings, &host)?;
     let mut metric_sources = build_metric_sources(&registry, settings, &host)?;
     let mut hosted = Vec::new();
@@ -250,13 +315,13 @@ async fn build_parts(
         .context("building the routing table and the token table from the store")?;
     state.set_plugins(directory);
     settings.engine.validate().context("checking the [engine] settings")?;
-    let engine = actuator_engine::Engine::new(
+    let engines = EngineFactory {
         config,
-        Arc::new(state.routes().clone()),
+        routes: state.routes().clone(),
         notifiers,
-        settings.engine.clone(),
-    );
-    engine.set_metric_sources(metric_sources);
+        settings: settings.engine.clone(),
+        metric_sources,
+    };
     match settings.engine.durability {
         actuator_engine::Durability::Batch => tracing::info!(
             durability = "batch",
@@ -268,12 +333,12 @@ async fn build_parts(
             "observations are acknowledged before they are durable: a crash loses up to checkpoint_ms of them"
         ),
     }
-    Ok((state, engine, file_store))
+    Ok(Parts { state, engines, file_store, unfenced, cluster })
 }
 
 /// How often the routing table is rebuilt from the store, to pick up changes written by
 /// another process (another replica sharing the store) or a refresh that failed.
-const ROUTE_RESYNC: Duration = Duration::from_secs(5);
+pub(crate) const ROUTE_RESYNC: Duration = Duration::from_secs(5);
 
 /// Name of the admin token `--init-admin-token` makes.
 const INIT_ADMIN_NAME: &str = "admin";
@@ -283,10 +348,16 @@ const ENV_ADMIN_NAME: &str = "admin-env";
 /// Makes the first admin token: from `ACTUATOR_ADMIN_TOKEN` (kept in step with the variable:
 /// a changed secret replaces the old token), and with `--init-admin-token` a generated one
 /// when the store has no admin token (its secret printed once on stdout).
-pub(crate) async fn bootstrap_tokens(state: &AppState, init_admin: bool) -> anyhow::Result<()> {
+///
+/// `store` is unfenced: every replica of a cluster makes the token at start, whether or not
+/// it leads; one that finds another replica made it at the same moment takes that one.
+pub(crate) async fn bootstrap_tokens(
+    state: &AppState,
+    store: &Arc<dyn actuator_core::Store>,
+    init_admin: bool,
+) -> anyhow::Result<()> {
     use actuator_core::token::{NewToken, Role, generate_secret, hash_secret, validate_secret};
     use actuator_core::{AuditDraft, StoreError};
-    let store = state.store();
     if let Some(secret) = std::env::var("ACTUATOR_ADMIN_TOKEN").ok().filter(|s| !s.is_empty()) {
         validate_secret(&secret).context("ACTUATOR_ADMIN_TOKEN")?;
         let hash = hash_secret(&secret);
@@ -303,16 +374,31 @@ pub(crate) async fn bootstrap_tokens(state: &AppState, init_admin: bool) -> anyh
                     .await
                     .context("replacing the admin token of ACTUATOR_ADMIN_TOKEN")?;
             }
-            store
+            let made = store
                 .create_token(
-                    NewToken { name: ENV_ADMIN_NAME.into(), role: Role::Admin, hash },
+                    NewToken { name: ENV_ADMIN_NAME.into(), role: Role::Admin, hash: hash.clone() },
                     AuditDraft::success("serve", "token.create", ENV_ADMIN_NAME).with_metadata(
                         serde_json::json!({"role": "admin", "from": "ACTUATOR_ADMIN_TOKEN"}),
                     ),
                 )
-                .await
-                .context("storing the admin token of ACTUATOR_ADMIN_TOKEN")?;
-            tracing::info!(token = ENV_ADMIN_NAME, "admin token from ACTUATOR_ADMIN_TOKEN stored");
+                .await;
+            match made {
+                Ok(_) => tracing::info!(
+                    token = ENV_ADMIN_NAME,
+                    "admin token from ACTUATOR_ADMIN_TOKEN stored"
+                ),
+                // Another replica on the same database stored the same secret meanwhile.
+                Err(StoreError::AlreadyExists { .. })
+                    if store
+                        .list_tokens()
+                        .await
+                        .context("reading API tokens")?
+                        .iter()
+                        .any(|t| t.hash == hash) => {}
+                Err(e) => {
+                    return Err(e).context("storing the admin token of ACTUATOR_ADMIN_TOKEN");
+                }
+            }
         }
     }
     if init_admin {
@@ -348,8 +434,8 @@ pub(crate) async fn bootstrap_tokens(state: &AppState, init_admin: bool) -> anyh
 
 /// Binds, serves until Ctrl-C or SIGTERM, and drains.
 pub(crate) async fn serve(settings: Settings, init_admin: bool) -> anyhow::Result<()> {
-    let (state, engine, file_store) = build_parts(&settings).await?;
-    bootstrap_tokens(&state, init_admin).await?;
+    let Parts { state, engines, file_store, unfenced, cluster } = build_parts(&settings).await?;
+    bootstrap_tokens(&state, &unfenced, init_admin).await?;
     if state.tokens().is_empty() {
         if !settings.listen.ip().is_loopback() {
             anyhow::bail!(
@@ -362,12 +448,15 @@ pub(crate) async fn serve(settings: Settings, init_admin: bool) -> anyhow::Resul
             "no API tokens: the API is open to every process on this machine (local use only); make one with `actuator token create` or --init-admin-token to require tokens"
         );
     }
-    let _resync = state.routes().spawn_resync(ROUTE_RESYNC);
-    let _tokens = state.tokens().spawn_resync(state.store().clone(), ROUTE_RESYNC);
     let listener = TcpListener::bind(settings.listen)
         .await
         .with_context(|| format!("binding {}", settings.listen))?;
     let addr: SocketAddr = listener.local_addr()?;
+    if let Some(parts) = cluster {
+        return crate::cluster::serve(settings, state, engines, parts, listener, addr).await;
+    }
+    let _resync = state.routes().spawn_resync(ROUTE_RESYNC);
+    let _tokens = state.tokens().spawn_resync(state.store().clone(), ROUTE_RESYNC);
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), store = %settings.store.plugin, "actuator listening; resolve is served while the stored rollouts resume");
     // Resolve and OFREP answer from the routing book (already loaded) while the engine
     // resumes every stored rollout's analysis; the rollout routes answer 503 `resuming` until
@@ -375,6 +464,7 @@ pub(crate) async fn serve(settings: Settings, init_admin: bool) -> anyhow::Resul
     state.mark_resuming();
     let server = tokio::spawn(actuator_server::serve(listener, state.clone(), shutdown_signal()));
     let t0 = std::time::Instant::now();
+    let engine = engines.build();
     engine.start().await.context("resuming the rollouts in the store")?;
     state.attach_engine(engine);
     tracing::info!(secs = t0.elapsed().as_secs_f64(), "the stored rollouts are resumed");
@@ -393,7 +483,7 @@ pub(crate) async fn serve(settings: Settings, init_admin: bool) -> anyhow::Resul
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub(crate) async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
     };

@@ -11,6 +11,7 @@ use actuator_store_sqlite as _;
 
 mod cli;
 mod client;
+mod cluster;
 mod commands;
 mod daemon;
 mod demo;

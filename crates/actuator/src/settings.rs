@@ -36,6 +36,100 @@ pub(crate) struct Settings {
     pub(crate) log: LogSettings,
     /// Who may reach the API from where.
     pub(crate) server: ServerSettings,
+    /// Several replicas on one PostgreSQL database, one of them leading.
+    pub(crate) cluster: ClusterSettings,
+}
+
+/// `[cluster]`: run as one replica of several on one PostgreSQL database.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ClusterSettings {
+    /// Cluster mode; needs `[store] plugin = "postgres"`.
+    pub(crate) enabled: bool,
+    /// This replica's id, 1 to 64 characters of `A-Z a-z 0-9 . _ -`; `<hostname>-<pid>`
+    /// when absent.
+    pub(crate) replica_id: Option<String>,
+    /// How the other replicas reach this one; `http://<listen>` when absent.
+    pub(crate) advertise_url: Option<String>,
+    /// The lease, in milliseconds: a leader not renewed for this long is taken over.
+    pub(crate) lease_ms: u64,
+}
+
+/// The default lease length.
+pub(crate) const DEFAULT_LEASE_MS: u64 = 5_000;
+
+impl Default for ClusterSettings {
+    fn default() -> Self {
+        Self { enabled: false, replica_id: None, advertise_url: None, lease_ms: DEFAULT_LEASE_MS }
+    }
+}
+
+/// This machine's name, for the default replica id (`localhost` when it cannot be read).
+fn hostname() -> String {
+    let raw = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .unwrap_or_default();
+    let clean: String = raw
+        .trim()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        .take(40)
+        .collect();
+    if clean.is_empty() { "localhost".to_owned() } else { clean }
+}
+
+impl ClusterSettings {
+    /// Checks the section against the store and the listen address, naming the field that
+    /// is wrong, and fills in the defaults: returns the replica id and the advertised URL.
+    pub(crate) fn resolve(
+        &self,
+        store: &PluginChoice,
+        listen: SocketAddr,
+    ) -> anyhow::Result<(String, String)> {
+        if self.enabled && store.plugin != actuator_store_postgres::PLUGIN_NAME {
+            anyhow::bail!(
+                "cluster.enabled: cluster mode needs the PostgreSQL store ([store] plugin = \"postgres\"); the store is {:?}",
+                store.plugin
+            );
+        }
+        let range = actuator_store_postgres::cluster::LEASE_MS_RANGE;
+        if !range.contains(&self.lease_ms) {
+            anyhow::bail!(
+                "cluster.lease_ms: {} is out of range {}..={}",
+                self.lease_ms,
+                range.start(),
+                range.end()
+            );
+        }
+        let id = match &self.replica_id {
+            Some(id) => id.clone(),
+            None => format!("{}-{}", hostname(), std::process::id()),
+        };
+        let id_ok = (1..=64).contains(&id.len())
+            && id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if !id_ok {
+            anyhow::bail!(
+                "cluster.replica_id: {id:?} must be 1 to 64 characters of A-Z, a-z, 0-9, '.', '_' and '-'"
+            );
+        }
+        let url = match &self.advertise_url {
+            Some(u) => {
+                let ok = (u.starts_with("http://") || u.starts_with("https://"))
+                    && u.len() <= 2048
+                    && u.len() > "https://".len()
+                    && u.bytes().all(|b| b.is_ascii_graphic());
+                if !ok {
+                    anyhow::bail!(
+                        "cluster.advertise_url: {u:?} must be an http:// or https:// URL such as http://10.0.0.5:8080"
+                    );
+                }
+                u.trim_end_matches('/').to_owned()
+            }
+            None => format!("http://{listen}"),
+        };
+        Ok((id, url))
+    }
 }
 
 /// The HTTP server's access settings and limits.
@@ -412,6 +506,7 @@ impl Default for Settings {
             engine: actuator_engine::EngineSettings::default(),
             log: LogSettings::default(),
             server: ServerSettings::default(),
+            cluster: ClusterSettings::default(),
         }
     }
 }
@@ -471,6 +566,7 @@ impl Settings {
                 );
             }
         }
+        s.cluster.resolve(&s.store, s.listen)?;
         if !matches!(s.log.format.as_str(), "text" | "json") {
             anyhow::bail!("log.format must be \"text\" or \"json\", got {:?}", s.log.format);
         }
@@ -481,6 +577,57 @@ impl Settings {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn cluster(toml: &str) -> anyhow::Result<(String, String)> {
+        let s: Settings = toml::from_str(toml)?;
+        s.cluster.resolve(&s.store, s.listen)
+    }
+
+    #[test]
+    fn cluster_mode_is_off_by_default_and_checked_by_field() {
+        let s = Settings::default();
+        assert_eq!(s.cluster, ClusterSettings::default());
+        assert!(!s.cluster.enabled);
+        assert_eq!(s.cluster.lease_ms, 5000);
+        const PG: &str = "[store]\nplugin = \"postgres\"\n";
+        let (id, url) = cluster(&format!(
+            "listen = \"127.0.0.1:7071\"\n{PG}[cluster]\nenabled = true\nreplica_id = \"r1\"\nlease_ms = 1000"
+        ))
+        .unwrap();
+        assert_eq!((id.as_str(), url.as_str()), ("r1", "http://127.0.0.1:7071"));
+        let (id, url) = cluster(&format!(
+            "{PG}[cluster]\nenabled = true\nadvertise_url = \"http://10.0.0.5:8080/\"\nlease_ms = 60000"
+        ))
+        .unwrap();
+        assert!(id.ends_with(&format!("-{}", std::process::id())), "{id}");
+        assert_eq!(url, "http://10.0.0.5:8080");
+        let e = cluster("[cluster]\nenabled = true").unwrap_err().to_string();
+        assert!(
+            e.contains("cluster.enabled") && e.contains("postgres") && e.contains("sqlite"),
+            "{e}"
+        );
+        for lease in [999, 60_001, 0] {
+            let e = cluster(&format!("{PG}[cluster]\nenabled = true\nlease_ms = {lease}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cluster.lease_ms") && e.contains("1000..=60000"), "{e}");
+        }
+        for bad in ["", "has space", "ü", &"x".repeat(65)] {
+            let e = cluster(&format!("{PG}[cluster]\nenabled = true\nreplica_id = {bad:?}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cluster.replica_id"), "{e}");
+        }
+        assert!(cluster(&format!("{PG}[cluster]\nreplica_id = {:?}", "x".repeat(64))).is_ok());
+        for bad in ["10.0.0.5:8080", "ftp://x", "http://a b"] {
+            let e = cluster(&format!("{PG}[cluster]\nenabled = true\nadvertise_url = {bad:?}"))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("cluster.advertise_url"), "{e}");
+        }
+        let e = toml::from_str::<Settings>("[cluster]\nlease = 5").unwrap_err().to_string();
+        assert!(e.contains("lease"), "{e}");
+    }
 
     #[test]
     fn metric_sources_are_named_once() {

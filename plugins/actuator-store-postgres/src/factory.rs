@@ -138,6 +138,18 @@ impl StoreFactory for PostgresStoreFactory {
         config: Value,
         _host: &HostContext,
     ) -> Result<Arc<dyn Store>, PluginError> {
+        Ok(Arc::new(Self::open(config).await?))
+    }
+}
+
+impl PostgresStoreFactory {
+    /// Connects to the database `config` names (as the plugin's config, `null` counting as
+    /// `{}`), returning the concrete store: a replica fences it and runs its election on it.
+    ///
+    /// # Errors
+    /// [`PluginError::InvalidConfig`] naming the field that is wrong, or
+    /// [`PluginError::Failed`] when the database cannot be opened.
+    pub async fn open(config: Value) -> Result<PostgresStore, PluginError> {
         let config = if config.is_null() { json!({}) } else { config };
         let config: PostgresConfig = parse_config(PLUGIN_NAME, config)?;
         let max = config.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS);
@@ -159,7 +171,7 @@ impl StoreFactory for PostgresStoreFactory {
                 plugin: PLUGIN_NAME.to_owned(),
                 message: format!("opening the database at {target}: {e}"),
             })?;
-        Ok(Arc::new(store))
+        Ok(store)
     }
 }
 

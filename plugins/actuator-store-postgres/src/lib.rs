@@ -12,6 +12,7 @@
 //! `{ "url": "postgres://user@host:5432/actuator" }`, with the URL taken from the
 //! `ACTUATOR_DATABASE_URL` environment variable when the config names none.
 
+pub mod cluster;
 mod factory;
 mod faults;
 mod observations;
@@ -26,11 +27,12 @@ use std::sync::Arc;
 
 use actuator_core::plugin::{PluginError, Registry};
 
+pub use cluster::{ClusterNode, ClusterOptions, Fence, FenceState, Role};
 pub use factory::{
     DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS_RANGE, PLUGIN_NAME, PostgresConfig,
     PostgresStoreFactory, URL_ENV,
 };
-pub use store::{PostgresStore, WRITE_LOCK_KEY};
+pub use store::{CHANGES_CHANNEL, PostgresStore, WRITE_LOCK_KEY};
 
 /// Adds the `postgres` store plugin to `r`.
 pub fn register(r: &mut Registry) -> Result<(), PluginError> {

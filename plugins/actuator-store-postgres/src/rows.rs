@@ -271,7 +271,7 @@ pub(crate) fn strategy_and_state(
 /// The columns of a rollout read by [`rollout_with`]: all but its status, which a write is
 /// about to replace (reading and decoding the old one would be wasted).
 pub(crate) const ROLLOUT_META: &str = "SELECT id, slot, strategy, state, request, revision, \
-     stable_version, created_at, updated_at FROM rollouts WHERE id = $1";
+     stable_version, created_at, updated_at, route FROM rollouts WHERE id = $1";
 
 #[cfg(test)]
 mod tests {

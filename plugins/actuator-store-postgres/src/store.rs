@@ -20,6 +20,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row, SqlSafeStr, Transaction};
 
+use crate::cluster::Fence;
 use crate::faults::Faults;
 use crate::rows::{
     self, Cols, backend, fmt_ts, to_i64, to_i64_checked, to_i64_saturating, to_json,
@@ -51,15 +52,33 @@ const WRITERS: u32 = 2;
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The embedded schema migrations, in order.
+///
+/// Migrations applied by a newer version of the plugin and unknown to this one are
+/// tolerated (every migration is additive), so replicas can be upgraded one by one.
 fn migrator() -> Migrator {
-    Migrator::with_migrations(vec![Migration::new(
-        1,
-        "initial schema".into(),
-        MigrationType::Simple,
-        include_str!("../migrations/0001_initial.sql").into_sql_str(),
-        false,
-    )])
+    let mut m = Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "initial schema".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0001_initial.sql").into_sql_str(),
+            false,
+        ),
+        Migration::new(
+            2,
+            "cluster lease and replicas".into(),
+            MigrationType::Simple,
+            include_str!("../migrations/0002_cluster.sql").into_sql_str(),
+            false,
+        ),
+    ]);
+    m.set_ignore_missing(true);
+    m
 }
+
+/// The channel every write that changes what a replica serves notifies on (delivered on
+/// commit): the payload is `slot:<name>` or `tokens`.
+pub const CHANGES_CHANNEL: &str = "actuator_changes";
 
 /// A [`Store`] kept in one PostgreSQL database.
 ///
@@ -79,6 +98,10 @@ fn migrator() -> Migrator {
 pub struct PostgresStore {
     writer: PgPool,
     reader: PgPool,
+    /// How the pools connect, for the connections of the cluster (lease, listener).
+    options: PgConnectOptions,
+    /// The fencing token every write is conditional on, when the store is fenced.
+    fence: Option<Fence>,
     faults: Arc<Faults>,
     /// Held by a verification of the audit chain: one at a time, so two never move the
     /// verified head past each other.
@@ -121,10 +144,17 @@ impl PostgresStore {
             .await
             .map_err(|e| StoreError::Backend(format!("postgres: migrating the schema: {e}")))?;
         let reader = pool(max_connections)
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(backend("connecting to the database to read"))?;
-        let store = Self { writer, reader, faults: Arc::default(), verifying: Arc::default() };
+        let store = Self {
+            writer,
+            reader,
+            options,
+            fence: None,
+            faults: Arc::default(),
+            verifying: Arc::default(),
+        };
         store.verify_at_open().await;
         tracing::debug!("postgres store connected");
         Ok(store)
@@ -149,6 +179,31 @@ impl PostgresStore {
     /// The pool of read connections.
     pub(crate) fn reader(&self) -> &PgPool {
         &self.reader
+    }
+
+    /// The options connections to this database are opened with.
+    pub(crate) fn options(&self) -> &PgConnectOptions {
+        &self.options
+    }
+
+    /// This store (sharing its connections) with every write conditional on `fence`: a write
+    /// commits only while the fence holds an epoch and the lease row in the database carries
+    /// that epoch; otherwise it is refused with [`StoreError::Fenced`] and writes nothing.
+    #[must_use]
+    pub fn with_fence(&self, fence: Fence) -> Self {
+        Self { fence: Some(fence), ..self.clone() }
+    }
+
+    /// This store (sharing its connections) with no fence: for writes a replica makes
+    /// whether or not it leads (bootstrapping tokens at start).
+    #[must_use]
+    pub fn unfenced(&self) -> Self {
+        Self { fence: None, ..self.clone() }
+    }
+
+    /// The fence writes are conditional on, if any.
+    pub fn fence(&self) -> Option<&Fence> {
+        self.fence.as_ref()
     }
 
     /// Runs the read `work`.
@@ -180,8 +235,13 @@ impl PostgresStore {
         out
     }
 
-    /// A small write that tells whether writes work again after a failure.
+    /// A small write that tells whether writes work again after a failure. A fenced store
+    /// that does not lead probes unfenced: the database takes writes, which is what
+    /// readiness asks; this replica not leading is no fault.
     async fn probe_write(&self) -> Result<(), StoreError> {
+        if self.fence.as_ref().is_some_and(|f| f.epoch().is_none()) {
+            return Box::pin(self.unfenced().probe_write()).await;
+        }
         self.guarded(false, async {
             let mut tx = self.begin_write().await?;
             sqlx::query(
@@ -206,8 +266,48 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(backend("taking the write lock"))?;
+        if let Some(fence) = &self.fence {
+            // Under the write lock: an election bumps the epoch holding the same lock, so
+            // no write of a deposed leader commits after its successor's election.
+            let held = fence.epoch();
+            let current: i64 = sqlx::query_scalar("SELECT epoch FROM cluster_lease WHERE id = 1")
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(backend("reading the lease's epoch"))?;
+            let current = u64::try_from(current).unwrap_or(0);
+            if held != Some(current) {
+                if let Some(held) = held {
+                    fence.deposed(held, current);
+                }
+                return Err(StoreError::Fenced { held, current });
+            }
+        }
         Ok(tx)
     }
+}
+
+/// What a committed write changed for the replicas' routing tables and token tables.
+pub(crate) enum Change<'a> {
+    /// The route of one slot (its active version or its rollout's split).
+    Slot(&'a str),
+    /// The API tokens.
+    Tokens,
+}
+
+/// Notifies the replicas of `change` on [`CHANGES_CHANNEL`], inside the caller's transaction
+/// (delivered when it commits, never when it rolls back).
+pub(crate) async fn notify(conn: &mut PgConnection, change: Change<'_>) -> Result<(), StoreError> {
+    let payload = match change {
+        Change::Slot(slot) => format!("slot:{slot}"),
+        Change::Tokens => "tokens".to_owned(),
+    };
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANGES_CHANNEL)
+        .bind(payload)
+        .execute(&mut *conn)
+        .await
+        .map_err(backend("notifying the replicas"))?;
+    Ok(())
 }
 
 /// Now, to the microsecond the store keeps.
@@ -499,6 +599,9 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(backend("updating a slot"))?;
+            if req.activate {
+                notify(&mut tx, Change::Slot(req.slot.as_str())).await?;
+            }
             seal(&mut tx, audit.with_document(&req.slot, version, &req.document), now).await?;
             commit(tx).await?;
             Ok(ConfigVersion {
@@ -545,6 +648,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(backend("activating a version"))?;
+            notify(&mut tx, Change::Slot(slot.as_str())).await?;
             seal(&mut tx, audit, now).await?;
             commit(tx).await?;
             current.active_version = Some(version);
@@ -909,6 +1013,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(backend("creating a rollout"))?;
+            notify(&mut tx, Change::Slot(r.slot.as_str())).await?;
             seal(&mut tx, audit, now).await?;
             commit(tx).await?;
             Ok(RolloutRecord {
@@ -1151,6 +1256,7 @@ impl Store for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(backend("updating a rollout"))?;
+            notify(&mut tx, Change::Slot(cur.slot.as_str())).await?;
             seal(&mut tx, audit, now).await?;
             commit(tx).await?;
             cur.state = u.state;
@@ -1231,6 +1337,8 @@ pub(crate) async fn write_status(
         .await
         .map_err(backend("reading a rollout"))?
         .ok_or_else(|| not_found(format!("rollout {id}")))?;
+    let old_route: Option<String> =
+        row.try_get("route").map_err(backend("reading a rollout's route"))?;
     // The stored status is about to be replaced: it is not read.
     let mut cur = rows::rollout_with(&row, serde_json::Value::Null)?;
     if cur.revision != expected_revision {
@@ -1247,12 +1355,15 @@ pub(crate) async fn write_status(
     .bind(id)
     .bind(text)
     .bind(fmt_ts(now))
-    .bind(route)
+    .bind(&route)
     .bind(rb_auto)
     .bind(rb_manual)
     .execute(&mut *conn)
     .await
     .map_err(backend(context))?;
+    if old_route != route {
+        notify(conn, Change::Slot(cur.slot.as_str())).await?;
+    }
     cur.status = status;
     cur.revision += 1;
     cur.updated_at = now;
@@ -1418,6 +1529,6 @@ mod tests {
     fn the_migrations_are_embedded_in_order() {
         let m = migrator();
         let versions: Vec<i64> = m.iter().map(|m| m.version).collect();
-        assert_eq!(versions, [1]);
+        assert_eq!(versions, [1, 2]);
     }
 }

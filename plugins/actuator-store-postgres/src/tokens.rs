@@ -7,7 +7,7 @@ use actuator_core::token::{MAX_TOKENS, NewToken, Role, TokenRecord, validate_tok
 use sqlx::postgres::PgRow;
 
 use crate::rows::{Cols, backend, fmt_ts};
-use crate::store::{PostgresStore, commit, now, seal};
+use crate::store::{Change, PostgresStore, commit, notify, now, seal};
 
 fn token(row: &PgRow) -> Result<TokenRecord, StoreError> {
     let c = Cols::new(row, "api_tokens");
@@ -58,6 +58,7 @@ impl PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(backend("creating a token"))?;
+            notify(&mut tx, Change::Tokens).await?;
             seal(&mut tx, audit, at).await?;
             commit(tx).await?;
             Ok(TokenRecord { name: t.name, role: t.role, hash: t.hash, created_at: at })
@@ -90,6 +91,7 @@ impl PostgresStore {
                 return Err(StoreError::NotFound { what: format!("token {name}") });
             };
             let rec = token(&row)?;
+            notify(&mut tx, Change::Tokens).await?;
             seal(&mut tx, audit, at).await?;
             commit(tx).await?;
             Ok(rec)

@@ -364,12 +364,18 @@ impl Engine {
     }
 }
 
-/// Whether an error of a look may pass by itself (retried on the next pass).
+/// Whether an error of a look may pass by itself (retried on the next pass). A store that
+/// cannot be reached, or a replica whose fencing token was superseded (it stops leading; the
+/// new leader resumes the rollout from the store), is never a reason to fail a rollout.
 fn retryable(e: &EngineError) -> bool {
     matches!(
         e,
-        EngineError::Store(StoreError::Conflict { .. } | StoreError::Backend(_))
-            | EngineError::NotRunning
+        EngineError::Store(
+            StoreError::Conflict { .. }
+                | StoreError::Backend(_)
+                | StoreError::Unavailable(_)
+                | StoreError::Fenced { .. }
+        ) | EngineError::NotRunning
     )
 }
 

@@ -385,6 +385,8 @@ mod tests {
             StoreError::StableChanged { slot: "a".into(), expected: Some(1), actual: None },
             StoreError::Unavailable("disk full".into()),
             StoreError::ChainBroken("entry 4".into()),
+            StoreError::Fenced { held: Some(3), current: 4 },
+            StoreError::Fenced { held: None, current: 1 },
             StoreError::Invalid("page".into()),
             StoreError::Backend("io".into()),
         ];

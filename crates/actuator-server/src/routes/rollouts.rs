@@ -58,7 +58,7 @@ impl From<EngineError> for ApiError {
     }
 }
 
-pub(crate) fn engine(st: &AppState) -> Result<&Engine, ApiError> {
+pub(crate) fn engine(st: &AppState) -> Result<Engine, ApiError> {
     st.engine().ok_or_else(|| {
         if st.resuming() {
             ApiError::new(
