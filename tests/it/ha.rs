@@ -550,16 +550,32 @@ async fn sigkill_at_random_moments_of_three_replicas_loses_nothing() {
                 if t0.elapsed() >= Duration::from_secs(15) {
                     for r in &cl.replicas {
                         let log = r.log();
-                        eprintln!("---- {} ----\n{}", r.id, &log[log.len().saturating_sub(4000)..]);
+                        let mine: Vec<&str> = log
+                            .lines()
+                            .filter(|l| {
+                                l.contains(id.as_str())
+                                    || l.contains("leading")
+                                    || l.contains("stepping")
+                            })
+                            .collect();
+                        eprintln!("---- {} ----\n{}", r.id, mine.join("\n"));
                     }
                 }
                 assert!(
                     t0.elapsed() < Duration::from_secs(15),
-                    "round {round}: {id} lost acknowledged observations: {} then {} (state {}, step {}, killed r{victim})",
+                    "round {round}: {id} lost acknowledged observations: {} then {} (state {}, step {}, killed r{victim}); before: {} {} {} {}; after: {} {} {} {}",
                     counted(before),
                     counted(&after),
                     after["state"],
-                    after["phase"]
+                    after["phase"],
+                    before["phase_started_at"],
+                    before["transitions"].as_array().map_or(0, Vec::len),
+                    before["arms"],
+                    before["last_decision"],
+                    after["phase_started_at"],
+                    after["transitions"].as_array().map_or(0, Vec::len),
+                    after["arms"],
+                    after["last_decision"]
                 );
                 tokio::time::sleep(Duration::from_millis(100)).await;
             };

@@ -126,7 +126,9 @@ impl TestDaemon {
             cmd.arg("--config").arg(data_dir.join("settings.toml"));
         }
         let mut child = cmd
-            .env("RUST_LOG", "warn")
+            // A replica that logs to its own file says more: what it did is read back when a
+            // test fails.
+            .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
             .env_remove("ACTUATOR_CONFIG")
             .stdout(Stdio::piped())
             .stderr(match log {

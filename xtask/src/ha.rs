@@ -59,11 +59,18 @@ fn local_database() -> anyhow::Result<String> {
     Ok("postgres://postgres@127.0.0.1:5432/actuator_ha".to_owned())
 }
 
-/// A started replica.
+/// A started replica, stopped when dropped (also when the command fails half-way).
 struct Replica {
     id: String,
     url: String,
     child: Child,
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 fn start_replica(
@@ -192,8 +199,13 @@ pub(crate) fn run_ha(args: HaArgs) -> anyhow::Result<()> {
         &first,
         &["config", "apply", "--slot", "chat", stable.to_str().context("utf-8 path")?],
     )?;
-    let active = cli(&bin, &first, &["rollout", "list", "--slot", "chat"]).unwrap_or_default();
-    if !active.contains("progressing") && !active.contains("paused") {
+    let active = cli(&bin, &first, &["rollout", "list", "--slot", "chat", "--output", "json"])
+        .ok()
+        .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+        .is_some_and(|v| v["items"].as_array().is_some_and(|a| !a.is_empty()));
+    if !active {
+        let candidate = base.join("candidate.json");
+        std::fs::write(&candidate, r#"{"model": "gpt-4o-mini"}"#)?;
         cli(
             &bin,
             &first,
@@ -202,8 +214,10 @@ pub(crate) fn run_ha(args: HaArgs) -> anyhow::Result<()> {
                 "start",
                 "--slot",
                 "chat",
+                "--strategy",
+                "canary",
                 "--document",
-                r#"{"model": "gpt-4o-mini"}"#,
+                candidate.to_str().context("utf-8 path")?,
                 "--phases",
                 "5,25,50,100",
                 "--min-samples",
@@ -255,9 +269,7 @@ pub(crate) fn run_ha(args: HaArgs) -> anyhow::Result<()> {
         }
     }
     let _ = sim.kill();
-    for r in &mut replicas {
-        let _ = r.child.kill();
-        let _ = r.child.wait();
-    }
+    let _ = sim.wait();
+    drop(replicas);
     Ok(())
 }
