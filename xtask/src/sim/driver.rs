@@ -471,7 +471,10 @@ async fn drive(w: &Wave) -> Result<WaveOutput> {
         .into_iter()
         .map(|l| match (l.result.clone(), l.held.clone()) {
             (Some(r), _) => r,
-            (None, Some(held)) => held,
+            (None, Some(mut held)) => {
+                held.held_secs = Some(held.secs);
+                held
+            }
             (None, None) => l.snapshot(End::Running, cap, "still running at the time cap".into()),
         })
         .collect();
