@@ -697,7 +697,7 @@ mod tests {
     fn no_heterogeneity_leaves_the_counts_alone() {
         let n = vec![4.0; 8];
         let s = vec![0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
-        let t = ClusteredRatio::from_buckets(n.clone(), s.clone()).unwrap();
+        let t = ClusteredRatio::from_buckets(n, s).unwrap();
         // within-bucket binomial spread only: every bucket 0 or 1 event of 4 at p = 1/16
         assert_eq!(intraclass_correlation(&[&t]), 0.0);
         let w = unit_weighted(&t, 0.0).unwrap();
