@@ -115,6 +115,11 @@ pub struct EngineStatus {
     pub paused_reason: Option<String>,
     /// Whether the analysis said promote while auto-promotion is off.
     pub awaiting_promotion: bool,
+    /// The rollout is paused because its step ended inconclusive with `hold`: the candidate
+    /// stops spreading, but the analysis keeps looking, and a rollback rule that crosses
+    /// still rolls it back (with `auto_rollback`). Cleared by every action that ends the pause.
+    #[serde(default)]
+    pub held_watch: bool,
     /// Bounded transition history.
     pub transitions: VecDeque<Transition>,
     /// The rollback, if one happened.
@@ -170,6 +175,7 @@ impl EngineStatus {
             last_decision: None,
             paused_reason: None,
             awaiting_promotion: false,
+            held_watch: false,
             transitions: VecDeque::new(),
             rollback: None,
             errors: VecDeque::new(),
@@ -437,6 +443,9 @@ pub struct RolloutView {
     pub phase_started_at: DateTime<Utc>,
     /// Why paused.
     pub paused_reason: Option<String>,
+    /// Paused at an inconclusive step with `hold` while the analysis keeps watching: a
+    /// rollback rule that crosses still rolls the rollout back.
+    pub held_watch: bool,
     /// Whether the analysis recommends promotion while auto-promotion is off.
     pub awaiting_promotion: bool,
     /// Last decision.
@@ -548,6 +557,7 @@ impl RolloutView {
             updated_at: rec.updated_at,
             phase_started_at: st.step_started_at,
             paused_reason: st.paused_reason.clone(),
+            held_watch: st.held_watch,
             awaiting_promotion: st.awaiting_promotion,
             last_decision: st.last_decision.clone(),
             arms,

@@ -1,7 +1,9 @@
 //! Per-(phase, arm) aggregation in bounded memory: counters, running moments and one sketch
 //! per distribution-valued metric. Nothing here grows with the number of observations.
 
-use actuator_stats::{ClusteredRatio, ExceedanceCounter, QuantileSketch, RunningStats};
+use actuator_stats::{
+    ClusteredRatio, ExceedanceCounter, QuantileSketch, RunningStats, UNIT_BUCKETS,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
@@ -75,6 +77,19 @@ pub struct ArmClusters {
     pub quality: ClusteredRatio,
     /// Parallel to [`ArmStats::exceedance`]: n_b = latencies, s_b = latencies above the threshold.
     pub exceedance: Vec<ClusteredRatio>,
+    /// The error table at unit resolution ([`UNIT_BUCKETS`] buckets, a few users each): n_b =
+    /// requests, s_b = error events. The error rollback test compares units with it
+    /// ([`actuator_stats::UnitErrors`]), so a few heavy users cannot carry an arm. Sparse
+    /// (18 bytes per filled bucket) up to half full, at most 64 KiB. Absent in states of
+    /// earlier versions, which then keep the request-weighted test for the phase.
+    #[serde(default = "unit_table")]
+    pub unit_errors: ClusteredRatio,
+}
+
+/// An empty per-unit error table.
+fn unit_table() -> ClusteredRatio {
+    // UNIT_BUCKETS is a valid bucket count (a power of two in 2..=4096).
+    ClusteredRatio::new(UNIT_BUCKETS).unwrap_or_default()
 }
 
 impl ArmClusters {
@@ -85,12 +100,13 @@ impl ArmClusters {
             cost: ClusteredRatio::default(),
             quality: ClusteredRatio::default(),
             exceedance: vec![ClusteredRatio::default(); thresholds],
+            unit_errors: unit_table(),
         }
     }
 
     fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + [&self.errors, &self.log_latency, &self.cost, &self.quality]
+            + [&self.errors, &self.log_latency, &self.cost, &self.quality, &self.unit_errors]
                 .into_iter()
                 .chain(&self.exceedance)
                 .map(ClusteredRatio::approx_bytes)
@@ -254,7 +270,9 @@ impl ArmStats {
         self.recent.push(c.outcome.is_error());
         let mut cl = self.clusters.as_deref_mut();
         if let Some(cl) = cl.as_deref_mut() {
-            cl.errors.add(c.unit, if c.outcome.is_error() { 1.0 } else { 0.0 })?;
+            let e = if c.outcome.is_error() { 1.0 } else { 0.0 };
+            cl.errors.add(c.unit, e)?;
+            cl.unit_errors.add(c.unit, e)?;
         }
         if let Some(l) = c.latency_ms {
             let ln = l.max(LOG_LATENCY_FLOOR_MS).ln();

@@ -14,7 +14,7 @@ use actuator_stats::estimate::{
 };
 use actuator_stats::{
     ClusteredRatio, CondBinomConfig, ConditionalBinomial, Estimate, EvidenceLedger,
-    ExceedanceCounter, ExceedanceTest, HalfNormalMixture, RatioDirection, Stratified,
+    ExceedanceCounter, ExceedanceTest, HalfNormalMixture, RatioDirection, Stratified, UnitErrors,
     UnitRecurrence, UnitsRecur, freeze_threshold, p_value_from_log_e, srm_clustered_log_e,
     srm_log_e,
 };
@@ -1000,14 +1000,27 @@ impl RolloutHealth {
                 let delta = margins.errors_at(control_rate);
                 let harm = cluster::proportion_difference_pooled(tc, cc).ok();
                 let lower_mix = self.mixture(cfg.errors.mde_abs, a_err);
-                // With a concurrent control at a known share, the exact event test on the
-                // counts deflated by the larger design effect (Kish's effective counts): a
-                // normal approximation of a rare event over-reacts to a few early errors.
-                let exact = self.pair_share(ti).filter(|_| ready).map(|pi| {
-                    let d = cluster::proportion_design_effect(tc)
-                        .max(cluster::proportion_design_effect(cc));
-                    let deflated = |x: f64| (x / d).round() as u64;
-                    cond_binom_log_e(cfg, a_err, deflated(tc.sum()), deflated(cc.sum()), pi)
+                // With a concurrent control at a known share, the exact event test on
+                // effective counts: a normal approximation of a rare event over-reacts to a
+                // few early errors. The counts are those of the per-unit comparison (units
+                // weighted by their own design effect, `UnitErrors`), so a few heavy users
+                // cannot carry an arm; a phase whose unit table is not complete (restored
+                // from an earlier version) keeps the request counts deflated by the larger
+                // design effect (Kish's effective counts) at the configured share.
+                let units = clustered
+                    .map(|(a, b)| (&a.unit_errors, &b.unit_errors))
+                    .filter(|(ut, uc)| ut.count() == tc.count() && uc.count() == cc.count())
+                    .and_then(|(ut, uc)| UnitErrors::new(ut, uc).ok());
+                let exact = self.pair_share(ti).filter(|_| ready).map(|pi| match &units {
+                    Some(u) => u.effective_events().map_or(0.0, |(x, y)| {
+                        cond_binom_log_e(cfg, a_err, x, y, u.share())
+                    }),
+                    None => {
+                        let d = cluster::proportion_design_effect(tc)
+                            .max(cluster::proportion_design_effect(cc));
+                        let deflated = |x: f64| (x / d).round() as u64;
+                        cond_binom_log_e(cfg, a_err, deflated(tc.sum()), deflated(cc.sum()), pi)
+                    }
                 });
                 MetricEval {
                     key: METRIC_ERRORS.into(),
@@ -1027,10 +1040,15 @@ impl RolloutHealth {
                     units: t.requests,
                     burning_in: !ready,
                     pool: (ready && exact.is_none()).then_some(0.0),
-                    note: Some(if ready {
-                        clustered_note("mSPRT on the error-rate difference")
-                    } else {
-                        burn_note(tc, cc)
+                    note: Some(match (&units, exact) {
+                        _ if !ready => burn_note(tc, cc),
+                        (Some(u), Some(_)) => clustered_note(&format!(
+                            "exact event test on effective counts, compared by unit (intraclass correlation {:.4}: a unit counts up to {} requests)",
+                            u.icc,
+                            if u.icc > 0.0 { format!("{:.0}", 1.0 / u.icc) } else { "all its".into() }
+                        )),
+                        (None, Some(_)) => clustered_note("exact event test on effective counts"),
+                        _ => clustered_note("mSPRT on the error-rate difference"),
                     }),
                 }
             }

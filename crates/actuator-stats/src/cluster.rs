@@ -511,6 +511,127 @@ pub fn proportion_difference_under_margin(
     Estimate::new(t - c, v)
 }
 
+/// Buckets of the per-unit error table kept beside the [`DEFAULT_CLUSTER_BUCKETS`] ones under a
+/// sticky split: 4096, the most a [`ClusteredRatio`] holds. Unit hashes are 16 bits, so a bucket
+/// holds the units of 16 hash values: with 10,000 users about 2.4 users per bucket (fewer per
+/// arm), where a 128-bucket table mixes about 80, and a heavy user's bucket is mostly that user.
+pub const UNIT_BUCKETS: usize = 4096;
+
+/// The intraclass correlation ρ of a binary outcome within units, pooled over arms: the
+/// one-way ANOVA estimator `ρ̂ = Σ_a Σ_b [(s_b − p_a n_b)² / (n_b p_a(1−p_a)) − 1] / Σ_a Σ_b (n_b − 1)`,
+/// each arm centred at its own rate `p_a`, clipped to `[0, 1]`.
+///
+/// Under a random-effects model (a unit's requests fail with its own propensity, of mean `p`
+/// and variance `τ²`) `E[(s_b − p n_b)² / n_b] = p(1−p) + (n_b − 1) τ²`, so the ratio estimates
+/// `ρ = τ² / (p(1−p))`: 0 for independent requests, 1 when a unit's requests all fail or all
+/// succeed. Each arm is centred at its own rate and scaled by its own `p_a(1−p_a)`, so a canary
+/// whose every unit fails twice as often does not look heterogeneous. An arm without both
+/// outcomes adds nothing; with no information at all ρ̂ is 0.
+pub fn intraclass_correlation(arms: &[&ClusteredRatio]) -> f64 {
+    let mut num = 0.0_f64;
+    let mut den = 0.0_f64;
+    for arm in arms {
+        let Some(p) = arm.ratio().filter(|p| *p > 0.0 && *p < 1.0) else { continue };
+        let q = p * (1.0 - p);
+        for (_, nb, sb) in arm.iter() {
+            if nb <= 0.0 {
+                continue;
+            }
+            let e = sb - p * nb;
+            num += e * e / (nb * q) - 1.0;
+            den += nb - 1.0;
+        }
+    }
+    if den > 0.0 && num.is_finite() { (num / den).clamp(0.0, 1.0) } else { 0.0 }
+}
+
+/// Per-unit weighting of an arm's per-bucket counts: bucket `b` counts its requests and events
+/// with the weight `W_b = 1 / (1 + (n_b − 1) ρ)`, the inverse of its design effect under the
+/// random-effects model of [`intraclass_correlation`] (generalised least squares: the bucket's
+/// rate `s_b/n_b` has variance `p(1−p)(1 + (n_b − 1)ρ)/n_b`, so `W_b n_b` is its information).
+/// A unit whose `n_b` is far above `1/ρ` counts about `1/ρ` requests' worth; with ρ = 0 every
+/// request counts once and the state is returned unchanged.
+///
+/// # Errors
+/// None in practice (the weighted counts are finite and non-negative); the state's own checks.
+pub fn unit_weighted(arm: &ClusteredRatio, rho: f64) -> Result<ClusteredRatio> {
+    let rho = check_finite("intraclass correlation", rho)?.clamp(0.0, 1.0);
+    let mut idx = Vec::new();
+    let mut n = Vec::new();
+    let mut s = Vec::new();
+    for (b, nb, sb) in arm.iter() {
+        let w = 1.0 / (1.0 + (nb - 1.0).max(0.0) * rho);
+        idx.push(b as u32);
+        n.push(w * nb);
+        s.push(w * sb);
+    }
+    ClusteredRatio::from_filled(arm.buckets(), &idx, n, s)
+}
+
+/// The error comparison of a sticky split by unit rather than by request (rollback side).
+///
+/// Both arms' per-unit tables ([`UNIT_BUCKETS`]) are weighted by [`unit_weighted`] with the ρ̂
+/// of both ([`intraclass_correlation`]); the same weight function of a unit's own request count
+/// applies in both arms, and a unit's traffic does not depend on its arm, so under "no
+/// different" both weighted rates estimate the same quantity: the rate over units, each
+/// counted up to about `1/ρ` requests. The exact event test then runs on the weighted
+/// effective counts: events `x_a / D`, with `x_a = Σ W_b s_b` and `D` the larger design effect
+/// of the two weighted rates ([`proportion_design_effect`], at least 1), at the canary's share
+/// `m_t / (m_t + m_c)` of the weighted requests `m_a = Σ W_b n_b` (conditioning on the traffic
+/// each arm received, which the candidate does not change).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnitErrors {
+    /// ρ̂ of both arms.
+    pub icc: f64,
+    /// The canary's weighted table.
+    pub canary: ClusteredRatio,
+    /// The control's weighted table.
+    pub control: ClusteredRatio,
+}
+
+impl UnitErrors {
+    /// Weights both arms' per-unit error tables (n_b = requests, s_b = error events).
+    ///
+    /// # Errors
+    /// [`StatsError::IncompatibleMerge`] when the bucket counts differ,
+    /// [`StatsError::NotEnoughData`] when an arm has no request.
+    pub fn new(canary: &ClusteredRatio, control: &ClusteredRatio) -> Result<Self> {
+        if canary.buckets() != control.buckets() {
+            return Err(StatsError::IncompatibleMerge("cluster bucket counts differ"));
+        }
+        if canary.count() <= 0.0 || control.count() <= 0.0 {
+            return Err(StatsError::NotEnoughData("each arm needs at least one request"));
+        }
+        let icc = intraclass_correlation(&[canary, control]);
+        Ok(Self { icc, canary: unit_weighted(canary, icc)?, control: unit_weighted(control, icc)? })
+    }
+
+    /// The larger design effect of the two weighted rates (at least 1; infinite when a
+    /// variance is not estimable).
+    pub fn design_effect(&self) -> f64 {
+        proportion_design_effect(&self.canary).max(proportion_design_effect(&self.control))
+    }
+
+    /// The canary's share of the weighted requests, `m_t / (m_t + m_c)`.
+    pub fn share(&self) -> f64 {
+        let (t, c) = (self.canary.count(), self.control.count());
+        t / (t + c)
+    }
+
+    /// The effective error events of the canary and the control (`x_a / D`, rounded), the
+    /// counts the exact event test takes at [`UnitErrors::share`]; `None` when the design
+    /// effect is not finite (no evidence).
+    pub fn effective_events(&self) -> Option<(u64, u64)> {
+        let d = self.design_effect();
+        if !d.is_finite() {
+            return None;
+        }
+        // Non-negative and finite; far below u64::MAX (at most the requests).
+        let round = |x: f64| (x / d).round().max(0.0) as u64;
+        Some((round(self.canary.sum()), round(self.control.sum())))
+    }
+}
+
 /// Relative difference of ratios `r_t / r_c − 1` with the delta-method variance
 /// `V_t / r_c² + r_t² V_c / r_c⁴` (statistics.md §5.5 with clustered variances). For cost.
 ///
@@ -536,6 +657,95 @@ mod tests {
 
     fn close(a: f64, b: f64, rel: f64) {
         assert!((a - b).abs() <= rel * b.abs().max(1e-300), "{a} vs {b}");
+    }
+
+    /// The per-unit error comparison on hand-made tables of 8 buckets. Expected values
+    /// computed independently in python3 with exact fractions
+    /// (`crates/actuator-stats/golden/unit_errors.py`):
+    /// ρ̂ = Σ_a Σ_b [(s_b − p_a n_b)²/(n_b p_a(1−p_a)) − 1] / Σ_a Σ_b (n_b − 1)
+    ///    = 1971185/41178912; W_b = 1/(1 + (n_b − 1)ρ̂); each weighted rate's D is the larger of
+    /// 1 and its cluster-robust variance (max of sandwich and jackknife) over r(1−r)/m.
+    #[test]
+    fn unit_errors_golden() {
+        let t = ClusteredRatio::from_buckets(
+            vec![1.0, 3.0, 0.0, 50.0, 2.0, 10.0, 0.0, 4.0],
+            vec![0.0, 1.0, 0.0, 6.0, 0.0, 1.0, 0.0, 0.0],
+        )
+        .unwrap();
+        let c = ClusteredRatio::from_buckets(
+            vec![2.0, 5.0, 120.0, 1.0, 8.0, 0.0, 3.0, 6.0],
+            vec![0.0, 0.0, 5.0, 1.0, 1.0, 0.0, 0.0, 1.0],
+        )
+        .unwrap();
+        close(intraclass_correlation(&[&t, &c]), 1_971_185.0 / 41_178_912.0, 1e-12);
+        let u = UnitErrors::new(&t, &c).unwrap();
+        close(u.icc, 0.047_868_797_504_897_65, 1e-12);
+        close(u.canary.count(), 31.078_359_526_091_784, 1e-12);
+        close(u.canary.sum(), 3.404_943_384_928_007_5, 1e-12);
+        close(u.control.count(), 38.596_521_764_641_395, 1e-12);
+        close(u.control.sum(), 3.302_567_696_121_521_6, 1e-12);
+        close(proportion_design_effect(&u.canary), 1.0, 1e-12);
+        close(proportion_design_effect(&u.control), 1.014_098_782_510_695_7, 1e-12);
+        close(u.design_effect(), 1.014_098_782_510_695_7, 1e-12);
+        close(u.share(), 0.446_048_259_435_287_1, 1e-12);
+        assert_eq!(u.effective_events(), Some((3, 3)));
+    }
+
+    /// Independent requests (one per unit, or units whose requests fail independently): ρ̂ is
+    /// 0 and the weighted tables are the raw ones, so the comparison is the request-level one.
+    #[test]
+    fn no_heterogeneity_leaves_the_counts_alone() {
+        let n = vec![4.0; 8];
+        let s = vec![0.0, 1.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0];
+        let t = ClusteredRatio::from_buckets(n, s).unwrap();
+        // within-bucket binomial spread only: every bucket 0 or 1 event of 4 at p = 1/16
+        assert_eq!(intraclass_correlation(&[&t]), 0.0);
+        let w = unit_weighted(&t, 0.0).unwrap();
+        assert_eq!(w, t);
+        // ρ = 1: a bucket counts as one request
+        let one = unit_weighted(&t, 1.0).unwrap();
+        close(one.count(), 8.0, 1e-12);
+        close(one.sum(), 0.5, 1e-12);
+        assert!(unit_weighted(&t, f64::NAN).is_err());
+    }
+
+    /// What a user notices: one heavy user with a high error propensity on the canary makes the
+    /// request-level rate look three times control's, while the other units are alike; the
+    /// per-unit comparison counts that user about `1/ρ̂` requests and sees a small difference.
+    #[test]
+    fn a_heavy_unit_does_not_carry_the_arm() {
+        // Request `i` of bucket `b` fails when a hash of (b, i) falls below the rate.
+        let fails = |b: u64, i: u64, rate: f64| {
+            let mut z =
+                b.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ i.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 31)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 29;
+            ((z >> 11) as f64 / (1u64 << 53) as f64) < rate
+        };
+        let table = |units: std::ops::Range<u64>, heavy: bool| {
+            let mut n = vec![0.0; 512];
+            let mut s = vec![0.0; 512];
+            if heavy {
+                n[0] = 4000.0;
+                s[0] = (0..4000).filter(|&i| fails(0, i, 0.20)).count() as f64;
+            }
+            for b in units {
+                n[b as usize] = 20.0;
+                s[b as usize] = (0..20).filter(|&i| fails(b, i, 0.05)).count() as f64;
+            }
+            ClusteredRatio::from_buckets(n, s).unwrap()
+        };
+        // canary: the heavy user and 100 users of 20 requests at 5 %; control: 300 such users
+        let t = table(1..101, true);
+        let c = table(101..401, false);
+        let by_request = t.ratio().unwrap() / c.ratio().unwrap();
+        assert!(by_request > 2.5, "{by_request}");
+        let u = UnitErrors::new(&t, &c).unwrap();
+        assert!(u.icc > 0.0, "{}", u.icc);
+        let by_unit = u.canary.ratio().unwrap() / u.control.ratio().unwrap();
+        // the heavy user counts about 1/ρ̂ requests of its 4,000
+        assert!(u.canary.count() < 2000.0 + 1.0 / u.icc, "{}", u.canary.count());
+        assert!(by_unit < 1.5, "{by_unit} vs {by_request}");
     }
 
     /// Four buckets, hand-made: n = [10, 20, 0, 30], s = [1, 4, 0, 3], so G = 3 non-empty.

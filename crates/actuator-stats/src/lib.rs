@@ -38,6 +38,7 @@ pub mod srm;
 pub use budget::{EvidenceLedger, LedgerEntry, LedgerVerdict};
 pub use cluster::{
     ClusteredRatio, DEFAULT_CLUSTER_BUCKETS, MIN_EFFECTIVE_BUCKETS, MIN_NONEMPTY_BUCKETS,
+    UNIT_BUCKETS, UnitErrors,
 };
 pub use cond_binom::{CondBinomConfig, ConditionalBinomial, RatioDirection, q_ratio};
 pub use error::{Result, StatsError};

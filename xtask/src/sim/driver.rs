@@ -70,6 +70,9 @@ pub(crate) struct RolloutResult {
     /// Per phase reached, the last item that held it (a metric, `min_samples`,
     /// `min_duration`), sampled every [`HOLD_SAMPLE_SECS`]; empty when nothing held it.
     pub(crate) held_by: Vec<String>,
+    /// When the rollout was held at an inconclusive step with the analysis still watching
+    /// (simulated seconds), if it was: it keeps being simulated, and a later rollback counts.
+    pub(crate) held_secs: Option<u64>,
 }
 
 /// How often the simulation reads what holds each rollout.
@@ -116,6 +119,9 @@ struct Live {
     ring: Vec<Vec<Pending>>,
     phase_starts: Vec<u64>,
     held_by: Vec<String>,
+    /// The pause of a held rollout that the analysis still watches: how it ends unless a
+    /// rollback follows before the time cap.
+    held: Option<RolloutResult>,
 }
 
 impl Live {
@@ -134,6 +140,7 @@ impl Live {
             why,
             phase_starts: self.phase_starts.clone(),
             held_by: self.held_by.clone(),
+            held_secs: self.held.as_ref().map(|h| h.secs),
         }
     }
 
@@ -177,6 +184,12 @@ impl Live {
             }
             DeploymentState::Completed => {
                 self.result = Some(self.snapshot(End::Completed, secs, String::new()));
+            }
+            DeploymentState::Paused if v.held_watch => {
+                if self.held.is_none() {
+                    let why = v.paused_reason.clone().unwrap_or_default();
+                    self.held = Some(self.snapshot(End::Paused, secs, why));
+                }
             }
             DeploymentState::Paused => {
                 let why = v.paused_reason.clone().unwrap_or_default();
@@ -299,6 +312,7 @@ async fn setup(config: &ConfigManager, engine: &Engine, w: &Wave, k: u64) -> Res
         ring: vec![Vec::new(); RING],
         phase_starts: vec![0],
         held_by: vec![String::new()],
+        held: None,
     })
 }
 
@@ -455,9 +469,13 @@ async fn drive(w: &Wave) -> Result<WaveOutput> {
     let cap = out.simulated_secs;
     out.results = lives
         .into_iter()
-        .map(|l| match l.result.clone() {
-            Some(r) => r,
-            None => l.snapshot(End::Running, cap, "still running at the time cap".into()),
+        .map(|l| match (l.result.clone(), l.held.clone()) {
+            (Some(r), _) => r,
+            (None, Some(mut held)) => {
+                held.held_secs = Some(held.secs);
+                held
+            }
+            (None, None) => l.snapshot(End::Running, cap, "still running at the time cap".into()),
         })
         .collect();
     Ok(out)

@@ -21,6 +21,10 @@ impl Engine {
                     self.look(rt, now).await?;
                 }
             }
+            // Held at an inconclusive step: the spread stopped, the protection did not.
+            DeploymentState::Paused if rt.st.held_watch && look_due(rt, now) => {
+                self.watch_held(rt, now).await?;
+            }
             DeploymentState::RollingBack => self.rollback_tick(rt, now).await?,
             _ => {}
         }
@@ -171,14 +175,15 @@ impl Engine {
                 }
                 match super::steps::inconclusive_policy(rt) {
                     InconclusivePolicy::Hold => {
-                        self.pause(
-                            rt,
-                            &format!(
-                                "inconclusive: {detail}; held for a person (promote, skip or roll back)"
-                            ),
-                            "engine",
-                        )
-                        .await
+                        let watch = if auto_rollback {
+                            "; the analysis keeps watching and still rolls back"
+                        } else {
+                            ""
+                        };
+                        let reason = format!(
+                            "inconclusive: {detail}; held for a person (promote, skip or roll back){watch}"
+                        );
+                        self.pause_watched(rt, &reason, auto_rollback).await
                     }
                     InconclusivePolicy::PromoteIfNoAlarm => {
                         let g = &eval.explanation.gates;
@@ -230,7 +235,9 @@ impl Engine {
                         } else {
                             self.promote_gated(
                                 rt,
-                                &format!("inconclusive, no alarm, minimums met: promote ({detail})"),
+                                &format!(
+                                    "inconclusive, no alarm, minimums met: promote ({detail})"
+                                ),
                                 None,
                             )
                             .await
@@ -259,7 +266,62 @@ impl Engine {
         }
     }
 
+    /// One look at a rollout held at an inconclusive step ([`EngineStatus::held_watch`]):
+    /// the analysis runs on the evidence that keeps arriving, and only its rollback acts
+    /// (promotion and the inconclusive policy wait for the person). Every rollback rule is
+    /// an e-process, valid at any stopping time, so watching for longer spends nothing
+    /// beyond the rollout's α.
+    pub(super) async fn watch_held(
+        &self,
+        rt: &mut Runtime,
+        now: DateTime<Utc>,
+    ) -> Result<(), EngineError> {
+        rt.fresh = false;
+        rt.looked = Some((now, rt.st.step, rt.st.step_active_ms));
+        let phase_now = Self::phase_now(rt);
+        let Some(health) = rt.st.health.as_mut() else { return Ok(()) };
+        let eval = health.look(phase_now);
+        let Decision::Rollback { rules, .. } = &eval.decision else { return Ok(()) };
+        let names: Vec<String> =
+            rules.iter().map(|r| format!("{:?}:{}", r.kind, r.metric).to_lowercase()).collect();
+        metrics::counter!(
+            "actuator_decisions_total",
+            "kind" => "rollback",
+            "rule" => decision_rule(&eval.decision),
+        )
+        .increment(1);
+        let mut view = DecisionView::from_eval(&eval);
+        view.at = now;
+        rt.st.last_decision = Some(view);
+        rt.dirty = true;
+        let mode = rt.req.rollback_mode;
+        self.start_rollback(rt, RollbackReason::Analysis { rules: names }, true, mode, "engine")
+            .await
+    }
+
+    /// Pauses for a person at an inconclusive step with `hold`, keeping the analysis on
+    /// watch when `watch` (the rollout rolls back by itself).
+    async fn pause_watched(
+        &self,
+        rt: &mut Runtime,
+        reason: &str,
+        watch: bool,
+    ) -> Result<(), EngineError> {
+        rt.st.held_watch = watch;
+        self.pause_as(rt, reason, "engine").await
+    }
+
     pub(super) async fn pause(
+        &self,
+        rt: &mut Runtime,
+        reason: &str,
+        actor: &str,
+    ) -> Result<(), EngineError> {
+        rt.st.held_watch = false;
+        self.pause_as(rt, reason, actor).await
+    }
+
+    async fn pause_as(
         &self,
         rt: &mut Runtime,
         reason: &str,

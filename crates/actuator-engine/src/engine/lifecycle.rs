@@ -320,6 +320,7 @@ impl Engine {
         rt.st.route = None;
         rt.st.gate = None;
         rt.st.paused_reason = None;
+        rt.st.held_watch = false;
         rt.st.awaiting_promotion = false;
         rt.st.outcome = Some(format!("failed: {why}"));
         if rt.rec.state.is_terminal() {

@@ -109,6 +109,7 @@ impl Engine {
                     return Err(bad());
                 }
                 g.st.paused_reason = None;
+                g.st.held_watch = false;
                 // The clocks start again from now: the pause never counts.
                 g.anchor = Some(self.now());
                 self.commit(
@@ -276,6 +277,7 @@ impl Engine {
         st.health = None;
         st.last_decision = None;
         st.paused_reason = None;
+        st.held_watch = false;
         st.awaiting_promotion = false;
         st.gate = None;
         // Earlier rollbacks stay in the rollout's bounded history.
@@ -375,6 +377,7 @@ impl Engine {
         self.cancel_gate_wait(rt, actor);
         rt.st.route = None;
         rt.st.paused_reason = None;
+        rt.st.held_watch = false;
         rt.st.awaiting_promotion = false;
         let stable = rt
             .st

@@ -63,6 +63,7 @@ impl Engine {
             }
         }
         rt.st.paused_reason = None;
+        rt.st.held_watch = false;
         let why = match &reason {
             RollbackReason::Manual { reason } => format!("manual rollback: {reason}"),
             other => format!("rollback: {other}"),

@@ -250,6 +250,7 @@ impl Engine {
         self.cancel_gate_wait(rt, actor);
         rt.st.awaiting_promotion = false;
         rt.st.paused_reason = None;
+        rt.st.held_watch = false;
         if next >= rt.st.steps.len() || rt.rec.strategy == DeploymentStrategy::AbTest {
             return self.complete(rt, actor, reason, winner).await;
         }
