@@ -544,7 +544,15 @@ async fn sigkill_at_random_moments_of_three_replicas_loses_nothing() {
                     .unwrap_or_else(|| panic!("round {round}: rollout {id} lost"));
                 let same_step =
                     before["state"] == after["state"] && before["phase"] == after["phase"];
-                if !same_step || terminal(before) || counted(&after) >= counted(before) {
+                // Right after a promotion the view still shows the previous step's last look
+                // (its decision predates the step's start): those counts are not the step's.
+                let of_this_step =
+                    before["last_decision"]["at"].as_str() >= before["phase_started_at"].as_str();
+                if !same_step
+                    || !of_this_step
+                    || terminal(before)
+                    || counted(&after) >= counted(before)
+                {
                     break after;
                 }
                 if t0.elapsed() >= Duration::from_secs(15) {
