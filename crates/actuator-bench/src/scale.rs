@@ -1,26 +1,66 @@
 //! Many live rollouts on one engine (SQLite on a temporary file): what creating one costs as
 //! the number of live rollouts grows, what one pass of the control loop costs when nothing
-//! changed and when every rollout has new evidence (saved by one group commit), the CPU an
+//! changed and when every rollout has new evidence (saved by group commits), the CPU an
 //! idle engine burns with its loop ticking every second, the memory per live rollout, and
 //! how long a restart takes to resume them all. Routes go to the daemon's routing book, as
 //! in the daemon.
 //!
 //! `--scale N` sets the number of live rollouts (1,000 by default, 200 with `--quick`).
+//!
+//! Seeding the store is not measured and is sped up: the slots, and the rollouts between the
+//! first and the last 20 (whose creation is timed), are created 16 at a time with the SQLite
+//! store's commits unsynced ([`SqliteStore::set_unsynced_seeding`]) and the routing book
+//! rebuilt once at the end instead of after each change. Everything measured (the
+//! timed creations, the passes and their group commits, the restart) runs on durable commits.
 
 use actuator_config::{ConfigManager, ConfigSettings};
-use actuator_core::{DeploymentRequest, Store};
-use actuator_engine::{Engine, EngineSettings};
+use actuator_core::{DeploymentRequest, SlotName, Store};
+use actuator_engine::{Engine, EngineSettings, RouteSink};
 use actuator_health::{Arm, Observation, Outcome};
 use actuator_server::RouteBook;
 use actuator_store_sqlite::SqliteStore;
+use async_trait::async_trait;
+use futures::stream::{self, StreamExt};
 use serde_json::json;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use crate::Options;
 use crate::engine_rig::{median, run_rows, two_version_slot};
 use crate::heap::live_bytes;
 use crate::table::{Limit, Row, Table};
+
+/// Rollouts whose creation is timed at each end: the first with none live, the last with
+/// nearly `N` live.
+const TIMED: usize = 20;
+
+/// Slots and rollouts created at once while seeding, so their writes overlap.
+const SEED_CONCURRENCY: usize = 16;
+
+/// The routing book as the engine's route sink, except that while seeding it skips the
+/// refresh of each change (the book is rebuilt once when the seeding ends): every refresh
+/// publishes a new copy of the whole table, which is what the timed creations measure, not
+/// what seeding 100,000 rollouts should wait for.
+struct SeedingSink {
+    book: RouteBook,
+    seeding: AtomicBool,
+}
+
+#[async_trait]
+impl RouteSink for SeedingSink {
+    async fn refresh_slot(&self, slot: &SlotName) {
+        if !self.seeding.load(Ordering::SeqCst) {
+            self.book.refresh_slot_or_log(slot).await;
+        }
+    }
+
+    async fn refresh_slots(&self, slots: &[SlotName]) {
+        if !self.seeding.load(Ordering::SeqCst) {
+            RouteSink::refresh_slots(&self.book, slots).await;
+        }
+    }
+}
 
 /// Resident memory of this process in bytes (Linux `/proc/self/statm`), if readable.
 fn rss_bytes() -> Option<f64> {
@@ -76,6 +116,56 @@ async fn report_all(engine: &Engine, obs: Vec<Observation>) -> Result<(), String
     Ok(())
 }
 
+/// Heap bytes a value decoded from `json` holds (the text is allocated before counting and
+/// the decoder's transient allocations are freed by the time it returns).
+fn decoded_heap<T: serde::de::DeserializeOwned>(json: &str) -> Result<usize, String> {
+    let h0 = live_bytes();
+    let v: T = serde_json::from_str(json).map_err(|e| e.to_string())?;
+    let held = live_bytes().saturating_sub(h0);
+    drop(v);
+    Ok(held)
+}
+
+/// What the parts of one stored status cost on the heap once decoded: the whole status, its
+/// health monitor, and the monitor without each of its larger parts in turn (the difference
+/// is that part's cost).
+fn status_parts(status: &serde_json::Value) -> Result<Vec<(String, usize)>, String> {
+    use actuator_engine::{DecisionView, EngineStatus};
+    use actuator_health::RolloutHealth;
+    let text = |v: &serde_json::Value| serde_json::to_string(v).map_err(|e| e.to_string());
+    let whole = decoded_heap::<EngineStatus>(&text(status)?)?;
+    let health = status.get("health").cloned().unwrap_or_default();
+    let health_heap = decoded_heap::<Option<RolloutHealth>>(&text(&health)?)?;
+    let mut parts = vec![
+        ("the whole engine status".to_owned(), whole),
+        ("its health monitor".to_owned(), health_heap),
+    ];
+    if let Some(d) = status.get("last_decision") {
+        parts.push((
+            "its last decision view".to_owned(),
+            decoded_heap::<Option<DecisionView>>(&text(d)?)?,
+        ));
+    }
+    for (name, path, empty) in [
+        ("the monitor's history", vec!["history"], json!([])),
+        ("the monitor's last evaluation", vec!["last"], json!(null)),
+        ("the monitor's dedup ring", vec!["dedup", "ring"], json!([])),
+        ("the monitor's phase statistics", vec!["phase", "stats"], json!([])),
+        ("the monitor's treatments (ledgers)", vec!["treatments"], json!([])),
+    ] {
+        let mut h = health.clone();
+        let mut at = &mut h;
+        for key in &path[..path.len() - 1] {
+            at = at.get_mut(*key).ok_or_else(|| format!("no {key} in the status"))?;
+        }
+        let Some(slot) = at.get_mut(path[path.len() - 1]) else { continue };
+        *slot = empty;
+        let without = decoded_heap::<Option<RolloutHealth>>(&text(&h)?)?;
+        parts.push((name.to_owned(), health_heap.saturating_sub(without)));
+    }
+    Ok(parts)
+}
+
 async fn timed_pass(engine: &Engine) -> f64 {
     let t0 = Instant::now();
     engine.run_pass().await;
@@ -85,8 +175,9 @@ async fn timed_pass(engine: &Engine) -> f64 {
 async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
     let n = opts.scale.unwrap_or(if opts.quick { 200 } else { 1_000 }).max(40);
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-    let store: Arc<dyn Store> =
+    let sqlite =
         Arc::new(SqliteStore::open(&dir.path().join("scale.db")).await.map_err(|e| e.to_string())?);
+    let store: Arc<dyn Store> = sqlite.clone();
     let config = ConfigManager::new(store.clone(), vec![], ConfigSettings::default());
     let settings = EngineSettings {
         max_active_rollouts: n + 1,
@@ -94,28 +185,77 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
         ..EngineSettings::default()
     };
     let routes = RouteBook::load(store.clone()).await.map_err(|e| e.to_string())?;
+    let sink = Arc::new(SeedingSink { book: routes.clone(), seeding: AtomicBool::new(false) });
     // Driven: the bench calls `run_pass` itself, as the daemon's loop does on each tick.
-    let engine = Engine::new(config.clone(), Arc::new(routes), vec![], settings.clone());
+    let engine = Engine::new(config.clone(), sink.clone(), vec![], settings.clone());
     engine.start_driven().await.map_err(|e| e.to_string())?;
-    for i in 0..n {
-        two_version_slot(&config, &format!("s{i}")).await?;
-    }
+    // Seeding (not measured): the slots, and every rollout but the first and the last
+    // `TIMED`, are written with the store's commits unsynced and `SEED_CONCURRENCY` at a
+    // time; everything measured runs with durable commits.
+    let seeding = |on: bool| {
+        let sqlite = sqlite.clone();
+        let sink = sink.clone();
+        async move {
+            sqlite.set_unsynced_seeding(on).await.map_err(|e| e.to_string())?;
+            sink.seeding.store(on, Ordering::SeqCst);
+            if !on {
+                // What the seeding changed, in one rebuild.
+                sink.book.rebuild_all().await.map_err(|e| e.to_string())?;
+            }
+            Ok::<_, String>(())
+        }
+    };
+    let seeded_at = Instant::now();
+    seeding(true).await?;
+    let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+    let made: Vec<Result<_, String>> = stream::iter(names.iter())
+        .map(|name| two_version_slot(&config, name))
+        .buffer_unordered(SEED_CONCURRENCY)
+        .collect()
+        .await;
+    made.into_iter().collect::<Result<Vec<_>, _>>()?;
+    seeding(false).await?;
     let rss0 = rss_bytes();
     let heap0 = live_bytes();
-    let mut first = Vec::new();
-    let mut last = Vec::new();
-    let mut ids = Vec::with_capacity(n);
-    for i in 0..n {
-        let t0 = Instant::now();
-        let v = engine.deploy(held(&format!("s{i}"))?).await.map_err(|e| e.to_string())?;
-        let ms = t0.elapsed().as_secs_f64() * 1000.0;
-        if i < 20 {
-            first.push(ms);
-        } else if i >= n - 20 {
-            last.push(ms);
+    let create_timed = |range: std::ops::Range<usize>| {
+        let engine = &engine;
+        let names = &names;
+        async move {
+            let mut ms = Vec::with_capacity(range.len());
+            let mut ids = Vec::with_capacity(range.len());
+            for i in range {
+                let t0 = Instant::now();
+                let v = engine.deploy(held(&names[i])?).await.map_err(|e| e.to_string())?;
+                ms.push(t0.elapsed().as_secs_f64() * 1000.0);
+                ids.push(v.id);
+            }
+            Ok::<_, String>((ms, ids))
         }
-        ids.push(v.id);
+    };
+    let (first, mut ids) = create_timed(0..TIMED).await?;
+    seeding(true).await?;
+    let seeded: Vec<Result<String, String>> = stream::iter(TIMED..n - TIMED)
+        .map(|i| {
+            let engine = &engine;
+            let names = &names;
+            async move {
+                let v = engine.deploy(held(&names[i])?).await.map_err(|e| e.to_string())?;
+                Ok(v.id)
+            }
+        })
+        .buffered(SEED_CONCURRENCY)
+        .collect()
+        .await;
+    seeding(false).await?;
+    for id in seeded {
+        ids.push(id?);
     }
+    let (last, last_ids) = create_timed(n - TIMED..n).await?;
+    ids.extend(last_ids);
+    eprintln!(
+        "scale: {n} slots and rollouts created in {:.0} s",
+        seeded_at.elapsed().as_secs_f64()
+    );
     // Every rollout has been looked at once and saved what its first look decided.
     engine.run_pass().await;
     tokio::time::sleep(Duration::from_millis(1_100)).await;
@@ -134,7 +274,7 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
         tokio::time::sleep(Duration::from_millis(1_050)).await;
         one.push(timed_pass(&engine).await);
     }
-    // Every rollout with new evidence: all saved by one group commit.
+    // Every rollout with new evidence: all saved by group commits (one per 512 rollouts).
     let mut all = Vec::new();
     for round in 0..3 {
         report_all(&engine, evidence(&ids, 100 + round)).await?;
@@ -175,6 +315,7 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
     let stored =
         store.get_rollout(&ids[1]).await.map_err(|e| e.to_string())?.ok_or("no rollout")?;
     let status_bytes = serde_json::to_vec(&stored.status).map_err(|e| e.to_string())?.len();
+    let parts = status_parts(&stored.status)?;
 
     let first_ms = median(first);
     let idle_ms = median(idle);
@@ -202,7 +343,7 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
         ),
         Row::new(
             format!(
-                "control loop: one pass, all {n} with new evidence (one group commit), per rollout"
+                "control loop: one pass, all {n} with new evidence (group commits), per rollout"
             ),
             (all_ms - idle_ms).max(0.0) / n as f64,
             "ms",
@@ -264,6 +405,13 @@ async fn measure(opts: &Options) -> Result<Vec<Row>, String> {
         )
         .target(Limit::ValueAtMost(16.0)),
     );
+    for (part, bytes) in parts {
+        rows.push(Row::new(
+            format!("memory of one resumed rollout, decoded heap: {part}"),
+            bytes as f64 / 1024.0,
+            "KiB",
+        ));
+    }
     if let (Some(a), Some(b)) = (rss0, rss1) {
         rows.push(Row::new(
             format!("memory per live rollout, RSS growth while creating {n}"),

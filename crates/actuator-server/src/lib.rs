@@ -42,6 +42,15 @@ impl actuator_engine::RouteSink for RouteBook {
             tracing::error!(slots = slots.len(), error = %e, "route rebuild failed; the resync will retry");
         }
     }
+
+    /// A start resumed rollouts without writing: when the table was already built from the
+    /// store it holds their stored routes, so it is not rebuilt a second time (later changes
+    /// come through [`RouteBook::refresh_slot`], drift through the periodic resync).
+    async fn resumed(&self, slots: &[actuator_core::SlotName]) {
+        if !self.built() {
+            actuator_engine::RouteSink::refresh_slots(self, slots).await;
+        }
+    }
 }
 
 /// Up to this many slots are refreshed one by one; more are rebuilt in one pass.

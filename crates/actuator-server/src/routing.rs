@@ -87,6 +87,8 @@ struct BookInner {
     /// newer one. Never taken by requests.
     refresh: Mutex<()>,
     events: watch::Sender<RouteEvent>,
+    /// The table has been built from the store at least once ([`RouteBook::rebuild_all`]).
+    built: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for RouteBook {
@@ -113,6 +115,7 @@ impl RouteBook {
                 store,
                 refresh: Mutex::new(()),
                 events,
+                built: std::sync::atomic::AtomicBool::new(false),
             }),
         }
     }
@@ -125,6 +128,11 @@ impl RouteBook {
         let book = Self::new(store);
         book.rebuild_all().await?;
         Ok(book)
+    }
+
+    /// Whether the table has been built from the store at least once.
+    pub fn built(&self) -> bool {
+        self.inner.built.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// The lock-free router requests resolve against.
@@ -206,6 +214,7 @@ impl RouteBook {
             }
         }
         if current.etag() == table.etag() && current.len() == table.len() {
+            self.inner.built.store(true, std::sync::atomic::Ordering::Release);
             return Ok(false);
         }
         let slots = table.len();
@@ -213,6 +222,7 @@ impl RouteBook {
             .router
             .publish(table)
             .map_err(|source| RouteError::Publish { slot: "*".into(), source })?;
+        self.inner.built.store(true, std::sync::atomic::Ordering::Release);
         tracing::debug!(slots, "routing table rebuilt from the store");
         self.announce(Vec::new());
         Ok(true)

@@ -219,6 +219,43 @@ impl SqliteStore {
         })
     }
 
+    /// Turns off (`true`) or back on (`false`) the fsync of every commit on the writer
+    /// connection (`PRAGMA synchronous = OFF` / `FULL`), **for seeding a benchmark or a test
+    /// database only**: while it is off, a write acknowledged to the caller may be lost by a
+    /// crash of the machine (not of the process; WAL keeps the file consistent either way).
+    ///
+    /// It is not reachable from the plugin's configuration, so a daemon never runs with it;
+    /// it lasts until it is turned back on or the writer connection is replaced (after a
+    /// backend fault the fresh connection is durable again). Every call is logged at `warn`
+    /// when it turns durability off.
+    pub async fn set_unsynced_seeding(&self, unsynced: bool) -> Result<(), StoreError> {
+        if self.path.is_none() {
+            return Ok(());
+        }
+        let pragma =
+            if unsynced { "PRAGMA synchronous = OFF" } else { "PRAGMA synchronous = FULL" };
+        sqlx::raw_sql(pragma)
+            .execute(&self.writer)
+            .await
+            .map_err(backend("setting synchronous"))?;
+        if unsynced {
+            tracing::warn!(
+                path = ?self.path,
+                "sqlite store: commits are not synced to disk (seeding only, not durable)"
+            );
+        }
+        Ok(())
+    }
+
+    /// Whether the writer connection syncs every commit (`PRAGMA synchronous` is `FULL`).
+    pub async fn synced(&self) -> Result<bool, StoreError> {
+        let level: i64 = sqlx::query_scalar("PRAGMA synchronous")
+            .fetch_one(&self.writer)
+            .await
+            .map_err(backend("reading synchronous"))?;
+        Ok(level >= 2)
+    }
+
     /// The database file; `None` for an in-memory store.
     pub fn path(&self) -> Option<&Path> {
         self.path.as_deref()
@@ -1628,6 +1665,26 @@ mod tests {
         }
         let write = sqlx::query("DELETE FROM audit").execute(&store.reader).await;
         assert!(write.is_err(), "reader connections are read-only");
+    }
+
+    #[tokio::test]
+    async fn unsynced_seeding_is_off_by_default_and_turns_back_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seed.db");
+        let store = SqliteStore::open(&path).await.unwrap();
+        assert!(store.synced().await.unwrap(), "a store opens durable");
+        store.set_unsynced_seeding(true).await.unwrap();
+        assert!(!store.synced().await.unwrap());
+        let name = SlotName::new("seeded").unwrap();
+        let new = NewSlot { name: name.clone(), description: String::new(), schema: None };
+        store.create_slot(new, AuditDraft::success("t", "slot.create", "seeded")).await.unwrap();
+        store.set_unsynced_seeding(false).await.unwrap();
+        assert!(store.synced().await.unwrap(), "durable again");
+        store.close().await;
+        // What was written while unsynced is in the file.
+        let again = SqliteStore::open(&path).await.unwrap();
+        assert!(again.synced().await.unwrap(), "a reopened store is durable");
+        assert!(again.get_slot(&name).await.unwrap().is_some());
     }
 
     #[tokio::test]

@@ -1,6 +1,56 @@
 //! Start, stop and the control loop that looks at every active rollout.
 
 use super::*;
+use actuator_core::EncodedRollout;
+
+/// A stored rollout decoded for a start: its typed status and request and the highest
+/// observation batch its status holds, or why it cannot be read.
+type Decoded = Result<(EngineStatus, DeploymentRequest, u64), serde_json::Error>;
+
+/// Fewest rollouts one decoding thread takes: below it, a page is decoded on fewer threads.
+const DECODE_CHUNK_MIN: usize = 64;
+
+/// Decodes one rollout's stored status and request.
+fn decode(doc: &EncodedRollout) -> Decoded {
+    let st = serde_json::from_str::<EngineStatus>(&doc.status)?;
+    let req = serde_json::from_str::<DeploymentRequest>(&doc.request)?;
+    let seq = serde_json::from_str::<persist::StoredSeq>(&doc.status)?;
+    Ok((st, req, seq.folded_batch_seq))
+}
+
+/// Decodes a page of stored rollouts on up to one blocking thread per core (at least
+/// [`DECODE_CHUNK_MIN`] rollouts each), keeping the page's order. The text of each is freed
+/// once decoded.
+async fn decode_page(
+    items: Vec<EncodedRollout>,
+) -> Result<Vec<(RolloutRecord, Decoded)>, EngineError> {
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    let chunks = (items.len() / DECODE_CHUNK_MIN).clamp(1, threads);
+    let per = items.len().div_ceil(chunks).max(1);
+    let mut rest = items;
+    let mut tasks = Vec::with_capacity(chunks);
+    while !rest.is_empty() {
+        let tail = rest.split_off(per.min(rest.len()));
+        let chunk = std::mem::replace(&mut rest, tail);
+        tasks.push(tokio::task::spawn_blocking(move || {
+            chunk
+                .into_iter()
+                .map(|doc| {
+                    let decoded = decode(&doc);
+                    (doc.record, decoded)
+                })
+                .collect::<Vec<_>>()
+        }));
+    }
+    let mut out = Vec::new();
+    for task in tasks {
+        let decoded = task.await.map_err(|e| {
+            EngineError::Store(StoreError::Backend(format!("decoding stored rollouts: {e}")))
+        })?;
+        out.extend(decoded);
+    }
+    Ok(out)
+}
 
 impl Engine {
     // ---------------------------------------------------------------- lifecycle
@@ -70,21 +120,15 @@ impl Engine {
                 .store()
                 .list_active_rollouts_encoded(PageRequest { limit: PageRequest::MAX_LIMIT, cursor })
                 .await?;
-            for doc in page.items {
-                let rec = doc.record;
-                if !rec.state.is_active() {
-                    continue;
-                }
-                // Decoded from the stored text straight into the typed state.
-                match (
-                    serde_json::from_str::<EngineStatus>(&doc.status),
-                    serde_json::from_str::<DeploymentRequest>(&doc.request),
-                    serde_json::from_str::<persist::StoredSeq>(&doc.status),
-                ) {
-                    (Ok(st), Ok(req), Ok(seq)) => {
+            let next = page.next_cursor;
+            // Decoded from the stored text straight into the typed state, the page split
+            // over the machine's cores.
+            for (rec, decoded) in decode_page(page.items).await? {
+                match decoded {
+                    Ok((st, req, seq)) => {
                         let (id, slot, state) = (rec.id.clone(), rec.slot.clone(), rec.state);
                         let mut rt = Runtime::new(rec, st, req, self.now());
-                        rt.stored_seq = seq.folded_batch_seq;
+                        rt.stored_seq = seq;
                         // Acknowledged batches the checkpoint does not hold yet are folded
                         // in before the loop looks at the rollout.
                         let replayed = match &holders {
@@ -102,20 +146,21 @@ impl Engine {
                         resumed.push(slot);
                         tracing::debug!(rollout = %id, state = %state, "resumed rollout");
                     }
-                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+                    Err(e) => {
                         tracing::error!(rollout = %rec.id, error = %e, "cannot resume rollout: unreadable state")
                     }
                 }
             }
-            match page.next_cursor {
+            match next {
                 Some(c) => cursor = Some(c),
                 None => break,
             }
         }
         if !resumed.is_empty() {
             tracing::info!(rollouts = resumed.len(), "resumed the active rollouts");
-            // Their routes, refreshed together (a router may rebuild its table in one pass).
-            self.inner.routes.refresh_slots(&resumed).await;
+            // Their routes, refreshed together (a router may rebuild its table in one pass,
+            // or skip it when its table was built from the same store).
+            self.inner.routes.resumed(&resumed).await;
         }
         let stats = self.recount().await?;
         *lock(&self.inner.stats) = stats;

@@ -63,7 +63,7 @@ pub struct EngineSettings {
     pub max_active_rollouts: usize,
     /// Milliseconds between checkpoints of accumulated evidence (1000). A rollout whose
     /// evidence or decision changed is saved at most this long after; all rollouts due in a
-    /// pass are saved in one store transaction (group commit).
+    /// pass are saved by one store transaction per 512 rollouts (group commit).
     pub checkpoint_ms: u64,
     /// Milliseconds between checkpoints of a rollout whose only change is its clocks of
     /// active time (60000): an idle rollout costs no write per tick. A crash loses at most
@@ -177,6 +177,13 @@ pub trait RouteSink: Send + Sync + 'static {
         for slot in slots {
             self.refresh_slot(slot).await;
         }
+    }
+
+    /// A start resumed the rollouts of `slots` from the store (writing nothing: their routes
+    /// are the stored ones). The default refreshes them ([`RouteSink::refresh_slots`]); a
+    /// sink whose table was already built from the same store may skip it.
+    async fn resumed(&self, slots: &[SlotName]) {
+        self.refresh_slots(slots).await;
     }
 }
 

@@ -13,6 +13,11 @@ use actuator_core::CheckpointWrite;
 /// The key of the persisted status that holds the highest batch folded into it.
 pub(crate) const SEQ_KEY: &str = "folded_batch_seq";
 
+/// Most rollouts saved by one group commit: a pass with more dirty rollouts commits them in
+/// groups of this size, so the encoded statuses a commit holds (about 100 KiB each as JSON
+/// trees) stay bounded (≈ 50 MiB) however many rollouts are live.
+pub(crate) const CHECKPOINT_GROUP: usize = 512;
+
 /// Batches read per page on replay (each holds at most `MAX_BATCH` items).
 const REPLAY_PAGE: u32 = 8;
 
@@ -261,8 +266,9 @@ impl Engine {
     }
 
     /// Saves the accumulated evidence of every rollout of `rts` (each held under its lock by
-    /// the caller) in one store call, which a store that can writes in one transaction: one
-    /// durable commit for all of them (group commit). A failed write keeps everything in
+    /// the caller) in one store call per [`CHECKPOINT_GROUP`] rollouts, which a store that can
+    /// writes in one transaction: one durable commit for each group (group commit), and the
+    /// encoded statuses of one group at most in memory at once. A failed write keeps everything in
     /// memory (the rollouts stay unsaved, so a later pass tries again); only a revision
     /// conflict, where another writer saved a rollout first, re-reads that rollout and
     /// replays its durable batches. Nothing is reported saved before the store said the
@@ -270,6 +276,14 @@ impl Engine {
     /// trigger: each rollout is then written alone, and the one whose write panics is failed
     /// while the others are saved.
     pub(super) async fn checkpoint_many(&self, rts: &mut [&mut Runtime]) {
+        for group in rts.chunks_mut(CHECKPOINT_GROUP) {
+            self.checkpoint_group(group).await;
+        }
+    }
+
+    /// One store call of [`Engine::checkpoint_many`], for at most [`CHECKPOINT_GROUP`]
+    /// rollouts.
+    async fn checkpoint_group(&self, rts: &mut [&mut Runtime]) {
         let mut items = Vec::with_capacity(rts.len());
         let mut written: Vec<(usize, Cursor)> = Vec::with_capacity(rts.len());
         for (i, rt) in rts.iter_mut().enumerate() {
