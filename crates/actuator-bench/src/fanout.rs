@@ -3,7 +3,8 @@
 //! server; a canary is started on the leader and rolled back, and the time from the
 //! rollback's answer until every replica resolves every sampled key to stable is taken,
 //! over repeated rounds. The baseline, measured in the same rounds, is the time until the
-//! leader itself resolves stable (its own routing table, no fan-out).
+//! leader itself resolves stable (its own routing table, no fan-out). The replicas' rollback
+//! validation window is 1 s, so that a round's rollback ends before the next round starts.
 //!
 //! Skipped, saying why, when the binary was not built (`cargo xtask bench` builds it) or no
 //! PostgreSQL server answers (`ACTUATOR_TEST_POSTGRES_URL`, default 127.0.0.1:5432).
@@ -50,7 +51,7 @@ fn binary() -> Result<PathBuf, String> {
 fn start(bin: &PathBuf, db_url: &str, id: &str) -> Result<Replica, String> {
     let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
     let settings = format!(
-        "[engine]\ntick_ms = 50\n\n[store]\nplugin = \"postgres\"\nconfig = {{ url = \"{db_url}\" }}\n\n[cluster]\nenabled = true\nreplica_id = \"{id}\"\nlease_ms = 2000\n"
+        "[engine]\ntick_ms = 50\nvalidation_secs = 1\nvalidation_min_samples = 10\n\n[store]\nplugin = \"postgres\"\nconfig = {{ url = \"{db_url}\" }}\n\n[cluster]\nenabled = true\nreplica_id = \"{id}\"\nlease_ms = 2000\n"
     );
     let config = dir.path().join("settings.toml");
     std::fs::write(&config, settings).map_err(|e| e.to_string())?;
